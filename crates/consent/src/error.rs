@@ -1,0 +1,144 @@
+//! The one error type of this crate.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Result alias used throughout `hush-consent`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A problem with one row of an input file: where it is and what was expected.
+///
+/// The message never contains a subject identifier, only its position.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowError {
+    /// The file the row came from (or a label such as `<stdin>`).
+    pub path: String,
+    /// 1-based line number of the row.
+    pub line: u64,
+    /// The field that failed, when one field is to blame.
+    pub field: Option<String>,
+    /// What was wrong and what form was expected.
+    pub message: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(
+                f,
+                "{}:{}: field `{}`: {}",
+                self.path, self.line, field, self.message
+            ),
+            None => write!(f, "{}:{}: {}", self.path, self.line, self.message),
+        }
+    }
+}
+
+impl std::error::Error for RowError {}
+
+/// Everything that can go wrong in the consent ledger and its importers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A purpose name that hush does not know.
+    #[error("unknown purpose `{0}`: expected one of personalization, training")]
+    UnknownPurpose(String),
+    /// A consent source that hush does not know.
+    #[error("unknown consent source `{0}`: expected one of api, cli, import")]
+    UnknownSource(String),
+    /// An event kind that is not a valid name.
+    #[error(
+        "invalid event kind `{0}`: expected view, cart, purchase, rating, or a lowercase name of \
+         letters, digits and '_' (1 to 32 characters)"
+    )]
+    InvalidEventKind(String),
+    /// A timestamp in neither accepted form.
+    #[error(
+        "invalid timestamp `{0}`: expected RFC 3339 (e.g. 2026-01-31T12:00:00Z) or integer unix seconds"
+    )]
+    InvalidTimestamp(String),
+    /// A field value that breaks a documented rule (length, characters, range).
+    #[error("invalid {field}: {message}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// What was wrong and what is allowed.
+        message: String,
+    },
+    /// The pseudonymization key could not be read, parsed or created.
+    #[error("pseudonymization key {location}: {message}")]
+    Key {
+        /// Where the key was looked for (a file path or the environment variable).
+        location: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The SQLite database failed.
+    #[error("database {path}: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer hush.
+    #[error(
+        "database {path} has schema version {found}, newer than this hush understands (at most {supported}); \
+         upgrade hush instead of opening it with an older one"
+    )]
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version found on disk.
+        found: i64,
+        /// The newest version this build can read.
+        supported: i64,
+    },
+    /// The subject was erased and is suppressed: nothing more is recorded for them.
+    #[error(
+        "subject was erased and is suppressed; a fresh opt-in must lift the suppression explicitly"
+    )]
+    Suppressed,
+    /// Nothing is held about the subject.
+    #[error("no data is held about this subject")]
+    UnknownSubject,
+    /// Reading an input file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A malformed row in strict mode, where the first bad row stops the import.
+    #[error("{0}")]
+    Row(RowError),
+    /// Too many malformed rows: the import was rolled back.
+    #[error(
+        "{path}: {bad} of {total} rows are malformed, more than the allowed fraction {allowed}; \
+         nothing was imported. First error: {first}"
+    )]
+    TooManyMalformed {
+        /// The input file.
+        path: String,
+        /// Malformed rows.
+        bad: u64,
+        /// Rows read.
+        total: u64,
+        /// The allowed fraction of malformed rows.
+        allowed: f64,
+        /// The first malformed row.
+        first: Box<RowError>,
+    },
+}
+
+impl Error {
+    /// Wraps a SQLite error with the database path.
+    pub(crate) fn db(path: &std::path::Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+        move |source| Error::Database {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Storefront events: what a subject did with an item, and when.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Error, Pseudonym, Result, Timestamp};
+
+/// The kind of an interaction. The four storefront kinds are built in; other
+/// kinds (e.g. `wishlist`, `return`) are accepted by name so a storefront can
+/// add its own and weight them in the extraction config.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    /// The subject looked at the item.
+    View,
+    /// The subject put the item in the cart.
+    Cart,
+    /// The subject bought the item.
+    Purchase,
+    /// The subject rated the item; the event's value is the rating.
+    Rating,
+    /// Any other kind: a lowercase name of letters, digits and `_`.
+    Other(String),
+}
+
+impl EventKind {
+    /// The lowercase name used in files, configs and the database.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::View => "view",
+            EventKind::Cart => "cart",
+            EventKind::Purchase => "purchase",
+            EventKind::Rating => "rating",
+            EventKind::Other(name) => name,
+        }
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "view" => EventKind::View,
+            "cart" => EventKind::Cart,
+            "purchase" => EventKind::Purchase,
+            "rating" => EventKind::Rating,
+            other => {
+                let valid = (1..=32).contains(&other.len())
+                    && other
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(Error::InvalidEventKind(crate::time::truncate_for_message(
+                        other,
+                    )));
+                }
+                EventKind::Other(other.to_string())
+            }
+        })
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks an item identifier: 1–128 bytes, no control characters.
+///
+/// Item ids are catalogue data, not personal data, so they are stored as given.
+///
+/// # Errors
+/// [`Error::InvalidField`] for the `item_id` field.
+pub fn validate_item_id(item: &str) -> Result<()> {
+    if item.is_empty() || item.len() > 128 || item.chars().any(char::is_control) {
+        return Err(Error::InvalidField {
+            field: "item_id",
+            message: format!(
+                "expected 1 to 128 bytes without control characters, found {} bytes",
+                item.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One interaction, without its subject.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The item's catalogue id.
+    pub item: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The rating for `rating` events; a quantity or 1.0 otherwise.
+    pub value: f32,
+    /// When it happened.
+    pub at: Timestamp,
+}
+
+/// An event together with the pseudonym of the subject it belongs to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubjectEvent {
+    /// Whose event it is.
+    pub subject: Pseudonym,
+    /// The event.
+    pub event: Event,
+}

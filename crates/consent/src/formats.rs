@@ -1,0 +1,1003 @@
+//! Readers for the file formats hush imports: storefront events in several
+//! shapes, and consent records.
+//!
+//! Every reader yields one result per row. A row that cannot be read is a
+//! [`RowError`] naming file, line and field, and reading continues with the
+//! next row; problems that make the whole file unreadable (I/O, a header that
+//! belongs to another format) are fatal [`Error`]s.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::event::validate_item_id;
+use crate::time::truncate_for_message;
+use crate::{
+    ConsentChange, ConsentSource, Error, Event, EventKind, Purpose, Result, RowError, Timestamp,
+};
+
+/// The event file formats hush reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventFormat {
+    /// MovieLens `ratings.csv`: header `userId,movieId,rating,timestamp`.
+    MovielensCsv,
+    /// MovieLens 100K `u.data`: tab-separated `user item rating timestamp`, no header.
+    Udata,
+    /// MovieLens 1M/10M `ratings.dat`: `UserID::MovieID::Rating::Timestamp`, no header.
+    MovielensDat,
+    /// A CSV file with a header, read through a column mapping.
+    Csv(CsvMapping),
+    /// One JSON object per line: `subject_id`, `item_id`, `kind`, `value`, `timestamp`.
+    Jsonl,
+}
+
+impl EventFormat {
+    /// The names accepted on the command line.
+    pub const NAMES: &'static str = "movielens-csv, udata, dat, csv, jsonl";
+
+    /// Parses a format name; `csv` uses the default [`CsvMapping`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] naming the accepted formats.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "movielens-csv" => EventFormat::MovielensCsv,
+            "udata" => EventFormat::Udata,
+            "dat" => EventFormat::MovielensDat,
+            "csv" => EventFormat::Csv(CsvMapping::default()),
+            "jsonl" => EventFormat::Jsonl,
+            other => {
+                return Err(Error::InvalidField {
+                    field: "format",
+                    message: format!(
+                        "unknown event format `{}`; expected one of {}",
+                        truncate_for_message(other),
+                        Self::NAMES
+                    ),
+                })
+            }
+        })
+    }
+
+    /// The format's short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventFormat::MovielensCsv => "movielens-csv",
+            EventFormat::Udata => "udata",
+            EventFormat::MovielensDat => "dat",
+            EventFormat::Csv(_) => "csv",
+            EventFormat::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// Which columns of a generic CSV file hold which event field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsvMapping {
+    /// Column with the external subject id.
+    pub subject: String,
+    /// Column with the item id.
+    pub item: String,
+    /// Column with the event kind; when absent every row is `default_kind`.
+    pub kind: Option<String>,
+    /// Column with the value; when absent the value is 1.0.
+    pub value: Option<String>,
+    /// Column with the timestamp (RFC 3339 or unix seconds).
+    pub timestamp: String,
+    /// Kind used when there is no kind column.
+    pub default_kind: EventKind,
+    /// Field separator byte.
+    pub delimiter: u8,
+}
+
+impl Default for CsvMapping {
+    /// The layout `hush synth` writes: `subject_id,item_id,kind,value,timestamp`.
+    fn default() -> Self {
+        CsvMapping {
+            subject: "subject_id".into(),
+            item: "item_id".into(),
+            kind: Some("kind".into()),
+            value: Some("value".into()),
+            timestamp: "timestamp".into(),
+            default_kind: EventKind::View,
+            delimiter: b',',
+        }
+    }
+}
+
+impl FromStr for CsvMapping {
+    type Err = Error;
+
+    /// Parses `field=column` pairs separated by commas, e.g.
+    /// `subject=user,item=sku,timestamp=ts,kind=,default_kind=purchase,delimiter=;`.
+    /// Unnamed fields keep their default; an empty column name means "no such column".
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |message: String| Error::InvalidField {
+            field: "csv mapping",
+            message,
+        };
+        let mut mapping = CsvMapping::default();
+        for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, column) = pair.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "`{}` is not of the form field=column",
+                    truncate_for_message(pair)
+                ))
+            })?;
+            let column = column.trim().to_string();
+            let optional = |c: String| if c.is_empty() { None } else { Some(c) };
+            match key.trim() {
+                "subject" => mapping.subject = column,
+                "item" => mapping.item = column,
+                "kind" => mapping.kind = optional(column),
+                "value" => mapping.value = optional(column),
+                "timestamp" => mapping.timestamp = column,
+                "default_kind" => mapping.default_kind = column.parse()?,
+                "delimiter" => {
+                    let bytes = match column.as_str() {
+                        "tab" | "\\t" => vec![b'\t'],
+                        other => other.as_bytes().to_vec(),
+                    };
+                    if bytes.len() != 1 {
+                        return Err(bad("delimiter must be a single byte (or `tab`)".into()));
+                    }
+                    mapping.delimiter = bytes[0];
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown field `{}`; expected subject, item, kind, value, timestamp, default_kind, delimiter",
+                        truncate_for_message(other)
+                    )))
+                }
+            }
+        }
+        for (name, column) in [
+            ("subject", &mapping.subject),
+            ("item", &mapping.item),
+            ("timestamp", &mapping.timestamp),
+        ] {
+            if column.is_empty() {
+                return Err(bad(format!("the `{name}` column is required")));
+            }
+        }
+        Ok(mapping)
+    }
+}
+
+/// An event as read from a file: the raw subject id is still attached and
+/// must be pseudonymized by the caller before anything is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawEvent {
+    /// The external subject id, exactly as in the file.
+    pub subject_id: String,
+    /// The event.
+    pub event: Event,
+}
+
+/// Reads events row by row from one file.
+pub struct EventReader {
+    label: String,
+    inner: Inner,
+    rows: u64,
+}
+
+enum Inner {
+    Csv {
+        reader: csv::Reader<Box<dyn Read + Send>>,
+        record: csv::ByteRecord,
+        columns: Columns,
+    },
+    Lines {
+        reader: BufReader<Box<dyn Read + Send>>,
+        buffer: Vec<u8>,
+        line: u64,
+        shape: LineShape,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum LineShape {
+    DoubleColon,
+    Jsonl,
+}
+
+/// Column positions of a CSV-shaped format.
+struct Columns {
+    subject: usize,
+    item: usize,
+    kind: Option<usize>,
+    value: Option<usize>,
+    timestamp: usize,
+    default_kind: EventKind,
+    names: Vec<String>,
+    expected_fields: usize,
+    separator_name: &'static str,
+}
+
+const MOVIELENS_HEADER: [&str; 4] = ["userId", "movieId", "rating", "timestamp"];
+const RATING_FIELDS: [&str; 4] = ["user_id", "item_id", "rating", "timestamp"];
+
+impl EventReader {
+    /// Opens `path` in `format`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened, [`Error::Row`] if its header
+    /// does not fit the format.
+    pub fn open(path: &Path, format: &EventFormat) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_reader(path.display().to_string(), Box::new(file), format)
+    }
+
+    /// Reads from any byte stream; `label` names it in error messages.
+    ///
+    /// # Errors
+    /// As [`EventReader::open`].
+    pub fn from_reader(
+        label: String,
+        input: Box<dyn Read + Send>,
+        format: &EventFormat,
+    ) -> Result<Self> {
+        let inner = match format {
+            EventFormat::MovielensDat => Inner::Lines {
+                reader: BufReader::with_capacity(1 << 16, input),
+                buffer: Vec::new(),
+                line: 0,
+                shape: LineShape::DoubleColon,
+            },
+            EventFormat::Jsonl => Inner::Lines {
+                reader: BufReader::with_capacity(1 << 16, input),
+                buffer: Vec::new(),
+                line: 0,
+                shape: LineShape::Jsonl,
+            },
+            EventFormat::Udata => {
+                let reader = csv::ReaderBuilder::new()
+                    .delimiter(b'\t')
+                    .has_headers(false)
+                    .flexible(true)
+                    .quoting(false)
+                    .from_reader(input);
+                let columns = Columns {
+                    subject: 0,
+                    item: 1,
+                    kind: None,
+                    value: Some(2),
+                    timestamp: 3,
+                    default_kind: EventKind::Rating,
+                    names: RATING_FIELDS.iter().map(|s| s.to_string()).collect(),
+                    expected_fields: 4,
+                    separator_name: "tab",
+                };
+                Inner::Csv {
+                    reader,
+                    record: csv::ByteRecord::new(),
+                    columns,
+                }
+            }
+            EventFormat::MovielensCsv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(true)
+                    .flexible(true)
+                    .from_reader(input);
+                let header = read_header(&mut reader, &label)?;
+                if header != MOVIELENS_HEADER {
+                    return Err(Error::Row(RowError {
+                        path: label,
+                        line: 1,
+                        field: None,
+                        message: format!(
+                            "expected the MovieLens header `{}`, found `{}`",
+                            MOVIELENS_HEADER.join(","),
+                            truncate_for_message(&header.join(","))
+                        ),
+                    }));
+                }
+                let columns = Columns {
+                    subject: 0,
+                    item: 1,
+                    kind: None,
+                    value: Some(2),
+                    timestamp: 3,
+                    default_kind: EventKind::Rating,
+                    names: header,
+                    expected_fields: 4,
+                    separator_name: "','",
+                };
+                Inner::Csv {
+                    reader,
+                    record: csv::ByteRecord::new(),
+                    columns,
+                }
+            }
+            EventFormat::Csv(mapping) => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .delimiter(mapping.delimiter)
+                    .has_headers(true)
+                    .flexible(true)
+                    .from_reader(input);
+                let header = read_header(&mut reader, &label)?;
+                let find = |column: &str| -> Result<usize> {
+                    header.iter().position(|h| h == column).ok_or_else(|| {
+                        Error::Row(RowError {
+                            path: label.clone(),
+                            line: 1,
+                            field: Some(column.to_string()),
+                            message: format!(
+                                "column is missing from the header `{}` (separator {:?})",
+                                truncate_for_message(&header.join(",")),
+                                mapping.delimiter as char
+                            ),
+                        })
+                    })
+                };
+                let columns = Columns {
+                    subject: find(&mapping.subject)?,
+                    item: find(&mapping.item)?,
+                    kind: mapping.kind.as_deref().map(find).transpose()?,
+                    value: mapping.value.as_deref().map(find).transpose()?,
+                    timestamp: find(&mapping.timestamp)?,
+                    default_kind: mapping.default_kind.clone(),
+                    expected_fields: header.len(),
+                    names: header,
+                    separator_name: if mapping.delimiter == b',' {
+                        "','"
+                    } else {
+                        "the mapped delimiter"
+                    },
+                };
+                Inner::Csv {
+                    reader,
+                    record: csv::ByteRecord::new(),
+                    columns,
+                }
+            }
+        };
+        Ok(EventReader {
+            label,
+            inner,
+            rows: 0,
+        })
+    }
+
+    /// Data rows read so far (header excluded).
+    pub fn rows_read(&self) -> u64 {
+        self.rows
+    }
+
+    /// The next row: `Ok(None)` at the end, `Ok(Some(Err(_)))` for a malformed row.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read any further.
+    pub fn next_row(&mut self) -> Result<Option<std::result::Result<RawEvent, RowError>>> {
+        let label = &self.label;
+        let io = |source: std::io::Error| Error::Io {
+            path: label.into(),
+            source,
+        };
+        match &mut self.inner {
+            Inner::Csv {
+                reader,
+                record,
+                columns,
+            } => match reader.read_byte_record(record) {
+                Ok(false) => Ok(None),
+                Ok(true) => {
+                    self.rows += 1;
+                    let line = record.position().map_or(0, |p| p.line());
+                    Ok(Some(parse_csv_row(record, columns, label, line)))
+                }
+                Err(e) => match e.into_kind() {
+                    csv::ErrorKind::Io(source) => Err(io(source)),
+                    other => {
+                        self.rows += 1;
+                        Ok(Some(Err(RowError {
+                            path: label.clone(),
+                            line: 0,
+                            field: None,
+                            message: format!("unreadable CSV: {other:?}"),
+                        })))
+                    }
+                },
+            },
+            Inner::Lines {
+                reader,
+                buffer,
+                line,
+                shape,
+            } => loop {
+                buffer.clear();
+                let n = reader.read_until(b'\n', buffer).map_err(io)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                *line += 1;
+                let text = trim_line_end(buffer);
+                if text.is_empty() {
+                    continue;
+                }
+                self.rows += 1;
+                let row = match shape {
+                    LineShape::DoubleColon => parse_dat_line(text, label, *line),
+                    LineShape::Jsonl => parse_jsonl_event(text, label, *line),
+                };
+                return Ok(Some(row));
+            },
+        }
+    }
+}
+
+fn read_header(reader: &mut csv::Reader<Box<dyn Read + Send>>, label: &str) -> Result<Vec<String>> {
+    let header_error = |message: String| {
+        Error::Row(RowError {
+            path: label.to_string(),
+            line: 1,
+            field: None,
+            message,
+        })
+    };
+    let header = reader.byte_headers().map_err(|e| match e.into_kind() {
+        csv::ErrorKind::Io(source) => Error::Io {
+            path: label.into(),
+            source,
+        },
+        other => header_error(format!("unreadable header: {other:?}")),
+    })?;
+    if header.is_empty() {
+        return Err(header_error(
+            "the file is empty; expected a header row".into(),
+        ));
+    }
+    header
+        .iter()
+        .map(|h| {
+            std::str::from_utf8(h)
+                .map(|s| s.trim_start_matches('\u{feff}').trim().to_string())
+                .map_err(|_| header_error("the header is not valid UTF-8".into()))
+        })
+        .collect()
+}
+
+fn trim_line_end(buffer: &[u8]) -> &[u8] {
+    let mut end = buffer.len();
+    while end > 0 && (buffer[end - 1] == b'\n' || buffer[end - 1] == b'\r') {
+        end -= 1;
+    }
+    &buffer[..end]
+}
+
+fn row_error(label: &str, line: u64, field: Option<&str>, message: String) -> RowError {
+    RowError {
+        path: label.to_string(),
+        line,
+        field: field.map(str::to_string),
+        message,
+    }
+}
+
+fn utf8_field<'a>(
+    bytes: &'a [u8],
+    label: &str,
+    line: u64,
+    field: &str,
+) -> std::result::Result<&'a str, RowError> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| row_error(label, line, Some(field), "is not valid UTF-8".into()))
+}
+
+/// Builds an event from its text fields, checking each one.
+fn build_event(
+    fields: [&str; 5],
+    kind_default: &EventKind,
+    names: [&str; 5],
+    label: &str,
+    line: u64,
+) -> std::result::Result<RawEvent, RowError> {
+    let [subject, item, kind, value, timestamp] = fields;
+    let err = |i: usize, message: String| row_error(label, line, Some(names[i]), message);
+    if subject.is_empty() || subject.len() > 256 || subject.chars().any(char::is_control) {
+        return Err(err(
+            0,
+            "expected a subject id of 1 to 256 bytes without control characters".into(),
+        ));
+    }
+    validate_item_id(item).map_err(|e| err(1, e.to_string()))?;
+    let kind = if kind.is_empty() {
+        kind_default.clone()
+    } else {
+        kind.parse().map_err(|e: Error| err(2, e.to_string()))?
+    };
+    let value = if value.is_empty() {
+        if kind == EventKind::Rating {
+            return Err(err(3, "a rating event needs a numeric value".into()));
+        }
+        1.0
+    } else {
+        match value.trim().parse::<f32>() {
+            Ok(v) if v.is_finite() => v,
+            _ => {
+                return Err(err(
+                    3,
+                    format!(
+                        "expected a finite number, found `{}`",
+                        truncate_for_message(value)
+                    ),
+                ))
+            }
+        }
+    };
+    let at = Timestamp::parse(timestamp).map_err(|e| err(4, e.to_string()))?;
+    Ok(RawEvent {
+        subject_id: subject.to_string(),
+        event: Event {
+            item: item.to_string(),
+            kind,
+            value,
+            at,
+        },
+    })
+}
+
+fn parse_csv_row(
+    record: &csv::ByteRecord,
+    columns: &Columns,
+    label: &str,
+    line: u64,
+) -> std::result::Result<RawEvent, RowError> {
+    if record.len() != columns.expected_fields {
+        return Err(row_error(
+            label,
+            line,
+            None,
+            format!(
+                "expected {} fields separated by {} ({}), found {}",
+                columns.expected_fields,
+                columns.separator_name,
+                columns.names.join(","),
+                record.len()
+            ),
+        ));
+    }
+    let name = |i: usize| columns.names[i].as_str();
+    let get = |i: usize| utf8_field(&record[i], label, line, name(i));
+    let empty = "";
+    let kind = columns.kind.map(get).transpose()?.unwrap_or(empty);
+    let value = columns.value.map(get).transpose()?.unwrap_or(empty);
+    let names = [
+        name(columns.subject),
+        name(columns.item),
+        columns.kind.map_or("kind", name),
+        columns.value.map_or("value", name),
+        name(columns.timestamp),
+    ];
+    build_event(
+        [
+            get(columns.subject)?,
+            get(columns.item)?,
+            kind,
+            value,
+            get(columns.timestamp)?,
+        ],
+        &columns.default_kind,
+        names,
+        label,
+        line,
+    )
+}
+
+fn parse_dat_line(text: &[u8], label: &str, line: u64) -> std::result::Result<RawEvent, RowError> {
+    let text = utf8_field(text, label, line, "line")?;
+    let fields: Vec<&str> = text.split("::").collect();
+    if fields.len() != 4 {
+        return Err(row_error(
+            label,
+            line,
+            None,
+            format!("expected 4 fields separated by '::' (UserID::MovieID::Rating::Timestamp), found {}", fields.len()),
+        ));
+    }
+    build_event(
+        [fields[0], fields[1], "", fields[2], fields[3]],
+        &EventKind::Rating,
+        RATING_FIELDS_WITH_KIND,
+        label,
+        line,
+    )
+}
+
+const RATING_FIELDS_WITH_KIND: [&str; 5] = ["user_id", "item_id", "kind", "rating", "timestamp"];
+
+/// One JSONL event row. Numbers or strings are accepted for ids and time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEvent {
+    subject_id: JsonScalar,
+    item_id: JsonScalar,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    value: Option<f64>,
+    timestamp: JsonScalar,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonScalar {
+    Int(i64),
+    Text(String),
+}
+
+impl JsonScalar {
+    fn into_text(self) -> String {
+        match self {
+            JsonScalar::Int(n) => n.to_string(),
+            JsonScalar::Text(t) => t,
+        }
+    }
+}
+
+fn parse_jsonl_event(
+    text: &[u8],
+    label: &str,
+    line: u64,
+) -> std::result::Result<RawEvent, RowError> {
+    let json: JsonEvent = serde_json::from_slice(text).map_err(|e| {
+        row_error(
+            label,
+            line,
+            None,
+            format!(
+                "expected a JSON object with subject_id, item_id, kind, value, timestamp: {}",
+                json_message(&e)
+            ),
+        )
+    })?;
+    let value = json.value.map(|v| v.to_string()).unwrap_or_default();
+    let kind = json.kind.unwrap_or_else(|| "view".into());
+    build_event(
+        [
+            &json.subject_id.into_text(),
+            &json.item_id.into_text(),
+            &kind,
+            &value,
+            &json.timestamp.into_text(),
+        ],
+        &EventKind::View,
+        ["subject_id", "item_id", "kind", "value", "timestamp"],
+        label,
+        line,
+    )
+}
+
+/// serde_json's message without its own "at line 1 column N" (the line is ours).
+fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => format!("{} (column {})", &text[..i], e.column()),
+        None => text,
+    }
+}
+
+/// The consent record file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsentFormat {
+    /// CSV with header `subject_id,purpose,granted,effective_at,notice_version,proof_ref`.
+    Csv,
+    /// One JSON object per line with the same fields.
+    Jsonl,
+}
+
+impl ConsentFormat {
+    /// Picks the format from a file's extension (`.jsonl`/`.ndjson` or anything else as CSV).
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl") | Some("ndjson") => ConsentFormat::Jsonl,
+            _ => ConsentFormat::Csv,
+        }
+    }
+}
+
+/// A consent decision as read from a file, with the raw subject id still attached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawConsent {
+    /// The external subject id, exactly as in the file.
+    pub subject_id: String,
+    /// The decision (source is always `import`).
+    pub change: ConsentChange,
+}
+
+const CONSENT_COLUMNS: [&str; 6] = [
+    "subject_id",
+    "purpose",
+    "granted",
+    "effective_at",
+    "notice_version",
+    "proof_ref",
+];
+
+/// Reads consent records row by row.
+pub struct ConsentReader {
+    label: String,
+    inner: ConsentInner,
+    rows: u64,
+}
+
+enum ConsentInner {
+    Csv {
+        reader: csv::Reader<Box<dyn Read + Send>>,
+        record: csv::ByteRecord,
+        positions: [Option<usize>; 6],
+        width: usize,
+    },
+    Jsonl {
+        reader: BufReader<Box<dyn Read + Send>>,
+        buffer: Vec<u8>,
+        line: u64,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonConsent {
+    subject_id: JsonScalar,
+    purpose: String,
+    granted: JsonGranted,
+    effective_at: JsonScalar,
+    notice_version: String,
+    #[serde(default)]
+    proof_ref: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonGranted {
+    Bool(bool),
+    Text(String),
+}
+
+fn parse_granted(text: &str) -> std::result::Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "granted" | "grant" => Ok(true),
+        "false" | "0" | "no" | "withdrawn" | "withdraw" => Ok(false),
+        other => Err(format!(
+            "expected true/false (or granted/withdrawn, 1/0, yes/no), found `{}`",
+            truncate_for_message(other)
+        )),
+    }
+}
+
+impl ConsentReader {
+    /// Opens a consent file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be opened; [`Error::Row`] if a CSV header lacks a required column.
+    pub fn open(path: &Path, format: ConsentFormat) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_reader(path.display().to_string(), Box::new(file), format)
+    }
+
+    /// Reads from any byte stream; `label` names it in messages.
+    ///
+    /// # Errors
+    /// As [`ConsentReader::open`].
+    pub fn from_reader(
+        label: String,
+        input: Box<dyn Read + Send>,
+        format: ConsentFormat,
+    ) -> Result<Self> {
+        let inner = match format {
+            ConsentFormat::Jsonl => ConsentInner::Jsonl {
+                reader: BufReader::new(input),
+                buffer: Vec::new(),
+                line: 0,
+            },
+            ConsentFormat::Csv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(true)
+                    .flexible(true)
+                    .from_reader(input);
+                let header = read_header(&mut reader, &label)?;
+                let mut positions = [None; 6];
+                for (slot, name) in positions.iter_mut().zip(CONSENT_COLUMNS) {
+                    *slot = header.iter().position(|h| h == name);
+                    if slot.is_none() && name != "proof_ref" {
+                        return Err(Error::Row(RowError {
+                            path: label,
+                            line: 1,
+                            field: Some(name.into()),
+                            message: format!(
+                                "column is missing from the header; expected `{}` (proof_ref optional)",
+                                CONSENT_COLUMNS.join(",")
+                            ),
+                        }));
+                    }
+                }
+                ConsentInner::Csv {
+                    reader,
+                    record: csv::ByteRecord::new(),
+                    positions,
+                    width: header.len(),
+                }
+            }
+        };
+        Ok(ConsentReader {
+            label,
+            inner,
+            rows: 0,
+        })
+    }
+
+    /// Data rows read so far.
+    pub fn rows_read(&self) -> u64 {
+        self.rows
+    }
+
+    /// The next row: `Ok(None)` at the end, `Ok(Some(Err(_)))` for a malformed row.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read any further.
+    pub fn next_row(&mut self) -> Result<Option<std::result::Result<RawConsent, RowError>>> {
+        let label = &self.label;
+        let io = |source: std::io::Error| Error::Io {
+            path: label.into(),
+            source,
+        };
+        match &mut self.inner {
+            ConsentInner::Csv {
+                reader,
+                record,
+                positions,
+                width,
+            } => match reader.read_byte_record(record) {
+                Ok(false) => Ok(None),
+                Ok(true) => {
+                    self.rows += 1;
+                    let line = record.position().map_or(0, |p| p.line());
+                    if record.len() != *width {
+                        return Ok(Some(Err(row_error(
+                            label,
+                            line,
+                            None,
+                            format!(
+                                "expected {} comma-separated fields as in the header, found {}",
+                                width,
+                                record.len()
+                            ),
+                        ))));
+                    }
+                    let mut fields = [""; 6];
+                    for ((slot, position), name) in
+                        fields.iter_mut().zip(positions.iter()).zip(CONSENT_COLUMNS)
+                    {
+                        if let Some(p) = position {
+                            match utf8_field(&record[*p], label, line, name) {
+                                Ok(text) => *slot = text,
+                                Err(e) => return Ok(Some(Err(e))),
+                            }
+                        }
+                    }
+                    let granted = parse_granted(fields[2])
+                        .map_err(|m| row_error(label, line, Some("granted"), m));
+                    Ok(Some(
+                        granted.and_then(|g| build_consent(fields, g, label, line)),
+                    ))
+                }
+                Err(e) => match e.into_kind() {
+                    csv::ErrorKind::Io(source) => Err(io(source)),
+                    other => {
+                        self.rows += 1;
+                        Ok(Some(Err(row_error(
+                            label,
+                            0,
+                            None,
+                            format!("unreadable CSV: {other:?}"),
+                        ))))
+                    }
+                },
+            },
+            ConsentInner::Jsonl {
+                reader,
+                buffer,
+                line,
+            } => loop {
+                buffer.clear();
+                if reader.read_until(b'\n', buffer).map_err(io)? == 0 {
+                    return Ok(None);
+                }
+                *line += 1;
+                let text = trim_line_end(buffer);
+                if text.is_empty() {
+                    continue;
+                }
+                self.rows += 1;
+                return Ok(Some(parse_jsonl_consent(text, label, *line)));
+            },
+        }
+    }
+}
+
+fn parse_jsonl_consent(
+    text: &[u8],
+    label: &str,
+    line: u64,
+) -> std::result::Result<RawConsent, RowError> {
+    let json: JsonConsent = serde_json::from_slice(text).map_err(|e| {
+        row_error(
+            label,
+            line,
+            None,
+            format!(
+                "expected a JSON object with {}: {}",
+                CONSENT_COLUMNS.join(", "),
+                json_message(&e)
+            ),
+        )
+    })?;
+    let granted = match json.granted {
+        JsonGranted::Bool(b) => b,
+        JsonGranted::Text(t) => {
+            parse_granted(&t).map_err(|m| row_error(label, line, Some("granted"), m))?
+        }
+    };
+    let subject = json.subject_id.into_text();
+    let effective = json.effective_at.into_text();
+    let proof = json.proof_ref.unwrap_or_default();
+    build_consent(
+        [
+            &subject,
+            &json.purpose,
+            "",
+            &effective,
+            &json.notice_version,
+            &proof,
+        ],
+        granted,
+        label,
+        line,
+    )
+}
+
+fn build_consent(
+    fields: [&str; 6],
+    granted: bool,
+    label: &str,
+    line: u64,
+) -> std::result::Result<RawConsent, RowError> {
+    let [subject, purpose, _, effective_at, notice_version, proof_ref] = fields;
+    let err = |field: &str, message: String| row_error(label, line, Some(field), message);
+    if subject.is_empty() || subject.len() > 256 || subject.chars().any(char::is_control) {
+        return Err(err(
+            "subject_id",
+            "expected a subject id of 1 to 256 bytes without control characters".into(),
+        ));
+    }
+    let purpose: Purpose = purpose
+        .parse()
+        .map_err(|e: Error| err("purpose", e.to_string()))?;
+    let effective_at =
+        Timestamp::parse(effective_at).map_err(|e| err("effective_at", e.to_string()))?;
+    let change = ConsentChange {
+        purpose,
+        granted,
+        effective_at,
+        source: ConsentSource::Import,
+        notice_version: notice_version.to_string(),
+        proof_ref: (!proof_ref.is_empty()).then(|| proof_ref.to_string()),
+    };
+    change.validate().map_err(|e| match e {
+        Error::InvalidField { field, message } => err(field, message),
+        other => err("record", other.to_string()),
+    })?;
+    Ok(RawConsent {
+        subject_id: subject.to_string(),
+        change,
+    })
+}

@@ -1,0 +1,829 @@
+//! The SQLite consent ledger and event store.
+//!
+//! Durability settings are deliberate: WAL with `synchronous=FULL`, so a write
+//! that returned has reached the disk and survives a crash; `secure_delete`,
+//! so an erased subject's bytes are overwritten rather than left in free
+//! pages; and a `TRUNCATE` checkpoint after every erasure, so the write-ahead
+//! log does not keep older copies of the erased rows.
+//!
+//! Rows are found through `subject_key`, a 64-bit one-way digest of the
+//! pseudonym, rather than through an index on the pseudonym itself: interior
+//! pages of a B-tree index keep copies of keys that were deleted from its
+//! leaves, and those copies must not be the pseudonym.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::pseudonym::SuppressionTag;
+use crate::{
+    ConsentChange, ConsentRecord, ConsentSource, Error, Event, EventKind, Pseudonym, Purpose,
+    Result, SubjectEvent, Timestamp,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[
+    // 1: consent history, events, suppression list, erasure log.
+    "CREATE TABLE consent_records (
+         id INTEGER PRIMARY KEY,
+         subject_key INTEGER NOT NULL,
+         subject BLOB NOT NULL,
+         purpose TEXT NOT NULL,
+         granted INTEGER NOT NULL,
+         effective_at INTEGER NOT NULL,
+         recorded_at INTEGER NOT NULL,
+         source TEXT NOT NULL,
+         notice_version TEXT NOT NULL,
+         proof_ref TEXT
+     );
+     CREATE INDEX consent_by_subject ON consent_records (subject_key, purpose, effective_at);
+     CREATE TRIGGER consent_history_is_append_only BEFORE UPDATE ON consent_records
+     BEGIN SELECT RAISE(ABORT, 'consent history is append-only'); END;
+     CREATE TABLE events (
+         id INTEGER PRIMARY KEY,
+         subject_key INTEGER NOT NULL,
+         subject BLOB NOT NULL,
+         item TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         value REAL NOT NULL,
+         at INTEGER NOT NULL
+     );
+     CREATE INDEX events_by_subject ON events (subject_key, at);
+     CREATE TABLE suppressions (tag BLOB PRIMARY KEY, erased_at INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE erasure_log (
+         id INTEGER PRIMARY KEY,
+         erased_at INTEGER NOT NULL,
+         consent_records_deleted INTEGER NOT NULL,
+         events_deleted INTEGER NOT NULL
+     );",
+];
+
+/// The newest schema version this build understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Whether a purpose is granted, and since when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentState {
+    /// The last decision at the asked time was a grant.
+    Granted,
+    /// The last decision at the asked time was a withdrawal.
+    Withdrawn,
+    /// There was no decision at or before the asked time.
+    NoRecord,
+}
+
+/// The answer to "may we use this subject's data for this purpose at time T?".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConsentStatus {
+    /// The purpose asked about.
+    pub purpose: Purpose,
+    /// The state at the asked time.
+    pub state: ConsentState,
+    /// The time the asked about.
+    pub as_of: Timestamp,
+    /// The record that decides it, if any.
+    pub decided_by: Option<ConsentRecord>,
+}
+
+impl ConsentStatus {
+    /// `true` only for an explicit, unwithdrawn grant.
+    pub fn is_granted(&self) -> bool {
+        self.state == ConsentState::Granted
+    }
+}
+
+/// What happened to one event offered for ingestion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestOutcome {
+    /// Stored.
+    Stored,
+    /// Not stored: the subject had no purpose granted at ingestion time.
+    NoConsent,
+    /// Not stored: the subject was erased and is suppressed.
+    Suppressed,
+}
+
+/// Counts of an ingestion batch, plus the outcome of each event in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// Events offered.
+    pub received: u64,
+    /// Events stored.
+    pub stored: u64,
+    /// Events refused because the subject had no purpose granted.
+    pub dropped_no_consent: u64,
+    /// Events refused because the subject was erased.
+    pub dropped_suppressed: u64,
+    /// The outcome of each event, in the order offered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<IngestOutcome>,
+}
+
+impl IngestReport {
+    fn count(&mut self, outcome: IngestOutcome) {
+        self.received += 1;
+        match outcome {
+            IngestOutcome::Stored => self.stored += 1,
+            IngestOutcome::NoConsent => self.dropped_no_consent += 1,
+            IngestOutcome::Suppressed => self.dropped_suppressed += 1,
+        }
+        self.outcomes.push(outcome);
+    }
+
+    /// Adds another report's counts (outcomes are not kept).
+    pub fn absorb_counts(&mut self, other: &IngestReport) {
+        self.received += other.received;
+        self.stored += other.stored;
+        self.dropped_no_consent += other.dropped_no_consent;
+        self.dropped_suppressed += other.dropped_suppressed;
+    }
+}
+
+/// The receipt of an erasure: what was deleted and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErasureReceipt {
+    /// When the erasure was committed.
+    pub erased_at: Timestamp,
+    /// Consent records deleted.
+    pub consent_records_deleted: u64,
+    /// Events deleted.
+    pub events_deleted: u64,
+    /// Whether a suppression entry now blocks later imports of the subject.
+    pub suppressed: bool,
+    /// Whether the write-ahead log was truncated, so no old copy of the rows remains in it.
+    pub wal_truncated: bool,
+}
+
+/// Everything held about one subject (GDPR Art. 15 access, Art. 20 portability).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SubjectExport {
+    /// The subject's pseudonym (the only identity hush holds).
+    pub subject: Pseudonym,
+    /// When this export was made.
+    pub exported_at: Timestamp,
+    /// Current status of every purpose.
+    pub consent_status: Vec<ConsentStatus>,
+    /// Full consent history, oldest first.
+    pub consent_history: Vec<ConsentRecord>,
+    /// Every stored event, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// Counts of what the store holds, for reports and health checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LedgerStats {
+    /// Distinct subjects with at least one consent record.
+    pub subjects_with_consent: u64,
+    /// Consent records.
+    pub consent_records: u64,
+    /// Stored events.
+    pub events: u64,
+    /// Entries on the suppression list.
+    pub suppressed_subjects: u64,
+    /// Erasures performed.
+    pub erasures: u64,
+}
+
+/// The consent ledger and event store on one SQLite file.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).finish()
+    }
+}
+
+/// The 64-bit index key of a subject's rows (see the module docs for why it is not the pseudonym).
+fn subject_key(subject: &Pseudonym) -> i64 {
+    let digest = Sha256::new_with_prefix(b"hush/row-key/v1\0")
+        .chain_update(subject.as_bytes())
+        .finalize();
+    i64::from_le_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the store at `path` and migrates its schema.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails; [`Error::SchemaTooNew`] if the file
+    /// was written by a newer hush.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(&path).map_err(Error::db(&path))?;
+        let mut ledger = Ledger { conn, path };
+        ledger.configure()?;
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    fn configure(&self) -> Result<()> {
+        let db = Error::db(&self.path);
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(Error::db(&self.path))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(Error::db(&self.path))?;
+        debug_assert_eq!(mode.to_ascii_lowercase(), "wal");
+        self.conn
+            .execute_batch(
+                "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(db)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::db(&path))?;
+        let found: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(Error::db(&path))?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql).map_err(Error::db(&path))?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)
+                .map_err(Error::db(&path))?;
+            tracing::info!(version = index + 1, "applied ledger schema migration");
+        }
+        tx.commit().map_err(Error::db(&path))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version on disk.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(Error::db(&self.path))
+    }
+
+    /// Starts a batch of writes that commit together or not at all.
+    ///
+    /// Bulk imports use one batch for a whole file, so a failed import leaves
+    /// the store exactly as it was.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the write lock cannot be taken.
+    pub fn batch(&mut self) -> Result<WriteBatch<'_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::db(&self.path))?;
+        Ok(WriteBatch {
+            tx,
+            path: &self.path,
+            allowed_cache: HashMap::new(),
+            suppressed_cache: HashMap::new(),
+        })
+    }
+
+    /// Appends one consent decision and returns the stored record.
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] for bad text fields, [`Error::Suppressed`] for
+    /// an erased subject, [`Error::Database`] if SQLite fails.
+    pub fn record_consent(
+        &mut self,
+        subject: &Pseudonym,
+        change: &ConsentChange,
+        recorded_at: Timestamp,
+    ) -> Result<ConsentRecord> {
+        let mut batch = self.batch()?;
+        let record = batch.record_consent(subject, change, recorded_at)?;
+        batch.commit()?;
+        Ok(record)
+    }
+
+    /// Stores the events of subjects who have some purpose granted at `now`.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails; nothing of the batch is stored then.
+    pub fn ingest_events(
+        &mut self,
+        events: &[SubjectEvent],
+        now: Timestamp,
+    ) -> Result<IngestReport> {
+        let mut batch = self.batch()?;
+        let mut report = IngestReport::default();
+        for event in events {
+            report.count(batch.ingest_event(event, now)?);
+        }
+        batch.commit()?;
+        Ok(report)
+    }
+
+    /// The consent state of `subject` for `purpose` at `as_of`: the last
+    /// record effective at or before that time (ties broken by ledger order).
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn status(
+        &self,
+        subject: &Pseudonym,
+        purpose: Purpose,
+        as_of: Timestamp,
+    ) -> Result<ConsentStatus> {
+        status_on(&self.conn, &self.path, subject, purpose, as_of)
+    }
+
+    /// The full consent history of a subject, oldest effective first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn history(&self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+                 FROM consent_records WHERE subject_key = ?1 AND subject = ?2
+                 ORDER BY effective_at, id",
+            )
+            .map_err(Error::db(&self.path))?;
+        let rows = stmt
+            .query_map(
+                params![subject_key(subject), subject.as_bytes()],
+                record_from_row,
+            )
+            .map_err(Error::db(&self.path))?;
+        collect_rows(rows, &self.path)
+    }
+
+    /// Every stored event of a subject, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT item, kind, value, at FROM events
+                 WHERE subject_key = ?1 AND subject = ?2 ORDER BY at, id",
+            )
+            .map_err(Error::db(&self.path))?;
+        let rows = stmt
+            .query_map(
+                params![subject_key(subject), subject.as_bytes()],
+                event_from_row,
+            )
+            .map_err(Error::db(&self.path))?;
+        collect_rows(rows, &self.path)
+    }
+
+    /// Whether the subject was erased and is on the suppression list.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn is_suppressed(&self, subject: &Pseudonym) -> Result<bool> {
+        is_suppressed_on(&self.conn, &self.path, subject)
+    }
+
+    /// Lifts the suppression of an erased subject who opts in afresh.
+    ///
+    /// Suppression exists to stop stale backfills from bringing an erased
+    /// person back; a new, explicit opt-in by that person is a different
+    /// matter, and the operator lifts the suppression knowingly.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
+        let deleted = self
+            .conn
+            .execute(
+                "DELETE FROM suppressions WHERE tag = ?1",
+                [&subject.suppression_tag().0[..]],
+            )
+            .map_err(Error::db(&self.path))?;
+        Ok(deleted > 0)
+    }
+
+    /// Erases a subject: deletes every consent record and event in one
+    /// transaction, adds a suppression entry, and truncates the write-ahead log.
+    ///
+    /// Erasing a subject who is already suppressed and holds nothing is not an
+    /// error; the receipt then counts zero rows.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails; nothing is deleted then.
+    pub fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
+        let db = Error::db(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::db(&self.path))?;
+        let key = subject_key(subject);
+        let consent_records_deleted = tx
+            .execute(
+                "DELETE FROM consent_records WHERE subject_key = ?1 AND subject = ?2",
+                params![key, subject.as_bytes()],
+            )
+            .map_err(Error::db(&self.path))? as u64;
+        let events_deleted = tx
+            .execute(
+                "DELETE FROM events WHERE subject_key = ?1 AND subject = ?2",
+                params![key, subject.as_bytes()],
+            )
+            .map_err(Error::db(&self.path))? as u64;
+        tx.execute(
+            "INSERT OR IGNORE INTO suppressions (tag, erased_at) VALUES (?1, ?2)",
+            params![&subject.suppression_tag().0[..], now.as_unix_millis()],
+        )
+        .map_err(Error::db(&self.path))?;
+        tx.execute(
+            "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES (?1, ?2, ?3)",
+            params![now.as_unix_millis(), consent_records_deleted as i64, events_deleted as i64],
+        )
+        .map_err(Error::db(&self.path))?;
+        tx.commit().map_err(db)?;
+        let wal_truncated = self.truncate_wal()?;
+        tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
+        Ok(ErasureReceipt {
+            erased_at: now,
+            consent_records_deleted,
+            events_deleted,
+            suppressed: true,
+            wal_truncated,
+        })
+    }
+
+    /// Checkpoints the write-ahead log into the database and truncates it to zero bytes.
+    fn truncate_wal(&self) -> Result<bool> {
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(Error::db(&self.path))?;
+        Ok(busy == 0)
+    }
+
+    /// Everything held about a subject.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSubject`] if nothing is held (including after erasure),
+    /// [`Error::Database`] if SQLite fails.
+    pub fn export(&self, subject: &Pseudonym, now: Timestamp) -> Result<SubjectExport> {
+        let consent_history = self.history(subject)?;
+        let events = self.events_of(subject)?;
+        if consent_history.is_empty() && events.is_empty() {
+            return Err(Error::UnknownSubject);
+        }
+        let consent_status = Purpose::ALL
+            .iter()
+            .map(|&p| self.status(subject, p, now))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SubjectExport {
+            subject: *subject,
+            exported_at: now,
+            consent_status,
+            consent_history,
+            events,
+        })
+    }
+
+    /// Calls `visit` for every stored event in ingestion order, streaming.
+    ///
+    /// # Errors
+    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
+    pub fn for_each_event<E: From<Error>>(
+        &self,
+        mut visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT subject, item, kind, value, at FROM events ORDER BY id")
+            .map_err(Error::db(&self.path))?;
+        let mut rows = stmt.query([]).map_err(Error::db(&self.path))?;
+        while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
+            let subject = pseudonym_from_row(row, 0).map_err(Error::db(&self.path))?;
+            let event = event_from_offset(row, 1).map_err(Error::db(&self.path))?;
+            visit(SubjectEvent { subject, event })?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` for every consent record of `purpose`, grouped by
+    /// subject and ordered by effective time then ledger order within a subject.
+    ///
+    /// # Errors
+    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
+    pub fn for_each_consent_record<E: From<Error>>(
+        &self,
+        purpose: Purpose,
+        mut visit: impl FnMut(Pseudonym, ConsentRecord) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref, subject
+                 FROM consent_records WHERE purpose = ?1 ORDER BY subject, effective_at, id",
+            )
+            .map_err(Error::db(&self.path))?;
+        let mut rows = stmt
+            .query([purpose.as_str()])
+            .map_err(Error::db(&self.path))?;
+        while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
+            let record = record_from_row(row).map_err(Error::db(&self.path))?;
+            let subject = pseudonym_from_row(row, 8).map_err(Error::db(&self.path))?;
+            visit(subject, record)?;
+        }
+        Ok(())
+    }
+
+    /// The whole suppression list.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tag FROM suppressions")
+            .map_err(Error::db(&self.path))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let bytes: Vec<u8> = row.get(0)?;
+                let tag: [u8; 32] = bytes.try_into().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Blob,
+                        "suppression tag is not 32 bytes".into(),
+                    )
+                })?;
+                Ok(SuppressionTag(tag))
+            })
+            .map_err(Error::db(&self.path))?;
+        rows.collect::<rusqlite::Result<HashSet<_>>>()
+            .map_err(Error::db(&self.path))
+    }
+
+    /// Counts of what the store holds.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn stats(&self) -> Result<LedgerStats> {
+        let count = |sql: &str| -> Result<u64> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(Error::db(&self.path))
+        };
+        Ok(LedgerStats {
+            subjects_with_consent: count("SELECT COUNT(DISTINCT subject) FROM consent_records")?,
+            consent_records: count("SELECT COUNT(*) FROM consent_records")?,
+            events: count("SELECT COUNT(*) FROM events")?,
+            suppressed_subjects: count("SELECT COUNT(*) FROM suppressions")?,
+            erasures: count("SELECT COUNT(*) FROM erasure_log")?,
+        })
+    }
+}
+
+/// Writes that commit together or not at all; dropping it without
+/// [`WriteBatch::commit`] rolls everything back.
+pub struct WriteBatch<'a> {
+    tx: Transaction<'a>,
+    path: &'a Path,
+    /// Whether a subject may have events stored, per subject, for this batch.
+    allowed_cache: HashMap<Pseudonym, bool>,
+    suppressed_cache: HashMap<Pseudonym, bool>,
+}
+
+impl WriteBatch<'_> {
+    fn suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
+        if let Some(&s) = self.suppressed_cache.get(subject) {
+            return Ok(s);
+        }
+        let s = is_suppressed_on(&self.tx, self.path, subject)?;
+        self.suppressed_cache.insert(*subject, s);
+        Ok(s)
+    }
+
+    /// Appends one consent decision. See [`Ledger::record_consent`].
+    ///
+    /// # Errors
+    /// As [`Ledger::record_consent`].
+    pub fn record_consent(
+        &mut self,
+        subject: &Pseudonym,
+        change: &ConsentChange,
+        recorded_at: Timestamp,
+    ) -> Result<ConsentRecord> {
+        change.validate()?;
+        if self.suppressed(subject)? {
+            return Err(Error::Suppressed);
+        }
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO consent_records
+                 (subject_key, subject, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(Error::db(self.path))?;
+        stmt.execute(params![
+            subject_key(subject),
+            subject.as_bytes(),
+            change.purpose.as_str(),
+            change.granted,
+            change.effective_at.as_unix_millis(),
+            recorded_at.as_unix_millis(),
+            change.source.as_str(),
+            change.notice_version,
+            change.proof_ref,
+        ])
+        .map_err(Error::db(self.path))?;
+        let seq = self.tx.last_insert_rowid();
+        self.allowed_cache.remove(subject);
+        Ok(ConsentRecord {
+            seq,
+            purpose: change.purpose,
+            granted: change.granted,
+            effective_at: change.effective_at,
+            recorded_at,
+            source: change.source,
+            notice_version: change.notice_version.clone(),
+            proof_ref: change.proof_ref.clone(),
+        })
+    }
+
+    /// Stores one event if its subject has some purpose granted at `now`.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
+        let subject = &event.subject;
+        if self.suppressed(subject)? {
+            return Ok(IngestOutcome::Suppressed);
+        }
+        let allowed = match self.allowed_cache.get(subject) {
+            Some(&allowed) => allowed,
+            None => {
+                let mut allowed = false;
+                for purpose in Purpose::ALL {
+                    allowed |= status_on(&self.tx, self.path, subject, purpose, now)?.is_granted();
+                }
+                self.allowed_cache.insert(*subject, allowed);
+                allowed
+            }
+        };
+        if !allowed {
+            return Ok(IngestOutcome::NoConsent);
+        }
+        let e = &event.event;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO events (subject_key, subject, item, kind, value, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(Error::db(self.path))?;
+        stmt.execute(params![
+            subject_key(subject),
+            subject.as_bytes(),
+            e.item,
+            e.kind.as_str(),
+            f64::from(e.value),
+            e.at.as_unix_millis()
+        ])
+        .map_err(Error::db(self.path))?;
+        Ok(IngestOutcome::Stored)
+    }
+
+    /// Makes every write of the batch durable at once.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails; nothing is stored then.
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(Error::db(self.path))
+    }
+}
+
+fn status_on(
+    conn: &Connection,
+    path: &Path,
+    subject: &Pseudonym,
+    purpose: Purpose,
+    as_of: Timestamp,
+) -> Result<ConsentStatus> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+             FROM consent_records
+             WHERE subject_key = ?1 AND subject = ?2 AND purpose = ?3 AND effective_at <= ?4
+             ORDER BY effective_at DESC, id DESC LIMIT 1",
+        )
+        .map_err(Error::db(path))?;
+    let decided_by = stmt
+        .query_row(
+            params![
+                subject_key(subject),
+                subject.as_bytes(),
+                purpose.as_str(),
+                as_of.as_unix_millis()
+            ],
+            record_from_row,
+        )
+        .optional()
+        .map_err(Error::db(path))?;
+    let state = match &decided_by {
+        Some(r) if r.granted => ConsentState::Granted,
+        Some(_) => ConsentState::Withdrawn,
+        None => ConsentState::NoRecord,
+    };
+    Ok(ConsentStatus {
+        purpose,
+        state,
+        as_of,
+        decided_by,
+    })
+}
+
+fn is_suppressed_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result<bool> {
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM suppressions WHERE tag = ?1")
+        .map_err(Error::db(path))?;
+    stmt.exists([&subject.suppression_tag().0[..]])
+        .map_err(Error::db(path))
+}
+
+fn conversion_error(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConsentRecord> {
+    let purpose: String = row.get(1)?;
+    let source: String = row.get(5)?;
+    Ok(ConsentRecord {
+        seq: row.get(0)?,
+        purpose: purpose
+            .parse()
+            .map_err(|e: Error| conversion_error(1, e.to_string()))?,
+        granted: row.get(2)?,
+        effective_at: Timestamp::from_unix_millis(row.get(3)?),
+        recorded_at: Timestamp::from_unix_millis(row.get(4)?),
+        source: source
+            .parse::<ConsentSource>()
+            .map_err(|e| conversion_error(5, e.to_string()))?,
+        notice_version: row.get(6)?,
+        proof_ref: row.get(7)?,
+    })
+}
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    event_from_offset(row, 0)
+}
+
+fn event_from_offset(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Event> {
+    let kind: String = row.get(at + 1)?;
+    let value: f64 = row.get(at + 2)?;
+    Ok(Event {
+        item: row.get(at)?,
+        kind: kind
+            .parse::<EventKind>()
+            .map_err(|e| conversion_error(at + 1, e.to_string()))?,
+        value: value as f32,
+        at: Timestamp::from_unix_millis(row.get(at + 3)?),
+    })
+}
+
+fn pseudonym_from_row(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Pseudonym> {
+    let bytes: Vec<u8> = row.get(column)?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| conversion_error(column, "stored pseudonym is not 32 bytes".into()))?;
+    Ok(Pseudonym::from_bytes(bytes))
+}
+
+fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>, path: &Path) -> Result<Vec<T>> {
+    rows.collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(Error::db(path))
+}

@@ -1,0 +1,33 @@
+//! The consent ledger and event store of hush.
+//!
+//! Everything hush knows about a person lives here, keyed only by a
+//! [`Pseudonym`]: an HMAC-SHA256 of their external identifier under a secret
+//! [`PseudonymKey`]. The raw identifier is turned into a pseudonym at the edge
+//! (an input row, a CLI argument) and is never stored or logged.
+//!
+//! - [`Ledger`] is the embedded SQLite store: the append-only consent history,
+//!   the event store, erasure with suppression, and export.
+//! - [`formats`] parses the file formats hush imports (consent records and
+//!   storefront events), with per-row errors that name file, line and field.
+//! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
+//!   vocabulary the other hush crates build on.
+#![deny(missing_docs)]
+
+mod error;
+pub mod event;
+pub mod formats;
+pub mod import;
+pub mod ledger;
+pub mod pseudonym;
+pub mod record;
+pub mod time;
+
+pub use error::{Error, Result, RowError};
+pub use event::{Event, EventKind, SubjectEvent};
+pub use ledger::{
+    ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, IngestReport, Ledger, LedgerStats,
+    SubjectExport, WriteBatch,
+};
+pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
+pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};
+pub use time::Timestamp;

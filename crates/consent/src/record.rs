@@ -1,0 +1,186 @@
+//! Consent purposes and records.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, Timestamp};
+
+/// What a subject consents to. Each purpose is granted and withdrawn on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// Being scored and shown personalized recommendations.
+    Personalization,
+    /// Having one's events used to train the shared model.
+    Training,
+}
+
+impl Purpose {
+    /// Every purpose, in a stable order.
+    pub const ALL: [Purpose; 2] = [Purpose::Personalization, Purpose::Training];
+
+    /// The lowercase name used in files, the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Personalization => "personalization",
+            Purpose::Training => "training",
+        }
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Purpose {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "personalization" => Ok(Purpose::Personalization),
+            "training" => Ok(Purpose::Training),
+            other => Err(Error::UnknownPurpose(crate::time::truncate_for_message(
+                other,
+            ))),
+        }
+    }
+}
+
+/// Through which channel a consent record arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentSource {
+    /// The HTTP API (a storefront relaying its consent banner).
+    Api,
+    /// An operator at the command line.
+    Cli,
+    /// A bulk import file.
+    Import,
+}
+
+impl ConsentSource {
+    /// The lowercase name used in files and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsentSource::Api => "api",
+            ConsentSource::Cli => "cli",
+            ConsentSource::Import => "import",
+        }
+    }
+}
+
+impl FromStr for ConsentSource {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "api" => Ok(ConsentSource::Api),
+            "cli" => Ok(ConsentSource::Cli),
+            "import" => Ok(ConsentSource::Import),
+            other => Err(Error::UnknownSource(crate::time::truncate_for_message(
+                other,
+            ))),
+        }
+    }
+}
+
+/// A consent decision to be recorded: a grant or a withdrawal of one purpose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentChange {
+    /// The purpose decided on.
+    pub purpose: Purpose,
+    /// `true` for a grant, `false` for a withdrawal.
+    pub granted: bool,
+    /// When the decision takes effect.
+    pub effective_at: Timestamp,
+    /// Through which channel it arrived.
+    pub source: ConsentSource,
+    /// Version of the notice the subject was shown (what they agreed to).
+    pub notice_version: String,
+    /// Optional reference to proof, e.g. the consent banner's receipt id.
+    pub proof_ref: Option<String>,
+}
+
+impl ConsentChange {
+    /// Checks the free-text fields: the notice version is required (1–64
+    /// printable characters) and a proof reference, when given, is 1–256.
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        check_text("notice_version", &self.notice_version, 64)?;
+        if let Some(proof) = &self.proof_ref {
+            check_text("proof_ref", proof, 256)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_text(field: &'static str, text: &str, max_chars: usize) -> Result<()> {
+    let count = text.chars().count();
+    if count == 0 || count > max_chars || text.chars().any(char::is_control) {
+        return Err(Error::InvalidField {
+            field,
+            message: format!("expected 1 to {max_chars} printable characters, found {count}"),
+        });
+    }
+    Ok(())
+}
+
+/// A stored consent record: the decision plus when hush recorded it.
+///
+/// Records are append-only; together they are the evidence that consent was
+/// given (GDPR Art. 7(1)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// Ledger sequence number: breaks ties between records with the same effective time.
+    pub seq: i64,
+    /// The purpose decided on.
+    pub purpose: Purpose,
+    /// `true` for a grant, `false` for a withdrawal.
+    pub granted: bool,
+    /// When the decision takes effect.
+    pub effective_at: Timestamp,
+    /// When hush wrote it down.
+    pub recorded_at: Timestamp,
+    /// Through which channel it arrived.
+    pub source: ConsentSource,
+    /// Version of the notice the subject was shown.
+    pub notice_version: String,
+    /// Optional reference to proof.
+    pub proof_ref: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purposes_round_trip_and_unknown_is_named() {
+        for p in Purpose::ALL {
+            assert_eq!(p.as_str().parse::<Purpose>().unwrap(), p);
+        }
+        assert_eq!(
+            "marketing".parse::<Purpose>().unwrap_err().to_string(),
+            "unknown purpose `marketing`: expected one of personalization, training"
+        );
+    }
+
+    #[test]
+    fn notice_version_is_required() {
+        let change = ConsentChange {
+            purpose: Purpose::Training,
+            granted: true,
+            effective_at: Timestamp::from_unix_seconds(0),
+            source: ConsentSource::Cli,
+            notice_version: String::new(),
+            proof_ref: None,
+        };
+        assert_eq!(
+            change.validate().unwrap_err().to_string(),
+            "invalid notice_version: expected 1 to 64 printable characters, found 0"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The extraction report: every input row accounted for.
+
+use std::collections::BTreeMap;
+
+use hush_consent::{RowError, Timestamp};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{ConsentPolicy, Feedback};
+
+/// Why an input row did not become part of the training set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The row could not be parsed.
+    Malformed,
+    /// The subject had no training consent at the snapshot.
+    NoConsent,
+    /// The subject's training consent was withdrawn at the snapshot or since.
+    Withdrawn,
+    /// The subject was erased (on the suppression list).
+    Erased,
+    /// The event happened after the snapshot.
+    AfterSnapshot,
+    /// Under the since-grant policy: the event predates the subject's grant.
+    BeforeGrant,
+    /// The event is older than the retention window.
+    Retention,
+    /// The event's kind is not used (not a rating in explicit mode, unweighted in implicit mode).
+    ExcludedKind,
+    /// In implicit mode, a rating below the positive threshold.
+    BelowRatingThreshold,
+    /// An exact duplicate (same subject, item, kind and time) of an earlier row.
+    Duplicate,
+    /// In explicit mode, an older rating of an item the subject rated again.
+    Superseded,
+    /// Over the per-subject contribution bound.
+    OverContributionBound,
+}
+
+impl DropReason {
+    /// Every reason, in report order.
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::NoConsent,
+        DropReason::Withdrawn,
+        DropReason::Erased,
+        DropReason::AfterSnapshot,
+        DropReason::BeforeGrant,
+        DropReason::Retention,
+        DropReason::ExcludedKind,
+        DropReason::BelowRatingThreshold,
+        DropReason::Duplicate,
+        DropReason::Superseded,
+        DropReason::OverContributionBound,
+    ];
+}
+
+/// One input of an extraction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSummary {
+    /// File path, or `event-store:<db path>`.
+    pub source: String,
+    /// The format read.
+    pub format: String,
+    /// Rows read from it.
+    pub rows: u64,
+}
+
+/// What an extraction read, kept and dropped. `rows_in` always equals
+/// `events_kept` plus the sum of `dropped_events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExtractionReport {
+    /// The hush version that made it.
+    pub hush_version: String,
+    /// When the extraction ran.
+    pub created_at: Timestamp,
+    /// The consent snapshot time T.
+    pub snapshot_at: Timestamp,
+    /// Consent policy used.
+    pub policy: ConsentPolicy,
+    /// Feedback mode.
+    pub feedback: Feedback,
+    /// Whether this was research data without a consent ledger.
+    pub research_data: bool,
+    /// Contribution-bound sampling seed.
+    pub seed: u64,
+    /// Contribution bound (distinct items per subject).
+    pub max_events_per_subject: Option<u32>,
+    /// Retention window in days.
+    pub retention_days: Option<u32>,
+    /// The inputs read.
+    pub inputs: Vec<InputSummary>,
+    /// Rows read from all inputs.
+    pub rows_in: u64,
+    /// Events that made it into the training set.
+    pub events_kept: u64,
+    /// Distinct (subject, item) interactions in the training set.
+    pub interactions: u64,
+    /// Subjects in the training set.
+    pub subjects: u64,
+    /// Items in the training set.
+    pub items: u64,
+    /// Dropped rows by reason (every reason listed, zeros included).
+    pub dropped_events: BTreeMap<DropReason, u64>,
+    /// Subjects left out entirely by consent reason (no_consent, withdrawn, erased).
+    pub dropped_subjects: BTreeMap<DropReason, u64>,
+    /// The first malformed rows, with file, line and field.
+    pub malformed_examples: Vec<RowError>,
+}
+
+impl ExtractionReport {
+    /// Total rows dropped.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_events.values().sum()
+    }
+
+    /// SHA-256 of the report's JSON, recorded in feature sets and models so
+    /// a model can be traced to the exact extraction behind it.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a report always serializes");
+        hex::encode(Sha256::digest(json))
+    }
+}

@@ -1,0 +1,614 @@
+//! A deterministic synthetic storefront.
+//!
+//! Subjects have latent tastes, items have latent traits and a power-law
+//! popularity, and each subject browses over time: views, some of which turn
+//! into carts, purchases and ratings, with the taste match driving every
+//! step. Beside the events comes a consent ledger with realistic dynamics:
+//! most subjects opt in to personalization, fewer to training, some opt in
+//! late, some withdraw, some send a Global Privacy Control signal, and a few
+//! ask to be erased. Everything is written in the formats hush imports, and
+//! the same seed always gives the same bytes.
+#![deny(missing_docs)]
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use hush_consent::Timestamp;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while generating.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A parameter outside its allowed range.
+    #[error("invalid synth parameter `{field}`: {message}")]
+    InvalidParam {
+        /// The parameter.
+        field: &'static str,
+        /// What is allowed.
+        message: String,
+    },
+    /// Writing an output file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shares of subjects following each consent path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsentDynamics {
+    /// Share granting personalization when they first visit.
+    pub personalization: f64,
+    /// Share granting training when they first visit.
+    pub training: f64,
+    /// Share of the others who opt in to training later, midway through their history.
+    pub late_training: f64,
+    /// Share of training grantors who later withdraw it.
+    pub withdrawal: f64,
+    /// Share sending a Global Privacy Control signal (withdrawing personalization).
+    pub gpc: f64,
+    /// Share asking to be erased.
+    pub erasure: f64,
+}
+
+impl Default for ConsentDynamics {
+    /// Opt-in rates in the range storefront consent banners report.
+    fn default() -> Self {
+        ConsentDynamics {
+            personalization: 0.75,
+            training: 0.6,
+            late_training: 0.15,
+            withdrawal: 0.08,
+            gpc: 0.04,
+            erasure: 0.02,
+        }
+    }
+}
+
+/// Output format of the event file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFileFormat {
+    /// `events.csv` with header `subject_id,item_id,kind,value,timestamp`.
+    Csv,
+    /// `events.jsonl`, one object per line.
+    Jsonl,
+}
+
+/// Generator settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthParams {
+    /// Number of subjects.
+    pub subjects: u32,
+    /// Number of items.
+    pub items: u32,
+    /// Mean events per subject (activity is log-normal around it).
+    pub mean_events_per_subject: f64,
+    /// Dimension of the latent tastes.
+    pub rank: usize,
+    /// Exponent of the power-law popularity: item j has weight (j + 1)^-exponent.
+    pub popularity_exponent: f64,
+    /// Start of the simulated period (unix seconds).
+    pub start_unix_seconds: i64,
+    /// Length of the simulated period.
+    pub days: u32,
+    /// Consent dynamics.
+    pub consent: ConsentDynamics,
+    /// Format of the event file.
+    pub event_format: EventFileFormat,
+    /// RNG seed: the same seed gives the same bytes.
+    pub seed: u64,
+}
+
+impl Default for SynthParams {
+    /// The bundled quickstart sample: small enough to commit, big enough to train on.
+    fn default() -> Self {
+        SynthParams {
+            subjects: 4_000,
+            items: 600,
+            mean_events_per_subject: 12.0,
+            rank: 8,
+            popularity_exponent: 0.8,
+            start_unix_seconds: 1_735_689_600, // 2025-01-01
+            days: 180,
+            consent: ConsentDynamics::default(),
+            event_format: EventFileFormat::Csv,
+            seed: 7,
+        }
+    }
+}
+
+impl SynthParams {
+    /// Checks the parameters.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, message: &str| {
+            Err(Error::InvalidParam {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.subjects == 0 {
+            return bad("subjects", "must be at least 1");
+        }
+        if self.items < 2 {
+            return bad("items", "must be at least 2");
+        }
+        if !(self.mean_events_per_subject >= 1.0 && self.mean_events_per_subject <= 10_000.0) {
+            return bad("mean_events_per_subject", "must be within 1..=10000");
+        }
+        if !(1..=256).contains(&self.rank) {
+            return bad("rank", "must be within 1..=256");
+        }
+        if !(0.0..=3.0).contains(&self.popularity_exponent) {
+            return bad("popularity_exponent", "must be within 0..=3");
+        }
+        if self.days == 0 {
+            return bad("days", "must be at least 1");
+        }
+        let c = &self.consent;
+        for (field, share) in [
+            ("consent.personalization", c.personalization),
+            ("consent.training", c.training),
+            ("consent.late_training", c.late_training),
+            ("consent.withdrawal", c.withdrawal),
+            ("consent.gpc", c.gpc),
+            ("consent.erasure", c.erasure),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(Error::InvalidParam {
+                    field,
+                    message: format!("a share within 0..=1, found {share}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What was generated.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SynthSummary {
+    /// Subjects generated.
+    pub subjects: u64,
+    /// Items in the catalogue.
+    pub items: u64,
+    /// Events written.
+    pub events: u64,
+    /// Consent records written.
+    pub consent_records: u64,
+    /// Erasure requests written.
+    pub erasure_requests: u64,
+    /// The files written.
+    pub files: Vec<String>,
+}
+
+const CATEGORIES: [&str; 8] = [
+    "books", "music", "garden", "kitchen", "outdoor", "toys", "games", "tools",
+];
+const NOTICE_V1: &str = "2025-01";
+const NOTICE_V2: &str = "2025-04";
+
+struct Writers {
+    events: BufWriter<File>,
+    consent: BufWriter<File>,
+    erasures: BufWriter<File>,
+    format: EventFileFormat,
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    File::create(path)
+        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Generates a storefront into `dir`: `items.csv`, `events.csv` (or
+/// `events.jsonl`), `consent.csv` and `erasure_requests.csv`.
+///
+/// `progress` receives the number of subjects done so far.
+///
+/// # Errors
+/// [`Error::InvalidParam`] or [`Error::Io`].
+pub fn generate(
+    params: &SynthParams,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SynthSummary> {
+    params.validate()?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let rank = params.rank;
+    let scale = 1.0 / (rank as f64).sqrt();
+
+    let item_traits: Vec<f32> = (0..params.items as usize * rank)
+        .map(|_| (rng.sample::<f64, _>(StandardNormal) * scale) as f32)
+        .collect();
+    // Cumulative popularity for sampling by binary search.
+    let mut cumulative = Vec::with_capacity(params.items as usize);
+    let mut total = 0.0f64;
+    for j in 0..params.items {
+        total += (f64::from(j) + 1.0).powf(-params.popularity_exponent);
+        cumulative.push(total);
+    }
+
+    let items_path = dir.join("items.csv");
+    let mut items_file = create(&items_path)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    writeln!(items_file, "item_id,category").map_err(io(&items_path))?;
+    for j in 0..params.items {
+        writeln!(
+            items_file,
+            "{},{}",
+            item_id(j),
+            CATEGORIES[j as usize % CATEGORIES.len()]
+        )
+        .map_err(io(&items_path))?;
+    }
+    items_file.flush().map_err(io(&items_path))?;
+
+    let (events_name, format) = match params.event_format {
+        EventFileFormat::Csv => ("events.csv", EventFileFormat::Csv),
+        EventFileFormat::Jsonl => ("events.jsonl", EventFileFormat::Jsonl),
+    };
+    let events_path = dir.join(events_name);
+    let consent_path = dir.join("consent.csv");
+    let erasures_path = dir.join("erasure_requests.csv");
+    let mut out = Writers {
+        events: create(&events_path)?,
+        consent: create(&consent_path)?,
+        erasures: create(&erasures_path)?,
+        format,
+    };
+    if format == EventFileFormat::Csv {
+        writeln!(out.events, "subject_id,item_id,kind,value,timestamp")
+            .map_err(io(&events_path))?;
+    }
+    writeln!(
+        out.consent,
+        "subject_id,purpose,granted,effective_at,notice_version,proof_ref"
+    )
+    .map_err(io(&consent_path))?;
+    writeln!(out.erasures, "subject_id,requested_at").map_err(io(&erasures_path))?;
+
+    let mut summary = SynthSummary {
+        subjects: u64::from(params.subjects),
+        items: u64::from(params.items),
+        ..Default::default()
+    };
+    let sigma = 0.8f64;
+    let activity = LogNormal::new(
+        params.mean_events_per_subject.ln() - sigma * sigma / 2.0,
+        sigma,
+    )
+    .expect("valid log-normal parameters");
+    let period = i64::from(params.days) * 86_400;
+    let mut taste = vec![0f32; rank];
+    let mut times: Vec<i64> = Vec::new();
+    for s in 0..params.subjects {
+        for t in taste.iter_mut() {
+            *t = rng.sample::<f64, _>(StandardNormal) as f32;
+        }
+        let n_events = (activity.sample(&mut rng).round() as usize)
+            .clamp(1, 20 * params.mean_events_per_subject as usize);
+        let first_visit = params.start_unix_seconds + rng.random_range(0..period);
+        let span = (params.start_unix_seconds + period - first_visit).max(1);
+        times.clear();
+        times.extend((0..n_events).map(|_| first_visit + rng.random_range(0..span)));
+        times.sort_unstable();
+        let last_visit = *times.last().expect("at least one event");
+        let subject = subject_id(s);
+
+        let written = write_consent(
+            &mut out.consent,
+            &mut out.erasures,
+            &mut rng,
+            params,
+            &subject,
+            first_visit,
+            last_visit,
+            period,
+        )
+        .map_err(io(&consent_path))?;
+        summary.consent_records += written.0;
+        summary.erasure_requests += written.1;
+
+        for &time in &times {
+            let item = pick_item(&mut rng, &cumulative, &item_traits, &taste, rank);
+            let score = dot(&taste, &item_traits[item * rank..(item + 1) * rank]);
+            let id = item_id(item as u32);
+            summary.events += write_event(&mut out, &subject, &id, "view", 1.0, time)
+                .map_err(io(&events_path))?;
+            // Taste drives the funnel: a good match is more likely to be bought and rated well.
+            if rng.random::<f64>() < sigmoid(2.0 * score - 1.5) {
+                summary.events += write_event(&mut out, &subject, &id, "cart", 1.0, time + 30)
+                    .map_err(io(&events_path))?;
+                if rng.random::<f64>() < sigmoid(2.0 * score) {
+                    summary.events +=
+                        write_event(&mut out, &subject, &id, "purchase", 1.0, time + 90)
+                            .map_err(io(&events_path))?;
+                    if rng.random::<f64>() < 0.5 {
+                        let noise: f64 = rng.sample::<f64, _>(StandardNormal) * 0.6;
+                        let rating = (3.2 + 1.4 * score + noise).round().clamp(1.0, 5.0);
+                        summary.events +=
+                            write_event(&mut out, &subject, &id, "rating", rating, time + 86_400)
+                                .map_err(io(&events_path))?;
+                    }
+                }
+            }
+        }
+        if s % 1000 == 999 {
+            progress(u64::from(s) + 1);
+        }
+    }
+    for (writer, path) in [
+        (&mut out.events, &events_path),
+        (&mut out.consent, &consent_path),
+        (&mut out.erasures, &erasures_path),
+    ] {
+        writer.flush().map_err(io(path))?;
+    }
+    progress(u64::from(params.subjects));
+    summary.files = [items_path, events_path, consent_path, erasures_path]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok(summary)
+}
+
+/// The external id of subject `s` (what a storefront would call a customer id).
+pub fn subject_id(s: u32) -> String {
+    format!("cust-{s:07}")
+}
+
+/// The catalogue id of item `j`.
+pub fn item_id(j: u32) -> String {
+    format!("sku-{j:06}")
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum()
+}
+
+/// Draws a few candidates by popularity and picks the best taste match among
+/// them, softly: popular items get seen, matching items get chosen.
+fn pick_item(
+    rng: &mut ChaCha8Rng,
+    cumulative: &[f64],
+    traits: &[f32],
+    taste: &[f32],
+    rank: usize,
+) -> usize {
+    const CANDIDATES: usize = 6;
+    let total = *cumulative.last().expect("at least two items");
+    let mut best = 0;
+    let mut best_key = f64::NEG_INFINITY;
+    for _ in 0..CANDIDATES {
+        let u = rng.random::<f64>() * total;
+        let j = cumulative
+            .partition_point(|&c| c < u)
+            .min(cumulative.len() - 1);
+        let gumbel = -(-rng.random::<f64>().max(1e-12).ln()).ln();
+        let key = 3.0 * dot(taste, &traits[j * rank..(j + 1) * rank]) + gumbel;
+        if key > best_key {
+            best_key = key;
+            best = j;
+        }
+    }
+    best
+}
+
+fn write_event(
+    out: &mut Writers,
+    subject: &str,
+    item: &str,
+    kind: &str,
+    value: f64,
+    time: i64,
+) -> std::io::Result<u64> {
+    match out.format {
+        EventFileFormat::Csv => writeln!(out.events, "{subject},{item},{kind},{value},{time}")?,
+        EventFileFormat::Jsonl => writeln!(
+            out.events,
+            r#"{{"subject_id":"{subject}","item_id":"{item}","kind":"{kind}","value":{value},"timestamp":{time}}}"#
+        )?,
+    }
+    Ok(1)
+}
+
+fn consent_line(
+    out: &mut BufWriter<File>,
+    subject: &str,
+    purpose: &str,
+    granted: bool,
+    at: i64,
+    notice: &str,
+    proof: &str,
+) -> std::io::Result<u64> {
+    let at = Timestamp::from_unix_seconds(at);
+    writeln!(out, "{subject},{purpose},{granted},{at},{notice},{proof}")?;
+    Ok(1)
+}
+
+/// Writes one subject's consent history; returns (records, erasure requests).
+#[allow(clippy::too_many_arguments)]
+fn write_consent(
+    consent: &mut BufWriter<File>,
+    erasures: &mut BufWriter<File>,
+    rng: &mut ChaCha8Rng,
+    params: &SynthParams,
+    subject: &str,
+    first_visit: i64,
+    last_visit: i64,
+    period: i64,
+) -> std::io::Result<(u64, u64)> {
+    let c = &params.consent;
+    let mut records = 0;
+    let banner = first_visit - 5;
+    let receipt =
+        |rng: &mut ChaCha8Rng| format!("banner-{:012x}", rng.random::<u64>() & 0xffff_ffff_ffff);
+    let personalization = rng.random::<f64>() < c.personalization;
+    if personalization {
+        let proof = receipt(rng);
+        records += consent_line(
+            consent,
+            subject,
+            "personalization",
+            true,
+            banner,
+            NOTICE_V1,
+            &proof,
+        )?;
+    }
+    let training_now = rng.random::<f64>() < c.training;
+    let mut training_granted = training_now;
+    if training_now {
+        let proof = receipt(rng);
+        records += consent_line(
+            consent, subject, "training", true, banner, NOTICE_V1, &proof,
+        )?;
+    } else if rng.random::<f64>() < c.late_training && last_visit > first_visit + 60 {
+        let at = rng.random_range(first_visit..last_visit);
+        let proof = receipt(rng);
+        records += consent_line(consent, subject, "training", true, at, NOTICE_V2, &proof)?;
+        training_granted = true;
+    }
+    let end = params.start_unix_seconds + period;
+    if training_granted && rng.random::<f64>() < c.withdrawal {
+        let at = rng.random_range(first_visit..end);
+        records += consent_line(consent, subject, "training", false, at, NOTICE_V2, "")?;
+    }
+    if personalization && rng.random::<f64>() < c.gpc {
+        let at = rng.random_range(first_visit..end);
+        records += consent_line(
+            consent,
+            subject,
+            "personalization",
+            false,
+            at,
+            NOTICE_V2,
+            "sec-gpc:1",
+        )?;
+    }
+    let mut erasure = 0;
+    if rng.random::<f64>() < c.erasure {
+        let at = Timestamp::from_unix_seconds(rng.random_range(first_visit..end));
+        writeln!(erasures, "{subject},{at}")?;
+        erasure = 1;
+    }
+    Ok((records, erasure))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> SynthParams {
+        SynthParams {
+            subjects: 300,
+            items: 50,
+            mean_events_per_subject: 10.0,
+            ..SynthParams::default()
+        }
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_bytes() {
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        generate(&small(), a.path(), &mut |_| {}).unwrap();
+        generate(&small(), b.path(), &mut |_| {}).unwrap();
+        generate(&SynthParams { seed: 8, ..small() }, c.path(), &mut |_| {}).unwrap();
+        for name in [
+            "events.csv",
+            "consent.csv",
+            "erasure_requests.csv",
+            "items.csv",
+        ] {
+            let read = |d: &tempfile::TempDir| std::fs::read(d.path().join(name)).unwrap();
+            assert_eq!(read(&a), read(&b), "{name} differs between identical runs");
+        }
+        assert_ne!(
+            std::fs::read(a.path().join("events.csv")).unwrap(),
+            std::fs::read(c.path().join("events.csv")).unwrap()
+        );
+    }
+
+    #[test]
+    fn popularity_is_skewed_and_every_kind_occurs() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = generate(&small(), dir.path(), &mut |_| {}).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("events.csv")).unwrap();
+        let mut per_item = std::collections::HashMap::<&str, u64>::new();
+        let mut kinds = std::collections::BTreeSet::new();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            kinds.insert(fields[2]);
+            *per_item.entry(fields[1]).or_default() += 1;
+        }
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            ["cart", "purchase", "rating", "view"]
+        );
+        assert_eq!(text.lines().count() as u64 - 1, summary.events);
+        let mut counts: Vec<u64> = per_item.values().copied().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        let top_tenth: u64 = counts[..counts.len() / 10].iter().sum();
+        assert!(
+            top_tenth as f64 > 0.25 * summary.events as f64,
+            "the head should dominate: {top_tenth} of {}",
+            summary.events
+        );
+        assert!(summary.consent_records > 300 && summary.erasure_requests < 30);
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let err = generate(
+            &SynthParams {
+                items: 1,
+                ..small()
+            },
+            Path::new("/nonexistent"),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid synth parameter `items`: must be at least 2"
+        );
+    }
+}

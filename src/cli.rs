@@ -1,0 +1,299 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// hush: privacy-first recommendations for storefronts.
+///
+/// Consent-filtered features, differentially private matrix factorization,
+/// consent-gated serving. Subject ids given on the command line are turned
+/// into keyed pseudonyms at once and never stored or logged.
+#[derive(Debug, Parser)]
+#[command(name = "hush", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The SQLite consent ledger and event store.
+    #[arg(long, global = true, env = "HUSH_DB", default_value = "hush.db")]
+    pub db: PathBuf,
+    /// The pseudonymization key file (created with mode 0600 on first use).
+    /// HUSH_PSEUDONYM_KEY (64 hex characters) takes precedence.
+    #[arg(long, global = true, env = "HUSH_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a deterministic synthetic storefront (events, consent ledger, erasure requests).
+    Synth(SynthArgs),
+    /// Record, import and query consent.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Import storefront events into the event store.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Export everything held about one subject as JSON (GDPR access and portability).
+    Export(ExportArgs),
+    /// Erase subjects: delete their consent history and events, and suppress later imports.
+    Erase(EraseArgs),
+    /// Extract a consent-filtered, minimized, pseudonymous feature set.
+    Extract(ExtractArgs),
+    /// The main job on the bundled sample: import consent and events, honour erasure requests, extract, report.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of subjects.
+    #[arg(long, default_value_t = 4000)]
+    pub subjects: u32,
+    /// Number of items.
+    #[arg(long, default_value_t = 600)]
+    pub items: u32,
+    /// Mean events per subject.
+    #[arg(long, default_value_t = 12.0)]
+    pub mean_events: f64,
+    /// Latent taste dimension.
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    /// RNG seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Event file format.
+    #[arg(long, value_enum, default_value_t = SynthFormat::Csv)]
+    pub format: SynthFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SynthFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Import consent records from CSV or JSONL (one transaction; per-row errors).
+    Import(ConsentImportArgs),
+    /// Record a grant.
+    Grant(ConsentChangeArgs),
+    /// Record a withdrawal.
+    Withdraw(ConsentChangeArgs),
+    /// The consent status of a subject, now or as of a time.
+    Status(StatusArgs),
+    /// The full consent history of a subject.
+    History(SubjectArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTolerance {
+    /// Stop at the first malformed row.
+    #[arg(long)]
+    pub strict: bool,
+    /// Roll back when more than this fraction of rows is malformed.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_malformed: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsentImportArgs {
+    /// The file to import.
+    pub file: PathBuf,
+    /// File format (default: from the extension; .jsonl is JSONL, anything else CSV).
+    #[arg(long, value_enum)]
+    pub format: Option<ConsentFileFormat>,
+    #[command(flatten)]
+    pub tolerance: ImportTolerance,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConsentFileFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct SubjectArg {
+    /// The subject's external id (pseudonymized at once, never stored).
+    #[arg(long)]
+    pub subject: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsentChangeArgs {
+    #[command(flatten)]
+    pub subject: SubjectArg,
+    /// personalization or training.
+    #[arg(long)]
+    pub purpose: String,
+    /// Version of the notice the subject was shown.
+    #[arg(long, default_value = "cli")]
+    pub notice_version: String,
+    /// Reference to proof of the decision (e.g. a consent receipt id).
+    #[arg(long)]
+    pub proof: Option<String>,
+    /// When the decision takes effect (RFC 3339 or unix seconds; default now).
+    #[arg(long)]
+    pub effective_at: Option<String>,
+    /// Lift the suppression of an erased subject who opts in afresh.
+    #[arg(long)]
+    pub after_erasure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub subject: SubjectArg,
+    /// Only this purpose (default: all).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// The time to answer for (RFC 3339 or unix seconds; default now).
+    #[arg(long)]
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Import events; those of subjects with no purpose granted, or erased, are counted and not stored.
+    Import(EventsImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsImportArgs {
+    /// The file to import.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub tolerance: ImportTolerance,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FormatArgs {
+    /// movielens-csv, udata, dat, csv or jsonl.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// Column mapping for --format csv, e.g. `subject=user,item=sku,timestamp=ts,kind=,default_kind=purchase`.
+    #[arg(long)]
+    pub mapping: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub subject: SubjectArg,
+    /// Write the export here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct EraseTarget {
+    /// The subject's external id.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// A CSV of erasure requests with a `subject_id` column.
+    #[arg(long)]
+    pub requests: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub target: EraseTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Event files to read; without any, the event store is read.
+    #[arg(long = "input")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Also read the event store when --input is given.
+    #[arg(long)]
+    pub from_store: bool,
+    /// A TOML config with an [extract] table (see models/).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Consent snapshot time T (RFC 3339 or unix seconds; default now).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// as-of-snapshot or since-grant.
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyArg>,
+    /// explicit (ratings) or implicit (views, carts, purchases).
+    #[arg(long, value_enum)]
+    pub feedback: Option<FeedbackArg>,
+    /// Drop events older than this many days before the snapshot.
+    #[arg(long)]
+    pub retention_days: Option<u32>,
+    /// Contribution bound: at most this many interactions per subject.
+    #[arg(long)]
+    pub max_events_per_subject: Option<u32>,
+    /// No contribution bound (research only: DP training needs one).
+    #[arg(long, conflicts_with = "max_events_per_subject")]
+    pub unbounded: bool,
+    /// Seed of the contribution-bound sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Research data without a consent ledger: include every subject, mark the output research-only.
+    #[arg(long)]
+    pub research_data: bool,
+    #[command(flatten)]
+    pub tolerance: ImportTolerance,
+    /// Where to write the feature set.
+    #[arg(long, default_value = "features.hfs")]
+    pub out: PathBuf,
+    /// Where to write the extraction report (JSON).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Also write train/test parts: holdout:FRACTION:SEED or temporal:FRACTION.
+    #[arg(long)]
+    pub split: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    AsOfSnapshot,
+    SinceGrant,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FeedbackArg {
+    Explicit,
+    Implicit,
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// The bundled sample to run on.
+    #[arg(long, default_value = "data/sample")]
+    pub sample: PathBuf,
+    /// Working directory for the store, key and outputs (recreated on each run).
+    #[arg(long, default_value = "quickstart")]
+    pub dir: PathBuf,
+    /// The extraction config.
+    #[arg(long, default_value = "models/sample.toml")]
+    pub config: PathBuf,
+}

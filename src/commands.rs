@@ -1,0 +1,650 @@
+//! What each command does: parse, call the libraries, print.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use hush_consent::formats::{ConsentFormat, CsvMapping, EventFormat};
+use hush_consent::import::{self, ImportOptions, ImportReport};
+use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, Timestamp};
+use hush_features::{
+    ConsentPolicy, ConsentView, ExtractParams, ExtractionReport, Extractor, FeatureSet, Feedback,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::*;
+use crate::progress;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Synth(args) => synth(g, args),
+        Command::Consent(command) => consent(g, command),
+        Command::Events(EventsCommand::Import(args)) => events_import(g, args),
+        Command::Export(args) => export(g, args),
+        Command::Erase(args) => erase(g, args),
+        Command::Extract(args) => extract(g, args).map(|_| ()),
+        Command::Quickstart(args) => quickstart(g, args),
+    }
+}
+
+/// The key file: --key-file, or `hush.key` beside the database.
+fn key_path(g: &Global) -> PathBuf {
+    g.key_file
+        .clone()
+        .unwrap_or_else(|| g.db.with_file_name("hush.key"))
+}
+
+fn load_key(g: &Global) -> Result<PseudonymKey> {
+    Ok(PseudonymKey::from_env_or_file(&key_path(g))?)
+}
+
+fn open_ledger(g: &Global) -> Result<Ledger> {
+    Ok(Ledger::open(&g.db)?)
+}
+
+fn parse_time(text: Option<&str>, what: &str) -> Result<Timestamp> {
+    match text {
+        Some(t) => Timestamp::parse(t).with_context(|| format!("--{what}")),
+        None => Ok(Timestamp::now()),
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn synth(g: &Global, args: &SynthArgs) -> Result<()> {
+    let params = hush_synth::SynthParams {
+        subjects: args.subjects,
+        items: args.items,
+        mean_events_per_subject: args.mean_events,
+        rank: args.rank,
+        seed: args.seed,
+        event_format: match args.format {
+            SynthFormat::Csv => hush_synth::EventFileFormat::Csv,
+            SynthFormat::Jsonl => hush_synth::EventFileFormat::Jsonl,
+        },
+        ..hush_synth::SynthParams::default()
+    };
+    let bar = progress::counter("subjects generated", g.quiet);
+    bar.set_length(u64::from(args.subjects));
+    let summary = hush_synth::generate(&params, &args.out, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    if g.json {
+        return print_json(&summary);
+    }
+    println!(
+        "wrote {} subjects, {} items, {} events, {} consent records, {} erasure requests to {}",
+        summary.subjects,
+        summary.items,
+        summary.events,
+        summary.consent_records,
+        summary.erasure_requests,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn options(t: &ImportTolerance) -> Result<ImportOptions> {
+    if !(0.0..=1.0).contains(&t.max_malformed) {
+        bail!(
+            "--max-malformed must be within 0..=1, found {}",
+            t.max_malformed
+        );
+    }
+    Ok(ImportOptions {
+        strict: t.strict,
+        max_malformed_fraction: t.max_malformed,
+    })
+}
+
+fn print_import(g: &Global, what: &str, report: &ImportReport) -> Result<()> {
+    if g.json {
+        return print_json(report);
+    }
+    println!(
+        "{}: {} rows, {} {what} stored, {} refused (no consent), {} refused (erased), {} malformed",
+        report.path,
+        report.rows,
+        report.stored,
+        report.dropped_no_consent,
+        report.dropped_suppressed,
+        report.malformed
+    );
+    for e in &report.errors {
+        println!("  {e}");
+    }
+    Ok(())
+}
+
+fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
+    let key = load_key(g)?;
+    let mut ledger = open_ledger(g)?;
+    match command {
+        ConsentCommand::Import(args) => {
+            let format = match args.format {
+                Some(ConsentFileFormat::Csv) => ConsentFormat::Csv,
+                Some(ConsentFileFormat::Jsonl) => ConsentFormat::Jsonl,
+                None => ConsentFormat::from_path(&args.file),
+            };
+            let bar = progress::counter("consent rows", g.quiet);
+            let report = import::import_consent(
+                &mut ledger,
+                &key,
+                &args.file,
+                format,
+                &options(&args.tolerance)?,
+                Timestamp::now(),
+                &mut |n| bar.set_position(n),
+            )?;
+            bar.finish_and_clear();
+            print_import(g, "consent records", &report)
+        }
+        ConsentCommand::Grant(args) => change(g, &mut ledger, &key, args, true),
+        ConsentCommand::Withdraw(args) => change(g, &mut ledger, &key, args, false),
+        ConsentCommand::Status(args) => {
+            let subject = key.pseudonymize(&args.subject.subject);
+            let as_of = parse_time(args.as_of.as_deref(), "as-of")?;
+            let purposes = match &args.purpose {
+                Some(p) => vec![p.parse::<Purpose>()?],
+                None => Purpose::ALL.to_vec(),
+            };
+            let statuses = purposes
+                .into_iter()
+                .map(|p| ledger.status(&subject, p, as_of))
+                .collect::<hush_consent::Result<Vec<_>>>()?;
+            if g.json {
+                return print_json(&statuses);
+            }
+            for s in statuses {
+                let since = s
+                    .decided_by
+                    .as_ref()
+                    .map(|r| format!(" since {}", r.effective_at))
+                    .unwrap_or_default();
+                println!("{}: {:?}{since} (as of {})", s.purpose, s.state, s.as_of);
+            }
+            Ok(())
+        }
+        ConsentCommand::History(args) => {
+            let history = ledger.history(&key.pseudonymize(&args.subject))?;
+            if g.json {
+                return print_json(&history);
+            }
+            if history.is_empty() {
+                println!("no consent records for this subject");
+            }
+            for r in history {
+                println!(
+                    "#{} {} {} effective {} (recorded {}, via {}, notice {}{})",
+                    r.seq,
+                    r.purpose,
+                    if r.granted { "granted" } else { "withdrawn" },
+                    r.effective_at,
+                    r.recorded_at,
+                    r.source.as_str(),
+                    r.notice_version,
+                    r.proof_ref
+                        .map(|p| format!(", proof {p}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn change(
+    g: &Global,
+    ledger: &mut Ledger,
+    key: &PseudonymKey,
+    args: &ConsentChangeArgs,
+    granted: bool,
+) -> Result<()> {
+    let subject = key.pseudonymize(&args.subject.subject);
+    let now = Timestamp::now();
+    let change = ConsentChange {
+        purpose: args.purpose.parse()?,
+        granted,
+        effective_at: match &args.effective_at {
+            Some(t) => Timestamp::parse(t).context("--effective-at")?,
+            None => now,
+        },
+        source: ConsentSource::Cli,
+        notice_version: args.notice_version.clone(),
+        proof_ref: args.proof.clone(),
+    };
+    if args.after_erasure && granted {
+        ledger.lift_suppression(&subject)?;
+    }
+    let record = ledger
+        .record_consent(&subject, &change, now)
+        .map_err(|e| match e {
+            hush_consent::Error::Suppressed => {
+                anyhow::anyhow!(
+                    "{e}: pass --after-erasure with a grant if the subject has opted in again"
+                )
+            }
+            other => other.into(),
+        })?;
+    if g.json {
+        return print_json(&record);
+    }
+    println!(
+        "recorded #{}: {} {} effective {}",
+        record.seq,
+        record.purpose,
+        if granted { "granted" } else { "withdrawn" },
+        record.effective_at
+    );
+    Ok(())
+}
+
+fn event_format(args: &FormatArgs) -> Result<EventFormat> {
+    let format = EventFormat::from_name(&args.format)?;
+    Ok(match (format, &args.mapping) {
+        (EventFormat::Csv(_), Some(mapping)) => EventFormat::Csv(mapping.parse::<CsvMapping>()?),
+        (_, Some(_)) => bail!("--mapping only applies to --format csv"),
+        (format, None) => format,
+    })
+}
+
+fn events_import(g: &Global, args: &EventsImportArgs) -> Result<()> {
+    let key = load_key(g)?;
+    let mut ledger = open_ledger(g)?;
+    let bar = progress::counter("event rows", g.quiet);
+    let report = import::import_events(
+        &mut ledger,
+        &key,
+        &args.file,
+        &event_format(&args.format)?,
+        &options(&args.tolerance)?,
+        Timestamp::now(),
+        &mut |n| bar.set_position(n),
+    )?;
+    bar.finish_and_clear();
+    print_import(g, "events", &report)
+}
+
+fn export(g: &Global, args: &ExportArgs) -> Result<()> {
+    let key = load_key(g)?;
+    let ledger = open_ledger(g)?;
+    let export = ledger.export(&key.pseudonymize(&args.subject.subject), Timestamp::now())?;
+    let json = serde_json::to_string_pretty(&export)?;
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+            if !g.json {
+                println!(
+                    "wrote {} consent records and {} events to {}",
+                    export.consent_history.len(),
+                    export.events.len(),
+                    path.display()
+                );
+            }
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+/// Subject ids from an erasure-request CSV (column `subject_id`), with line numbers in errors.
+fn erasure_requests(path: &Path) -> Result<Vec<String>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let column = reader
+        .headers()
+        .with_context(|| format!("{}:1: unreadable header", path.display()))?
+        .iter()
+        .position(|h| h == "subject_id")
+        .with_context(|| {
+            format!(
+                "{}:1: field `subject_id`: column is missing from the header",
+                path.display()
+            )
+        })?;
+    let mut ids = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 2;
+        let record = record.with_context(|| {
+            format!(
+                "{}:{line}: unreadable row (expected UTF-8 CSV)",
+                path.display()
+            )
+        })?;
+        match record.get(column).filter(|s| !s.is_empty()) {
+            Some(id) => ids.push(id.to_string()),
+            None => bail!(
+                "{}:{line}: field `subject_id`: expected a subject id",
+                path.display()
+            ),
+        }
+    }
+    Ok(ids)
+}
+
+#[derive(Serialize, Default)]
+struct EraseSummary {
+    subjects: u64,
+    consent_records_deleted: u64,
+    events_deleted: u64,
+    receipts: Vec<hush_consent::ErasureReceipt>,
+}
+
+fn erase(g: &Global, args: &EraseArgs) -> Result<()> {
+    let key = load_key(g)?;
+    let mut ledger = open_ledger(g)?;
+    let ids = match (&args.target.subject, &args.target.requests) {
+        (Some(id), _) => vec![id.clone()],
+        (None, Some(path)) => erasure_requests(path)?,
+        (None, None) => unreachable!("clap requires one of --subject and --requests"),
+    };
+    let summary = erase_all(&mut ledger, &key, &ids)?;
+    if g.json {
+        return print_json(&summary);
+    }
+    println!(
+        "erased {} subjects: {} consent records and {} events deleted; later imports of them are suppressed",
+        summary.subjects, summary.consent_records_deleted, summary.events_deleted
+    );
+    Ok(())
+}
+
+fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[String]) -> Result<EraseSummary> {
+    let mut summary = EraseSummary::default();
+    for id in ids {
+        let receipt = ledger.erase(&key.pseudonymize(id), Timestamp::now())?;
+        summary.subjects += 1;
+        summary.consent_records_deleted += receipt.consent_records_deleted;
+        summary.events_deleted += receipt.events_deleted;
+        summary.receipts.push(receipt);
+    }
+    Ok(summary)
+}
+
+/// A hush config file; `models/*.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    extract: ExtractParams,
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let location = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!(":{line}")
+            })
+            .unwrap_or_default();
+        anyhow::anyhow!("config {}{location}: {}", path.display(), e.message())
+    })
+}
+
+fn extract_params(args: &ExtractArgs) -> Result<ExtractParams> {
+    let mut params = match &args.config {
+        Some(path) => read_config(path)?.extract,
+        None => ExtractParams::default(),
+    };
+    if let Some(t) = &args.as_of {
+        params.snapshot_at = Some(t.clone());
+    }
+    if let Some(p) = args.policy {
+        params.policy = match p {
+            PolicyArg::AsOfSnapshot => ConsentPolicy::AsOfSnapshot,
+            PolicyArg::SinceGrant => ConsentPolicy::SinceGrant,
+        };
+    }
+    if let Some(f) = args.feedback {
+        params.feedback = match f {
+            FeedbackArg::Explicit => Feedback::Explicit,
+            FeedbackArg::Implicit => Feedback::Implicit,
+        };
+    }
+    if args.retention_days.is_some() {
+        params.retention_days = args.retention_days;
+    }
+    if args.max_events_per_subject.is_some() {
+        params.max_events_per_subject = args.max_events_per_subject;
+    }
+    if args.unbounded {
+        params.max_events_per_subject = None;
+    }
+    if let Some(seed) = args.seed {
+        params.seed = seed;
+    }
+    params.research_data |= args.research_data;
+    params.strict |= args.tolerance.strict;
+    if args.tolerance.max_malformed != 0.01 {
+        params.max_malformed_fraction = args.tolerance.max_malformed;
+    }
+    Ok(params)
+}
+
+fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionReport)> {
+    let now = Timestamp::now();
+    let config = extract_params(args)?.validate(now)?;
+    let split = args
+        .split
+        .as_deref()
+        .map(str::parse::<hush_features::SplitSpec>)
+        .transpose()?;
+    let format = event_format(&args.format)?;
+    let use_store = args.inputs.is_empty() || args.from_store;
+    if config.research_data && use_store {
+        bail!(
+            "--research-data reads files only: give --input (research data has no consent ledger)"
+        );
+    }
+    // Research data has no ledger, and its output holds no pseudonyms, so a
+    // throwaway key serves; otherwise the store's key must be used.
+    let (ledger, key, view) = if config.research_data {
+        (
+            None,
+            PseudonymKey::generate()?,
+            ConsentView::research(&config),
+        )
+    } else {
+        let ledger = open_ledger(g)?;
+        let view = ConsentView::from_ledger(&ledger, &config)?;
+        (Some(ledger), load_key(g)?, view)
+    };
+    let mut extractor = Extractor::new(&config, &view, &key);
+    let bar = progress::counter("rows read", g.quiet);
+    for input in &args.inputs {
+        extractor.add_file(input, &format, &mut |n| bar.set_position(n))?;
+    }
+    if let (true, Some(ledger)) = (use_store, &ledger) {
+        extractor.add_store(ledger, &mut |n| bar.set_position(n))?;
+    }
+    bar.finish_and_clear();
+    let (set, report) = extractor.finish(now)?;
+    set.save(&args.out)?;
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| args.out.with_extension("report.json"));
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    let mut written = vec![
+        args.out.display().to_string(),
+        report_path.display().to_string(),
+    ];
+    if let Some(spec) = split {
+        let parts = hush_features::split::split(&set, &spec);
+        for (name, part) in [("train", &parts.train), ("test", &parts.test)] {
+            let path = args.out.with_extension(format!("{name}.hfs"));
+            part.save(&path)?;
+            written.push(path.display().to_string());
+        }
+    }
+    if g.json {
+        print_json(&serde_json::json!({ "report": report, "files": written }))?;
+    } else {
+        print_report(&report);
+        println!("wrote {}", written.join(", "));
+    }
+    Ok((set, report))
+}
+
+fn print_report(r: &ExtractionReport) {
+    println!(
+        "consent snapshot {} ({:?} policy{}): {} rows in, {} events kept as {} interactions of {} subjects on {} items",
+        r.snapshot_at,
+        r.policy,
+        if r.research_data { ", RESEARCH DATA" } else { "" },
+        r.rows_in,
+        r.events_kept,
+        r.interactions,
+        r.subjects,
+        r.items
+    );
+    println!("dropped rows by reason:");
+    for (reason, count) in &r.dropped_events {
+        if *count > 0 {
+            println!(
+                "  {:<26} {count:>10}",
+                serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let subjects: Vec<String> = r
+        .dropped_subjects
+        .iter()
+        .map(|(reason, n)| {
+            format!(
+                "{} {n}",
+                serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    println!("subjects left out: {}", subjects.join(", "));
+    for e in &r.malformed_examples {
+        println!("  malformed: {e}");
+    }
+}
+
+fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
+    let sample = &args.sample;
+    for file in ["consent.csv", "events.csv", "erasure_requests.csv"] {
+        if !sample.join(file).exists() {
+            bail!(
+                "{} is missing; run from the repository root or pass --sample",
+                sample.join(file).display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let db = args.dir.join("hush.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", db.display()));
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing old {}", path.display()))?;
+        }
+    }
+    let g = Global {
+        db: db.clone(),
+        key_file: Some(args.dir.join("hush.key")),
+        json: false,
+        quiet: g.quiet,
+        verbose: g.verbose,
+    };
+    let key = load_key(&g)?;
+    let mut ledger = open_ledger(&g)?;
+    let lenient = ImportOptions::default();
+
+    println!(
+        "== 1/4 consent ledger: importing {}",
+        sample.join("consent.csv").display()
+    );
+    let report = import::import_consent(
+        &mut ledger,
+        &key,
+        &sample.join("consent.csv"),
+        ConsentFormat::Csv,
+        &lenient,
+        Timestamp::now(),
+        &mut |_| {},
+    )?;
+    print_import(&g, "consent records", &report)?;
+
+    println!(
+        "== 2/4 event store: importing {}",
+        sample.join("events.csv").display()
+    );
+    let format = EventFormat::Csv(CsvMapping::default());
+    let report = import::import_events(
+        &mut ledger,
+        &key,
+        &sample.join("events.csv"),
+        &format,
+        &lenient,
+        Timestamp::now(),
+        &mut |_| {},
+    )?;
+    print_import(&g, "events", &report)?;
+
+    println!(
+        "== 3/4 erasure requests: {}",
+        sample.join("erasure_requests.csv").display()
+    );
+    let erased = erase_all(
+        &mut ledger,
+        &key,
+        &erasure_requests(&sample.join("erasure_requests.csv"))?,
+    )?;
+    println!(
+        "erased {} subjects ({} consent records, {} events deleted); they are suppressed from now on",
+        erased.subjects, erased.consent_records_deleted, erased.events_deleted
+    );
+    drop(ledger);
+
+    println!(
+        "== 4/4 consent-filtered extraction (config {})",
+        args.config.display()
+    );
+    let extract_args = ExtractArgs {
+        inputs: vec![sample.join("events.csv")],
+        format: FormatArgs {
+            format: "csv".into(),
+            mapping: None,
+        },
+        from_store: false,
+        config: Some(args.config.clone()),
+        as_of: None,
+        policy: None,
+        feedback: None,
+        retention_days: None,
+        max_events_per_subject: None,
+        unbounded: false,
+        seed: None,
+        research_data: false,
+        tolerance: ImportTolerance {
+            strict: false,
+            max_malformed: 0.01,
+        },
+        out: args.dir.join("features.hfs"),
+        report: Some(args.dir.join("extraction-report.json")),
+        split: Some("holdout:0.2:42".into()),
+    };
+    extract(&g, &extract_args)?;
+    println!(
+        "done: the store is {}, the key {}",
+        db.display(),
+        args.dir.join("hush.key").display()
+    );
+    Ok(())
+}
