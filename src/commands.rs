@@ -6,9 +6,7 @@ use anyhow::{bail, Context, Result};
 use hush_consent::formats::{ConsentFormat, CsvMapping, EventFormat};
 use hush_consent::import::{self, ImportOptions, ImportReport};
 use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, Timestamp};
-use hush_features::{
-    ConsentPolicy, ConsentView, ExtractParams, ExtractionReport, Extractor, FeatureSet, Feedback,
-};
+use hush_features::{ConsentPolicy, ConsentView, ExtractParams, ExtractionReport, Extractor, FeatureSet, Feedback};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::*;
@@ -29,9 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// The key file: --key-file, or `hush.key` beside the database.
 fn key_path(g: &Global) -> PathBuf {
-    g.key_file
-        .clone()
-        .unwrap_or_else(|| g.db.with_file_name("hush.key"))
+    g.key_file.clone().unwrap_or_else(|| g.db.with_file_name("hush.key"))
 }
 
 fn load_key(g: &Global) -> Result<PseudonymKey> {
@@ -88,15 +84,9 @@ fn synth(g: &Global, args: &SynthArgs) -> Result<()> {
 
 fn options(t: &ImportTolerance) -> Result<ImportOptions> {
     if !(0.0..=1.0).contains(&t.max_malformed) {
-        bail!(
-            "--max-malformed must be within 0..=1, found {}",
-            t.max_malformed
-        );
+        bail!("--max-malformed must be within 0..=1, found {}", t.max_malformed);
     }
-    Ok(ImportOptions {
-        strict: t.strict,
-        max_malformed_fraction: t.max_malformed,
-    })
+    Ok(ImportOptions { strict: t.strict, max_malformed_fraction: t.max_malformed })
 }
 
 fn print_import(g: &Global, what: &str, report: &ImportReport) -> Result<()> {
@@ -105,12 +95,7 @@ fn print_import(g: &Global, what: &str, report: &ImportReport) -> Result<()> {
     }
     println!(
         "{}: {} rows, {} {what} stored, {} refused (no consent), {} refused (erased), {} malformed",
-        report.path,
-        report.rows,
-        report.stored,
-        report.dropped_no_consent,
-        report.dropped_suppressed,
-        report.malformed
+        report.path, report.rows, report.stored, report.dropped_no_consent, report.dropped_suppressed, report.malformed
     );
     for e in &report.errors {
         println!("  {e}");
@@ -158,11 +143,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
                 return print_json(&statuses);
             }
             for s in statuses {
-                let since = s
-                    .decided_by
-                    .as_ref()
-                    .map(|r| format!(" since {}", r.effective_at))
-                    .unwrap_or_default();
+                let since = s.decided_by.as_ref().map(|r| format!(" since {}", r.effective_at)).unwrap_or_default();
                 println!("{}: {:?}{since} (as of {})", s.purpose, s.state, s.as_of);
             }
             Ok(())
@@ -185,9 +166,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
                     r.recorded_at,
                     r.source.as_str(),
                     r.notice_version,
-                    r.proof_ref
-                        .map(|p| format!(", proof {p}"))
-                        .unwrap_or_default()
+                    r.proof_ref.map(|p| format!(", proof {p}")).unwrap_or_default()
                 );
             }
             Ok(())
@@ -195,13 +174,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
     }
 }
 
-fn change(
-    g: &Global,
-    ledger: &mut Ledger,
-    key: &PseudonymKey,
-    args: &ConsentChangeArgs,
-    granted: bool,
-) -> Result<()> {
+fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentChangeArgs, granted: bool) -> Result<()> {
     let subject = key.pseudonymize(&args.subject.subject);
     let now = Timestamp::now();
     let change = ConsentChange {
@@ -218,16 +191,12 @@ fn change(
     if args.after_erasure && granted {
         ledger.lift_suppression(&subject)?;
     }
-    let record = ledger
-        .record_consent(&subject, &change, now)
-        .map_err(|e| match e {
-            hush_consent::Error::Suppressed => {
-                anyhow::anyhow!(
-                    "{e}: pass --after-erasure with a grant if the subject has opted in again"
-                )
-            }
-            other => other.into(),
-        })?;
+    let record = ledger.record_consent(&subject, &change, now).map_err(|e| match e {
+        hush_consent::Error::Suppressed => {
+            anyhow::anyhow!("{e}: pass --after-erasure with a grant if the subject has opted in again")
+        }
+        other => other.into(),
+    })?;
     if g.json {
         return print_json(&record);
     }
@@ -291,34 +260,21 @@ fn export(g: &Global, args: &ExportArgs) -> Result<()> {
 
 /// Subject ids from an erasure-request CSV (column `subject_id`), with line numbers in errors.
 fn erasure_requests(path: &Path) -> Result<Vec<String>> {
-    let mut reader =
-        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let column = reader
         .headers()
         .with_context(|| format!("{}:1: unreadable header", path.display()))?
         .iter()
         .position(|h| h == "subject_id")
-        .with_context(|| {
-            format!(
-                "{}:1: field `subject_id`: column is missing from the header",
-                path.display()
-            )
-        })?;
+        .with_context(|| format!("{}:1: field `subject_id`: column is missing from the header", path.display()))?;
     let mut ids = Vec::new();
     for (index, record) in reader.records().enumerate() {
         let line = index + 2;
-        let record = record.with_context(|| {
-            format!(
-                "{}:{line}: unreadable row (expected UTF-8 CSV)",
-                path.display()
-            )
-        })?;
+        let record =
+            record.with_context(|| format!("{}:{line}: unreadable row (expected UTF-8 CSV)", path.display()))?;
         match record.get(column).filter(|s| !s.is_empty()) {
             Some(id) => ids.push(id.to_string()),
-            None => bail!(
-                "{}:{line}: field `subject_id`: expected a subject id",
-                path.display()
-            ),
+            None => bail!("{}:{line}: field `subject_id`: expected a subject id", path.display()),
         }
     }
     Ok(ids)
@@ -372,8 +328,7 @@ struct ConfigFile {
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
         let location = e
             .span()
@@ -429,26 +384,16 @@ fn extract_params(args: &ExtractArgs) -> Result<ExtractParams> {
 fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionReport)> {
     let now = Timestamp::now();
     let config = extract_params(args)?.validate(now)?;
-    let split = args
-        .split
-        .as_deref()
-        .map(str::parse::<hush_features::SplitSpec>)
-        .transpose()?;
+    let split = args.split.as_deref().map(str::parse::<hush_features::SplitSpec>).transpose()?;
     let format = event_format(&args.format)?;
     let use_store = args.inputs.is_empty() || args.from_store;
     if config.research_data && use_store {
-        bail!(
-            "--research-data reads files only: give --input (research data has no consent ledger)"
-        );
+        bail!("--research-data reads files only: give --input (research data has no consent ledger)");
     }
     // Research data has no ledger, and its output holds no pseudonyms, so a
     // throwaway key serves; otherwise the store's key must be used.
     let (ledger, key, view) = if config.research_data {
-        (
-            None,
-            PseudonymKey::generate()?,
-            ConsentView::research(&config),
-        )
+        (None, PseudonymKey::generate()?, ConsentView::research(&config))
     } else {
         let ledger = open_ledger(g)?;
         let view = ConsentView::from_ledger(&ledger, &config)?;
@@ -465,16 +410,10 @@ fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionRepo
     bar.finish_and_clear();
     let (set, report) = extractor.finish(now)?;
     set.save(&args.out)?;
-    let report_path = args
-        .report
-        .clone()
-        .unwrap_or_else(|| args.out.with_extension("report.json"));
+    let report_path = args.report.clone().unwrap_or_else(|| args.out.with_extension("report.json"));
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
-    let mut written = vec![
-        args.out.display().to_string(),
-        report_path.display().to_string(),
-    ];
+    let mut written = vec![args.out.display().to_string(), report_path.display().to_string()];
     if let Some(spec) = split {
         let parts = hush_features::split::split(&set, &spec);
         for (name, part) in [("train", &parts.train), ("test", &parts.test)] {
@@ -509,10 +448,7 @@ fn print_report(r: &ExtractionReport) {
         if *count > 0 {
             println!(
                 "  {:<26} {count:>10}",
-                serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
             );
         }
     }
@@ -522,10 +458,7 @@ fn print_report(r: &ExtractionReport) {
         .map(|(reason, n)| {
             format!(
                 "{} {n}",
-                serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
             )
         })
         .collect();
@@ -539,20 +472,15 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let sample = &args.sample;
     for file in ["consent.csv", "events.csv", "erasure_requests.csv"] {
         if !sample.join(file).exists() {
-            bail!(
-                "{} is missing; run from the repository root or pass --sample",
-                sample.join(file).display()
-            );
+            bail!("{} is missing; run from the repository root or pass --sample", sample.join(file).display());
         }
     }
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let db = args.dir.join("hush.db");
     for suffix in ["", "-wal", "-shm"] {
         let path = PathBuf::from(format!("{}{suffix}", db.display()));
         if path.exists() {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("removing old {}", path.display()))?;
+            std::fs::remove_file(&path).with_context(|| format!("removing old {}", path.display()))?;
         }
     }
     let g = Global {
@@ -566,10 +494,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let mut ledger = open_ledger(&g)?;
     let lenient = ImportOptions::default();
 
-    println!(
-        "== 1/4 consent ledger: importing {}",
-        sample.join("consent.csv").display()
-    );
+    println!("== 1/4 consent ledger: importing {}", sample.join("consent.csv").display());
     let report = import::import_consent(
         &mut ledger,
         &key,
@@ -581,10 +506,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "consent records", &report)?;
 
-    println!(
-        "== 2/4 event store: importing {}",
-        sample.join("events.csv").display()
-    );
+    println!("== 2/4 event store: importing {}", sample.join("events.csv").display());
     let format = EventFormat::Csv(CsvMapping::default());
     let report = import::import_events(
         &mut ledger,
@@ -597,31 +519,18 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "events", &report)?;
 
-    println!(
-        "== 3/4 erasure requests: {}",
-        sample.join("erasure_requests.csv").display()
-    );
-    let erased = erase_all(
-        &mut ledger,
-        &key,
-        &erasure_requests(&sample.join("erasure_requests.csv"))?,
-    )?;
+    println!("== 3/4 erasure requests: {}", sample.join("erasure_requests.csv").display());
+    let erased = erase_all(&mut ledger, &key, &erasure_requests(&sample.join("erasure_requests.csv"))?)?;
     println!(
         "erased {} subjects ({} consent records, {} events deleted); they are suppressed from now on",
         erased.subjects, erased.consent_records_deleted, erased.events_deleted
     );
     drop(ledger);
 
-    println!(
-        "== 4/4 consent-filtered extraction (config {})",
-        args.config.display()
-    );
+    println!("== 4/4 consent-filtered extraction (config {})", args.config.display());
     let extract_args = ExtractArgs {
         inputs: vec![sample.join("events.csv")],
-        format: FormatArgs {
-            format: "csv".into(),
-            mapping: None,
-        },
+        format: FormatArgs { format: "csv".into(), mapping: None },
         from_store: false,
         config: Some(args.config.clone()),
         as_of: None,
@@ -632,19 +541,12 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         unbounded: false,
         seed: None,
         research_data: false,
-        tolerance: ImportTolerance {
-            strict: false,
-            max_malformed: 0.01,
-        },
+        tolerance: ImportTolerance { strict: false, max_malformed: 0.01 },
         out: args.dir.join("features.hfs"),
         report: Some(args.dir.join("extraction-report.json")),
         split: Some("holdout:0.2:42".into()),
     };
     extract(&g, &extract_args)?;
-    println!(
-        "done: the store is {}, the key {}",
-        db.display(),
-        args.dir.join("hush.key").display()
-    );
+    println!("done: the store is {}, the key {}", db.display(), args.dir.join("hush.key").display());
     Ok(())
 }

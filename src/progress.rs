@@ -9,10 +9,8 @@ pub fn counter(label: &str, quiet: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg}: {human_pos} {prefix} [{elapsed_precise}, {per_sec}]",
-        )
-        .expect("a valid progress template"),
+        ProgressStyle::with_template("{spinner} {msg}: {human_pos} {prefix} [{elapsed_precise}, {per_sec}]")
+            .expect("a valid progress template"),
     );
     bar.set_message(label.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(120));

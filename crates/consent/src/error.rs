@@ -24,11 +24,7 @@ pub struct RowError {
 impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.field {
-            Some(field) => write!(
-                f,
-                "{}:{}: field `{}`: {}",
-                self.path, self.line, field, self.message
-            ),
+            Some(field) => write!(f, "{}:{}: field `{}`: {}", self.path, self.line, field, self.message),
             None => write!(f, "{}:{}: {}", self.path, self.line, self.message),
         }
     }
@@ -52,9 +48,7 @@ pub enum Error {
     )]
     InvalidEventKind(String),
     /// A timestamp in neither accepted form.
-    #[error(
-        "invalid timestamp `{0}`: expected RFC 3339 (e.g. 2026-01-31T12:00:00Z) or integer unix seconds"
-    )]
+    #[error("invalid timestamp `{0}`: expected RFC 3339 (e.g. 2026-01-31T12:00:00Z) or integer unix seconds")]
     InvalidTimestamp(String),
     /// A field value that breaks a documented rule (length, characters, range).
     #[error("invalid {field}: {message}")]
@@ -95,9 +89,7 @@ pub enum Error {
         supported: i64,
     },
     /// The subject was erased and is suppressed: nothing more is recorded for them.
-    #[error(
-        "subject was erased and is suppressed; a fresh opt-in must lift the suppression explicitly"
-    )]
+    #[error("subject was erased and is suppressed; a fresh opt-in must lift the suppression explicitly")]
     Suppressed,
     /// Nothing is held about the subject.
     #[error("no data is held about this subject")]
@@ -136,9 +128,6 @@ pub enum Error {
 impl Error {
     /// Wraps a SQLite error with the database path.
     pub(crate) fn db(path: &std::path::Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
-        move |source| Error::Database {
-            path: path.to_path_buf(),
-            source,
-        }
+        move |source| Error::Database { path: path.to_path_buf(), source }
     }
 }

@@ -47,13 +47,9 @@ impl FromStr for EventKind {
             "rating" => EventKind::Rating,
             other => {
                 let valid = (1..=32).contains(&other.len())
-                    && other
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                    && other.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
                 if !valid {
-                    return Err(Error::InvalidEventKind(crate::time::truncate_for_message(
-                        other,
-                    )));
+                    return Err(Error::InvalidEventKind(crate::time::truncate_for_message(other)));
                 }
                 EventKind::Other(other.to_string())
             }
@@ -87,16 +83,23 @@ impl<'de> Deserialize<'de> for EventKind {
 /// # Errors
 /// [`Error::InvalidField`] for the `item_id` field.
 pub fn validate_item_id(item: &str) -> Result<()> {
-    if item.is_empty() || item.len() > 128 || item.chars().any(char::is_control) {
+    if item.is_empty() || item.len() > 128 || has_control_chars(item) {
         return Err(Error::InvalidField {
             field: "item_id",
-            message: format!(
-                "expected 1 to 128 bytes without control characters, found {} bytes",
-                item.len()
-            ),
+            message: format!("expected 1 to 128 bytes without control characters, found {} bytes", item.len()),
         });
     }
     Ok(())
+}
+
+/// Whether `text` holds a control character (Unicode category Cc), checked on
+/// bytes: in valid UTF-8 those are the ASCII controls and the C1 range
+/// U+0080..=U+009F, encoded as 0xC2 0x80..=0x9F. This runs on every input row.
+pub(crate) fn has_control_chars(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b < 0x20 || b == 0x7f || (b == 0xC2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n)))
+    })
 }
 
 /// One interaction, without its subject.
@@ -119,4 +122,17 @@ pub struct SubjectEvent {
     pub subject: Pseudonym,
     /// The event.
     pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control_chars;
+
+    #[test]
+    fn control_chars_match_char_is_control() {
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            assert_eq!(has_control_chars(&text), c.is_control(), "U+{:04X}", c as u32);
+        }
+    }
 }

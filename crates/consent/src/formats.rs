@@ -13,11 +13,9 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::event::validate_item_id;
+use crate::event::{has_control_chars, validate_item_id};
 use crate::time::truncate_for_message;
-use crate::{
-    ConsentChange, ConsentSource, Error, Event, EventKind, Purpose, Result, RowError, Timestamp,
-};
+use crate::{ConsentChange, ConsentSource, Error, Event, EventKind, Purpose, Result, RowError, Timestamp};
 
 /// The event file formats hush reads.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,18 +113,12 @@ impl FromStr for CsvMapping {
     /// `subject=user,item=sku,timestamp=ts,kind=,default_kind=purchase,delimiter=;`.
     /// Unnamed fields keep their default; an empty column name means "no such column".
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |message: String| Error::InvalidField {
-            field: "csv mapping",
-            message,
-        };
+        let bad = |message: String| Error::InvalidField { field: "csv mapping", message };
         let mut mapping = CsvMapping::default();
         for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-            let (key, column) = pair.split_once('=').ok_or_else(|| {
-                bad(format!(
-                    "`{}` is not of the form field=column",
-                    truncate_for_message(pair)
-                ))
-            })?;
+            let (key, column) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{}` is not of the form field=column", truncate_for_message(pair))))?;
             let column = column.trim().to_string();
             let optional = |c: String| if c.is_empty() { None } else { Some(c) };
             match key.trim() {
@@ -154,11 +146,9 @@ impl FromStr for CsvMapping {
                 }
             }
         }
-        for (name, column) in [
-            ("subject", &mapping.subject),
-            ("item", &mapping.item),
-            ("timestamp", &mapping.timestamp),
-        ] {
+        for (name, column) in
+            [("subject", &mapping.subject), ("item", &mapping.item), ("timestamp", &mapping.timestamp)]
+        {
             if column.is_empty() {
                 return Err(bad(format!("the `{name}` column is required")));
             }
@@ -177,17 +167,111 @@ pub struct RawEvent {
     pub event: Event,
 }
 
+/// An event borrowed from the reader's buffer, valid until the next read:
+/// the allocation-free form the extractor uses on hot paths.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawEventRef<'a> {
+    /// The external subject id, exactly as in the file.
+    pub subject_id: &'a str,
+    /// The item's catalogue id.
+    pub item: &'a str,
+    /// What happened.
+    pub kind: EventKind,
+    /// The rating, or a quantity (1.0 when absent).
+    pub value: f32,
+    /// When it happened.
+    pub at: Timestamp,
+}
+
+impl RawEventRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_event(&self) -> RawEvent {
+        RawEvent {
+            subject_id: self.subject_id.to_string(),
+            event: Event { item: self.item.to_string(), kind: self.kind.clone(), value: self.value, at: self.at },
+        }
+    }
+}
+
 /// Reads events row by row from one file.
 pub struct EventReader {
     label: String,
     inner: Inner,
     rows: u64,
+    /// The last JSONL row, owned, so that a [`RawEventRef`] can borrow from it.
+    json_scratch: Option<JsonEvent>,
+    context: FieldContext,
+}
+
+/// The five text fields of one row, in the order subject, item, kind,
+/// value, timestamp, not yet checked; empty where the format has no such field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFields<'a> {
+    /// The field texts.
+    pub texts: [&'a str; 5],
+    /// 1-based line of the row.
+    pub line: u64,
+}
+
+/// What turns a format's [`RawFields`] into an event or a precise error:
+/// the input's label, the format's field names, and the default kind.
+///
+/// Splitting reading from checking lets a pipeline read on one thread and
+/// check on another, and skip checking rows it will drop anyway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldContext {
+    label: String,
+    names: [String; 5],
+    default_kind: EventKind,
+}
+
+impl FieldContext {
+    fn new(label: &str, names: [&str; 5], default_kind: EventKind) -> Self {
+        FieldContext { label: label.to_string(), names: names.map(str::to_string), default_kind }
+    }
+
+    /// The subject id of a row, checked (1–256 bytes, no control characters).
+    ///
+    /// # Errors
+    /// A [`RowError`] naming the subject field.
+    pub fn subject<'a>(&self, fields: &RawFields<'a>) -> std::result::Result<&'a str, RowError> {
+        let subject = fields.texts[0];
+        if subject.is_empty() || subject.len() > 256 || has_control_chars(subject) {
+            return Err(row_error(
+                &self.label,
+                fields.line,
+                Some(&self.names[0]),
+                "expected a subject id of 1 to 256 bytes without control characters".into(),
+            ));
+        }
+        Ok(subject)
+    }
+
+    /// Checks every field and builds the event.
+    ///
+    /// # Errors
+    /// A [`RowError`] naming the first bad field and the expected form.
+    pub fn parse<'a>(&self, fields: &RawFields<'a>) -> std::result::Result<RawEventRef<'a>, RowError> {
+        self.subject(fields)?;
+        self.parse_after_subject(fields)
+    }
+
+    /// Checks every field but the subject (which the caller checked with
+    /// [`FieldContext::subject`], possibly on an earlier row) and builds the event.
+    ///
+    /// # Errors
+    /// A [`RowError`] naming the first bad field and the expected form.
+    pub fn parse_after_subject<'a>(&self, fields: &RawFields<'a>) -> std::result::Result<RawEventRef<'a>, RowError> {
+        let names = [&*self.names[0], &*self.names[1], &*self.names[2], &*self.names[3], &*self.names[4]];
+        build_event(fields.texts, &self.default_kind, names, &self.label, fields.line)
+    }
 }
 
 enum Inner {
     Csv {
         reader: csv::Reader<Box<dyn Read + Send>>,
-        record: csv::ByteRecord,
+        /// A `StringRecord` validates a whole row's UTF-8 at once, much faster than field by field.
+        record: csv::StringRecord,
         columns: Columns,
     },
     Lines {
@@ -227,10 +311,7 @@ impl EventReader {
     /// [`Error::Io`] if the file cannot be opened, [`Error::Row`] if its header
     /// does not fit the format.
     pub fn open(path: &Path, format: &EventFormat) -> Result<Self> {
-        let file = File::open(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::from_reader(path.display().to_string(), Box::new(file), format)
     }
 
@@ -238,11 +319,7 @@ impl EventReader {
     ///
     /// # Errors
     /// As [`EventReader::open`].
-    pub fn from_reader(
-        label: String,
-        input: Box<dyn Read + Send>,
-        format: &EventFormat,
-    ) -> Result<Self> {
+    pub fn from_reader(label: String, input: Box<dyn Read + Send>, format: &EventFormat) -> Result<Self> {
         let inner = match format {
             EventFormat::MovielensDat => Inner::Lines {
                 reader: BufReader::with_capacity(1 << 16, input),
@@ -274,17 +351,10 @@ impl EventReader {
                     expected_fields: 4,
                     separator_name: "tab",
                 };
-                Inner::Csv {
-                    reader,
-                    record: csv::ByteRecord::new(),
-                    columns,
-                }
+                Inner::Csv { reader, record: csv::StringRecord::new(), columns }
             }
             EventFormat::MovielensCsv => {
-                let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(true)
-                    .flexible(true)
-                    .from_reader(input);
+                let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
                 let header = read_header(&mut reader, &label)?;
                 if header != MOVIELENS_HEADER {
                     return Err(Error::Row(RowError {
@@ -309,11 +379,7 @@ impl EventReader {
                     expected_fields: 4,
                     separator_name: "','",
                 };
-                Inner::Csv {
-                    reader,
-                    record: csv::ByteRecord::new(),
-                    columns,
-                }
+                Inner::Csv { reader, record: csv::StringRecord::new(), columns }
             }
             EventFormat::Csv(mapping) => {
                 let mut reader = csv::ReaderBuilder::new()
@@ -330,7 +396,7 @@ impl EventReader {
                             field: Some(column.to_string()),
                             message: format!(
                                 "column is missing from the header `{}` (separator {:?})",
-                                truncate_for_message(&header.join(",")),
+                                truncate_for_message(&header.join(&(mapping.delimiter as char).to_string())),
                                 mapping.delimiter as char
                             ),
                         })
@@ -345,24 +411,32 @@ impl EventReader {
                     default_kind: mapping.default_kind.clone(),
                     expected_fields: header.len(),
                     names: header,
-                    separator_name: if mapping.delimiter == b',' {
-                        "','"
-                    } else {
-                        "the mapped delimiter"
-                    },
+                    separator_name: if mapping.delimiter == b',' { "','" } else { "the mapped delimiter" },
                 };
-                Inner::Csv {
-                    reader,
-                    record: csv::ByteRecord::new(),
-                    columns,
-                }
+                Inner::Csv { reader, record: csv::StringRecord::new(), columns }
             }
         };
-        Ok(EventReader {
-            label,
-            inner,
-            rows: 0,
-        })
+        let context = match &inner {
+            Inner::Csv { columns, .. } => {
+                let name = |i: usize| columns.names[i].as_str();
+                FieldContext::new(
+                    &label,
+                    [
+                        name(columns.subject),
+                        name(columns.item),
+                        columns.kind.map_or("kind", name),
+                        columns.value.map_or("value", name),
+                        name(columns.timestamp),
+                    ],
+                    columns.default_kind.clone(),
+                )
+            }
+            Inner::Lines { shape: LineShape::DoubleColon, .. } => {
+                FieldContext::new(&label, RATING_FIELDS_WITH_KIND, EventKind::Rating)
+            }
+            Inner::Lines { shape: LineShape::Jsonl, .. } => FieldContext::new(&label, JSONL_FIELDS, EventKind::View),
+        };
+        Ok(EventReader { label, inner, rows: 0, json_scratch: None, context })
     }
 
     /// Data rows read so far (header excluded).
@@ -370,88 +444,111 @@ impl EventReader {
         self.rows
     }
 
-    /// The next row: `Ok(None)` at the end, `Ok(Some(Err(_)))` for a malformed row.
+    /// The next row, owned: `Ok(None)` at the end, `Ok(Some(Err(_)))` for a malformed row.
     ///
     /// # Errors
     /// [`Error::Io`] when the file cannot be read any further.
     pub fn next_row(&mut self) -> Result<Option<std::result::Result<RawEvent, RowError>>> {
-        let label = &self.label;
-        let io = |source: std::io::Error| Error::Io {
-            path: label.into(),
-            source,
-        };
-        match &mut self.inner {
-            Inner::Csv {
-                reader,
-                record,
-                columns,
-            } => match reader.read_byte_record(record) {
-                Ok(false) => Ok(None),
-                Ok(true) => {
-                    self.rows += 1;
-                    let line = record.position().map_or(0, |p| p.line());
-                    Ok(Some(parse_csv_row(record, columns, label, line)))
+        Ok(self.next_row_ref()?.map(|row| row.map(|e| e.to_owned_event())))
+    }
+
+    /// The next row, borrowed from the reader's buffer (no allocation for
+    /// CSV-shaped and `::` formats).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read any further.
+    pub fn next_row_ref(&mut self) -> Result<Option<std::result::Result<RawEventRef<'_>, RowError>>> {
+        let row = read_fields(&mut self.inner, &mut self.json_scratch, &self.label, &mut self.rows)?;
+        Ok(row.map(|fields| fields.and_then(|f| self.context.parse(&f))))
+    }
+
+    /// The next row's fields, split but not checked: the cheapest read.
+    /// Check them with [`EventReader::field_context`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read any further.
+    pub fn next_fields(&mut self) -> Result<Option<std::result::Result<RawFields<'_>, RowError>>> {
+        read_fields(&mut self.inner, &mut self.json_scratch, &self.label, &mut self.rows)
+    }
+
+    /// What checks this reader's [`RawFields`].
+    pub fn field_context(&self) -> &FieldContext {
+        &self.context
+    }
+}
+
+const JSONL_FIELDS: [&str; 5] = ["subject_id", "item_id", "kind", "value", "timestamp"];
+
+/// Reads one row's fields; the reader's parts are passed apart so the result
+/// can borrow from them while the field context stays available.
+fn read_fields<'a>(
+    inner: &'a mut Inner,
+    json_scratch: &'a mut Option<JsonEvent>,
+    label: &str,
+    rows: &mut u64,
+) -> Result<Option<std::result::Result<RawFields<'a>, RowError>>> {
+    let io = |source: std::io::Error| Error::Io { path: label.into(), source };
+    match inner {
+        Inner::Csv { reader, record, columns } => match reader.read_record(record) {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                *rows += 1;
+                let line = record.position().map_or(0, |p| p.line());
+                Ok(Some(csv_fields(record, columns, label, line)))
+            }
+            Err(e) => match e.into_kind() {
+                csv::ErrorKind::Io(source) => Err(io(source)),
+                csv::ErrorKind::Utf8 { pos, err } => {
+                    *rows += 1;
+                    let field = columns.names.get(err.field()).map_or("?", String::as_str);
+                    let line = pos.map_or(0, |p| p.line());
+                    Ok(Some(Err(row_error(label, line, Some(field), "is not valid UTF-8".into()))))
                 }
-                Err(e) => match e.into_kind() {
-                    csv::ErrorKind::Io(source) => Err(io(source)),
-                    other => {
-                        self.rows += 1;
-                        Ok(Some(Err(RowError {
-                            path: label.clone(),
-                            line: 0,
-                            field: None,
-                            message: format!("unreadable CSV: {other:?}"),
-                        })))
-                    }
-                },
+                other => {
+                    *rows += 1;
+                    Ok(Some(Err(row_error(label, 0, None, format!("unreadable CSV: {other:?}")))))
+                }
             },
-            Inner::Lines {
-                reader,
-                buffer,
-                line,
-                shape,
-            } => loop {
+        },
+        Inner::Lines { reader, buffer, line, shape } => {
+            let text = loop {
                 buffer.clear();
                 let n = reader.read_until(b'\n', buffer).map_err(io)?;
                 if n == 0 {
                     return Ok(None);
                 }
                 *line += 1;
-                let text = trim_line_end(buffer);
-                if text.is_empty() {
-                    continue;
+                let end = trim_line_end(buffer).len();
+                if end > 0 {
+                    break &buffer[..end];
                 }
-                self.rows += 1;
-                let row = match shape {
-                    LineShape::DoubleColon => parse_dat_line(text, label, *line),
-                    LineShape::Jsonl => parse_jsonl_event(text, label, *line),
-                };
-                return Ok(Some(row));
-            },
+            };
+            *rows += 1;
+            let line = *line;
+            match shape {
+                LineShape::DoubleColon => Ok(Some(dat_fields(text, label, line))),
+                LineShape::Jsonl => match parse_jsonl_event(text, label, line) {
+                    Err(e) => Ok(Some(Err(e))),
+                    Ok(json) => {
+                        let json = json_scratch.insert(json);
+                        let [a, b, c, d, e] = &json.texts;
+                        Ok(Some(Ok(RawFields { texts: [a, b, c, d, e], line })))
+                    }
+                },
+            }
         }
     }
 }
 
 fn read_header(reader: &mut csv::Reader<Box<dyn Read + Send>>, label: &str) -> Result<Vec<String>> {
-    let header_error = |message: String| {
-        Error::Row(RowError {
-            path: label.to_string(),
-            line: 1,
-            field: None,
-            message,
-        })
-    };
+    let header_error =
+        |message: String| Error::Row(RowError { path: label.to_string(), line: 1, field: None, message });
     let header = reader.byte_headers().map_err(|e| match e.into_kind() {
-        csv::ErrorKind::Io(source) => Error::Io {
-            path: label.into(),
-            source,
-        },
+        csv::ErrorKind::Io(source) => Error::Io { path: label.into(), source },
         other => header_error(format!("unreadable header: {other:?}")),
     })?;
     if header.is_empty() {
-        return Err(header_error(
-            "the file is empty; expected a header row".into(),
-        ));
+        return Err(header_error("the file is empty; expected a header row".into()));
     }
     header
         .iter()
@@ -472,46 +569,26 @@ fn trim_line_end(buffer: &[u8]) -> &[u8] {
 }
 
 fn row_error(label: &str, line: u64, field: Option<&str>, message: String) -> RowError {
-    RowError {
-        path: label.to_string(),
-        line,
-        field: field.map(str::to_string),
-        message,
-    }
+    RowError { path: label.to_string(), line, field: field.map(str::to_string), message }
 }
 
-fn utf8_field<'a>(
-    bytes: &'a [u8],
-    label: &str,
-    line: u64,
-    field: &str,
-) -> std::result::Result<&'a str, RowError> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| row_error(label, line, Some(field), "is not valid UTF-8".into()))
+fn utf8_field<'a>(bytes: &'a [u8], label: &str, line: u64, field: &str) -> std::result::Result<&'a str, RowError> {
+    std::str::from_utf8(bytes).map_err(|_| row_error(label, line, Some(field), "is not valid UTF-8".into()))
 }
 
 /// Builds an event from its text fields, checking each one.
-fn build_event(
-    fields: [&str; 5],
+fn build_event<'a>(
+    fields: [&'a str; 5],
     kind_default: &EventKind,
     names: [&str; 5],
     label: &str,
     line: u64,
-) -> std::result::Result<RawEvent, RowError> {
+) -> std::result::Result<RawEventRef<'a>, RowError> {
     let [subject, item, kind, value, timestamp] = fields;
     let err = |i: usize, message: String| row_error(label, line, Some(names[i]), message);
-    if subject.is_empty() || subject.len() > 256 || subject.chars().any(char::is_control) {
-        return Err(err(
-            0,
-            "expected a subject id of 1 to 256 bytes without control characters".into(),
-        ));
-    }
     validate_item_id(item).map_err(|e| err(1, e.to_string()))?;
-    let kind = if kind.is_empty() {
-        kind_default.clone()
-    } else {
-        kind.parse().map_err(|e: Error| err(2, e.to_string()))?
-    };
+    let kind =
+        if kind.is_empty() { kind_default.clone() } else { kind.parse().map_err(|e: Error| err(2, e.to_string()))? };
     let value = if value.is_empty() {
         if kind == EventKind::Rating {
             return Err(err(3, "a rating event needs a numeric value".into()));
@@ -520,35 +597,19 @@ fn build_event(
     } else {
         match value.trim().parse::<f32>() {
             Ok(v) if v.is_finite() => v,
-            _ => {
-                return Err(err(
-                    3,
-                    format!(
-                        "expected a finite number, found `{}`",
-                        truncate_for_message(value)
-                    ),
-                ))
-            }
+            _ => return Err(err(3, format!("expected a finite number, found `{}`", truncate_for_message(value)))),
         }
     };
     let at = Timestamp::parse(timestamp).map_err(|e| err(4, e.to_string()))?;
-    Ok(RawEvent {
-        subject_id: subject.to_string(),
-        event: Event {
-            item: item.to_string(),
-            kind,
-            value,
-            at,
-        },
-    })
+    Ok(RawEventRef { subject_id: subject, item, kind, value, at })
 }
 
-fn parse_csv_row(
-    record: &csv::ByteRecord,
+fn csv_fields<'a>(
+    record: &'a csv::StringRecord,
     columns: &Columns,
     label: &str,
     line: u64,
-) -> std::result::Result<RawEvent, RowError> {
+) -> std::result::Result<RawFields<'a>, RowError> {
     if record.len() != columns.expected_fields {
         return Err(row_error(
             label,
@@ -563,51 +624,36 @@ fn parse_csv_row(
             ),
         ));
     }
-    let name = |i: usize| columns.names[i].as_str();
-    let get = |i: usize| utf8_field(&record[i], label, line, name(i));
-    let empty = "";
-    let kind = columns.kind.map(get).transpose()?.unwrap_or(empty);
-    let value = columns.value.map(get).transpose()?.unwrap_or(empty);
-    let names = [
-        name(columns.subject),
-        name(columns.item),
-        columns.kind.map_or("kind", name),
-        columns.value.map_or("value", name),
-        name(columns.timestamp),
-    ];
-    build_event(
-        [
-            get(columns.subject)?,
-            get(columns.item)?,
-            kind,
-            value,
-            get(columns.timestamp)?,
+    Ok(RawFields {
+        texts: [
+            &record[columns.subject],
+            &record[columns.item],
+            columns.kind.map_or("", |i| &record[i]),
+            columns.value.map_or("", |i| &record[i]),
+            &record[columns.timestamp],
         ],
-        &columns.default_kind,
-        names,
-        label,
         line,
-    )
+    })
 }
 
-fn parse_dat_line(text: &[u8], label: &str, line: u64) -> std::result::Result<RawEvent, RowError> {
+fn dat_fields<'a>(text: &'a [u8], label: &str, line: u64) -> std::result::Result<RawFields<'a>, RowError> {
     let text = utf8_field(text, label, line, "line")?;
-    let fields: Vec<&str> = text.split("::").collect();
-    if fields.len() != 4 {
-        return Err(row_error(
+    let mut parts = text.split("::");
+    let fields: [Option<&str>; 5] = std::array::from_fn(|_| parts.next());
+    match fields {
+        [Some(user), Some(item), Some(rating), Some(timestamp), None] => {
+            Ok(RawFields { texts: [user, item, "", rating, timestamp], line })
+        }
+        _ => Err(row_error(
             label,
             line,
             None,
-            format!("expected 4 fields separated by '::' (UserID::MovieID::Rating::Timestamp), found {}", fields.len()),
-        ));
+            format!(
+                "expected 4 fields separated by '::' (UserID::MovieID::Rating::Timestamp), found {}",
+                text.split("::").count()
+            ),
+        )),
     }
-    build_event(
-        [fields[0], fields[1], "", fields[2], fields[3]],
-        &EventKind::Rating,
-        RATING_FIELDS_WITH_KIND,
-        label,
-        line,
-    )
 }
 
 const RATING_FIELDS_WITH_KIND: [&str; 5] = ["user_id", "item_id", "kind", "rating", "timestamp"];
@@ -623,6 +669,9 @@ struct JsonEvent {
     #[serde(default)]
     value: Option<f64>,
     timestamp: JsonScalar,
+    /// The five fields as text, filled in after parsing.
+    #[serde(skip)]
+    texts: [String; 5],
 }
 
 #[derive(Deserialize)]
@@ -633,6 +682,13 @@ enum JsonScalar {
 }
 
 impl JsonScalar {
+    fn to_text(&self) -> String {
+        match self {
+            JsonScalar::Int(n) => n.to_string(),
+            JsonScalar::Text(t) => t.clone(),
+        }
+    }
+
     fn into_text(self) -> String {
         match self {
             JsonScalar::Int(n) => n.to_string(),
@@ -641,37 +697,23 @@ impl JsonScalar {
     }
 }
 
-fn parse_jsonl_event(
-    text: &[u8],
-    label: &str,
-    line: u64,
-) -> std::result::Result<RawEvent, RowError> {
-    let json: JsonEvent = serde_json::from_slice(text).map_err(|e| {
+fn parse_jsonl_event(text: &[u8], label: &str, line: u64) -> std::result::Result<JsonEvent, RowError> {
+    let mut json: JsonEvent = serde_json::from_slice(text).map_err(|e| {
         row_error(
             label,
             line,
             None,
-            format!(
-                "expected a JSON object with subject_id, item_id, kind, value, timestamp: {}",
-                json_message(&e)
-            ),
+            format!("expected a JSON object with subject_id, item_id, kind, value, timestamp: {}", json_message(&e)),
         )
     })?;
-    let value = json.value.map(|v| v.to_string()).unwrap_or_default();
-    let kind = json.kind.unwrap_or_else(|| "view".into());
-    build_event(
-        [
-            &json.subject_id.into_text(),
-            &json.item_id.into_text(),
-            &kind,
-            &value,
-            &json.timestamp.into_text(),
-        ],
-        &EventKind::View,
-        ["subject_id", "item_id", "kind", "value", "timestamp"],
-        label,
-        line,
-    )
+    json.texts = [
+        json.subject_id.to_text(),
+        json.item_id.to_text(),
+        json.kind.clone().unwrap_or_else(|| "view".into()),
+        json.value.map(|v| v.to_string()).unwrap_or_default(),
+        json.timestamp.to_text(),
+    ];
+    Ok(json)
 }
 
 /// serde_json's message without its own "at line 1 column N" (the line is ours).
@@ -711,14 +753,7 @@ pub struct RawConsent {
     pub change: ConsentChange,
 }
 
-const CONSENT_COLUMNS: [&str; 6] = [
-    "subject_id",
-    "purpose",
-    "granted",
-    "effective_at",
-    "notice_version",
-    "proof_ref",
-];
+const CONSENT_COLUMNS: [&str; 6] = ["subject_id", "purpose", "granted", "effective_at", "notice_version", "proof_ref"];
 
 /// Reads consent records row by row.
 pub struct ConsentReader {
@@ -777,10 +812,7 @@ impl ConsentReader {
     /// # Errors
     /// [`Error::Io`] if it cannot be opened; [`Error::Row`] if a CSV header lacks a required column.
     pub fn open(path: &Path, format: ConsentFormat) -> Result<Self> {
-        let file = File::open(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::from_reader(path.display().to_string(), Box::new(file), format)
     }
 
@@ -788,22 +820,11 @@ impl ConsentReader {
     ///
     /// # Errors
     /// As [`ConsentReader::open`].
-    pub fn from_reader(
-        label: String,
-        input: Box<dyn Read + Send>,
-        format: ConsentFormat,
-    ) -> Result<Self> {
+    pub fn from_reader(label: String, input: Box<dyn Read + Send>, format: ConsentFormat) -> Result<Self> {
         let inner = match format {
-            ConsentFormat::Jsonl => ConsentInner::Jsonl {
-                reader: BufReader::new(input),
-                buffer: Vec::new(),
-                line: 0,
-            },
+            ConsentFormat::Jsonl => ConsentInner::Jsonl { reader: BufReader::new(input), buffer: Vec::new(), line: 0 },
             ConsentFormat::Csv => {
-                let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(true)
-                    .flexible(true)
-                    .from_reader(input);
+                let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
                 let header = read_header(&mut reader, &label)?;
                 let mut positions = [None; 6];
                 for (slot, name) in positions.iter_mut().zip(CONSENT_COLUMNS) {
@@ -820,19 +841,10 @@ impl ConsentReader {
                         }));
                     }
                 }
-                ConsentInner::Csv {
-                    reader,
-                    record: csv::ByteRecord::new(),
-                    positions,
-                    width: header.len(),
-                }
+                ConsentInner::Csv { reader, record: csv::ByteRecord::new(), positions, width: header.len() }
             }
         };
-        Ok(ConsentReader {
-            label,
-            inner,
-            rows: 0,
-        })
+        Ok(ConsentReader { label, inner, rows: 0 })
     }
 
     /// Data rows read so far.
@@ -846,17 +858,9 @@ impl ConsentReader {
     /// [`Error::Io`] when the file cannot be read any further.
     pub fn next_row(&mut self) -> Result<Option<std::result::Result<RawConsent, RowError>>> {
         let label = &self.label;
-        let io = |source: std::io::Error| Error::Io {
-            path: label.into(),
-            source,
-        };
+        let io = |source: std::io::Error| Error::Io { path: label.into(), source };
         match &mut self.inner {
-            ConsentInner::Csv {
-                reader,
-                record,
-                positions,
-                width,
-            } => match reader.read_byte_record(record) {
+            ConsentInner::Csv { reader, record, positions, width } => match reader.read_byte_record(record) {
                 Ok(false) => Ok(None),
                 Ok(true) => {
                     self.rows += 1;
@@ -874,9 +878,7 @@ impl ConsentReader {
                         ))));
                     }
                     let mut fields = [""; 6];
-                    for ((slot, position), name) in
-                        fields.iter_mut().zip(positions.iter()).zip(CONSENT_COLUMNS)
-                    {
+                    for ((slot, position), name) in fields.iter_mut().zip(positions.iter()).zip(CONSENT_COLUMNS) {
                         if let Some(p) = position {
                             match utf8_field(&record[*p], label, line, name) {
                                 Ok(text) => *slot = text,
@@ -884,30 +886,18 @@ impl ConsentReader {
                             }
                         }
                     }
-                    let granted = parse_granted(fields[2])
-                        .map_err(|m| row_error(label, line, Some("granted"), m));
-                    Ok(Some(
-                        granted.and_then(|g| build_consent(fields, g, label, line)),
-                    ))
+                    let granted = parse_granted(fields[2]).map_err(|m| row_error(label, line, Some("granted"), m));
+                    Ok(Some(granted.and_then(|g| build_consent(fields, g, label, line))))
                 }
                 Err(e) => match e.into_kind() {
                     csv::ErrorKind::Io(source) => Err(io(source)),
                     other => {
                         self.rows += 1;
-                        Ok(Some(Err(row_error(
-                            label,
-                            0,
-                            None,
-                            format!("unreadable CSV: {other:?}"),
-                        ))))
+                        Ok(Some(Err(row_error(label, 0, None, format!("unreadable CSV: {other:?}")))))
                     }
                 },
             },
-            ConsentInner::Jsonl {
-                reader,
-                buffer,
-                line,
-            } => loop {
+            ConsentInner::Jsonl { reader, buffer, line } => loop {
                 buffer.clear();
                 if reader.read_until(b'\n', buffer).map_err(io)? == 0 {
                     return Ok(None);
@@ -924,45 +914,23 @@ impl ConsentReader {
     }
 }
 
-fn parse_jsonl_consent(
-    text: &[u8],
-    label: &str,
-    line: u64,
-) -> std::result::Result<RawConsent, RowError> {
+fn parse_jsonl_consent(text: &[u8], label: &str, line: u64) -> std::result::Result<RawConsent, RowError> {
     let json: JsonConsent = serde_json::from_slice(text).map_err(|e| {
         row_error(
             label,
             line,
             None,
-            format!(
-                "expected a JSON object with {}: {}",
-                CONSENT_COLUMNS.join(", "),
-                json_message(&e)
-            ),
+            format!("expected a JSON object with {}: {}", CONSENT_COLUMNS.join(", "), json_message(&e)),
         )
     })?;
     let granted = match json.granted {
         JsonGranted::Bool(b) => b,
-        JsonGranted::Text(t) => {
-            parse_granted(&t).map_err(|m| row_error(label, line, Some("granted"), m))?
-        }
+        JsonGranted::Text(t) => parse_granted(&t).map_err(|m| row_error(label, line, Some("granted"), m))?,
     };
     let subject = json.subject_id.into_text();
     let effective = json.effective_at.into_text();
     let proof = json.proof_ref.unwrap_or_default();
-    build_consent(
-        [
-            &subject,
-            &json.purpose,
-            "",
-            &effective,
-            &json.notice_version,
-            &proof,
-        ],
-        granted,
-        label,
-        line,
-    )
+    build_consent([&subject, &json.purpose, "", &effective, &json.notice_version, &proof], granted, label, line)
 }
 
 fn build_consent(
@@ -973,17 +941,11 @@ fn build_consent(
 ) -> std::result::Result<RawConsent, RowError> {
     let [subject, purpose, _, effective_at, notice_version, proof_ref] = fields;
     let err = |field: &str, message: String| row_error(label, line, Some(field), message);
-    if subject.is_empty() || subject.len() > 256 || subject.chars().any(char::is_control) {
-        return Err(err(
-            "subject_id",
-            "expected a subject id of 1 to 256 bytes without control characters".into(),
-        ));
+    if subject.is_empty() || subject.len() > 256 || has_control_chars(subject) {
+        return Err(err("subject_id", "expected a subject id of 1 to 256 bytes without control characters".into()));
     }
-    let purpose: Purpose = purpose
-        .parse()
-        .map_err(|e: Error| err("purpose", e.to_string()))?;
-    let effective_at =
-        Timestamp::parse(effective_at).map_err(|e| err("effective_at", e.to_string()))?;
+    let purpose: Purpose = purpose.parse().map_err(|e: Error| err("purpose", e.to_string()))?;
+    let effective_at = Timestamp::parse(effective_at).map_err(|e| err("effective_at", e.to_string()))?;
     let change = ConsentChange {
         purpose,
         granted,
@@ -996,8 +958,5 @@ fn build_consent(
         Error::InvalidField { field, message } => err(field, message),
         other => err("record", other.to_string()),
     })?;
-    Ok(RawConsent {
-        subject_id: subject.to_string(),
-        change,
-    })
+    Ok(RawConsent { subject_id: subject.to_string(), change })
 }

@@ -10,9 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::formats::{ConsentFormat, ConsentReader, EventFormat, EventReader};
-use crate::{
-    Error, IngestOutcome, Ledger, PseudonymKey, Result, RowError, SubjectEvent, Timestamp,
-};
+use crate::{Error, IngestOutcome, Ledger, PseudonymKey, Result, RowError, SubjectEvent, Timestamp};
 
 /// How tolerant an import is of malformed rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,10 +24,7 @@ pub struct ImportOptions {
 impl Default for ImportOptions {
     /// Lenient, but a file with more than 1% bad rows is probably the wrong file.
     fn default() -> Self {
-        ImportOptions {
-            strict: false,
-            max_malformed_fraction: 0.01,
-        }
+        ImportOptions { strict: false, max_malformed_fraction: 0.01 }
     }
 }
 
@@ -68,9 +63,7 @@ impl ImportReport {
     }
 
     fn check_fraction(&self, options: &ImportOptions) -> Result<()> {
-        if self.rows > 0
-            && self.malformed as f64 > options.max_malformed_fraction * self.rows as f64
-        {
+        if self.rows > 0 && self.malformed as f64 > options.max_malformed_fraction * self.rows as f64 {
             return Err(Error::TooManyMalformed {
                 path: self.path.clone(),
                 bad: self.malformed,
@@ -100,10 +93,7 @@ pub fn import_consent(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport> {
     let mut reader = ConsentReader::open(path, format)?;
-    let mut report = ImportReport {
-        path: path.display().to_string(),
-        ..ImportReport::default()
-    };
+    let mut report = ImportReport { path: path.display().to_string(), ..ImportReport::default() };
     let mut batch = ledger.batch()?;
     while let Some(row) = reader.next_row()? {
         report.rows += 1;
@@ -143,19 +133,13 @@ pub fn import_events(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport> {
     let mut reader = EventReader::open(path, format)?;
-    let mut report = ImportReport {
-        path: path.display().to_string(),
-        ..ImportReport::default()
-    };
+    let mut report = ImportReport { path: path.display().to_string(), ..ImportReport::default() };
     let mut batch = ledger.batch()?;
     while let Some(row) = reader.next_row()? {
         report.rows += 1;
         match row {
             Ok(raw) => {
-                let event = SubjectEvent {
-                    subject: key.pseudonymize(&raw.subject_id),
-                    event: raw.event,
-                };
+                let event = SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event };
                 match batch.ingest_event(&event, now)? {
                     IngestOutcome::Stored => report.stored += 1,
                     IngestOutcome::NoConsent => report.dropped_no_consent += 1,

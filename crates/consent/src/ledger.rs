@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::pseudonym::SuppressionTag;
 use crate::{
-    ConsentChange, ConsentRecord, ConsentSource, Error, Event, EventKind, Pseudonym, Purpose,
-    Result, SubjectEvent, Timestamp,
+    ConsentChange, ConsentRecord, ConsentSource, Error, Event, EventKind, Pseudonym, Purpose, Result, SubjectEvent,
+    Timestamp,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
@@ -203,14 +203,8 @@ impl std::fmt::Debug for Ledger {
 
 /// The 64-bit index key of a subject's rows (see the module docs for why it is not the pseudonym).
 fn subject_key(subject: &Pseudonym) -> i64 {
-    let digest = Sha256::new_with_prefix(b"hush/row-key/v1\0")
-        .chain_update(subject.as_bytes())
-        .finalize();
-    i64::from_le_bytes(
-        digest[..8]
-            .try_into()
-            .expect("a SHA-256 digest has 32 bytes"),
-    )
+    let digest = Sha256::new_with_prefix(b"hush/row-key/v1\0").chain_update(subject.as_bytes()).finalize();
+    i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
 }
 
 impl Ledger {
@@ -222,10 +216,7 @@ impl Ledger {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
         }
         let conn = Connection::open(&path).map_err(Error::db(&path))?;
         let mut ledger = Ledger { conn, path };
@@ -236,41 +227,25 @@ impl Ledger {
 
     fn configure(&self) -> Result<()> {
         let db = Error::db(&self.path);
-        self.conn
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(Error::db(&self.path))?;
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(Error::db(&self.path))?;
+        self.conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(Error::db(&self.path))?;
+        let mode: String =
+            self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(Error::db(&self.path))?;
         debug_assert_eq!(mode.to_ascii_lowercase(), "wal");
         self.conn
-            .execute_batch(
-                "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;",
-            )
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;")
             .map_err(db)
     }
 
     fn migrate(&mut self) -> Result<()> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(Error::db(&path))?;
-        let found: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(Error::db(&path))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&path))?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(Error::db(&path))?;
         if found > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew {
-                path,
-                found,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(Error::SchemaTooNew { path, found, supported: SCHEMA_VERSION });
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             tx.execute_batch(sql).map_err(Error::db(&path))?;
-            tx.pragma_update(None, "user_version", index as i64 + 1)
-                .map_err(Error::db(&path))?;
+            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(Error::db(&path))?;
             tracing::info!(version = index + 1, "applied ledger schema migration");
         }
         tx.commit().map_err(Error::db(&path))
@@ -286,9 +261,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Database`] if SQLite fails.
     pub fn schema_version(&self) -> Result<i64> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(Error::db(&self.path))
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(Error::db(&self.path))
     }
 
     /// Starts a batch of writes that commit together or not at all.
@@ -299,16 +272,8 @@ impl Ledger {
     /// # Errors
     /// [`Error::Database`] if the write lock cannot be taken.
     pub fn batch(&mut self) -> Result<WriteBatch<'_>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(Error::db(&self.path))?;
-        Ok(WriteBatch {
-            tx,
-            path: &self.path,
-            allowed_cache: HashMap::new(),
-            suppressed_cache: HashMap::new(),
-        })
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
+        Ok(WriteBatch { tx, path: &self.path, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
     }
 
     /// Appends one consent decision and returns the stored record.
@@ -332,11 +297,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Database`] if SQLite fails; nothing of the batch is stored then.
-    pub fn ingest_events(
-        &mut self,
-        events: &[SubjectEvent],
-        now: Timestamp,
-    ) -> Result<IngestReport> {
+    pub fn ingest_events(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<IngestReport> {
         let mut batch = self.batch()?;
         let mut report = IngestReport::default();
         for event in events {
@@ -351,12 +312,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Database`] if SQLite fails.
-    pub fn status(
-        &self,
-        subject: &Pseudonym,
-        purpose: Purpose,
-        as_of: Timestamp,
-    ) -> Result<ConsentStatus> {
+    pub fn status(&self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
         status_on(&self.conn, &self.path, subject, purpose, as_of)
     }
 
@@ -374,10 +330,7 @@ impl Ledger {
             )
             .map_err(Error::db(&self.path))?;
         let rows = stmt
-            .query_map(
-                params![subject_key(subject), subject.as_bytes()],
-                record_from_row,
-            )
+            .query_map(params![subject_key(subject), subject.as_bytes()], record_from_row)
             .map_err(Error::db(&self.path))?;
         collect_rows(rows, &self.path)
     }
@@ -395,10 +348,7 @@ impl Ledger {
             )
             .map_err(Error::db(&self.path))?;
         let rows = stmt
-            .query_map(
-                params![subject_key(subject), subject.as_bytes()],
-                event_from_row,
-            )
+            .query_map(params![subject_key(subject), subject.as_bytes()], event_from_row)
             .map_err(Error::db(&self.path))?;
         collect_rows(rows, &self.path)
     }
@@ -422,10 +372,7 @@ impl Ledger {
     pub fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
         let deleted = self
             .conn
-            .execute(
-                "DELETE FROM suppressions WHERE tag = ?1",
-                [&subject.suppression_tag().0[..]],
-            )
+            .execute("DELETE FROM suppressions WHERE tag = ?1", [&subject.suppression_tag().0[..]])
             .map_err(Error::db(&self.path))?;
         Ok(deleted > 0)
     }
@@ -440,10 +387,7 @@ impl Ledger {
     /// [`Error::Database`] if SQLite fails; nothing is deleted then.
     pub fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
         let db = Error::db(&self.path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(Error::db(&self.path))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
         let key = subject_key(subject);
         let consent_records_deleted = tx
             .execute(
@@ -452,10 +396,7 @@ impl Ledger {
             )
             .map_err(Error::db(&self.path))? as u64;
         let events_deleted = tx
-            .execute(
-                "DELETE FROM events WHERE subject_key = ?1 AND subject = ?2",
-                params![key, subject.as_bytes()],
-            )
+            .execute("DELETE FROM events WHERE subject_key = ?1 AND subject = ?2", params![key, subject.as_bytes()])
             .map_err(Error::db(&self.path))? as u64;
         tx.execute(
             "INSERT OR IGNORE INTO suppressions (tag, erased_at) VALUES (?1, ?2)",
@@ -470,21 +411,13 @@ impl Ledger {
         tx.commit().map_err(db)?;
         let wal_truncated = self.truncate_wal()?;
         tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
-        Ok(ErasureReceipt {
-            erased_at: now,
-            consent_records_deleted,
-            events_deleted,
-            suppressed: true,
-            wal_truncated,
-        })
+        Ok(ErasureReceipt { erased_at: now, consent_records_deleted, events_deleted, suppressed: true, wal_truncated })
     }
 
     /// Checkpoints the write-ahead log into the database and truncates it to zero bytes.
     fn truncate_wal(&self) -> Result<bool> {
-        let busy: i64 = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(Error::db(&self.path))?;
+        let busy: i64 =
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(Error::db(&self.path))?;
         Ok(busy == 0)
     }
 
@@ -499,17 +432,8 @@ impl Ledger {
         if consent_history.is_empty() && events.is_empty() {
             return Err(Error::UnknownSubject);
         }
-        let consent_status = Purpose::ALL
-            .iter()
-            .map(|&p| self.status(subject, p, now))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(SubjectExport {
-            subject: *subject,
-            exported_at: now,
-            consent_status,
-            consent_history,
-            events,
-        })
+        let consent_status = Purpose::ALL.iter().map(|&p| self.status(subject, p, now)).collect::<Result<Vec<_>>>()?;
+        Ok(SubjectExport { subject: *subject, exported_at: now, consent_status, consent_history, events })
     }
 
     /// Calls `visit` for every stored event in ingestion order, streaming.
@@ -533,8 +457,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Calls `visit` for every consent record of `purpose`, grouped by
-    /// subject and ordered by effective time then ledger order within a subject.
+    /// Calls `visit` for every consent record of `purpose`, in ledger order
+    /// (a plain table scan: callers that need time order sort in memory,
+    /// which is much faster than asking SQLite to sort the whole ledger).
     ///
     /// # Errors
     /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
@@ -547,16 +472,40 @@ impl Ledger {
             .conn
             .prepare(
                 "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref, subject
-                 FROM consent_records WHERE purpose = ?1 ORDER BY subject, effective_at, id",
+                 FROM consent_records WHERE purpose = ?1 ORDER BY id",
             )
             .map_err(Error::db(&self.path))?;
-        let mut rows = stmt
-            .query([purpose.as_str()])
-            .map_err(Error::db(&self.path))?;
+        let mut rows = stmt.query([purpose.as_str()]).map_err(Error::db(&self.path))?;
         while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
             let record = record_from_row(row).map_err(Error::db(&self.path))?;
             let subject = pseudonym_from_row(row, 8).map_err(Error::db(&self.path))?;
             visit(subject, record)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit(subject, effective_at, seq, granted)` for every decision on
+    /// `purpose`, in ledger order: the lean form of
+    /// [`Ledger::for_each_consent_record`] for bulk consent checks.
+    ///
+    /// # Errors
+    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
+    pub fn for_each_consent_decision<E: From<Error>>(
+        &self,
+        purpose: Purpose,
+        mut visit: impl FnMut(Pseudonym, Timestamp, i64, bool) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT subject, effective_at, id, granted FROM consent_records WHERE purpose = ?1 ORDER BY id")
+            .map_err(Error::db(&self.path))?;
+        let mut rows = stmt.query([purpose.as_str()]).map_err(Error::db(&self.path))?;
+        while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
+            let subject = pseudonym_from_row(row, 0).map_err(Error::db(&self.path))?;
+            let at = Timestamp::from_unix_millis(row.get(1).map_err(Error::db(&self.path))?);
+            let seq: i64 = row.get(2).map_err(Error::db(&self.path))?;
+            let granted: bool = row.get(3).map_err(Error::db(&self.path))?;
+            visit(subject, at, seq, granted)?;
         }
         Ok(())
     }
@@ -566,10 +515,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Database`] if SQLite fails.
     pub fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tag FROM suppressions")
-            .map_err(Error::db(&self.path))?;
+        let mut stmt = self.conn.prepare("SELECT tag FROM suppressions").map_err(Error::db(&self.path))?;
         let rows = stmt
             .query_map([], |row| {
                 let bytes: Vec<u8> = row.get(0)?;
@@ -583,8 +529,7 @@ impl Ledger {
                 Ok(SuppressionTag(tag))
             })
             .map_err(Error::db(&self.path))?;
-        rows.collect::<rusqlite::Result<HashSet<_>>>()
-            .map_err(Error::db(&self.path))
+        rows.collect::<rusqlite::Result<HashSet<_>>>().map_err(Error::db(&self.path))
     }
 
     /// Counts of what the store holds.
@@ -593,10 +538,7 @@ impl Ledger {
     /// [`Error::Database`] if SQLite fails.
     pub fn stats(&self) -> Result<LedgerStats> {
         let count = |sql: &str| -> Result<u64> {
-            self.conn
-                .query_row(sql, [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(Error::db(&self.path))
+            self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(Error::db(&self.path))
         };
         Ok(LedgerStats {
             subjects_with_consent: count("SELECT COUNT(DISTINCT subject) FROM consent_records")?,
@@ -744,12 +686,7 @@ fn status_on(
         .map_err(Error::db(path))?;
     let decided_by = stmt
         .query_row(
-            params![
-                subject_key(subject),
-                subject.as_bytes(),
-                purpose.as_str(),
-                as_of.as_unix_millis()
-            ],
+            params![subject_key(subject), subject.as_bytes(), purpose.as_str(), as_of.as_unix_millis()],
             record_from_row,
         )
         .optional()
@@ -759,20 +696,12 @@ fn status_on(
         Some(_) => ConsentState::Withdrawn,
         None => ConsentState::NoRecord,
     };
-    Ok(ConsentStatus {
-        purpose,
-        state,
-        as_of,
-        decided_by,
-    })
+    Ok(ConsentStatus { purpose, state, as_of, decided_by })
 }
 
 fn is_suppressed_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result<bool> {
-    let mut stmt = conn
-        .prepare_cached("SELECT 1 FROM suppressions WHERE tag = ?1")
-        .map_err(Error::db(path))?;
-    stmt.exists([&subject.suppression_tag().0[..]])
-        .map_err(Error::db(path))
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM suppressions WHERE tag = ?1").map_err(Error::db(path))?;
+    stmt.exists([&subject.suppression_tag().0[..]]).map_err(Error::db(path))
 }
 
 fn conversion_error(column: usize, message: String) -> rusqlite::Error {
@@ -784,15 +713,11 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConsentRecord> {
     let source: String = row.get(5)?;
     Ok(ConsentRecord {
         seq: row.get(0)?,
-        purpose: purpose
-            .parse()
-            .map_err(|e: Error| conversion_error(1, e.to_string()))?,
+        purpose: purpose.parse().map_err(|e: Error| conversion_error(1, e.to_string()))?,
         granted: row.get(2)?,
         effective_at: Timestamp::from_unix_millis(row.get(3)?),
         recorded_at: Timestamp::from_unix_millis(row.get(4)?),
-        source: source
-            .parse::<ConsentSource>()
-            .map_err(|e| conversion_error(5, e.to_string()))?,
+        source: source.parse::<ConsentSource>().map_err(|e| conversion_error(5, e.to_string()))?,
         notice_version: row.get(6)?,
         proof_ref: row.get(7)?,
     })
@@ -807,9 +732,7 @@ fn event_from_offset(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Eve
     let value: f64 = row.get(at + 2)?;
     Ok(Event {
         item: row.get(at)?,
-        kind: kind
-            .parse::<EventKind>()
-            .map_err(|e| conversion_error(at + 1, e.to_string()))?,
+        kind: kind.parse::<EventKind>().map_err(|e| conversion_error(at + 1, e.to_string()))?,
         value: value as f32,
         at: Timestamp::from_unix_millis(row.get(at + 3)?),
     })
@@ -817,13 +740,11 @@ fn event_from_offset(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Eve
 
 fn pseudonym_from_row(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Pseudonym> {
     let bytes: Vec<u8> = row.get(column)?;
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| conversion_error(column, "stored pseudonym is not 32 bytes".into()))?;
+    let bytes: [u8; 32] =
+        bytes.try_into().map_err(|_| conversion_error(column, "stored pseudonym is not 32 bytes".into()))?;
     Ok(Pseudonym::from_bytes(bytes))
 }
 
 fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>, path: &Path) -> Result<Vec<T>> {
-    rows.collect::<rusqlite::Result<Vec<T>>>()
-        .map_err(Error::db(path))
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(Error::db(path))
 }

@@ -25,8 +25,8 @@ pub mod time;
 pub use error::{Error, Result, RowError};
 pub use event::{Event, EventKind, SubjectEvent};
 pub use ledger::{
-    ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, IngestReport, Ledger, LedgerStats,
-    SubjectExport, WriteBatch,
+    ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, IngestReport, Ledger, LedgerStats, SubjectExport,
+    WriteBatch,
 };
 pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
 pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};

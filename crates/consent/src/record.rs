@@ -42,9 +42,7 @@ impl FromStr for Purpose {
         match s.trim() {
             "personalization" => Ok(Purpose::Personalization),
             "training" => Ok(Purpose::Training),
-            other => Err(Error::UnknownPurpose(crate::time::truncate_for_message(
-                other,
-            ))),
+            other => Err(Error::UnknownPurpose(crate::time::truncate_for_message(other))),
         }
     }
 }
@@ -79,9 +77,7 @@ impl FromStr for ConsentSource {
             "api" => Ok(ConsentSource::Api),
             "cli" => Ok(ConsentSource::Cli),
             "import" => Ok(ConsentSource::Import),
-            other => Err(Error::UnknownSource(crate::time::truncate_for_message(
-                other,
-            ))),
+            other => Err(Error::UnknownSource(crate::time::truncate_for_message(other))),
         }
     }
 }

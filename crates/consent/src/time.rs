@@ -125,10 +125,7 @@ mod tests {
 
     #[test]
     fn parses_both_forms() {
-        assert_eq!(
-            Timestamp::parse("964982703").unwrap().as_unix_seconds(),
-            964_982_703
-        );
+        assert_eq!(Timestamp::parse("964982703").unwrap().as_unix_seconds(), 964_982_703);
         let t = Timestamp::parse("2026-01-31T12:00:00+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-01-31T11:00:00Z");
         assert_eq!(Timestamp::parse(&t.to_rfc3339()).unwrap(), t);

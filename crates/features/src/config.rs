@@ -74,15 +74,10 @@ impl Default for ExtractParams {
             seed: 42,
             // Purchase intent is stronger evidence than a glance; the ratios
             // follow common storefront practice (Hu et al.'s confidence idea).
-            kind_weights: [
-                ("view", 1.0),
-                ("cart", 3.0),
-                ("purchase", 5.0),
-                ("rating", 4.0),
-            ]
-            .into_iter()
-            .map(|(k, w)| (k.to_string(), w))
-            .collect(),
+            kind_weights: [("view", 1.0), ("cart", 3.0), ("purchase", 5.0), ("rating", 4.0)]
+                .into_iter()
+                .map(|(k, w)| (k.to_string(), w))
+                .collect(),
             rating_positive_threshold: 4.0,
             strict: false,
             // More than 1% bad rows usually means the wrong file or format.
@@ -130,49 +125,31 @@ impl ExtractParams {
     pub fn validate(&self, now: Timestamp) -> Result<ExtractConfig> {
         let invalid = |field: &'static str, message: String| Error::InvalidParam { field, message };
         let snapshot_at = match &self.snapshot_at {
-            Some(text) => {
-                Timestamp::parse(text).map_err(|e| invalid("snapshot_at", e.to_string()))?
-            }
+            Some(text) => Timestamp::parse(text).map_err(|e| invalid("snapshot_at", e.to_string()))?,
             None => now,
         };
         if snapshot_at > now {
-            return Err(invalid(
-                "snapshot_at",
-                format!("{snapshot_at} is in the future; consent cannot be known yet"),
-            ));
+            return Err(invalid("snapshot_at", format!("{snapshot_at} is in the future; consent cannot be known yet")));
         }
         if self.max_events_per_subject == Some(0) {
-            return Err(invalid(
-                "max_events_per_subject",
-                "must be at least 1 (or unset for no bound)".into(),
-            ));
+            return Err(invalid("max_events_per_subject", "must be at least 1 (or unset for no bound)".into()));
         }
         if self.retention_days == Some(0) {
-            return Err(invalid(
-                "retention_days",
-                "must be at least 1 (or unset to keep all history)".into(),
-            ));
+            return Err(invalid("retention_days", "must be at least 1 (or unset to keep all history)".into()));
         }
         if !(0.0..=1.0).contains(&self.max_malformed_fraction) {
             return Err(invalid(
                 "max_malformed_fraction",
-                format!(
-                    "must be within 0..=1, found {}",
-                    self.max_malformed_fraction
-                ),
+                format!("must be within 0..=1, found {}", self.max_malformed_fraction),
             ));
         }
         if !self.rating_positive_threshold.is_finite() {
-            return Err(invalid(
-                "rating_positive_threshold",
-                "must be a finite number".into(),
-            ));
+            return Err(invalid("rating_positive_threshold", "must be a finite number".into()));
         }
         let mut kind_weights = BTreeMap::new();
         for (name, &weight) in &self.kind_weights {
-            let kind: EventKind = name
-                .parse()
-                .map_err(|e: hush_consent::Error| invalid("kind_weights", e.to_string()))?;
+            let kind: EventKind =
+                name.parse().map_err(|e: hush_consent::Error| invalid("kind_weights", e.to_string()))?;
             if !(weight.is_finite() && weight > 0.0 && weight <= 1000.0) {
                 return Err(invalid(
                     "kind_weights",
@@ -182,10 +159,7 @@ impl ExtractParams {
             kind_weights.insert(kind, weight);
         }
         if self.feedback == Feedback::Implicit && kind_weights.is_empty() {
-            return Err(invalid(
-                "kind_weights",
-                "implicit feedback needs at least one weighted kind".into(),
-            ));
+            return Err(invalid("kind_weights", "implicit feedback needs at least one weighted kind".into()));
         }
         Ok(ExtractConfig {
             snapshot_at,

@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::slice::ParallelSliceMut;
+
 use hush_consent::{Ledger, Pseudonym, Purpose, SuppressionTag, Timestamp};
 
 use crate::{DropReason, ExtractConfig, Result};
@@ -40,7 +42,7 @@ pub struct ConsentView {
     snapshot_at: Timestamp,
     research_data: bool,
     since_grant: bool,
-    subjects: HashMap<Pseudonym, TrainingConsent>,
+    subjects: HashMap<Pseudonym, TrainingConsent, foldhash::fast::RandomState>,
     suppressed: HashSet<SuppressionTag>,
 }
 
@@ -50,27 +52,33 @@ impl ConsentView {
     /// # Errors
     /// [`crate::Error::Consent`] if the ledger cannot be read.
     pub fn from_ledger(ledger: &Ledger, config: &ExtractConfig) -> Result<Self> {
-        let mut subjects: HashMap<Pseudonym, TrainingConsent> = HashMap::new();
-        ledger.for_each_consent_record(Purpose::Training, |subject, record| -> Result<()> {
+        let _span = tracing::info_span!("consent_view").entered();
+        let mut records: Vec<(Pseudonym, Timestamp, i64, bool)> = Vec::new();
+        ledger.for_each_consent_decision(Purpose::Training, |subject, at, seq, granted| -> Result<()> {
+            records.push((subject, at, seq, granted));
+            Ok(())
+        })?;
+        // Per subject, by effective time, ties broken by ledger order: the same order `Ledger::status` uses.
+        records.par_sort_unstable_by_key(|&(subject, at, seq, _)| (subject, at, seq));
+        let mut subjects: HashMap<Pseudonym, TrainingConsent, foldhash::fast::RandomState> = HashMap::default();
+        for (subject, effective_at, _, granted) in records {
             let entry = subjects.entry(subject).or_insert(TrainingConsent {
                 granted_since: None,
                 decided_by_snapshot: false,
                 withdrawn_since: false,
             });
-            // Records arrive in effective-time order per subject.
-            if record.effective_at <= config.snapshot_at {
+            if effective_at <= config.snapshot_at {
                 entry.decided_by_snapshot = true;
-                entry.granted_since = match (record.granted, entry.granted_since) {
+                entry.granted_since = match (granted, entry.granted_since) {
                     (true, Some(start)) => Some(start),
-                    (true, None) => Some(record.effective_at),
+                    (true, None) => Some(effective_at),
                     (false, _) => None,
                 };
             }
-            if record.effective_at <= config.decided_at {
-                entry.withdrawn_since = !record.granted;
+            if effective_at <= config.decided_at {
+                entry.withdrawn_since = !granted;
             }
-            Ok(())
-        })?;
+        }
         Ok(ConsentView {
             snapshot_at: config.snapshot_at,
             research_data: config.research_data,
@@ -87,7 +95,7 @@ impl ConsentView {
             snapshot_at: config.snapshot_at,
             research_data: true,
             since_grant: false,
-            subjects: HashMap::new(),
+            subjects: HashMap::default(),
             suppressed: HashSet::new(),
         }
     }
@@ -100,9 +108,7 @@ impl ConsentView {
     /// Whether a subject may be trained on.
     pub fn decide(&self, subject: &Pseudonym) -> Inclusion {
         if self.research_data {
-            return Inclusion::Included {
-                window_start: Timestamp::MIN,
-            };
+            return Inclusion::Included { window_start: Timestamp::MIN };
         }
         if !self.suppressed.is_empty() && self.suppressed.contains(&subject.suppression_tag()) {
             return Inclusion::Excluded(DropReason::Erased);
@@ -113,13 +119,9 @@ impl ConsentView {
             Some(c) => match c.granted_since {
                 None => Inclusion::Excluded(DropReason::Withdrawn),
                 Some(_) if c.withdrawn_since => Inclusion::Excluded(DropReason::Withdrawn),
-                Some(start) => Inclusion::Included {
-                    window_start: if self.since_grant {
-                        start
-                    } else {
-                        Timestamp::MIN
-                    },
-                },
+                Some(start) => {
+                    Inclusion::Included { window_start: if self.since_grant { start } else { Timestamp::MIN } }
+                }
             },
         }
     }

@@ -85,10 +85,7 @@ pub struct Kind {
 /// [`EnvelopeError::Io`] if the file cannot be written; any existing file at
 /// `path` is left untouched then.
 pub fn write(path: &Path, kind: Kind, payload: &[u8]) -> Result<(), EnvelopeError> {
-    let io = |source| EnvelopeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| EnvelopeError::Io { path: path.to_path_buf(), source };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -117,10 +114,7 @@ pub fn write(path: &Path, kind: Kind, payload: &[u8]) -> Result<(), EnvelopeErro
 /// # Errors
 /// The [`EnvelopeError`] variant that names what is wrong with the file.
 pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, EnvelopeError> {
-    let bytes = std::fs::read(path).map_err(|source| EnvelopeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| EnvelopeError::Io { path: path.to_path_buf(), source })?;
     open(path, kind, bytes)
 }
 
@@ -131,10 +125,7 @@ pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, EnvelopeError> {
 pub fn open(path: &Path, kind: Kind, mut bytes: Vec<u8>) -> Result<Vec<u8>, EnvelopeError> {
     let path_buf = || path.to_path_buf();
     if bytes.len() < 8 || bytes[..8] != kind.magic {
-        return Err(EnvelopeError::WrongMagic {
-            path: path_buf(),
-            kind: kind.name,
-        });
+        return Err(EnvelopeError::WrongMagic { path: path_buf(), kind: kind.name });
     }
     if bytes.len() < HEADER_LEN {
         return Err(EnvelopeError::Truncated {
@@ -164,10 +155,7 @@ pub fn open(path: &Path, kind: Kind, mut bytes: Vec<u8>) -> Result<Vec<u8>, Enve
         });
     }
     if Sha256::digest(&bytes[HEADER_LEN..])[..] != bytes[20..HEADER_LEN] {
-        return Err(EnvelopeError::ChecksumMismatch {
-            path: path_buf(),
-            kind: kind.name,
-        });
+        return Err(EnvelopeError::ChecksumMismatch { path: path_buf(), kind: kind.name });
     }
     bytes.drain(..HEADER_LEN);
     Ok(bytes)
@@ -177,11 +165,7 @@ pub fn open(path: &Path, kind: Kind, mut bytes: Vec<u8>) -> Result<Vec<u8>, Enve
 mod tests {
     use super::*;
 
-    const KIND: Kind = Kind {
-        name: "test",
-        magic: *b"HUSHTEST",
-        version: 3,
-    };
+    const KIND: Kind = Kind { name: "test", magic: *b"HUSHTEST", version: 3 };
 
     #[test]
     fn round_trip_and_every_corruption_is_named() {
@@ -194,10 +178,7 @@ mod tests {
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         let err = open(&path, KIND, flipped).unwrap_err();
-        assert!(
-            matches!(err, EnvelopeError::ChecksumMismatch { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, EnvelopeError::ChecksumMismatch { .. }), "{err}");
 
         let err = open(&path, KIND, good[..good.len() - 3].to_vec()).unwrap_err();
         assert!(err.to_string().contains("truncated test file"), "{err}");
@@ -205,11 +186,7 @@ mod tests {
         let mut other_version = good.clone();
         other_version[8] = 9;
         let err = open(&path, KIND, other_version).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("format version 9 is not supported"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("format version 9 is not supported"), "{err}");
 
         let err = open(&path, KIND, b"something else entirely".to_vec()).unwrap_err();
         assert!(matches!(err, EnvelopeError::WrongMagic { .. }), "{err}");

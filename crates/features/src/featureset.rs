@@ -9,11 +9,7 @@ use crate::envelope::{self, Kind};
 use crate::{ConsentPolicy, Error, Feedback, Result};
 
 /// The envelope kind of feature set files.
-pub const FEATURE_SET_KIND: Kind = Kind {
-    name: "hush feature set",
-    magic: *b"HUSHFSET",
-    version: 1,
-};
+pub const FEATURE_SET_KIND: Kind = Kind { name: "hush feature set", magic: *b"HUSHFSET", version: 1 };
 
 /// One interaction of a subject with an item.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,12 +94,7 @@ impl Csr {
         let indptr = counts.clone();
         let mut next = counts;
         let nnz = self.nnz();
-        let mut out = Csr {
-            indptr,
-            indices: vec![0; nnz],
-            values: vec![0.0; nnz],
-            times: vec![0; nnz],
-        };
+        let mut out = Csr { indptr, indices: vec![0; nnz], values: vec![0.0; nnz], times: vec![0; nnz] };
         for r in 0..self.rows() {
             for k in self.range(r) {
                 let c = self.indices[k] as usize;
@@ -157,24 +148,17 @@ pub struct FeatureSet {
     /// Interactions by subject (rows are subjects, columns items).
     pub by_subject: Csr,
     /// The same interactions by item (rows are items, columns subjects).
+    /// Derived from `by_subject`: not written to disk, rebuilt on load.
+    #[serde(skip)]
     pub by_item: Csr,
 }
 
 impl FeatureSet {
     /// Builds a feature set from each subject's interactions.
-    pub fn from_subject_rows(
-        meta: FeatureMeta,
-        items: Vec<String>,
-        rows: &[Vec<Interaction>],
-    ) -> Self {
+    pub fn from_subject_rows(meta: FeatureMeta, items: Vec<String>, rows: &[Vec<Interaction>]) -> Self {
         let by_subject = Csr::from_rows(rows);
         let by_item = by_subject.transpose(items.len());
-        FeatureSet {
-            meta,
-            items,
-            by_subject,
-            by_item,
-        }
+        FeatureSet { meta, items, by_subject, by_item }
     }
 
     /// Number of subjects.
@@ -206,13 +190,9 @@ impl FeatureSet {
     /// # Errors
     /// [`Error::Codec`] or [`Error::Envelope`].
     pub fn save(&self, path: &Path) -> Result<()> {
-        let payload =
-            bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| {
-                Error::Codec {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                }
-            })?;
+        let _span = tracing::info_span!("save_feature_set", interactions = self.nnz()).entered();
+        let payload = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .map_err(|e| Error::Codec { path: path.to_path_buf(), message: e.to_string() })?;
         envelope::write(path, FEATURE_SET_KIND, &payload)?;
         Ok(())
     }
@@ -224,50 +204,38 @@ impl FeatureSet {
     /// file; [`Error::Codec`] if the payload does not decode.
     pub fn load(path: &Path) -> Result<Self> {
         let payload = envelope::read(path, FEATURE_SET_KIND)?;
-        let (set, used): (FeatureSet, usize) =
-            bincode::serde::decode_from_slice(&payload, bincode::config::standard()).map_err(
-                |e| Error::Codec {
-                    path: path.to_path_buf(),
-                    message: format!("undecodable feature set: {e}"),
-                },
-            )?;
+        let (mut set, used): (FeatureSet, usize) =
+            bincode::serde::decode_from_slice(&payload, bincode::config::standard()).map_err(|e| Error::Codec {
+                path: path.to_path_buf(),
+                message: format!("undecodable feature set: {e}"),
+            })?;
         if used != payload.len() {
             return Err(Error::Codec {
                 path: path.to_path_buf(),
                 message: "trailing bytes after the feature set".into(),
             });
         }
-        set.check_shape().map_err(|message| Error::Codec {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        set.check_shape().map_err(|message| Error::Codec { path: path.to_path_buf(), message })?;
+        set.by_item = set.by_subject.transpose(set.items.len());
         Ok(set)
     }
 
-    /// Checks the CSR invariants, so a decoded file cannot cause out-of-bounds access later.
+    /// Checks the CSR invariants of `by_subject`, so a decoded file cannot
+    /// cause out-of-bounds access later.
     fn check_shape(&self) -> std::result::Result<(), String> {
-        for (name, csr, columns) in [
-            ("by_subject", &self.by_subject, self.items.len()),
-            ("by_item", &self.by_item, self.by_subject.rows()),
-        ] {
-            let nnz = csr.indices.len();
-            if csr.values.len() != nnz || csr.times.len() != nnz {
-                return Err(format!(
-                    "{name}: column, value and time arrays differ in length"
-                ));
-            }
-            if csr.indptr.first() != Some(&0)
-                || csr.indptr.last() != Some(&(nnz as u64))
-                || csr.indptr.windows(2).any(|w| w[0] > w[1])
-            {
-                return Err(format!("{name}: row offsets are not a valid CSR"));
-            }
-            if csr.indices.iter().any(|&c| c as usize >= columns) {
-                return Err(format!("{name}: a column index is out of range"));
-            }
+        let csr = &self.by_subject;
+        let nnz = csr.indices.len();
+        if csr.values.len() != nnz || csr.times.len() != nnz {
+            return Err("column, value and time arrays differ in length".into());
         }
-        if self.by_item.rows() != self.items.len() || self.by_item.nnz() != self.by_subject.nnz() {
-            return Err("by_item does not match by_subject".into());
+        if csr.indptr.first() != Some(&0)
+            || csr.indptr.last() != Some(&(nnz as u64))
+            || csr.indptr.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err("row offsets are not a valid CSR".into());
+        }
+        if csr.indices.iter().any(|&c| c as usize >= self.items.len()) {
+            return Err("an item index is out of range".into());
         }
         Ok(())
     }

@@ -36,25 +36,15 @@ impl FromStr for SplitSpec {
     fn from_str(text: &str) -> Result<Self> {
         let bad = || Error::InvalidParam {
             field: "split",
-            message: format!(
-                "`{text}` is not holdout:FRACTION:SEED or temporal:FRACTION with 0 < FRACTION < 1"
-            ),
+            message: format!("`{text}` is not holdout:FRACTION:SEED or temporal:FRACTION with 0 < FRACTION < 1"),
         };
         let parts: Vec<&str> = text.split(':').collect();
-        let fraction = |s: &str| {
-            s.parse::<f64>()
-                .ok()
-                .filter(|f| *f > 0.0 && *f < 1.0)
-                .ok_or_else(bad)
-        };
+        let fraction = |s: &str| s.parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0).ok_or_else(bad);
         match parts.as_slice() {
-            ["holdout", f, seed] => Ok(SplitSpec::Holdout {
-                fraction: fraction(f)?,
-                seed: seed.parse().map_err(|_| bad())?,
-            }),
-            ["temporal", f] => Ok(SplitSpec::Temporal {
-                fraction: fraction(f)?,
-            }),
+            ["holdout", f, seed] => {
+                Ok(SplitSpec::Holdout { fraction: fraction(f)?, seed: seed.parse().map_err(|_| bad())? })
+            }
+            ["temporal", f] => Ok(SplitSpec::Temporal { fraction: fraction(f)? }),
             _ => Err(bad()),
         }
     }
@@ -89,9 +79,7 @@ pub fn split(set: &FeatureSet, spec: &SplitSpec) -> Split {
             for s in 0..n {
                 let mut row: Vec<Interaction> = set.subject_interactions(s).collect();
                 row.shuffle(&mut rng);
-                let n_test = ((fraction * row.len() as f64).round() as usize)
-                    .max(1)
-                    .min(row.len());
+                let n_test = ((fraction * row.len() as f64).round() as usize).max(1).min(row.len());
                 let train = row.split_off(n_test);
                 test_rows.push(row);
                 train_rows.push(train);
@@ -107,8 +95,7 @@ pub fn split(set: &FeatureSet, spec: &SplitSpec) -> Split {
                 *times.select_nth_unstable(k).1
             };
             for s in 0..n {
-                let (test, train): (Vec<_>, Vec<_>) =
-                    set.subject_interactions(s).partition(|i| i.time >= cutoff);
+                let (test, train): (Vec<_>, Vec<_>) = set.subject_interactions(s).partition(|i| i.time >= cutoff);
                 train_rows.push(train);
                 test_rows.push(test);
             }
@@ -119,8 +106,5 @@ pub fn split(set: &FeatureSet, spec: &SplitSpec) -> Split {
         meta.split = Some(format!("{name} of {spec}"));
         FeatureSet::from_subject_rows(meta, set.items.clone(), rows)
     };
-    Split {
-        train: part(&train_rows, "train"),
-        test: part(&test_rows, "test"),
-    }
+    Split { train: part(&train_rows, "train"), test: part(&test_rows, "test") }
 }

@@ -137,12 +137,7 @@ impl SynthParams {
     /// # Errors
     /// [`Error::InvalidParam`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, message: &str| {
-            Err(Error::InvalidParam {
-                field,
-                message: message.into(),
-            })
-        };
+        let bad = |field, message: &str| Err(Error::InvalidParam { field, message: message.into() });
         if self.subjects == 0 {
             return bad("subjects", "must be at least 1");
         }
@@ -171,10 +166,7 @@ impl SynthParams {
             ("consent.erasure", c.erasure),
         ] {
             if !(0.0..=1.0).contains(&share) {
-                return Err(Error::InvalidParam {
-                    field,
-                    message: format!("a share within 0..=1, found {share}"),
-                });
+                return Err(Error::InvalidParam { field, message: format!("a share within 0..=1, found {share}") });
             }
         }
         Ok(())
@@ -198,9 +190,7 @@ pub struct SynthSummary {
     pub files: Vec<String>,
 }
 
-const CATEGORIES: [&str; 8] = [
-    "books", "music", "garden", "kitchen", "outdoor", "toys", "games", "tools",
-];
+const CATEGORIES: [&str; 8] = ["books", "music", "garden", "kitchen", "outdoor", "toys", "games", "tools"];
 const NOTICE_V1: &str = "2025-01";
 const NOTICE_V2: &str = "2025-04";
 
@@ -214,10 +204,7 @@ struct Writers {
 fn create(path: &Path) -> Result<BufWriter<File>> {
     File::create(path)
         .map(|f| BufWriter::with_capacity(1 << 20, f))
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// Generates a storefront into `dir`: `items.csv`, `events.csv` (or
@@ -227,23 +214,15 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
 ///
 /// # Errors
 /// [`Error::InvalidParam`] or [`Error::Io`].
-pub fn generate(
-    params: &SynthParams,
-    dir: &Path,
-    progress: &mut dyn FnMut(u64),
-) -> Result<SynthSummary> {
+pub fn generate(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<SynthSummary> {
     params.validate()?;
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let rank = params.rank;
     let scale = 1.0 / (rank as f64).sqrt();
 
-    let item_traits: Vec<f32> = (0..params.items as usize * rank)
-        .map(|_| (rng.sample::<f64, _>(StandardNormal) * scale) as f32)
-        .collect();
+    let item_traits: Vec<f32> =
+        (0..params.items as usize * rank).map(|_| (rng.sample::<f64, _>(StandardNormal) * scale) as f32).collect();
     // Cumulative popularity for sampling by binary search.
     let mut cumulative = Vec::with_capacity(params.items as usize);
     let mut total = 0.0f64;
@@ -260,13 +239,8 @@ pub fn generate(
     };
     writeln!(items_file, "item_id,category").map_err(io(&items_path))?;
     for j in 0..params.items {
-        writeln!(
-            items_file,
-            "{},{}",
-            item_id(j),
-            CATEGORIES[j as usize % CATEGORIES.len()]
-        )
-        .map_err(io(&items_path))?;
+        writeln!(items_file, "{},{}", item_id(j), CATEGORIES[j as usize % CATEGORIES.len()])
+            .map_err(io(&items_path))?;
     }
     items_file.flush().map_err(io(&items_path))?;
 
@@ -284,27 +258,17 @@ pub fn generate(
         format,
     };
     if format == EventFileFormat::Csv {
-        writeln!(out.events, "subject_id,item_id,kind,value,timestamp")
-            .map_err(io(&events_path))?;
+        writeln!(out.events, "subject_id,item_id,kind,value,timestamp").map_err(io(&events_path))?;
     }
-    writeln!(
-        out.consent,
-        "subject_id,purpose,granted,effective_at,notice_version,proof_ref"
-    )
-    .map_err(io(&consent_path))?;
+    writeln!(out.consent, "subject_id,purpose,granted,effective_at,notice_version,proof_ref")
+        .map_err(io(&consent_path))?;
     writeln!(out.erasures, "subject_id,requested_at").map_err(io(&erasures_path))?;
 
-    let mut summary = SynthSummary {
-        subjects: u64::from(params.subjects),
-        items: u64::from(params.items),
-        ..Default::default()
-    };
+    let mut summary =
+        SynthSummary { subjects: u64::from(params.subjects), items: u64::from(params.items), ..Default::default() };
     let sigma = 0.8f64;
-    let activity = LogNormal::new(
-        params.mean_events_per_subject.ln() - sigma * sigma / 2.0,
-        sigma,
-    )
-    .expect("valid log-normal parameters");
+    let activity = LogNormal::new(params.mean_events_per_subject.ln() - sigma * sigma / 2.0, sigma)
+        .expect("valid log-normal parameters");
     let period = i64::from(params.days) * 86_400;
     let mut taste = vec![0f32; rank];
     let mut times: Vec<i64> = Vec::new();
@@ -312,8 +276,8 @@ pub fn generate(
         for t in taste.iter_mut() {
             *t = rng.sample::<f64, _>(StandardNormal) as f32;
         }
-        let n_events = (activity.sample(&mut rng).round() as usize)
-            .clamp(1, 20 * params.mean_events_per_subject as usize);
+        let n_events =
+            (activity.sample(&mut rng).round() as usize).clamp(1, 20 * params.mean_events_per_subject as usize);
         let first_visit = params.start_unix_seconds + rng.random_range(0..period);
         let span = (params.start_unix_seconds + period - first_visit).max(1);
         times.clear();
@@ -340,22 +304,19 @@ pub fn generate(
             let item = pick_item(&mut rng, &cumulative, &item_traits, &taste, rank);
             let score = dot(&taste, &item_traits[item * rank..(item + 1) * rank]);
             let id = item_id(item as u32);
-            summary.events += write_event(&mut out, &subject, &id, "view", 1.0, time)
-                .map_err(io(&events_path))?;
+            summary.events += write_event(&mut out, &subject, &id, "view", 1.0, time).map_err(io(&events_path))?;
             // Taste drives the funnel: a good match is more likely to be bought and rated well.
             if rng.random::<f64>() < sigmoid(2.0 * score - 1.5) {
-                summary.events += write_event(&mut out, &subject, &id, "cart", 1.0, time + 30)
-                    .map_err(io(&events_path))?;
+                summary.events +=
+                    write_event(&mut out, &subject, &id, "cart", 1.0, time + 30).map_err(io(&events_path))?;
                 if rng.random::<f64>() < sigmoid(2.0 * score) {
                     summary.events +=
-                        write_event(&mut out, &subject, &id, "purchase", 1.0, time + 90)
-                            .map_err(io(&events_path))?;
+                        write_event(&mut out, &subject, &id, "purchase", 1.0, time + 90).map_err(io(&events_path))?;
                     if rng.random::<f64>() < 0.5 {
                         let noise: f64 = rng.sample::<f64, _>(StandardNormal) * 0.6;
                         let rating = (3.2 + 1.4 * score + noise).round().clamp(1.0, 5.0);
-                        summary.events +=
-                            write_event(&mut out, &subject, &id, "rating", rating, time + 86_400)
-                                .map_err(io(&events_path))?;
+                        summary.events += write_event(&mut out, &subject, &id, "rating", rating, time + 86_400)
+                            .map_err(io(&events_path))?;
                     }
                 }
             }
@@ -364,18 +325,14 @@ pub fn generate(
             progress(u64::from(s) + 1);
         }
     }
-    for (writer, path) in [
-        (&mut out.events, &events_path),
-        (&mut out.consent, &consent_path),
-        (&mut out.erasures, &erasures_path),
-    ] {
+    for (writer, path) in
+        [(&mut out.events, &events_path), (&mut out.consent, &consent_path), (&mut out.erasures, &erasures_path)]
+    {
         writer.flush().map_err(io(path))?;
     }
     progress(u64::from(params.subjects));
-    summary.files = [items_path, events_path, consent_path, erasures_path]
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    summary.files =
+        [items_path, events_path, consent_path, erasures_path].iter().map(|p| p.display().to_string()).collect();
     Ok(summary)
 }
 
@@ -394,30 +351,19 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum()
+    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
 }
 
 /// Draws a few candidates by popularity and picks the best taste match among
 /// them, softly: popular items get seen, matching items get chosen.
-fn pick_item(
-    rng: &mut ChaCha8Rng,
-    cumulative: &[f64],
-    traits: &[f32],
-    taste: &[f32],
-    rank: usize,
-) -> usize {
+fn pick_item(rng: &mut ChaCha8Rng, cumulative: &[f64], traits: &[f32], taste: &[f32], rank: usize) -> usize {
     const CANDIDATES: usize = 6;
     let total = *cumulative.last().expect("at least two items");
     let mut best = 0;
     let mut best_key = f64::NEG_INFINITY;
     for _ in 0..CANDIDATES {
         let u = rng.random::<f64>() * total;
-        let j = cumulative
-            .partition_point(|&c| c < u)
-            .min(cumulative.len() - 1);
+        let j = cumulative.partition_point(|&c| c < u).min(cumulative.len() - 1);
         let gumbel = -(-rng.random::<f64>().max(1e-12).ln()).ln();
         let key = 3.0 * dot(taste, &traits[j * rank..(j + 1) * rank]) + gumbel;
         if key > best_key {
@@ -475,28 +421,17 @@ fn write_consent(
     let c = &params.consent;
     let mut records = 0;
     let banner = first_visit - 5;
-    let receipt =
-        |rng: &mut ChaCha8Rng| format!("banner-{:012x}", rng.random::<u64>() & 0xffff_ffff_ffff);
+    let receipt = |rng: &mut ChaCha8Rng| format!("banner-{:012x}", rng.random::<u64>() & 0xffff_ffff_ffff);
     let personalization = rng.random::<f64>() < c.personalization;
     if personalization {
         let proof = receipt(rng);
-        records += consent_line(
-            consent,
-            subject,
-            "personalization",
-            true,
-            banner,
-            NOTICE_V1,
-            &proof,
-        )?;
+        records += consent_line(consent, subject, "personalization", true, banner, NOTICE_V1, &proof)?;
     }
     let training_now = rng.random::<f64>() < c.training;
     let mut training_granted = training_now;
     if training_now {
         let proof = receipt(rng);
-        records += consent_line(
-            consent, subject, "training", true, banner, NOTICE_V1, &proof,
-        )?;
+        records += consent_line(consent, subject, "training", true, banner, NOTICE_V1, &proof)?;
     } else if rng.random::<f64>() < c.late_training && last_visit > first_visit + 60 {
         let at = rng.random_range(first_visit..last_visit);
         let proof = receipt(rng);
@@ -510,15 +445,7 @@ fn write_consent(
     }
     if personalization && rng.random::<f64>() < c.gpc {
         let at = rng.random_range(first_visit..end);
-        records += consent_line(
-            consent,
-            subject,
-            "personalization",
-            false,
-            at,
-            NOTICE_V2,
-            "sec-gpc:1",
-        )?;
+        records += consent_line(consent, subject, "personalization", false, at, NOTICE_V2, "sec-gpc:1")?;
     }
     let mut erasure = 0;
     if rng.random::<f64>() < c.erasure {
@@ -534,30 +461,16 @@ mod tests {
     use super::*;
 
     fn small() -> SynthParams {
-        SynthParams {
-            subjects: 300,
-            items: 50,
-            mean_events_per_subject: 10.0,
-            ..SynthParams::default()
-        }
+        SynthParams { subjects: 300, items: 50, mean_events_per_subject: 10.0, ..SynthParams::default() }
     }
 
     #[test]
     fn same_seed_same_bytes_other_seed_other_bytes() {
-        let (a, b, c) = (
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-        );
+        let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         generate(&small(), a.path(), &mut |_| {}).unwrap();
         generate(&small(), b.path(), &mut |_| {}).unwrap();
         generate(&SynthParams { seed: 8, ..small() }, c.path(), &mut |_| {}).unwrap();
-        for name in [
-            "events.csv",
-            "consent.csv",
-            "erasure_requests.csv",
-            "items.csv",
-        ] {
+        for name in ["events.csv", "consent.csv", "erasure_requests.csv", "items.csv"] {
             let read = |d: &tempfile::TempDir| std::fs::read(d.path().join(name)).unwrap();
             assert_eq!(read(&a), read(&b), "{name} differs between identical runs");
         }
@@ -579,10 +492,7 @@ mod tests {
             kinds.insert(fields[2]);
             *per_item.entry(fields[1]).or_default() += 1;
         }
-        assert_eq!(
-            kinds.into_iter().collect::<Vec<_>>(),
-            ["cart", "purchase", "rating", "view"]
-        );
+        assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["cart", "purchase", "rating", "view"]);
         assert_eq!(text.lines().count() as u64 - 1, summary.events);
         let mut counts: Vec<u64> = per_item.values().copied().collect();
         counts.sort_unstable_by(|a, b| b.cmp(a));
@@ -597,18 +507,7 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_named() {
-        let err = generate(
-            &SynthParams {
-                items: 1,
-                ..small()
-            },
-            Path::new("/nonexistent"),
-            &mut |_| {},
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid synth parameter `items`: must be at least 2"
-        );
+        let err = generate(&SynthParams { items: 1, ..small() }, Path::new("/nonexistent"), &mut |_| {}).unwrap_err();
+        assert_eq!(err.to_string(), "invalid synth parameter `items`: must be at least 2");
     }
 }

@@ -1,0 +1,306 @@
+//! Ledger behaviour on real SQLite files.
+
+use std::path::Path;
+
+use hush_consent::formats::{ConsentFormat, EventFormat};
+use hush_consent::import::{import_consent, import_events, ImportOptions};
+use hush_consent::{
+    ConsentChange, ConsentSource, ConsentState, Error, Event, EventKind, IngestOutcome, Ledger, Pseudonym,
+    PseudonymKey, Purpose, SubjectEvent, Timestamp,
+};
+use proptest::prelude::*;
+
+fn key() -> PseudonymKey {
+    PseudonymKey::from_bytes([7; 32])
+}
+
+fn t(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(seconds)
+}
+
+fn change(purpose: Purpose, granted: bool, at: i64) -> ConsentChange {
+    ConsentChange {
+        purpose,
+        granted,
+        effective_at: t(at),
+        source: ConsentSource::Api,
+        notice_version: "v1".into(),
+        proof_ref: Some("receipt-1".into()),
+    }
+}
+
+fn event(subject: Pseudonym, item: &str, at: i64) -> SubjectEvent {
+    SubjectEvent { subject, event: Event { item: item.into(), kind: EventKind::View, value: 1.0, at: t(at) } }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every file SQLite keeps for the database: main, WAL and shared memory.
+fn database_bytes(db: &Path) -> Vec<(String, Vec<u8>)> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| {
+            let path = format!("{}{suffix}", db.display());
+            std::fs::read(&path).ok().map(|bytes| (path, bytes))
+        })
+        .collect()
+}
+
+#[test]
+fn status_answers_from_history_at_any_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    let alice = key().pseudonymize("alice");
+    ledger.record_consent(&alice, &change(Purpose::Training, true, 100), t(100)).unwrap();
+    ledger.record_consent(&alice, &change(Purpose::Training, false, 200), t(200)).unwrap();
+    let at = |s| ledger.status(&alice, Purpose::Training, t(s)).unwrap().state;
+    assert_eq!(at(99), ConsentState::NoRecord);
+    assert_eq!(at(100), ConsentState::Granted);
+    assert_eq!(at(199), ConsentState::Granted);
+    assert_eq!(at(200), ConsentState::Withdrawn);
+    assert_eq!(ledger.status(&alice, Purpose::Personalization, t(150)).unwrap().state, ConsentState::NoRecord);
+    let history = ledger.history(&alice).unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].proof_ref.as_deref(), Some("receipt-1"));
+    assert_eq!(history[1].recorded_at, t(200));
+}
+
+#[test]
+fn history_is_append_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hush.db");
+    let mut ledger = Ledger::open(&path).unwrap();
+    ledger.record_consent(&key().pseudonymize("a"), &change(Purpose::Training, true, 1), t(1)).unwrap();
+    drop(ledger);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let err = conn.execute("UPDATE consent_records SET granted = 0", []).unwrap_err();
+    assert!(err.to_string().contains("consent history is append-only"), "{err}");
+}
+
+#[test]
+fn events_without_any_granted_purpose_are_counted_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    let consenting = key().pseudonymize("consenting");
+    let withdrawn = key().pseudonymize("withdrawn");
+    let never = key().pseudonymize("never");
+    ledger.record_consent(&consenting, &change(Purpose::Personalization, true, 10), t(10)).unwrap();
+    ledger.record_consent(&withdrawn, &change(Purpose::Training, true, 10), t(10)).unwrap();
+    ledger.record_consent(&withdrawn, &change(Purpose::Training, false, 20), t(20)).unwrap();
+    let batch =
+        [event(consenting, "a", 30), event(withdrawn, "b", 30), event(never, "c", 30), event(consenting, "d", 31)];
+    let report = ledger.ingest_events(&batch, t(40)).unwrap();
+    assert_eq!((report.received, report.stored, report.dropped_no_consent), (4, 2, 2));
+    assert_eq!(
+        report.outcomes,
+        [IngestOutcome::Stored, IngestOutcome::NoConsent, IngestOutcome::NoConsent, IngestOutcome::Stored]
+    );
+    assert_eq!(ledger.events_of(&consenting).unwrap().len(), 2);
+    assert!(ledger.events_of(&withdrawn).unwrap().is_empty());
+    assert_eq!(ledger.stats().unwrap().events, 2);
+}
+
+#[test]
+fn erasure_leaves_no_bytes_of_the_subject_and_suppresses_reimport() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hush.db");
+    let raw_id = "erase-me-7f3a9c21@example.org";
+    let subject = key().pseudonymize(raw_id);
+    let mut ledger = Ledger::open(&db).unwrap();
+    // Enough rows that the tables span many pages and the indexes have interior nodes.
+    let mut batch = Vec::new();
+    for n in 0..3000 {
+        let other = key().pseudonymize(&format!("other-{n}"));
+        ledger.record_consent(&other, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+        batch.push(event(other, "x", 2));
+    }
+    ledger.record_consent(&subject, &change(Purpose::Training, true, 1), t(1)).unwrap();
+    ledger.record_consent(&subject, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+    for n in 0..200 {
+        batch.push(event(subject, &format!("item-{n}"), 5 + n));
+    }
+    assert_eq!(ledger.ingest_events(&batch, t(1000)).unwrap().stored, 3200);
+
+    let receipt = ledger.erase(&subject, t(2000)).unwrap();
+    assert_eq!((receipt.consent_records_deleted, receipt.events_deleted), (2, 200));
+    assert!(receipt.suppressed && receipt.wal_truncated);
+    assert!(ledger.is_suppressed(&subject).unwrap());
+    assert!(matches!(ledger.export(&subject, t(2001)), Err(Error::UnknownSubject)));
+
+    let needles: [(&str, Vec<u8>); 3] = [
+        ("raw id", raw_id.as_bytes().to_vec()),
+        ("pseudonym bytes", subject.as_bytes().to_vec()),
+        ("pseudonym hex", subject.to_hex().into_bytes()),
+    ];
+    let files = database_bytes(&db);
+    assert!(!files.is_empty());
+    for (path, bytes) in &files {
+        for (what, needle) in &needles {
+            assert!(!contains(bytes, needle), "{what} still present in {path}");
+        }
+    }
+    // The other subjects are intact.
+    assert_eq!(ledger.stats().unwrap().events, 3000);
+
+    // A later import of the erased subject is suppressed and counted.
+    let events = dir.path().join("events.csv");
+    std::fs::write(&events, format!("subject_id,item_id,kind,value,timestamp\n{raw_id},sku-1,view,1,100\n")).unwrap();
+    let consent = dir.path().join("consent.csv");
+    std::fs::write(
+        &consent,
+        format!("subject_id,purpose,granted,effective_at,notice_version,proof_ref\n{raw_id},training,true,100,v2,\n"),
+    )
+    .unwrap();
+    let now = t(3000);
+    let opts = ImportOptions::default();
+    let c = import_consent(&mut ledger, &key(), &consent, ConsentFormat::Csv, &opts, now, &mut |_| {}).unwrap();
+    assert_eq!((c.stored, c.dropped_suppressed), (0, 1));
+    let format = EventFormat::from_name("csv").unwrap();
+    let e = import_events(&mut ledger, &key(), &events, &format, &opts, now, &mut |_| {}).unwrap();
+    assert_eq!((e.stored, e.dropped_suppressed), (0, 1));
+    assert!(matches!(
+        ledger.record_consent(&subject, &change(Purpose::Training, true, 3000), now),
+        Err(Error::Suppressed)
+    ));
+}
+
+#[test]
+fn export_holds_history_events_and_current_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    let s = key().pseudonymize("exported");
+    ledger.record_consent(&s, &change(Purpose::Personalization, true, 10), t(10)).unwrap();
+    ledger.ingest_events(&[event(s, "sku-9", 11)], t(12)).unwrap();
+    let export = ledger.export(&s, t(20)).unwrap();
+    let json = serde_json::to_value(&export).unwrap();
+    assert_eq!(json["subject"], s.to_hex());
+    assert_eq!(json["events"][0]["item"], "sku-9");
+    assert_eq!(json["events"][0]["at"], "1970-01-01T00:00:11Z");
+    assert_eq!(json["consent_history"][0]["purpose"], "personalization");
+    assert_eq!(json["consent_status"][0]["state"], "granted");
+    assert_eq!(json["consent_status"][1]["state"], "no_record");
+    assert!(matches!(ledger.export(&key().pseudonymize("stranger"), t(20)), Err(Error::UnknownSubject)));
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hush.db");
+    Ledger::open(&path).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let err = Ledger::open(&path).unwrap_err().to_string();
+    assert!(err.contains("has schema version 99, newer than this hush understands (at most 1)"), "{err}");
+}
+
+#[test]
+fn a_failed_import_leaves_the_store_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    let s = key().pseudonymize("kept");
+    ledger.record_consent(&s, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+    ledger.ingest_events(&[event(s, "before", 2)], t(3)).unwrap();
+    let before = ledger.stats().unwrap();
+
+    let file = dir.path().join("mostly-bad.csv");
+    std::fs::write(&file, "subject_id,item_id,kind,value,timestamp\nkept,sku-1,view,1,10\nkept,sku-2,view,oops,11\n")
+        .unwrap();
+    let format = EventFormat::from_name("csv").unwrap();
+    let err = import_events(&mut ledger, &key(), &file, &format, &ImportOptions::default(), t(20), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 of 2 rows are malformed"), "{err}");
+    assert!(err.contains("mostly-bad.csv:3: field `value`: expected a finite number, found `oops`"), "{err}");
+    let strict = ImportOptions { strict: true, ..ImportOptions::default() };
+    let err = import_events(&mut ledger, &key(), &file, &format, &strict, t(20), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::Row(_)));
+    assert_eq!(ledger.stats().unwrap(), before);
+}
+
+#[test]
+fn consent_files_in_both_formats_with_per_row_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    let csv = dir.path().join("consent.csv");
+    std::fs::write(
+        &csv,
+        "subject_id,purpose,granted,effective_at,notice_version,proof_ref\n\
+         a,training,true,2025-01-01T00:00:00Z,v1,r-1\n\
+         b,marketing,true,2025-01-01T00:00:00Z,v1,\n\
+         c,training,maybe,2025-01-01T00:00:00Z,v1,\n\
+         d,training,false,last tuesday,v1,\n",
+    )
+    .unwrap();
+    let lenient = ImportOptions { strict: false, max_malformed_fraction: 1.0 };
+    let report = import_consent(&mut ledger, &key(), &csv, ConsentFormat::Csv, &lenient, t(0), &mut |_| {}).unwrap();
+    assert_eq!((report.rows, report.stored, report.malformed), (4, 1, 3));
+    let messages: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+    let p = csv.display();
+    assert_eq!(
+        messages,
+        [
+            format!("{p}:3: field `purpose`: unknown purpose `marketing`: expected one of personalization, training"),
+            format!("{p}:4: field `granted`: expected true/false (or granted/withdrawn, 1/0, yes/no), found `maybe`"),
+            format!("{p}:5: field `effective_at`: invalid timestamp `last tuesday`: expected RFC 3339 (e.g. 2026-01-31T12:00:00Z) or integer unix seconds"),
+        ]
+    );
+    let jsonl = dir.path().join("consent.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"subject_id\":\"e\",\"purpose\":\"personalization\",\"granted\":true,\"effective_at\":1735689600,\"notice_version\":\"v2\"}\n\
+         \n\
+         {\"subject_id\":\"f\",\"purpose\":\"training\",\"granted\":true}\n",
+    )
+    .unwrap();
+    let report =
+        import_consent(&mut ledger, &key(), &jsonl, ConsentFormat::Jsonl, &lenient, t(0), &mut |_| {}).unwrap();
+    assert_eq!((report.rows, report.stored, report.malformed), (2, 1, 1));
+    assert_eq!(
+        report.errors[0].to_string(),
+        format!(
+            "{}:3: expected a JSON object with subject_id, purpose, granted, effective_at, notice_version, proof_ref: missing field `effective_at` (column 54)",
+            jsonl.display()
+        )
+    );
+    let e = key().pseudonymize("e");
+    assert!(ledger.status(&e, Purpose::Personalization, t(1_735_689_600)).unwrap().is_granted());
+}
+
+/// One randomly generated consent decision: (purpose is training?, granted, effective second).
+fn decisions() -> impl Strategy<Value = Vec<(bool, bool, i64)>> {
+    prop::collection::vec((any::<bool>(), any::<bool>(), 0i64..50), 0..25)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// status(as_of) is the last record (by effective time, then ledger order) at or before as_of.
+    #[test]
+    fn status_equals_last_record_at_or_before(records in decisions(), probes in prop::collection::vec(-1i64..55, 1..10)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+        let s = key().pseudonymize("prop");
+        for &(training, granted, at) in &records {
+            let purpose = if training { Purpose::Training } else { Purpose::Personalization };
+            ledger.record_consent(&s, &change(purpose, granted, at), t(100)).unwrap();
+        }
+        for probe in probes {
+            for purpose in Purpose::ALL {
+                let expected = records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (training, _, at))| (*training == (purpose == Purpose::Training)) && *at <= probe)
+                    .max_by_key(|(index, (_, _, at))| (*at, *index))
+                    .map(|(_, (_, granted, _))| *granted);
+                let state = ledger.status(&s, purpose, t(probe)).unwrap().state;
+                let expected_state = match expected {
+                    None => ConsentState::NoRecord,
+                    Some(true) => ConsentState::Granted,
+                    Some(false) => ConsentState::Withdrawn,
+                };
+                prop_assert_eq!(state, expected_state);
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! End-to-end runs of the real `hush` binary on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs hush with `args` in a clean environment (no key in the environment).
+fn hush(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HUSH_PSEUDONYM_KEY")
+        .env_remove("HUSH_DB")
+        .env_remove("HUSH_KEY_FILE")
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("the hush binary runs")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> Output {
+    let out = hush(dir, args);
+    assert!(
+        out.status.success(),
+        "hush {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn synth_reproduces_the_bundled_sample_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["synth", "--out", "sample", "-q"]);
+    for name in ["events.csv", "consent.csv", "erasure_requests.csv", "items.csv"] {
+        let fresh = std::fs::read(dir.path().join("sample").join(name)).unwrap();
+        let bundled = std::fs::read(root().join("data/sample").join(name)).unwrap();
+        assert!(fresh == bundled, "data/sample/{name} is not what `hush synth` generates");
+    }
+}
+
+#[test]
+fn the_whole_pipeline_on_a_synthetic_storefront() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "--out", "shop", "--subjects", "400", "--items", "80", "--seed", "11", "-q"]);
+    let mut logs = String::new();
+
+    let out = ok(d, &["consent", "import", "shop/consent.csv", "--json"]);
+    logs += &stderr(&out);
+    let consent = json(&out);
+    assert!(consent["stored"].as_u64().unwrap() > 400);
+    assert_eq!(consent["malformed"], 0);
+
+    let out = ok(d, &["events", "import", "shop/events.csv", "--json"]);
+    logs += &stderr(&out);
+    let events = json(&out);
+    let rows = events["rows"].as_u64().unwrap();
+    assert!(events["dropped_no_consent"].as_u64().unwrap() > 0, "some subjects never consent to anything");
+    assert_eq!(events["stored"].as_u64().unwrap() + events["dropped_no_consent"].as_u64().unwrap(), rows);
+
+    let out = ok(d, &["erase", "--requests", "shop/erasure_requests.csv", "--json"]);
+    logs += &stderr(&out);
+    let erased = json(&out);
+    let requests = std::fs::read_to_string(d.join("shop/erasure_requests.csv")).unwrap();
+    let first_erased =
+        requests.lines().nth(1).expect("the generator asks for some erasures").split(',').next().unwrap().to_string();
+    assert_eq!(erased["subjects"].as_u64().unwrap() as usize, requests.lines().count() - 1);
+
+    let out = ok(
+        d,
+        &[
+            "extract",
+            "--input",
+            "shop/events.csv",
+            "--out",
+            "f.hfs",
+            "--split",
+            "holdout:0.2:42",
+            "--max-events-per-subject",
+            "20",
+            "--json",
+        ],
+    );
+    logs += &stderr(&out);
+    let result = json(&out);
+    let report = &result["report"];
+    let dropped: u64 = report["dropped_events"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(report["rows_in"].as_u64().unwrap(), report["events_kept"].as_u64().unwrap() + dropped);
+    assert!(report["dropped_events"]["erased"].as_u64().unwrap() > 0);
+    assert!(report["dropped_events"]["no_consent"].as_u64().unwrap() > 0);
+    for file in ["f.hfs", "f.report.json", "f.train.hfs", "f.test.hfs"] {
+        assert!(d.join(file).exists(), "{file} was not written");
+    }
+    let set = hush_features::FeatureSet::load(&d.join("f.hfs")).unwrap();
+    assert_eq!(set.n_subjects() as u64, report["subjects"].as_u64().unwrap());
+    assert!((0..set.n_subjects()).all(|s| set.by_subject.range(s).len() <= 20));
+
+    // No raw subject id leaves the extractor: not in the feature set, not in the report, not in any log line.
+    let feature_bytes = std::fs::read(d.join("f.hfs")).unwrap();
+    let report_text = std::fs::read_to_string(d.join("f.report.json")).unwrap();
+    assert!(!feature_bytes.windows(5).any(|w| w == b"cust-"));
+    assert!(!report_text.contains("cust-"));
+    assert!(logs.contains("applied ledger schema migration"), "debug logs were captured");
+    assert!(!logs.contains("cust-"), "a raw subject id appeared in the logs");
+
+    // The erased subject: export finds nothing, and the key file is owner-only.
+    let out = hush(d, &["export", "--subject", &first_erased]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no data is held about this subject"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(d.join("hush.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn consent_commands_record_and_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "consent",
+            "grant",
+            "--subject",
+            "ada@example.org",
+            "--purpose",
+            "training",
+            "--notice-version",
+            "v3",
+            "--proof",
+            "rcpt-9",
+            "--effective-at",
+            "2025-01-01T00:00:00Z",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "consent",
+            "withdraw",
+            "--subject",
+            "ada@example.org",
+            "--purpose",
+            "training",
+            "--effective-at",
+            "2025-06-01T00:00:00Z",
+        ],
+    );
+    let status = json(&ok(
+        d,
+        &[
+            "consent",
+            "status",
+            "--subject",
+            "ada@example.org",
+            "--purpose",
+            "training",
+            "--as-of",
+            "2025-03-01T00:00:00Z",
+            "--json",
+        ],
+    ));
+    assert_eq!(status[0]["state"], "granted");
+    assert_eq!(status[0]["decided_by"]["proof_ref"], "rcpt-9");
+    let status = json(&ok(d, &["consent", "status", "--subject", "ada@example.org", "--json"]));
+    assert_eq!(status[0]["state"], "no_record");
+    assert_eq!(status[1]["state"], "withdrawn");
+    let history = json(&ok(d, &["consent", "history", "--subject", "ada@example.org", "--json"]));
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    assert_eq!(history[0]["source"], "cli");
+
+    let out = hush(d, &["consent", "grant", "--subject", "ada@example.org", "--purpose", "marketing"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim_end().lines().last().unwrap(),
+        "error: unknown purpose `marketing`: expected one of personalization, training"
+    );
+
+    ok(d, &["erase", "--subject", "ada@example.org"]);
+    let out = hush(d, &["consent", "grant", "--subject", "ada@example.org", "--purpose", "training"]);
+    assert!(stderr(&out).contains("pass --after-erasure"), "{}", stderr(&out));
+    ok(d, &["consent", "grant", "--subject", "ada@example.org", "--purpose", "training", "--after-erasure"]);
+    let db = std::fs::read(d.join("hush.db")).unwrap();
+    assert!(!db.windows(15).any(|w| w == b"ada@example.org"));
+}
+
+#[test]
+fn malformed_input_names_file_line_and_field_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["consent", "grant", "--subject", "u1", "--purpose", "personalization"]);
+    std::fs::write(
+        d.join("bad.csv"),
+        "subject_id,item_id,kind,value,timestamp\nu1,a,view,1,1700000000\nu1,b,view,1,17000x\n",
+    )
+    .unwrap();
+    let out = hush(d, &["events", "import", "bad.csv", "--strict"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(
+        "error: bad.csv:3: field `timestamp`: invalid timestamp `17000x`: expected RFC 3339 (e.g. 2026-01-31T12:00:00Z) or integer unix seconds"
+    ), "{}", stderr(&out));
+    let out = hush(d, &["events", "import", "bad.csv"]);
+    assert!(
+        stderr(&out).contains("1 of 2 rows are malformed, more than the allowed fraction 0.01; nothing was imported"),
+        "{}",
+        stderr(&out)
+    );
+    let export = json(&ok(d, &["export", "--subject", "u1", "--json"]));
+    assert_eq!(export["events"].as_array().unwrap().len(), 0, "a failed import stored nothing");
+    let out = ok(d, &["events", "import", "bad.csv", "--max-malformed", "0.5", "--json"]);
+    assert_eq!(json(&out)["stored"], 1);
+
+    std::fs::write(d.join("bad.toml"), "[extract]\nmax_events_per_subject = 10\npolicy = \"sometimes\"\n").unwrap();
+    let out = hush(d, &["extract", "--config", "bad.toml"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("config bad.toml:3: unknown variant `sometimes`, expected `as-of-snapshot` or `since-grant`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn research_data_extraction_of_movielens() {
+    let ratings = root().join("../shared/data/ml-latest-small/ratings.csv");
+    assert!(ratings.exists(), "{} is missing: this test needs ../shared beside the project root", ratings.display());
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(
+        dir.path(),
+        &[
+            "extract",
+            "--research-data",
+            "--input",
+            ratings.to_str().unwrap(),
+            "--format",
+            "movielens-csv",
+            "--feedback",
+            "explicit",
+            "--unbounded",
+            "--out",
+            "ml.hfs",
+            "--json",
+        ],
+    );
+    let report = &json(&out)["report"];
+    assert_eq!(report["rows_in"], 100_836);
+    assert_eq!(report["subjects"], 610);
+    assert_eq!(report["items"], 9_724);
+    assert_eq!(report["research_data"], true);
+    assert!(!dir.path().join("hush.key").exists(), "research extraction needs no key file");
+}
+
+#[test]
+fn quickstart_runs_the_main_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = root().join("data/sample");
+    let config = root().join("models/sample.toml");
+    let out = ok(
+        dir.path(),
+        &[
+            "quickstart",
+            "--sample",
+            sample.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--dir",
+            "qs",
+            "-q",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("== 4/4 consent-filtered extraction"), "{text}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
+    assert!(report["subjects"].as_u64().unwrap() > 1000);
+    assert_eq!(
+        report["dropped_subjects"]["erased"].as_u64().unwrap() as usize,
+        std::fs::read_to_string(sample.join("erasure_requests.csv")).unwrap().lines().count() - 1
+    );
+    // Running it again starts from a fresh store and gives the same training set.
+    ok(
+        dir.path(),
+        &[
+            "quickstart",
+            "--sample",
+            sample.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--dir",
+            "qs",
+            "-q",
+        ],
+    );
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
+    assert_eq!(report["interactions"], again["interactions"]);
+}
