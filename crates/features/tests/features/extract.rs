@@ -208,9 +208,12 @@ fn too_many_malformed_rows_fail_the_extraction() {
 
 /// A random world: per subject, training decisions, a personalization grant,
 /// maybe an erasure, and events on items unique to the subject.
+/// One random subject: training decisions (granted, effective second), erased?, event seconds.
+type RandomSubject = (Vec<(bool, i64)>, bool, Vec<i64>);
+
 #[derive(Debug, Clone)]
 struct World {
-    subjects: Vec<(Vec<(bool, i64)>, bool, Vec<i64>)>,
+    subjects: Vec<RandomSubject>,
     snapshot: i64,
     bound: u32,
     seed: u64,
