@@ -108,7 +108,7 @@ pub fn import_consent(
             }
             Err(e) => report.malformed_row(e, options)?,
         }
-        if report.rows % 10_000 == 0 {
+        if report.rows.is_multiple_of(10_000) {
             progress(report.rows);
         }
     }
@@ -148,7 +148,7 @@ pub fn import_events(
             }
             Err(e) => report.malformed_row(e, options)?,
         }
-        if report.rows % 10_000 == 0 {
+        if report.rows.is_multiple_of(10_000) {
             progress(report.rows);
         }
     }

@@ -295,7 +295,7 @@ impl<'a> Extractor<'a> {
         if self.rows_in > u64::from(u32::MAX) {
             return Err(Error::TooManyEvents { max: u64::from(u32::MAX) });
         }
-        if self.rows_in % PROGRESS_EVERY == 0 {
+        if self.rows_in.is_multiple_of(PROGRESS_EVERY) {
             progress(self.rows_in);
         }
         Ok(())

@@ -1,0 +1,54 @@
+//! Gaussian samples per second: hush's sampler (ChaCha20 + ziggurat) against
+//! `rand_distr::Normal` on the standard generator and against OpenDP's exact
+//! discrete Gaussian, in one run. `cargo bench -p hush-privacy --bench noise`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hush_privacy::NoiseSource;
+use rand::{Rng, SeedableRng};
+use rand_distr::Normal;
+
+fn samplers(c: &mut Criterion) {
+    const N: u64 = 10_000;
+    let mut group = c.benchmark_group("gaussian_samples");
+    group.throughput(Throughput::Elements(N));
+
+    let mut hush = NoiseSource::seeded(1);
+    let mut buffer = vec![0.0f64; N as usize];
+    group.bench_function("hush_noise_source", |b| {
+        b.iter(|| {
+            hush.add_gaussian(&mut buffer, 1.5);
+            buffer[0]
+        })
+    });
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let normal = Normal::new(0.0, 1.5).expect("a valid normal");
+    group.bench_function("rand_distr_normal_stdrng", |b| {
+        b.iter(|| {
+            for v in buffer.iter_mut() {
+                *v += rng.sample(normal);
+            }
+            buffer[0]
+        })
+    });
+    group.finish();
+
+    // OpenDP's exact sampler is far slower; measure it on fewer draws.
+    const M: u64 = 200;
+    let mut group = c.benchmark_group("gaussian_samples_exact");
+    group.throughput(Throughput::Elements(M));
+    group.sample_size(10);
+    let scale = dashu::rational::RBig::try_from(1.5f64).expect("a finite scale");
+    group.bench_function("opendp_discrete_gaussian", |b| {
+        b.iter(|| {
+            for _ in 0..M {
+                let draw = opendp::traits::samplers::sample_discrete_gaussian(scale.clone()).expect("a sample");
+                std::hint::black_box(draw);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, samplers);
+criterion_main!(benches);
