@@ -55,8 +55,118 @@ pub enum Command {
     Erase(EraseArgs),
     /// Extract a consent-filtered, minimized, pseudonymous feature set.
     Extract(ExtractArgs),
-    /// The main job on the bundled sample: import consent and events, honour erasure requests, extract, report.
+    /// Train a model (DP or the non-private twin) from a feature set or straight from an input file.
+    Train(TrainArgs),
+    /// Evaluate a model on a split, or run the whole offline loop on a ratings file.
+    Evaluate(EvaluateArgs),
+    /// Recommend offline for a list of a subject's interactions.
+    Recommend(RecommendArgs),
+    /// Inspect model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// The main job on the bundled sample: import consent and events, honour erasure requests, extract, train, report.
     Quickstart(QuickstartArgs),
+}
+
+/// Where training data comes from: a feature set file, or input files extracted on the fly.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// A feature set written by `hush extract`.
+    #[arg(long, conflicts_with = "inputs")]
+    pub features: Option<PathBuf>,
+    /// Input event files, extracted with the config's [extract] settings.
+    #[arg(long = "input")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Research data without a consent ledger: the model is marked research-only and cannot be served.
+    #[arg(long)]
+    pub research_data: bool,
+    /// Override the config's feedback mode.
+    #[arg(long, value_enum)]
+    pub feedback: Option<FeedbackArg>,
+    /// The consent snapshot time for on-the-fly extraction (default now).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// A TOML config with [extract] and [train] tables (see models/).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The privacy choice for training: a budget, or the non-private twin.
+#[derive(Debug, Args, Clone)]
+pub struct PrivacyArgs {
+    /// Target epsilon of user-level (epsilon, delta)-DP.
+    #[arg(long, conflicts_with = "non_private")]
+    pub epsilon: Option<f64>,
+    /// Target delta.
+    #[arg(long, default_value_t = 1e-6)]
+    pub delta: f64,
+    /// Train the non-private twin (no clipping, no bound, no noise) for comparison.
+    #[arg(long)]
+    pub non_private: bool,
+    /// Seed the DP noise (tests and reproducible research only: the model card says so).
+    #[arg(long)]
+    pub noise_seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    /// Train on the train part of this split and evaluate on its test part: holdout:F:SEED or temporal:F.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Where to write the model.
+    #[arg(long, default_value = "model.hmdl")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A trained model to evaluate (on --features split by --split); without it, one is trained.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    /// The split: holdout:FRACTION:SEED or temporal:FRACTION.
+    #[arg(long, default_value = "holdout:0.2:42")]
+    pub split: String,
+    /// Length of recommendation lists.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// The model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The subject's items (catalogue ids), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub items: Vec<String>,
+    /// Their values (ratings or weights), comma-separated; default 1 (implicit) or 4 (explicit).
+    #[arg(long, value_delimiter = ',')]
+    pub values: Vec<f32>,
+    /// How many recommendations.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Print a model's card: guarantee, data, settings, evaluation.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The model file.
+    pub model: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -293,7 +403,7 @@ pub struct QuickstartArgs {
     /// Working directory for the store, key and outputs (recreated on each run).
     #[arg(long, default_value = "quickstart")]
     pub dir: PathBuf,
-    /// The extraction config.
+    /// The extraction and training config.
     #[arg(long, default_value = "models/sample.toml")]
     pub config: PathBuf,
 }

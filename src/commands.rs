@@ -21,6 +21,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export(g, args),
         Command::Erase(args) => erase(g, args),
         Command::Extract(args) => extract(g, args).map(|_| ()),
+        Command::Train(args) => crate::learn::train(g, args),
+        Command::Evaluate(args) => crate::learn::evaluate(g, args),
+        Command::Recommend(args) => crate::learn::recommend(g, args),
+        Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
         Command::Quickstart(args) => quickstart(g, args),
     }
 }
@@ -30,11 +34,11 @@ fn key_path(g: &Global) -> PathBuf {
     g.key_file.clone().unwrap_or_else(|| g.db.with_file_name("hush.key"))
 }
 
-fn load_key(g: &Global) -> Result<PseudonymKey> {
+pub fn load_key(g: &Global) -> Result<PseudonymKey> {
     Ok(PseudonymKey::from_env_or_file(&key_path(g))?)
 }
 
-fn open_ledger(g: &Global) -> Result<Ledger> {
+pub fn open_ledger(g: &Global) -> Result<Ledger> {
     Ok(Ledger::open(&g.db)?)
 }
 
@@ -45,7 +49,7 @@ fn parse_time(text: Option<&str>, what: &str) -> Result<Timestamp> {
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -210,7 +214,7 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
     Ok(())
 }
 
-fn event_format(args: &FormatArgs) -> Result<EventFormat> {
+pub fn event_format(args: &FormatArgs) -> Result<EventFormat> {
     let format = EventFormat::from_name(&args.format)?;
     Ok(match (format, &args.mapping) {
         (EventFormat::Csv(_), Some(mapping)) => EventFormat::Csv(mapping.parse::<CsvMapping>()?),
@@ -322,12 +326,14 @@ fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[String]) -> Result<
 /// A hush config file; `models/*.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConfigFile {
+pub struct ConfigFile {
     #[serde(default)]
-    extract: ExtractParams,
+    pub extract: ExtractParams,
+    #[serde(default)]
+    pub train: hush_mf::TrainParams,
 }
 
-fn read_config(path: &Path) -> Result<ConfigFile> {
+pub fn read_config(path: &Path) -> Result<ConfigFile> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
         let location = e
@@ -381,34 +387,46 @@ fn extract_params(args: &ExtractArgs) -> Result<ExtractParams> {
     Ok(params)
 }
 
-fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionReport)> {
-    let now = Timestamp::now();
-    let config = extract_params(args)?.validate(now)?;
-    let split = args.split.as_deref().map(str::parse::<hush_features::SplitSpec>).transpose()?;
-    let format = event_format(&args.format)?;
-    let use_store = args.inputs.is_empty() || args.from_store;
+/// Extracts a feature set from files (with the ledger's consent, or as research data) and/or the event store.
+pub fn run_extraction(
+    g: &Global,
+    config: &hush_features::ExtractConfig,
+    inputs: &[PathBuf],
+    format: &EventFormat,
+    use_store: bool,
+    now: Timestamp,
+) -> Result<(FeatureSet, ExtractionReport)> {
     if config.research_data && use_store {
         bail!("--research-data reads files only: give --input (research data has no consent ledger)");
     }
     // Research data has no ledger, and its output holds no pseudonyms, so a
     // throwaway key serves; otherwise the store's key must be used.
     let (ledger, key, view) = if config.research_data {
-        (None, PseudonymKey::generate()?, ConsentView::research(&config))
+        (None, PseudonymKey::generate()?, ConsentView::research(config))
     } else {
         let ledger = open_ledger(g)?;
-        let view = ConsentView::from_ledger(&ledger, &config)?;
+        let view = ConsentView::from_ledger(&ledger, config)?;
         (Some(ledger), load_key(g)?, view)
     };
-    let mut extractor = Extractor::new(&config, &view, &key);
+    let mut extractor = Extractor::new(config, &view, &key);
     let bar = progress::counter("rows read", g.quiet);
-    for input in &args.inputs {
-        extractor.add_file(input, &format, &mut |n| bar.set_position(n))?;
+    for input in inputs {
+        extractor.add_file(input, format, &mut |n| bar.set_position(n))?;
     }
     if let (true, Some(ledger)) = (use_store, &ledger) {
         extractor.add_store(ledger, &mut |n| bar.set_position(n))?;
     }
     bar.finish_and_clear();
-    let (set, report) = extractor.finish(now)?;
+    Ok(extractor.finish(now)?)
+}
+
+fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionReport)> {
+    let now = Timestamp::now();
+    let config = extract_params(args)?.validate(now)?;
+    let split = args.split.as_deref().map(str::parse::<hush_features::SplitSpec>).transpose()?;
+    let format = event_format(&args.format)?;
+    let use_store = args.inputs.is_empty() || args.from_store;
+    let (set, report) = run_extraction(g, &config, &args.inputs, &format, use_store, now)?;
     set.save(&args.out)?;
     let report_path = args.report.clone().unwrap_or_else(|| args.out.with_extension("report.json"));
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
@@ -494,7 +512,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let mut ledger = open_ledger(&g)?;
     let lenient = ImportOptions::default();
 
-    println!("== 1/4 consent ledger: importing {}", sample.join("consent.csv").display());
+    println!("== 1/5 consent ledger: importing {}", sample.join("consent.csv").display());
     let report = import::import_consent(
         &mut ledger,
         &key,
@@ -506,7 +524,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "consent records", &report)?;
 
-    println!("== 2/4 event store: importing {}", sample.join("events.csv").display());
+    println!("== 2/5 event store: importing {}", sample.join("events.csv").display());
     let format = EventFormat::Csv(CsvMapping::default());
     let report = import::import_events(
         &mut ledger,
@@ -519,7 +537,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "events", &report)?;
 
-    println!("== 3/4 erasure requests: {}", sample.join("erasure_requests.csv").display());
+    println!("== 3/5 erasure requests: {}", sample.join("erasure_requests.csv").display());
     let erased = erase_all(&mut ledger, &key, &erasure_requests(&sample.join("erasure_requests.csv"))?)?;
     println!(
         "erased {} subjects ({} consent records, {} events deleted); they are suppressed from now on",
@@ -527,7 +545,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     );
     drop(ledger);
 
-    println!("== 4/4 consent-filtered extraction (config {})", args.config.display());
+    println!("== 4/5 consent-filtered extraction (config {})", args.config.display());
     let extract_args = ExtractArgs {
         inputs: vec![sample.join("events.csv")],
         format: FormatArgs { format: "csv".into(), mapping: None },
@@ -547,6 +565,33 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         split: Some("holdout:0.2:42".into()),
     };
     extract(&g, &extract_args)?;
-    println!("done: the store is {}, the key {}", db.display(), args.dir.join("hush.key").display());
+
+    println!("== 5/5 training on the train split: DP model (epsilon 4, delta 1e-6) and its non-private twin");
+    let config = read_config(&args.config)?;
+    let train_set = FeatureSet::load(&args.dir.join("features.train.hfs"))?;
+    let test_set = FeatureSet::load(&args.dir.join("features.test.hfs"))?;
+    let dp = crate::learn::train_and_report(
+        &g,
+        &train_set,
+        &test_set,
+        &config.train,
+        Some(4.0),
+        &args.dir.join("model.hmdl"),
+    )?;
+    crate::learn::train_and_report(
+        &g,
+        &train_set,
+        &test_set,
+        &config.train,
+        None,
+        &args.dir.join("model-nonprivate.hmdl"),
+    )?;
+    println!(
+        "done: the store is {}, the key {}, the model {} (id {})",
+        db.display(),
+        args.dir.join("hush.key").display(),
+        args.dir.join("model.hmdl").display(),
+        dp.meta.model_id
+    );
     Ok(())
 }

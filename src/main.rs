@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod learn;
 mod progress;
 
 use clap::Parser;

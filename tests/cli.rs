@@ -284,7 +284,7 @@ fn quickstart_runs_the_main_job() {
         ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("== 4/4 consent-filtered extraction"), "{text}");
+    assert!(text.contains("== 4/5 consent-filtered extraction"), "{text}");
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
     assert!(report["subjects"].as_u64().unwrap() > 1000);
@@ -309,4 +309,87 @@ fn quickstart_runs_the_main_job() {
     let again: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
     assert_eq!(report["interactions"], again["interactions"]);
+}
+
+#[test]
+fn train_evaluate_recommend_and_inspect_on_real_files() {
+    let ratings = root().join("../shared/data/ml-latest-small/ratings.csv");
+    assert!(ratings.exists(), "{} is missing: this test needs ../shared beside the project root", ratings.display());
+    let config = root().join("models/movielens.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ratings = ratings.to_str().unwrap();
+    let config = config.to_str().unwrap();
+    // A fast configuration for the test; the quality bars use models/movielens.toml as it is.
+    std::fs::write(
+        d.join("fast.toml"),
+        std::fs::read_to_string(config)
+            .unwrap()
+            .replace("rank = 64", "rank = 8")
+            .replace("iterations = 15", "iterations = 4"),
+    )
+    .unwrap();
+    let common =
+        ["--research-data", "--input", ratings, "--format", "movielens-csv", "--config", "fast.toml", "--json"];
+
+    let mut args = vec!["evaluate"];
+    args.extend(common);
+    args.extend(["--split", "holdout:0.2:42", "--non-private"]);
+    let twin = json(&ok(d, &args));
+    for key in ["rmse", "mae", "recall_at_10", "ndcg_at_10", "coverage", "train_seconds"] {
+        assert!(twin[key].is_number(), "missing {key} in {twin}");
+    }
+    assert!(twin["epsilon"].is_null() && twin["private"] == false);
+    assert!(twin["rmse"].as_f64().unwrap() < twin["baselines"]["item_mean_rmse"].as_f64().unwrap());
+    assert!(twin["by_activity"]["light"]["rmse"].is_number());
+
+    let mut args = vec!["train"];
+    args.extend(common);
+    args.extend(["--split", "holdout:0.2:42", "--epsilon", "8", "--delta", "1e-6", "--out", "dp.hmdl"]);
+    let trained = json(&ok(d, &args));
+    assert!(trained["privacy"]["dp"]["epsilon"].as_f64().unwrap() <= 8.0);
+    assert!(
+        trained["metrics"]["rmse"].as_f64().unwrap()
+            < trained["metrics"]["baselines"]["global_mean_rmse"].as_f64().unwrap()
+    );
+
+    let card = json(&ok(d, &["model", "inspect", "dp.hmdl", "--json"]));
+    assert_eq!(card["meta"]["data"]["research_only"], true);
+    assert_eq!(card["meta"]["privacy"]["dp"]["noise_seeded"], false);
+    assert!(card["meta"]["evaluation"]["rating"]["rmse"].is_number());
+    let text = String::from_utf8_lossy(&ok(d, &["model", "inspect", "dp.hmdl"]).stdout).into_owned();
+    assert!(text.contains("RESEARCH DATA: not servable"), "{text}");
+
+    let recs = json(&ok(
+        d,
+        &[
+            "recommend",
+            "--model",
+            "dp.hmdl",
+            "--items",
+            "1,260,1196,no-such-movie",
+            "--values",
+            "5,5,5,5",
+            "--k",
+            "5",
+            "--json",
+        ],
+    ));
+    let list = recs["recommendations"].as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    assert!(list.iter().all(|r| !["1", "260", "1196"].contains(&r["item"].as_str().unwrap())));
+    assert_eq!(recs["unknown_items"][0], "no-such-movie");
+
+    // Bad input: no privacy choice, a corrupt model file.
+    let mut args = vec!["evaluate"];
+    args.extend(common);
+    let out = hush(d, &args);
+    assert!(
+        stderr(&out).contains("choose a privacy budget with --epsilon E [--delta D], or --non-private"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(d.join("bad.hmdl"), b"HUSHMODL\x01\x00\x00\x00 garbage").unwrap();
+    let out = hush(d, &["model", "inspect", "bad.hmdl"]);
+    assert!(stderr(&out).contains("truncated hush model file"), "{}", stderr(&out));
 }

@@ -1,0 +1,217 @@
+//! Fold-in: a subject's vector from their own interactions, at request time.
+//!
+//! This is the subject step of training, run on one subject against the
+//! released item side. Under joint DP it costs no privacy: it uses only the
+//! subject's own data and the already-private model, and its result goes
+//! back to that subject alone.
+
+use hush_features::Feedback;
+
+use crate::linalg;
+use crate::Model;
+
+/// The normal equations of one least-squares solve: `a x = b`.
+pub(crate) struct NormalEquations {
+    pub(crate) n: usize,
+    pub(crate) a: Vec<f64>,
+    pub(crate) b: Vec<f64>,
+}
+
+impl NormalEquations {
+    pub(crate) fn new(n: usize) -> Self {
+        NormalEquations { n, a: vec![0.0; n * n], b: vec![0.0; n] }
+    }
+
+    /// Starts from a given matrix (upper triangle used), e.g. the item Gramian.
+    pub(crate) fn from_matrix(n: usize, a: &[f64]) -> Self {
+        NormalEquations { n, a: a.to_vec(), b: vec![0.0; n] }
+    }
+
+    /// Adds `weight_a · z zᵀ` to `a` and `weight_b · z` to `b`.
+    #[inline]
+    pub(crate) fn add(&mut self, z: &[f64], weight_a: f64, weight_b: f64) {
+        linalg::add_outer_upper(&mut self.a, self.n, z, weight_a);
+        for (bi, zi) in self.b.iter_mut().zip(z) {
+            *bi += weight_b * zi;
+        }
+    }
+
+    /// Solves `(a + diag(reg)) x = b`, raising the ridge if needed.
+    pub(crate) fn solve(mut self, reg: &[f64]) -> Vec<f64> {
+        linalg::mirror_upper(&mut self.a, self.n);
+        let mut x = vec![0.0; self.n];
+        linalg::solve_with_ridge(&self.a, self.n, reg, 1.0, &self.b, &mut x);
+        x
+    }
+}
+
+/// A subject's vector: factors and (explicit mode) bias.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubjectVector {
+    /// Latent factors.
+    pub factors: Vec<f64>,
+    /// Subject bias (explicit mode; 0 in implicit mode).
+    pub bias: f64,
+}
+
+/// Explicit subject step: least squares on `[v_i, 1]` against `r − μ − b_i`,
+/// with ALS-WR regularization `λ · n` on every coordinate.
+pub(crate) fn explicit_subject_step(
+    rank: usize,
+    lambda: f64,
+    mean: f64,
+    interactions: impl Iterator<Item = (usize, f64)>,
+    item_factors: impl Fn(usize, &mut [f64]),
+    item_bias: impl Fn(usize) -> f64,
+) -> SubjectVector {
+    let n = rank + 1;
+    let mut eq = NormalEquations::new(n);
+    let mut z = vec![0.0; n];
+    z[rank] = 1.0;
+    let mut count = 0.0;
+    for (item, rating) in interactions {
+        item_factors(item, &mut z[..rank]);
+        eq.add(&z, 1.0, rating - mean - item_bias(item));
+        count += 1.0;
+    }
+    if count == 0.0 {
+        return SubjectVector { factors: vec![0.0; rank], bias: 0.0 };
+    }
+    let reg = vec![lambda * count; n];
+    let mut w = eq.solve(&reg);
+    let bias = w.pop().expect("rank + 1 coordinates");
+    SubjectVector { factors: w, bias }
+}
+
+/// Implicit subject step (Hu, Koren, Volinsky 2008): `(VᵀV + Vᵀ(C−I)V + λI) x = Vᵀ C p`
+/// with confidence `c = 1 + α·value` and preference 1 on observed items.
+pub(crate) fn implicit_subject_step(
+    rank: usize,
+    lambda: f64,
+    alpha: f64,
+    gram: &[f64],
+    interactions: impl Iterator<Item = (usize, f64)>,
+    item_factors: impl Fn(usize, &mut [f64]),
+) -> SubjectVector {
+    let mut eq = NormalEquations::from_matrix(rank, gram);
+    let mut z = vec![0.0; rank];
+    let mut any = false;
+    for (item, value) in interactions {
+        item_factors(item, &mut z);
+        let confidence = 1.0 + alpha * value;
+        eq.add(&z, confidence - 1.0, confidence);
+        any = true;
+    }
+    if !any {
+        return SubjectVector { factors: vec![0.0; rank], bias: 0.0 };
+    }
+    SubjectVector { factors: eq.solve(&vec![lambda; rank]), bias: 0.0 }
+}
+
+impl Model {
+    fn item_row(&self, item: usize, out: &mut [f64]) {
+        for (o, f) in out.iter_mut().zip(self.factors(item)) {
+            *o = f64::from(*f);
+        }
+    }
+
+    /// The subject's vector from their own interactions (item index, value).
+    /// Unknown item indices are ignored.
+    pub fn fold_in(&self, interactions: &[(u32, f32)]) -> SubjectVector {
+        let known = interactions
+            .iter()
+            .filter(|(i, _)| (*i as usize) < self.n_items())
+            .map(|&(i, v)| (i as usize, f64::from(v)));
+        let p = &self.meta.params;
+        match self.meta.feedback {
+            Feedback::Explicit => explicit_subject_step(
+                self.rank,
+                p.lambda,
+                f64::from(self.global_mean),
+                known.map(|(i, v)| (i, v.clamp(p.rating_min, p.rating_max))),
+                |i, out| self.item_row(i, out),
+                |i| f64::from(self.item_bias[i]),
+            ),
+            Feedback::Implicit => implicit_subject_step(
+                self.rank,
+                p.lambda,
+                p.alpha,
+                &self.gram,
+                known.map(|(i, v)| (i, v.min(p.max_value))),
+                |i, out| self.item_row(i, out),
+            ),
+        }
+    }
+
+    /// The model's score of `item` for a folded-in subject: a predicted rating
+    /// (explicit, clipped to the rating range) or a preference score (implicit).
+    pub fn score(&self, subject: &SubjectVector, item: usize) -> f64 {
+        let dot: f64 = subject.factors.iter().zip(self.factors(item)).map(|(x, v)| x * f64::from(*v)).sum();
+        match self.meta.feedback {
+            Feedback::Explicit => {
+                let p = &self.meta.params;
+                (f64::from(self.global_mean) + subject.bias + f64::from(self.item_bias[item]) + dot)
+                    .clamp(p.rating_min, p.rating_max)
+            }
+            Feedback::Implicit => dot,
+        }
+    }
+
+    /// Ranking score: like [`Model::score`] but unclipped, so ties at the rating ceiling still order.
+    fn rank_score(&self, subject: &SubjectVector, item: usize) -> f64 {
+        let dot: f64 = subject.factors.iter().zip(self.factors(item)).map(|(x, v)| x * f64::from(*v)).sum();
+        match self.meta.feedback {
+            Feedback::Explicit => f64::from(self.item_bias[item]) + dot,
+            Feedback::Implicit => dot,
+        }
+    }
+
+    /// The top `k` items for a subject, best first, skipping items for which `exclude` is true.
+    pub fn top_k(&self, subject: &SubjectVector, k: usize, exclude: impl Fn(usize) -> bool) -> Vec<(usize, f64)> {
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(OrdF64, usize)>> =
+            std::collections::BinaryHeap::with_capacity(k + 1);
+        for item in 0..self.n_items() {
+            if exclude(item) {
+                continue;
+            }
+            let s = OrdF64(self.rank_score(subject, item));
+            if heap.len() < k {
+                heap.push(std::cmp::Reverse((s, item)));
+            } else if let Some(std::cmp::Reverse((worst, _))) = heap.peek() {
+                if s > *worst {
+                    heap.pop();
+                    heap.push(std::cmp::Reverse((s, item)));
+                }
+            }
+        }
+        let mut out: Vec<(usize, f64)> = heap.into_iter().map(|std::cmp::Reverse((s, i))| (i, s.0)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.into_iter().map(|(i, _)| (i, self.score(subject, i))).collect()
+    }
+
+    /// The most popular items by the model's (noisy, under DP) popularity: the fallback for subjects without consent.
+    pub fn popular(&self, k: usize, exclude: impl Fn(usize) -> bool) -> Vec<(usize, f64)> {
+        let mut items: Vec<usize> = (0..self.n_items()).filter(|&i| !exclude(i)).collect();
+        items.sort_by(|&a, &b| self.popularity[b].total_cmp(&self.popularity[a]).then(a.cmp(&b)));
+        items.truncate(k);
+        items.into_iter().map(|i| (i, f64::from(self.popularity[i]))).collect()
+    }
+}
+
+/// `f64` with a total order, for the top-k heap.
+#[derive(Clone, Copy, PartialEq)]
+struct OrdF64(f64);
+
+impl Eq for OrdF64 {}
+
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}

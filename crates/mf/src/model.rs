@@ -1,0 +1,209 @@
+//! The released model: item side only, with the guarantee it was trained under.
+
+use std::path::Path;
+
+use hush_features::envelope::{self, Kind};
+use hush_features::Feedback;
+use hush_privacy::Release;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, TrainParams};
+
+/// The envelope kind of model files.
+pub const MODEL_KIND: Kind = Kind { name: "hush model", magic: *b"HUSHMODL", version: 1 };
+
+/// The privacy guarantee a model was trained under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivacyGuarantee {
+    /// Trained without noise: the non-private twin, for evaluation only.
+    NonPrivate,
+    /// User-level (ε, δ)-DP, joint DP for the subject vectors.
+    Dp {
+        /// The target ε.
+        target_epsilon: f64,
+        /// ε achieved at δ (OpenDP's conversion of ρ).
+        epsilon: f64,
+        /// δ.
+        delta: f64,
+        /// Total ρ (zCDP) of every release.
+        rho: f64,
+        /// ε by the simple bound ρ + 2√(ρ ln 1/δ), for comparison.
+        epsilon_simple_bound: f64,
+        /// Each release with its sensitivity and noise scale.
+        releases: Vec<Release>,
+        /// Subject vectors clipped to this L2 norm.
+        clip_norm: f64,
+        /// Explicit: residual targets clipped to ±this.
+        residual_bound: f64,
+        /// At most this many interactions per subject.
+        max_items_per_subject: usize,
+        /// Iterations (each releases the item statistics once).
+        iterations: u32,
+        /// Whether the noise came from a fixed seed: such a model is for research, not for release.
+        noise_seeded: bool,
+    },
+}
+
+impl PrivacyGuarantee {
+    /// ε, or `None` for the non-private twin.
+    pub fn epsilon(&self) -> Option<f64> {
+        match self {
+            PrivacyGuarantee::NonPrivate => None,
+            PrivacyGuarantee::Dp { epsilon, .. } => Some(*epsilon),
+        }
+    }
+}
+
+/// Where a model's data came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataProvenance {
+    /// Consent snapshot time of the feature set, unix milliseconds.
+    pub snapshot_at_ms: i64,
+    /// SHA-256 of the extraction report.
+    pub report_digest: String,
+    /// Research data without a consent ledger: the server refuses such a model.
+    pub research_only: bool,
+    /// The split the model was trained on, if any (e.g. `train of holdout:0.2:42`).
+    pub split: Option<String>,
+    /// Subjects in the training data.
+    pub subjects: u64,
+    /// Interactions in the training data (after the contribution bound).
+    pub interactions: u64,
+}
+
+/// Everything a model card states besides the numbers the model itself holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// A content-derived id: the first 16 hex characters of the SHA-256 of the payload.
+    pub model_id: String,
+    /// hush version that trained it.
+    pub hush_version: String,
+    /// Training time, unix milliseconds.
+    pub created_at_ms: i64,
+    /// Ratings or implicit signals.
+    pub feedback: Feedback,
+    /// The settings used.
+    pub params: TrainParams,
+    /// The guarantee.
+    pub privacy: PrivacyGuarantee,
+    /// Provenance of the data.
+    pub data: DataProvenance,
+    /// Seconds spent training.
+    pub train_seconds: f64,
+    /// The evaluation on the held-out part of the split, when trained on one.
+    pub evaluation: Option<crate::eval::Evaluation>,
+}
+
+/// The trained model: item side and aggregates only. No subject vector,
+/// no subject identifier and no per-subject statistic is in here; subject
+/// vectors are folded in at request time from that subject's own data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Provenance and guarantee.
+    pub meta: ModelMeta,
+    /// Catalogue id of each item index.
+    pub items: Vec<String>,
+    /// Rank of the factors.
+    pub rank: usize,
+    /// Item factors, `items × rank`, row-major.
+    pub item_factors: Vec<f32>,
+    /// Item biases (explicit mode; zeros in implicit mode).
+    pub item_bias: Vec<f32>,
+    /// Global mean rating (explicit; 0 in implicit mode), noisy under DP.
+    pub global_mean: f32,
+    /// Item popularity (interaction counts), noisy under DP: the non-personalized fallback.
+    pub popularity: Vec<f32>,
+    /// `Vᵀ V`, derived from the factors for implicit fold-in; not stored.
+    #[serde(skip)]
+    pub(crate) gram: Vec<f64>,
+}
+
+impl Model {
+    /// Number of items.
+    pub fn n_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The factors of item `i`.
+    pub fn factors(&self, i: usize) -> &[f32] {
+        &self.item_factors[i * self.rank..(i + 1) * self.rank]
+    }
+
+    /// Recomputes derived state (the item Gramian); called after training and loading.
+    pub(crate) fn prepare(&mut self) {
+        let d = self.rank;
+        let mut gram = vec![0.0f64; d * d];
+        let mut z = vec![0.0f64; d];
+        for i in 0..self.n_items() {
+            for (slot, &f) in z.iter_mut().zip(self.factors(i)) {
+                *slot = f64::from(f);
+            }
+            crate::linalg::add_outer_upper(&mut gram, d, &z, 1.0);
+        }
+        crate::linalg::mirror_upper(&mut gram, d);
+        self.gram = gram;
+    }
+
+    fn check_shape(&self) -> std::result::Result<(), String> {
+        let n = self.items.len();
+        if self.rank == 0 || self.item_factors.len() != n * self.rank {
+            return Err(format!(
+                "item factors hold {} values, expected {} × {}",
+                self.item_factors.len(),
+                n,
+                self.rank
+            ));
+        }
+        if self.item_bias.len() != n || self.popularity.len() != n {
+            return Err("item bias or popularity length differs from the item count".into());
+        }
+        if self.item_factors.iter().chain(&self.item_bias).chain(&self.popularity).any(|v| !v.is_finite())
+            || !self.global_mean.is_finite()
+        {
+            return Err("the model holds non-finite numbers".into());
+        }
+        Ok(())
+    }
+
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| e.to_string())
+    }
+
+    /// Sets `meta.model_id` from the content (with the id field blank).
+    pub(crate) fn assign_id(&mut self) {
+        use sha2::{Digest, Sha256};
+        self.meta.model_id.clear();
+        let bytes = self.encode().expect("a model always encodes");
+        self.meta.model_id = hex::encode(&Sha256::digest(bytes)[..8]);
+    }
+
+    /// Writes the model in its checksummed envelope, atomically.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if it cannot be encoded, [`Error::Envelope`] if it cannot be written.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let payload = self.encode().map_err(|message| Error::Corrupt { path: path.to_path_buf(), message })?;
+        envelope::write(path, MODEL_KIND, &payload)?;
+        Ok(())
+    }
+
+    /// Reads and verifies a model file.
+    ///
+    /// # Errors
+    /// [`Error::Envelope`] for a wrong, truncated, corrupted or wrong-version
+    /// file; [`Error::Corrupt`] if the payload does not decode or is inconsistent.
+    pub fn load(path: &Path) -> Result<Self> {
+        let payload = envelope::read(path, MODEL_KIND)?;
+        let corrupt = |message: String| Error::Corrupt { path: path.to_path_buf(), message };
+        let (mut model, used): (Model, usize) =
+            bincode::serde::decode_from_slice(&payload, bincode::config::standard())
+                .map_err(|e| corrupt(format!("undecodable model: {e}")))?;
+        if used != payload.len() {
+            return Err(corrupt("trailing bytes after the model".into()));
+        }
+        model.check_shape().map_err(corrupt)?;
+        model.prepare();
+        Ok(model)
+    }
+}

@@ -1,0 +1,605 @@
+//! Training: ALS with biases (explicit), weighted ALS (implicit), and their
+//! differentially private versions (DP-ALS after Chien et al., ICML 2021).
+//!
+//! One code path serves both: the non-private twin is the same algorithm
+//! with no clipping, no contribution bound and no noise, so the only
+//! difference a comparison sees is what privacy costs.
+//!
+//! # Privacy
+//! Unit: one subject and all their interactions. Released: only the item
+//! side (item factors, item biases, the global mean, item popularity).
+//! Subject vectors are computed exactly from each subject's own data, in
+//! memory, and never released (joint DP). Each subject's influence is
+//! bounded by
+//! - at most `k = max_items_per_subject` interactions (sampled with a seed),
+//! - subject vectors clipped to `‖x‖ ≤ C` (`clip_norm`),
+//! - explicit: ratings clipped to the rating range and residual targets to
+//!   `±B` (`residual_bound`); implicit: values clipped to `max_value`.
+//!
+//! Explicit mode uses augmented vectors `z = [x, 1]` (`‖z‖² ≤ C² + 1`), so the
+//! per-item statistics `A_j = Σ z zᵀ` and `b_j = Σ t z` also carry the noisy
+//! item count (`A_j`'s last diagonal entry) and the bias numerator. L2
+//! sensitivities over all items at once: `Δ_A = (C² + 1)·√k` (the upper
+//! triangle is released and mirrored, whose norm is at most the Frobenius
+//! norm), `Δ_b = B·√(C² + 1)·√k`, and for the noisy mean of clipped ratings
+//! (sum of `r − m` and count, `m` the range midpoint) `Δ = k·√((r_max − m)² + 1)`.
+//! Implicit mode releases `G = Σ x xᵀ` (`Δ = C²`), `A_j = Σ (c − 1) x xᵀ`
+//! (`Δ = C²·α·v_max·√k`), `b_j = Σ c x` (`Δ = C·(1 + α·v_max)·√k`) and
+//! noisy item counts (`Δ = √k`). Each release is a Gaussian mechanism; ρ adds
+//! up over releases and iterations and is converted to (ε, δ) by OpenDP.
+
+use std::time::Instant;
+
+use hush_features::{FeatureSet, Feedback};
+use hush_privacy::{Budget, Calibration, NoiseSource, Plan};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+
+use crate::foldin::{explicit_subject_step, implicit_subject_step, NormalEquations, SubjectVector};
+use crate::model::{DataProvenance, ModelMeta, PrivacyGuarantee};
+use crate::{linalg, Error, Model, Result, TrainParams};
+
+/// How a model is to be trained.
+pub enum Privacy {
+    /// The non-private twin.
+    NonPrivate,
+    /// User-level (ε, δ)-DP.
+    Dp {
+        /// The target guarantee.
+        budget: Budget,
+        /// Where the noise comes from ([`NoiseSource::from_os_entropy`] for a real run).
+        noise: Box<NoiseSource>,
+    },
+}
+
+/// The exact perturbation a run applies: bounds and noise scales.
+///
+/// [`train`] derives it from a [`Privacy`] choice; tests build it directly,
+/// e.g. to check that DP training with the noise forced to zero and no
+/// clipping is exactly the non-private twin.
+#[derive(Clone, Debug)]
+pub struct Mechanics {
+    /// Subject vectors are clipped to this norm (∞: no clipping).
+    pub clip_norm: f64,
+    /// Explicit residual targets are clipped to ±this (∞: none).
+    pub residual_bound: f64,
+    /// At most this many interactions per subject (`None`: no bound).
+    pub max_items: Option<usize>,
+    /// Noise std of the preprocessing release (global mean or item counts).
+    pub preprocessing_std: f64,
+    /// Noise std of each entry of the per-item Gram matrices.
+    pub item_gram_std: f64,
+    /// Noise std of each entry of the per-item right-hand sides.
+    pub item_rhs_std: f64,
+    /// Noise std of each entry of the global Gramian (implicit).
+    pub global_gram_std: f64,
+    /// The noise source; `None` adds no noise.
+    pub noise: Option<NoiseSource>,
+}
+
+impl Mechanics {
+    /// No bounds, no noise: the non-private twin.
+    pub fn non_private() -> Self {
+        Mechanics {
+            clip_norm: f64::INFINITY,
+            residual_bound: f64::INFINITY,
+            max_items: None,
+            preprocessing_std: 0.0,
+            item_gram_std: 0.0,
+            item_rhs_std: 0.0,
+            global_gram_std: 0.0,
+            noise: None,
+        }
+    }
+}
+
+/// Progress of one iteration, for progress bars and logs.
+#[derive(Clone, Copy, Debug)]
+pub struct IterationReport {
+    /// 1-based iteration.
+    pub iteration: u32,
+    /// Of how many.
+    pub of: u32,
+    /// Training loss after the subject step: RMSE on training ratings
+    /// (explicit) or on observed preferences (implicit).
+    pub loss: f64,
+}
+
+/// The privacy plan of a run: every release with its sensitivity and share of ρ.
+pub fn plan(feedback: Feedback, params: &TrainParams) -> Plan {
+    let k = params.max_items_per_subject as f64;
+    let c = params.clip_norm;
+    let t = params.iterations;
+    let pre = params.rho_share_preprocessing;
+    let rest = 1.0 - pre;
+    match feedback {
+        Feedback::Explicit => {
+            let half_range = (params.rating_max - params.rating_min) / 2.0;
+            Plan::default()
+                .with("global_mean", k * (half_range * half_range + 1.0).sqrt(), 1, pre)
+                .with("item_gram", (c * c + 1.0) * k.sqrt(), t, rest / 2.0)
+                .with("item_rhs", params.residual_bound * (c * c + 1.0).sqrt() * k.sqrt(), t, rest / 2.0)
+        }
+        Feedback::Implicit => {
+            let a = params.alpha * params.max_value;
+            Plan::default()
+                .with("item_counts", k.sqrt(), 1, pre)
+                .with("global_gram", c * c, t, rest * 0.1)
+                .with("item_gram", (c * c * a * k.sqrt()).max(f64::MIN_POSITIVE), t, rest * 0.45)
+                .with("item_rhs", c * (1.0 + a) * k.sqrt(), t, rest * 0.45)
+        }
+    }
+}
+
+fn noise_std(calibration: &Calibration, name: &str) -> f64 {
+    calibration.releases.iter().find(|r| r.name == name).map_or(0.0, |r| r.noise_std)
+}
+
+/// Trains a model on `set` (a training split or a whole feature set).
+///
+/// # Errors
+/// [`Error::InvalidParam`], [`Error::Privacy`] if the budget cannot be
+/// calibrated, [`Error::Data`] for an empty training set.
+pub fn train(
+    set: &FeatureSet,
+    params: &TrainParams,
+    privacy: Privacy,
+    progress: &mut dyn FnMut(IterationReport),
+) -> Result<Model> {
+    let params = params.validate()?;
+    let feedback = set.meta.feedback;
+    let (mechanics, guarantee) = match privacy {
+        Privacy::NonPrivate => (Mechanics::non_private(), PrivacyGuarantee::NonPrivate),
+        Privacy::Dp { budget, noise } => {
+            let calibration = plan(feedback, &params).calibrate(budget)?;
+            let mechanics = Mechanics {
+                clip_norm: params.clip_norm,
+                residual_bound: params.residual_bound,
+                max_items: Some(params.max_items_per_subject),
+                preprocessing_std: noise_std(&calibration, "global_mean").max(noise_std(&calibration, "item_counts")),
+                item_gram_std: noise_std(&calibration, "item_gram"),
+                item_rhs_std: noise_std(&calibration, "item_rhs"),
+                global_gram_std: noise_std(&calibration, "global_gram"),
+                noise: Some((*noise).clone()),
+            };
+            let guarantee = PrivacyGuarantee::Dp {
+                target_epsilon: budget.epsilon.value(),
+                epsilon: calibration.epsilon,
+                delta: calibration.delta,
+                rho: calibration.rho,
+                epsilon_simple_bound: calibration.epsilon_simple_bound,
+                releases: calibration.releases,
+                clip_norm: params.clip_norm,
+                residual_bound: params.residual_bound,
+                max_items_per_subject: params.max_items_per_subject,
+                iterations: params.iterations,
+                noise_seeded: noise.is_seeded(),
+            };
+            (mechanics, guarantee)
+        }
+    };
+    train_with_mechanics(set, &params, &mechanics, guarantee, progress)
+}
+
+/// Subject-major and item-major views of the (bounded, clipped) training data.
+struct Data {
+    /// Per subject: (item, value).
+    subjects: Vec<Vec<(u32, f64)>>,
+    /// Per item: (subject, value).
+    items: Vec<Vec<(u32, f64)>>,
+}
+
+fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -> Data {
+    let clip = |v: f32| -> f64 {
+        match set.meta.feedback {
+            Feedback::Explicit => f64::from(v).clamp(params.rating_min, params.rating_max),
+            Feedback::Implicit => f64::from(v).clamp(0.0, params.max_value),
+        }
+    };
+    let subjects: Vec<Vec<(u32, f64)>> = (0..set.n_subjects())
+        .map(|s| {
+            let mut row: Vec<(u32, f64)> = set.subject_interactions(s).map(|i| (i.item, clip(i.value))).collect();
+            if let Some(k) = mechanics.max_items.filter(|&k| row.len() > k) {
+                // The contribution bound, enforced again here: never trust the input to honour it.
+                let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ (s as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut keep: Vec<usize> = sample(&mut rng, row.len(), k).into_vec();
+                keep.sort_unstable();
+                row = keep.into_iter().map(|i| row[i]).collect();
+            }
+            row
+        })
+        .collect();
+    let mut items: Vec<Vec<(u32, f64)>> = vec![Vec::new(); set.n_items()];
+    for (s, row) in subjects.iter().enumerate() {
+        for &(i, v) in row {
+            items[i as usize].push((s as u32, v));
+        }
+    }
+    Data { subjects, items }
+}
+
+/// Trains with explicitly given mechanics. See [`train`].
+///
+/// # Errors
+/// [`Error::Data`] for an empty training set.
+pub fn train_with_mechanics(
+    set: &FeatureSet,
+    params: &TrainParams,
+    mechanics: &Mechanics,
+    guarantee: PrivacyGuarantee,
+    progress: &mut dyn FnMut(IterationReport),
+) -> Result<Model> {
+    let started = Instant::now();
+    let feedback = set.meta.feedback;
+    let _span = tracing::info_span!(
+        "train",
+        ?feedback,
+        rank = params.rank,
+        iterations = params.iterations,
+        private = guarantee.epsilon().is_some()
+    )
+    .entered();
+    if set.nnz() == 0 {
+        return Err(Error::Data("the training set has no interactions".into()));
+    }
+    let data = prepare_data(set, params, mechanics);
+    let n_items = set.n_items();
+    let d = params.rank;
+    let noise = mechanics.noise.as_ref();
+
+    // Preprocessing release: the global mean (explicit) or item counts (implicit).
+    let mut stream_index = 0u64;
+    let mut next_stream = || {
+        stream_index += 1;
+        noise.map(|n| n.stream(stream_index << 32))
+    };
+    let mut mean = 0.0;
+    let mut popularity: Vec<f64> = data.items.iter().map(|r| r.len() as f64).collect();
+    match feedback {
+        Feedback::Explicit => {
+            let mid = (params.rating_min + params.rating_max) / 2.0;
+            let (mut sum, mut count) =
+                data.subjects.iter().flatten().fold((0.0, 0.0), |(s, c), &(_, r)| (s + r - mid, c + 1.0));
+            if let Some(mut n) = next_stream() {
+                sum += n.gaussian(mechanics.preprocessing_std);
+                count += n.gaussian(mechanics.preprocessing_std);
+            }
+            mean = (mid + sum / count.max(1.0)).clamp(params.rating_min, params.rating_max);
+        }
+        Feedback::Implicit => {
+            if let Some(mut n) = next_stream() {
+                n.add_gaussian(&mut popularity, mechanics.preprocessing_std);
+            }
+        }
+    }
+
+    // Data-independent initialization: costs no privacy.
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let init = Normal::new(0.0, 0.1 / (d as f64).sqrt()).expect("a valid normal");
+    let mut item_factors: Vec<f64> = (0..n_items * d).map(|_| init.sample(&mut rng)).collect();
+    let mut item_bias = vec![0.0f64; n_items];
+    let mut subject_vectors: Vec<SubjectVector> = Vec::new();
+
+    for iteration in 1..=params.iterations {
+        let _iteration = tracing::info_span!("iteration", iteration).entered();
+        // Subject step: exact, private to each subject, never released.
+        let gram = match feedback {
+            Feedback::Implicit => gram_of(&item_factors, d),
+            Feedback::Explicit => Vec::new(),
+        };
+        let factors = &item_factors;
+        let row = |i: usize, out: &mut [f64]| out.copy_from_slice(&factors[i * d..(i + 1) * d]);
+        subject_vectors = data
+            .subjects
+            .par_iter()
+            .map(|interactions| {
+                let iter = interactions.iter().map(|&(i, v)| (i as usize, v));
+                let mut v = match feedback {
+                    Feedback::Explicit => explicit_subject_step(d, params.lambda, mean, iter, row, |i| item_bias[i]),
+                    Feedback::Implicit => implicit_subject_step(d, params.lambda, params.alpha, &gram, iter, row),
+                };
+                clip_norm(&mut v.factors, mechanics.clip_norm);
+                v
+            })
+            .collect();
+        let loss = training_loss(feedback, &data, &subject_vectors, &item_factors, &item_bias, mean, d);
+
+        // Item step: noisy sufficient statistics, then a solve per item.
+        let iteration_noise = next_stream();
+        let global_gram = match feedback {
+            Feedback::Implicit => {
+                let mut g = vec![0.0; d * d];
+                for v in &subject_vectors {
+                    linalg::add_outer_upper(&mut g, d, &v.factors, 1.0);
+                }
+                if let Some(n) = &iteration_noise {
+                    add_symmetric_noise(&mut g, d, &mut n.stream(u64::MAX), mechanics.global_gram_std);
+                }
+                linalg::mirror_upper(&mut g, d);
+                g
+            }
+            Feedback::Explicit => Vec::new(),
+        };
+        let solved: Vec<(Vec<f64>, f64, f64)> = (0..n_items)
+            .into_par_iter()
+            .map(|item| {
+                let mut item_noise = iteration_noise.as_ref().map(|n| n.stream(item as u64));
+                match feedback {
+                    Feedback::Explicit => explicit_item_step(
+                        &data.items[item],
+                        &subject_vectors,
+                        mean,
+                        params,
+                        mechanics,
+                        item_noise.as_mut(),
+                    ),
+                    Feedback::Implicit => implicit_item_step(
+                        &data.items[item],
+                        &subject_vectors,
+                        &global_gram,
+                        params,
+                        mechanics,
+                        item_noise.as_mut(),
+                        popularity[item],
+                    ),
+                }
+            })
+            .collect();
+        for (item, (factors, bias, noisy_count)) in solved.into_iter().enumerate() {
+            item_factors[item * d..(item + 1) * d].copy_from_slice(&factors);
+            item_bias[item] = bias;
+            if feedback == Feedback::Explicit {
+                popularity[item] = noisy_count;
+            }
+        }
+        tracing::info!(iteration, loss, "iteration done");
+        progress(IterationReport { iteration, of: params.iterations, loss });
+    }
+    drop(subject_vectors);
+
+    let mut model = Model {
+        meta: ModelMeta {
+            model_id: String::new(),
+            hush_version: env!("CARGO_PKG_VERSION").into(),
+            created_at_ms: now_ms(),
+            feedback,
+            params: params.clone(),
+            privacy: guarantee,
+            data: DataProvenance {
+                snapshot_at_ms: set.meta.snapshot_at_ms,
+                report_digest: set.meta.report_digest.clone(),
+                research_only: set.meta.research_only,
+                split: set.meta.split.clone(),
+                subjects: data.subjects.len() as u64,
+                interactions: data.subjects.iter().map(|r| r.len() as u64).sum(),
+            },
+            train_seconds: started.elapsed().as_secs_f64(),
+            evaluation: None,
+        },
+        items: set.items.clone(),
+        rank: d,
+        item_factors: item_factors.iter().map(|&v| v as f32).collect(),
+        item_bias: item_bias.iter().map(|&v| v as f32).collect(),
+        global_mean: mean as f32,
+        popularity: popularity.iter().map(|&v| v.max(0.0) as f32).collect(),
+        gram: Vec::new(),
+    };
+    model.prepare();
+    model.assign_id();
+    Ok(model)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn gram_of(factors: &[f64], d: usize) -> Vec<f64> {
+    let mut g = vec![0.0; d * d];
+    for row in factors.chunks_exact(d) {
+        linalg::add_outer_upper(&mut g, d, row, 1.0);
+    }
+    g
+}
+
+/// Scales `x` to norm at most `c`.
+fn clip_norm(x: &mut [f64], c: f64) {
+    if !c.is_finite() {
+        return;
+    }
+    let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if norm > c {
+        let scale = c / norm;
+        x.iter_mut().for_each(|v| *v *= scale);
+    }
+}
+
+/// Adds N(0, std²) to each upper-triangle entry (diagonal included); the caller mirrors.
+fn add_symmetric_noise(a: &mut [f64], n: usize, noise: &mut NoiseSource, std: f64) {
+    for i in 0..n {
+        noise.add_gaussian(&mut a[i * n + i..(i + 1) * n], std);
+    }
+}
+
+/// Prior standard deviation of item biases in rating units: on 5-star scales
+/// item means spread by about half a star around the global mean.
+const ITEM_BIAS_PRIOR_STD: f64 = 0.5;
+
+/// Explicit item step: returns (factors, bias, noisy count).
+fn explicit_item_step(
+    raters: &[(u32, f64)],
+    subjects: &[SubjectVector],
+    mean: f64,
+    params: &TrainParams,
+    mechanics: &Mechanics,
+    noise: Option<&mut NoiseSource>,
+) -> (Vec<f64>, f64, f64) {
+    let d = params.rank;
+    let n = d + 1;
+    let mut eq = NormalEquations::new(n);
+    let mut z = vec![0.0; n];
+    z[d] = 1.0;
+    for &(s, rating) in raters {
+        let v = &subjects[s as usize];
+        z[..d].copy_from_slice(&v.factors);
+        let target = (rating - mean - v.bias).clamp(-mechanics.residual_bound, mechanics.residual_bound);
+        eq.add(&z, 1.0, target);
+    }
+    if let Some(noise) = noise {
+        add_symmetric_noise(&mut eq.a, n, noise, mechanics.item_gram_std);
+        noise.add_gaussian(&mut eq.b, mechanics.item_rhs_std);
+    }
+    // The count is the Gram matrix's last diagonal entry: noisy under DP, exact
+    // otherwise. A count cannot be negative: clamping it is post-processing.
+    let count = eq.a[d * n + d].max(0.0);
+    eq.a[d * n + d] = count;
+    // Under DP the ridge also grows with the noise: a symmetric Gaussian matrix
+    // of entry scale σ has spectral norm about 2σ√n, so this keeps the system
+    // positive definite and shrinks items whose statistics are mostly noise
+    // towards zero (post-processing: no privacy cost).
+    // The bias coordinate is shrunk as a Gaussian prior b ~ N(0, τ²) would
+    // (τ = ITEM_BIAS_PRIOR_STD, public and data-independent): with noise of
+    // std σ on the bias numerator the posterior mean divides by count + (σ/τ)²,
+    // so an item's bias is trusted only when its raters outweigh the noise.
+    let base = params.lambda * count.max(1.0);
+    let factor_reg = base + 2.0 * mechanics.item_gram_std * (n as f64).sqrt();
+    let bias_reg = base + (mechanics.item_rhs_std / ITEM_BIAS_PRIOR_STD).powi(2);
+    if count < params.min_noisy_count.max(f64::MIN_POSITIVE) {
+        // Too few (noisy) raters for factors to be signal: keep a shrunk bias only.
+        let bias = eq.b[d] / (count.max(0.0) + bias_reg);
+        return (vec![0.0; d], bias, count);
+    }
+    let mut reg = vec![factor_reg; n];
+    reg[d] = bias_reg;
+    let mut w = eq.solve(&reg);
+    let bias = w.pop().expect("rank + 1 coordinates");
+    (w, bias, count)
+}
+
+/// Implicit item step: returns (factors, 0, popularity).
+fn implicit_item_step(
+    users: &[(u32, f64)],
+    subjects: &[SubjectVector],
+    global_gram: &[f64],
+    params: &TrainParams,
+    mechanics: &Mechanics,
+    noise: Option<&mut NoiseSource>,
+    noisy_count: f64,
+) -> (Vec<f64>, f64, f64) {
+    let d = params.rank;
+    let mut eq = NormalEquations::new(d);
+    for &(s, value) in users {
+        let confidence = 1.0 + params.alpha * value;
+        eq.add(&subjects[s as usize].factors, confidence - 1.0, confidence);
+    }
+    if let Some(noise) = noise {
+        add_symmetric_noise(&mut eq.a, d, noise, mechanics.item_gram_std);
+        noise.add_gaussian(&mut eq.b, mechanics.item_rhs_std);
+    }
+    if noisy_count < params.min_noisy_count {
+        return (vec![0.0; d], 0.0, noisy_count);
+    }
+    linalg::mirror_upper(&mut eq.a, d);
+    for (a, g) in eq.a.iter_mut().zip(global_gram) {
+        *a += g;
+    }
+    // eq.solve mirrors again, which is harmless on a symmetric matrix. The
+    // ridge grows with the noise as in the explicit item step.
+    let reg = params.lambda + 2.0 * (mechanics.item_gram_std + mechanics.global_gram_std) * (d as f64).sqrt();
+    (eq.solve(&vec![reg; d]), 0.0, noisy_count)
+}
+
+fn training_loss(
+    feedback: Feedback,
+    data: &Data,
+    subjects: &[SubjectVector],
+    item_factors: &[f64],
+    item_bias: &[f64],
+    mean: f64,
+    d: usize,
+) -> f64 {
+    let (sum, count) = data
+        .subjects
+        .par_iter()
+        .zip(subjects)
+        .map(|(row, v)| {
+            let mut sum = 0.0;
+            for &(i, value) in row {
+                let i = i as usize;
+                let dot: f64 = v.factors.iter().zip(&item_factors[i * d..(i + 1) * d]).map(|(a, b)| a * b).sum();
+                let err = match feedback {
+                    Feedback::Explicit => value - (mean + v.bias + item_bias[i] + dot),
+                    Feedback::Implicit => 1.0 - dot,
+                };
+                sum += err * err;
+            }
+            (sum, row.len() as f64)
+        })
+        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    (sum / count.max(1.0)).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use hush_features::{ConsentPolicy, FeatureMeta, Interaction};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn set_with(rows: &[Vec<(u32, f32)>], items: usize, feedback: Feedback) -> FeatureSet {
+        let rows: Vec<Vec<Interaction>> = rows
+            .iter()
+            .map(|r| r.iter().map(|&(item, value)| Interaction { item, value, time: 0 }).collect())
+            .collect();
+        let meta = FeatureMeta {
+            feedback,
+            snapshot_at_ms: 0,
+            policy: ConsentPolicy::AsOfSnapshot,
+            research_only: false,
+            max_events_per_subject: None,
+            seed: 0,
+            report_digest: String::new(),
+            created_at_ms: 0,
+            hush_version: String::new(),
+            split: None,
+        };
+        FeatureSet::from_subject_rows(meta, (0..items).map(|i| i.to_string()).collect(), &rows)
+    }
+
+    proptest! {
+        /// Clipping bounds every subject vector's norm by C and keeps its direction.
+        #[test]
+        fn clipping_bounds_the_norm(x in prop::collection::vec(-50.0f64..50.0, 1..20), c in 0.01f64..10.0) {
+            let mut clipped = x.clone();
+            clip_norm(&mut clipped, c);
+            let norm = clipped.iter().map(|v| v * v).sum::<f64>().sqrt();
+            prop_assert!(norm <= c * (1.0 + 1e-12));
+            let original = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if original <= c {
+                prop_assert_eq!(&clipped, &x);
+            }
+        }
+
+        /// The contribution bound is enforced again in training, whatever the
+        /// feature set says, and values are clipped to their declared range.
+        #[test]
+        fn contribution_bound_and_value_clipping_hold(
+            rows in prop::collection::vec(prop::collection::btree_map(0u32..60, -3.0f32..9.0, 0..40), 1..15),
+            k in 1usize..12,
+        ) {
+            let rows: Vec<Vec<(u32, f32)>> = rows.into_iter().map(|r| r.into_iter().collect()).collect();
+            let set = set_with(&rows, 60, Feedback::Explicit);
+            let params = TrainParams::default();
+            let mechanics = Mechanics { max_items: Some(k), ..Mechanics::non_private() };
+            let data = prepare_data(&set, &params, &mechanics);
+            for (row, original) in data.subjects.iter().zip(&rows) {
+                prop_assert_eq!(row.len(), original.len().min(k));
+                prop_assert!(row.iter().all(|&(_, v)| (params.rating_min..=params.rating_max).contains(&v)));
+            }
+            let per_item: usize = data.items.iter().map(Vec::len).sum();
+            prop_assert_eq!(per_item, data.subjects.iter().map(Vec::len).sum::<usize>());
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Training behaviour: determinism, the zero-noise twin, quality on real data.
+
+use hush_consent::formats::EventFormat;
+use hush_consent::{PseudonymKey, Timestamp};
+use hush_features::split::split;
+use hush_features::{ConsentView, ExtractParams, Extractor, Feedback, SplitSpec};
+use hush_mf::eval::{self, EvalOptions};
+use hush_mf::{train, train_with_mechanics, Mechanics, Model, Privacy, PrivacyGuarantee, TrainParams};
+use hush_privacy::{Budget, NoiseSource};
+
+use super::clustered;
+
+fn params(rank: usize, iterations: u32) -> TrainParams {
+    TrainParams { rank, iterations, lambda: 0.1, ..TrainParams::default() }
+}
+
+fn same_numbers(a: &Model, b: &Model) -> bool {
+    a.item_factors == b.item_factors
+        && a.item_bias == b.item_bias
+        && a.global_mean == b.global_mean
+        && a.popularity == b.popularity
+}
+
+#[test]
+fn seeded_training_is_deterministic_and_noise_changes_it() {
+    let set = clustered(200, 40, 8, Feedback::Explicit, 1);
+    let dp = |seed| Privacy::Dp { budget: Budget::new(4.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(seed)) };
+    let a = train(&set, &params(4, 3), dp(7), &mut |_| {}).unwrap();
+    let b = train(&set, &params(4, 3), dp(7), &mut |_| {}).unwrap();
+    let c = train(&set, &params(4, 3), dp(8), &mut |_| {}).unwrap();
+    assert!(same_numbers(&a, &b), "same seeds must give the same model");
+    assert!(!same_numbers(&a, &c), "other noise must give another model");
+    let np1 = train(&set, &params(4, 3), Privacy::NonPrivate, &mut |_| {}).unwrap();
+    let np2 = train(&set, &params(4, 3), Privacy::NonPrivate, &mut |_| {}).unwrap();
+    assert!(same_numbers(&np1, &np2));
+    match &a.meta.privacy {
+        PrivacyGuarantee::Dp { epsilon, noise_seeded, releases, .. } => {
+            assert!(*epsilon <= 4.0 && *epsilon > 3.9);
+            assert!(*noise_seeded);
+            assert_eq!(
+                releases.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+                ["global_mean", "item_gram", "item_rhs"]
+            );
+        }
+        other => panic!("expected a DP guarantee, found {other:?}"),
+    }
+}
+
+#[test]
+fn dp_training_with_zero_noise_and_no_bounds_is_the_non_private_twin() {
+    for feedback in [Feedback::Explicit, Feedback::Implicit] {
+        let set = clustered(120, 30, 6, feedback, 2);
+        let p = params(5, 4);
+        let twin = train(&set, &p, Privacy::NonPrivate, &mut |_| {}).unwrap();
+        let zero_noise = Mechanics { noise: Some(NoiseSource::seeded(3)), ..Mechanics::non_private() };
+        let dp = train_with_mechanics(&set, &p, &zero_noise, PrivacyGuarantee::NonPrivate, &mut |_| {}).unwrap();
+        assert!(same_numbers(&twin, &dp), "{feedback:?}: zero noise must reproduce the twin exactly");
+        // With real noise the numbers move.
+        let noisy = Mechanics { item_gram_std: 0.5, item_rhs_std: 0.5, ..zero_noise };
+        let moved = train_with_mechanics(&set, &p, &noisy, PrivacyGuarantee::NonPrivate, &mut |_| {}).unwrap();
+        assert!(!same_numbers(&twin, &moved));
+    }
+}
+
+#[test]
+fn fold_in_recommends_from_the_subjects_own_cluster() {
+    for feedback in [Feedback::Explicit, Feedback::Implicit] {
+        let set = clustered(400, 40, 10, feedback, 4);
+        let p = TrainParams { rank: 4, iterations: 8, lambda: 0.1, alpha: 5.0, ..TrainParams::default() };
+        let model = train(&set, &p, Privacy::NonPrivate, &mut |_| {}).unwrap();
+        let value = if feedback == Feedback::Explicit { 4.5 } else { 1.0 };
+        let history: Vec<(u32, f32)> = (0..5).map(|i| (i, value)).collect();
+        let vector = model.fold_in(&history);
+        let top = model.top_k(&vector, 5, |i| i < 5);
+        let own = top.iter().filter(|(i, _)| *i < 20).count();
+        assert!(own >= 4, "{feedback:?}: top-5 {top:?} should come from the first cluster");
+        assert!(top.iter().all(|(i, _)| *i >= 5), "seen items are excluded");
+    }
+}
+
+fn movielens(feedback: Feedback) -> hush_features::FeatureSet {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/ml-latest-small/ratings.csv");
+    assert!(path.exists(), "{} is missing: this test needs ../shared beside the project", path.display());
+    let now = Timestamp::now();
+    let config =
+        ExtractParams { feedback, research_data: true, max_events_per_subject: None, ..ExtractParams::default() }
+            .validate(now)
+            .unwrap();
+    let view = ConsentView::research(&config);
+    let key = PseudonymKey::from_bytes([0; 32]);
+    let mut extractor = Extractor::new(&config, &view, &key);
+    extractor.add_file(&path, &EventFormat::MovielensCsv, &mut |_| {}).unwrap();
+    extractor.finish(now).unwrap().0
+}
+
+#[test]
+fn movielens_reaches_a_sane_rmse_private_and_not() {
+    let set = movielens(Feedback::Explicit);
+    let parts = split(&set, &SplitSpec::Holdout { fraction: 0.2, seed: 42 });
+    let options = EvalOptions::default();
+    let twin = train(&parts.train, &params(32, 8), Privacy::NonPrivate, &mut |_| {}).unwrap();
+    let twin_rmse = eval::evaluate(&twin, &parts.train, &parts.test, options).rating.unwrap().rmse;
+    let base = eval::baselines(&parts.train, &parts.test, options);
+    assert!(twin_rmse < 0.9, "non-private RMSE {twin_rmse}");
+    assert!(twin_rmse < base.item_mean.unwrap().rmse);
+    let dp_params = TrainParams { rank: 16, iterations: 2, clip_norm: 1.0, ..params(16, 2) };
+    let privacy = Privacy::Dp { budget: Budget::new(8.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(1)) };
+    let dp = train(&parts.train, &dp_params, privacy, &mut |_| {}).unwrap();
+    let dp_rmse = eval::evaluate(&dp, &parts.train, &parts.test, options).rating.unwrap().rmse;
+    assert!(dp_rmse < base.global_mean.unwrap().rmse, "DP RMSE {dp_rmse} should beat the global mean");
+}

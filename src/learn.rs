@@ -1,0 +1,310 @@
+//! Training, evaluation, offline recommendation and model inspection.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use hush_consent::Timestamp;
+use hush_features::split::split;
+use hush_features::{FeatureSet, Feedback, SplitSpec};
+use hush_mf::eval::{self, Baselines, EvalOptions, Evaluation};
+use hush_mf::{Model, Privacy, PrivacyGuarantee, TrainParams};
+use hush_privacy::{Budget, NoiseSource};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::cli::*;
+use crate::commands::{event_format, print_json, read_config, run_extraction, ConfigFile};
+
+fn config_of(data: &DataArgs) -> Result<ConfigFile> {
+    match &data.config {
+        Some(path) => read_config(path),
+        None => Ok(ConfigFile::default()),
+    }
+}
+
+/// The training data: a feature set file, or input files extracted now.
+fn load_data(g: &Global, data: &DataArgs, config: &ConfigFile) -> Result<FeatureSet> {
+    if let Some(path) = &data.features {
+        return Ok(FeatureSet::load(path)?);
+    }
+    if data.inputs.is_empty() {
+        bail!("give --features FILE or --input FILE (with --format)");
+    }
+    let mut params = config.extract.clone();
+    params.research_data |= data.research_data;
+    if let Some(f) = data.feedback {
+        params.feedback = match f {
+            FeedbackArg::Explicit => Feedback::Explicit,
+            FeedbackArg::Implicit => Feedback::Implicit,
+        };
+    }
+    if data.as_of.is_some() {
+        params.snapshot_at = data.as_of.clone();
+    }
+    let now = Timestamp::now();
+    let extract = params.validate(now)?;
+    let (set, _report) = run_extraction(g, &extract, &data.inputs, &event_format(&data.format)?, false, now)?;
+    Ok(set)
+}
+
+fn privacy_of(args: &PrivacyArgs) -> Result<Privacy> {
+    match (args.epsilon, args.non_private) {
+        (Some(epsilon), false) => Ok(Privacy::Dp {
+            budget: Budget::new(epsilon, args.delta)?,
+            noise: Box::new(match args.noise_seed {
+                Some(seed) => NoiseSource::seeded(seed),
+                None => NoiseSource::from_os_entropy(),
+            }),
+        }),
+        (None, true) => Ok(Privacy::NonPrivate),
+        _ => bail!("choose a privacy budget with --epsilon E [--delta D], or --non-private for the non-private twin"),
+    }
+}
+
+fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: Privacy) -> Result<Model> {
+    let bar = if g.quiet { ProgressBar::hidden() } else { ProgressBar::new(u64::from(params.iterations)) };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} training {bar:30} {pos}/{len} iterations, loss {msg} [{elapsed_precise}]",
+        )
+        .expect("a valid progress template"),
+    );
+    let model = hush_mf::train(set, params, privacy, &mut |report| {
+        bar.set_position(u64::from(report.iteration));
+        bar.set_message(format!("{:.4}", report.loss));
+    })?;
+    bar.finish_and_clear();
+    Ok(model)
+}
+
+/// The metrics object with the stable keys scripts rely on.
+fn metrics_json(model: &Model, evaluation: &Evaluation, baselines: &Baselines) -> Value {
+    let (epsilon, delta, rho) = match &model.meta.privacy {
+        PrivacyGuarantee::NonPrivate => (Value::Null, Value::Null, Value::Null),
+        PrivacyGuarantee::Dp { epsilon, delta, rho, .. } => (json!(epsilon), json!(delta), json!(rho)),
+    };
+    let k = evaluation.ranking.k;
+    json!({
+        "model_id": model.meta.model_id,
+        "feedback": model.meta.feedback,
+        "private": model.meta.privacy.epsilon().is_some(),
+        "epsilon": epsilon,
+        "delta": delta,
+        "rho": rho,
+        "rmse": evaluation.rating.map(|r| r.rmse),
+        "mae": evaluation.rating.map(|r| r.mae),
+        format!("precision_at_{k}"): evaluation.ranking.precision,
+        format!("recall_at_{k}"): evaluation.ranking.recall,
+        format!("ndcg_at_{k}"): evaluation.ranking.ndcg,
+        format!("map_at_{k}"): evaluation.ranking.map,
+        "coverage": evaluation.coverage,
+        "popularity_bias": evaluation.popularity_bias,
+        "train_seconds": model.meta.train_seconds,
+        "subjects": model.meta.data.subjects,
+        "interactions": model.meta.data.interactions,
+        "items": model.n_items(),
+        "by_activity": evaluation.by_activity,
+        "by_item_popularity": evaluation.by_item_popularity,
+        "baselines": {
+            "global_mean_rmse": baselines.global_mean.map(|r| r.rmse),
+            "item_mean_rmse": baselines.item_mean.map(|r| r.rmse),
+            format!("popularity_recall_at_{k}"): baselines.popularity.ranking.recall,
+            format!("popularity_ndcg_at_{k}"): baselines.popularity.ranking.ndcg,
+        },
+        "research_only": model.meta.data.research_only,
+    })
+}
+
+fn print_metrics(metrics: &Value) {
+    let get = |key: &str| metrics.get(key).and_then(Value::as_f64);
+    let private = match get("epsilon") {
+        Some(e) => format!("DP epsilon {e:.3}, delta {}", metrics["delta"]),
+        None => "NON-PRIVATE twin".into(),
+    };
+    println!("model {} ({private})", metrics["model_id"].as_str().unwrap_or("?"));
+    if let Some(rmse) = get("rmse") {
+        println!("  RMSE {rmse:.4}  MAE {:.4}", get("mae").unwrap_or(f64::NAN));
+    }
+    for key in ["precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "coverage", "popularity_bias"] {
+        if let Some(v) = get(key) {
+            println!("  {key:<16} {v:.4}");
+        }
+    }
+    println!("  baselines: {}", metrics["baselines"]);
+    println!("  by activity: {}", metrics["by_activity"]);
+    println!("  by item popularity: {}", metrics["by_item_popularity"]);
+}
+
+/// Trains on `train` (DP at `epsilon` with delta 1e-6, or the twin), evaluates on `test`, saves, prints a summary.
+pub fn train_and_report(
+    g: &Global,
+    train: &FeatureSet,
+    test: &FeatureSet,
+    params: &TrainParams,
+    epsilon: Option<f64>,
+    out: &Path,
+) -> Result<Model> {
+    let privacy = match epsilon {
+        Some(e) => Privacy::Dp { budget: Budget::new(e, 1e-6)?, noise: Box::new(NoiseSource::from_os_entropy()) },
+        None => Privacy::NonPrivate,
+    };
+    let mut model = train_model(g, train, params, privacy)?;
+    let options = EvalOptions::default();
+    let evaluation = eval::evaluate(&model, train, test, options);
+    let baselines = eval::baselines(train, test, options);
+    let metrics = metrics_json(&model, &evaluation, &baselines);
+    model.meta.evaluation = Some(evaluation);
+    model.save(out)?;
+    println!("wrote {} ({})", out.display(), guarantee_line(&model));
+    print_metrics(&metrics);
+    Ok(model)
+}
+
+pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
+    let config = config_of(&args.data)?;
+    let set = load_data(g, &args.data, &config)?;
+    let privacy = privacy_of(&args.privacy)?;
+    let (train_part, test_part) = match &args.split {
+        Some(spec) => {
+            let parts = split(&set, &spec.parse::<SplitSpec>()?);
+            (parts.train, Some(parts.test))
+        }
+        None => (set, None),
+    };
+    let mut model = train_model(g, &train_part, &config.train, privacy)?;
+    let metrics = test_part.as_ref().map(|test| {
+        let options = EvalOptions::default();
+        let evaluation = eval::evaluate(&model, &train_part, test, options);
+        let baselines = eval::baselines(&train_part, test, options);
+        model.meta.evaluation = Some(evaluation.clone());
+        metrics_json(&model, &evaluation, &baselines)
+    });
+    model.save(&args.out)?;
+    if g.json {
+        return print_json(
+            &json!({ "model": args.out, "model_id": model.meta.model_id, "privacy": model.meta.privacy, "metrics": metrics }),
+        );
+    }
+    println!("wrote {} ({})", args.out.display(), guarantee_line(&model));
+    if let Some(m) = &metrics {
+        print_metrics(m);
+    }
+    Ok(())
+}
+
+fn guarantee_line(model: &Model) -> String {
+    match &model.meta.privacy {
+        PrivacyGuarantee::NonPrivate => "non-private twin: for evaluation only, no privacy guarantee".into(),
+        PrivacyGuarantee::Dp { epsilon, delta, rho, noise_seeded, .. } => format!(
+            "user-level ({epsilon:.4}, {delta:e})-DP, rho {rho:.5}{}",
+            if *noise_seeded { "; SEEDED NOISE: research only, not for release" } else { "" }
+        ),
+    }
+}
+
+pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
+    let config = config_of(&args.data)?;
+    let set = load_data(g, &args.data, &config)?;
+    let parts = split(&set, &args.split.parse::<SplitSpec>()?);
+    let model = match &args.model {
+        Some(path) => Model::load(path)?,
+        None => train_model(g, &parts.train, &config.train, privacy_of(&args.privacy)?)?,
+    };
+    if model.n_items() != parts.train.n_items() {
+        bail!(
+            "the model has {} items but the data has {}: evaluate a model on the feature set it was trained from",
+            model.n_items(),
+            parts.train.n_items()
+        );
+    }
+    let options = EvalOptions { k: args.k, ..EvalOptions::default() };
+    let evaluation = eval::evaluate(&model, &parts.train, &parts.test, options);
+    let baselines = eval::baselines(&parts.train, &parts.test, options);
+    let metrics = metrics_json(&model, &evaluation, &baselines);
+    if g.json {
+        return print_json(&metrics);
+    }
+    print_metrics(&metrics);
+    Ok(())
+}
+
+pub fn recommend(g: &Global, args: &RecommendArgs) -> Result<()> {
+    let model = Model::load(&args.model)?;
+    let index: std::collections::HashMap<&str, usize> =
+        model.items.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let default_value = match model.meta.feedback {
+        Feedback::Explicit => 4.0,
+        Feedback::Implicit => 1.0,
+    };
+    if !args.values.is_empty() && args.values.len() != args.items.len() {
+        bail!("--values has {} entries but --items has {}", args.values.len(), args.items.len());
+    }
+    let mut history = Vec::new();
+    let mut unknown = Vec::new();
+    for (n, item) in args.items.iter().enumerate() {
+        match index.get(item.as_str()) {
+            Some(&i) => history.push((i as u32, args.values.get(n).copied().unwrap_or(default_value))),
+            None => unknown.push(item.clone()),
+        }
+    }
+    let seen: std::collections::HashSet<usize> = history.iter().map(|&(i, _)| i as usize).collect();
+    let recommendations = if history.is_empty() {
+        model.popular(args.k, |i| seen.contains(&i))
+    } else {
+        let vector = model.fold_in(&history);
+        model.top_k(&vector, args.k, |i| seen.contains(&i))
+    };
+    let list: Vec<Value> =
+        recommendations.iter().map(|(i, s)| json!({ "item": model.items[*i], "score": s })).collect();
+    if g.json {
+        return print_json(
+            &json!({ "recommendations": list, "unknown_items": unknown, "personalized": !history.is_empty() }),
+        );
+    }
+    if !unknown.is_empty() {
+        eprintln!("note: {} items are not in the model and were ignored: {}", unknown.len(), unknown.join(", "));
+    }
+    for (rank, (i, score)) in recommendations.iter().enumerate() {
+        println!("{:>3}. {}  {score:.4}", rank + 1, model.items[*i]);
+    }
+    Ok(())
+}
+
+pub fn inspect(g: &Global, args: &InspectArgs) -> Result<()> {
+    let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    if g.json {
+        return print_json(&json!({ "meta": model.meta, "items": model.n_items(), "rank": model.rank }));
+    }
+    print_card(&model, &args.model);
+    Ok(())
+}
+
+fn print_card(model: &Model, path: &Path) {
+    let m = &model.meta;
+    println!("{}: hush model {} (hush {})", path.display(), m.model_id, m.hush_version);
+    println!("  privacy: {}", guarantee_line(model));
+    println!(
+        "  data: {} subjects, {} interactions, {} items, consent snapshot {}{}",
+        m.data.subjects,
+        m.data.interactions,
+        model.n_items(),
+        Timestamp::from_unix_millis(m.data.snapshot_at_ms),
+        if m.data.research_only { ", RESEARCH DATA: not servable" } else { "" }
+    );
+    println!(
+        "  training: {:?} feedback, rank {}, {} iterations, lambda {}, {:.1}s",
+        m.feedback, model.rank, m.params.iterations, m.params.lambda, m.train_seconds
+    );
+    if let Some(e) = &m.evaluation {
+        if let Some(r) = e.rating {
+            println!("  evaluation: RMSE {:.4}, MAE {:.4}", r.rmse, r.mae);
+        }
+        println!(
+            "  evaluation: recall@{k} {:.4}, ndcg@{k} {:.4}, coverage {:.3}",
+            e.ranking.recall,
+            e.ranking.ndcg,
+            e.coverage,
+            k = e.ranking.k
+        );
+    }
+}
