@@ -139,6 +139,10 @@ pub struct EvaluateArgs {
     /// Length of recommendation lists.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
+    /// Also write the split as DIR/train.csv and DIR/test.csv (subject_index,item_id,value),
+    /// so peer libraries can be measured on exactly the same data.
+    #[arg(long)]
+    pub write_split: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -206,6 +206,9 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     let config = config_of(&args.data)?;
     let set = load_data(g, &args.data, &config)?;
     let parts = split(&set, &args.split.parse::<SplitSpec>()?);
+    if let Some(dir) = &args.write_split {
+        write_split_csv(dir, &parts.train, &parts.test)?;
+    }
     let model = match &args.model {
         Some(path) => Model::load(path)?,
         None => train_model(g, &parts.train, &config.train, privacy_of(&args.privacy)?)?,
@@ -225,6 +228,23 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
         return print_json(&metrics);
     }
     print_metrics(&metrics);
+    Ok(())
+}
+
+/// Writes both parts of a split as CSV with dense subject indices (never identifiers).
+fn write_split_csv(dir: &Path, train: &FeatureSet, test: &FeatureSet) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, part) in [("train.csv", train), ("test.csv", test)] {
+        let path = dir.join(name);
+        let mut out = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
+        out.write_record(["subject_index", "item_id", "value"])?;
+        for s in 0..part.n_subjects() {
+            for i in part.subject_interactions(s) {
+                out.write_record([s.to_string(), part.items[i.item as usize].clone(), i.value.to_string()])?;
+            }
+        }
+        out.flush()?;
+    }
     Ok(())
 }
 

@@ -34,6 +34,12 @@ pub struct TrainParams {
     pub rho_share_preprocessing: f64,
     /// DP: items whose noisy count is below this get no factors (bias only), since noise dominates them.
     pub min_noisy_count: f64,
+    /// Implicit mode: weight of the popularity prior in ranking scores,
+    /// `weight · ln(1 + popularity) / ln(1 + max popularity)` added to `x·v`.
+    /// An item bias for implicit models; under DP it uses the already-released
+    /// noisy counts (free post-processing) and lets the ranking degrade to
+    /// popularity where noise has shrunk the factors.
+    pub popularity_weight: f64,
 }
 
 impl Default for TrainParams {
@@ -54,6 +60,7 @@ impl Default for TrainParams {
             max_items_per_subject: 100,
             rho_share_preprocessing: 0.05,
             min_noisy_count: 0.0,
+            popularity_weight: 0.0,
         }
     }
 }
@@ -95,6 +102,9 @@ impl TrainParams {
         }
         if !(self.rho_share_preprocessing > 0.0 && self.rho_share_preprocessing < 1.0) {
             return bad("rho_share_preprocessing", "must be within (0, 1)");
+        }
+        if !(self.popularity_weight.is_finite() && self.popularity_weight >= 0.0) {
+            return bad("popularity_weight", "must be a finite number >= 0");
         }
         if !(self.min_noisy_count.is_finite() && self.min_noisy_count >= 0.0) {
             return bad("min_noisy_count", "must be a finite number >= 0");

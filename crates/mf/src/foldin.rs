@@ -153,16 +153,17 @@ impl Model {
                 (f64::from(self.global_mean) + subject.bias + f64::from(self.item_bias[item]) + dot)
                     .clamp(p.rating_min, p.rating_max)
             }
-            Feedback::Implicit => dot,
+            Feedback::Implicit => dot + self.popularity_prior[item],
         }
     }
 
-    /// Ranking score: like [`Model::score`] but unclipped, so ties at the rating ceiling still order.
+    /// Ranking score: like [`Model::score`] but unclipped, so ties at the
+    /// rating ceiling still order; implicit scores add the popularity prior.
     fn rank_score(&self, subject: &SubjectVector, item: usize) -> f64 {
         let dot: f64 = subject.factors.iter().zip(self.factors(item)).map(|(x, v)| x * f64::from(*v)).sum();
         match self.meta.feedback {
             Feedback::Explicit => f64::from(self.item_bias[item]) + dot,
-            Feedback::Implicit => dot,
+            Feedback::Implicit => dot + self.popularity_prior[item],
         }
     }
 

@@ -117,6 +117,9 @@ pub struct Model {
     /// `Vᵀ V`, derived from the factors for implicit fold-in; not stored.
     #[serde(skip)]
     pub(crate) gram: Vec<f64>,
+    /// Implicit mode: the popularity prior of each item, derived; not stored.
+    #[serde(skip)]
+    pub(crate) popularity_prior: Vec<f64>,
 }
 
 impl Model {
@@ -143,6 +146,13 @@ impl Model {
         }
         crate::linalg::mirror_upper(&mut gram, d);
         self.gram = gram;
+        let max = self.popularity.iter().fold(0.0f64, |m, &p| m.max(f64::from(p)));
+        let weight = self.meta.params.popularity_weight;
+        self.popularity_prior = self
+            .popularity
+            .iter()
+            .map(|&p| if max > 0.0 { weight * f64::from(p).max(0.0).ln_1p() / max.ln_1p() } else { 0.0 })
+            .collect();
     }
 
     fn check_shape(&self) -> std::result::Result<(), String> {

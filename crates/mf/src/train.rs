@@ -386,6 +386,7 @@ pub fn train_with_mechanics(
         global_mean: mean as f32,
         popularity: popularity.iter().map(|&v| v.max(0.0) as f32).collect(),
         gram: Vec::new(),
+        popularity_prior: Vec::new(),
     };
     model.prepare();
     model.assign_id();

@@ -64,3 +64,21 @@ fn the_released_model_holds_no_subject_factors() {
     assert!((size("large.hmdl") - size("small.hmdl")).abs() < 64, "{} vs {}", size("large.hmdl"), size("small.hmdl"));
     assert!(size("small.hmdl") < 50 * 6 * 4 + 50 * 4 * 2 + 50 * 12 + 4096);
 }
+
+#[test]
+fn the_popularity_prior_ranks_items_where_factors_say_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = clustered(60, 20, 4, Feedback::Implicit, 5);
+    let params = TrainParams { rank: 3, iterations: 2, popularity_weight: 1.0, ..TrainParams::default() };
+    let mut m = train(&set, &params, Privacy::NonPrivate, &mut |_| {}).unwrap();
+    // As if noise had shrunk every factor to zero: only the (released) popularity remains.
+    m.item_factors.iter_mut().for_each(|v| *v = 0.0);
+    m.popularity = (0..20).map(|i| ((i * 7) % 20) as f32).collect();
+    let path = dir.path().join("m.hmdl");
+    m.save(&path).unwrap();
+    let m = Model::load(&path).unwrap();
+    let vector = m.fold_in(&[(0, 1.0)]);
+    let ranked: Vec<usize> = m.top_k(&vector, 3, |i| i == 0).into_iter().map(|(i, _)| i).collect();
+    let popular: Vec<usize> = m.popular(3, |i| i == 0).into_iter().map(|(i, _)| i).collect();
+    assert_eq!(ranked, popular);
+}
