@@ -301,6 +301,23 @@ struct Columns {
     separator_name: &'static str,
 }
 
+impl Columns {
+    /// The layout of MovieLens-style rating files: user, item, rating, timestamp.
+    fn ratings(names: Vec<String>, separator_name: &'static str) -> Self {
+        Columns {
+            subject: 0,
+            item: 1,
+            kind: None,
+            value: Some(2),
+            timestamp: 3,
+            default_kind: EventKind::Rating,
+            names,
+            expected_fields: 4,
+            separator_name,
+        }
+    }
+}
+
 const MOVIELENS_HEADER: [&str; 4] = ["userId", "movieId", "rating", "timestamp"];
 const RATING_FIELDS: [&str; 4] = ["user_id", "item_id", "rating", "timestamp"];
 
@@ -340,17 +357,7 @@ impl EventReader {
                     .flexible(true)
                     .quoting(false)
                     .from_reader(input);
-                let columns = Columns {
-                    subject: 0,
-                    item: 1,
-                    kind: None,
-                    value: Some(2),
-                    timestamp: 3,
-                    default_kind: EventKind::Rating,
-                    names: RATING_FIELDS.iter().map(|s| s.to_string()).collect(),
-                    expected_fields: 4,
-                    separator_name: "tab",
-                };
+                let columns = Columns::ratings(RATING_FIELDS.iter().map(|s| s.to_string()).collect(), "tab");
                 Inner::Csv { reader, record: csv::StringRecord::new(), columns }
             }
             EventFormat::MovielensCsv => {
@@ -368,17 +375,7 @@ impl EventReader {
                         ),
                     }));
                 }
-                let columns = Columns {
-                    subject: 0,
-                    item: 1,
-                    kind: None,
-                    value: Some(2),
-                    timestamp: 3,
-                    default_kind: EventKind::Rating,
-                    names: header,
-                    expected_fields: 4,
-                    separator_name: "','",
-                };
+                let columns = Columns::ratings(header, "','");
                 Inner::Csv { reader, record: csv::StringRecord::new(), columns }
             }
             EventFormat::Csv(mapping) => {

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::formats::{ConsentFormat, ConsentReader, EventFormat, EventReader};
-use crate::{Error, IngestOutcome, Ledger, PseudonymKey, Result, RowError, SubjectEvent, Timestamp};
+use crate::{Error, IngestOutcome, Ledger, PseudonymKey, Result, RowError, SubjectEvent, Timestamp, WriteBatch};
 
 /// How tolerant an import is of malformed rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -76,6 +76,34 @@ impl ImportReport {
     }
 }
 
+/// Reads every row with `next_row`, hands good rows to `store` inside one
+/// write batch, and counts malformed ones; commits only if the file passes.
+fn import_rows<R>(
+    ledger: &mut Ledger,
+    path: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(u64),
+    mut next_row: impl FnMut() -> Result<Option<std::result::Result<R, RowError>>>,
+    mut store: impl FnMut(&mut WriteBatch<'_>, R, &mut ImportReport) -> Result<()>,
+) -> Result<ImportReport> {
+    let mut report = ImportReport { path: path.display().to_string(), ..ImportReport::default() };
+    let mut batch = ledger.batch()?;
+    while let Some(row) = next_row()? {
+        report.rows += 1;
+        match row {
+            Ok(raw) => store(&mut batch, raw, &mut report)?,
+            Err(e) => report.malformed_row(e, options)?,
+        }
+        if report.rows.is_multiple_of(10_000) {
+            progress(report.rows);
+        }
+    }
+    report.check_fraction(options)?;
+    batch.commit()?;
+    progress(report.rows);
+    Ok(report)
+}
+
 /// Imports consent records from `path`, pseudonymizing each subject at once.
 ///
 /// `progress` is called with the number of rows read so far, now and then.
@@ -93,29 +121,21 @@ pub fn import_consent(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport> {
     let mut reader = ConsentReader::open(path, format)?;
-    let mut report = ImportReport { path: path.display().to_string(), ..ImportReport::default() };
-    let mut batch = ledger.batch()?;
-    while let Some(row) = reader.next_row()? {
-        report.rows += 1;
-        match row {
-            Ok(raw) => {
-                let subject = key.pseudonymize(&raw.subject_id);
-                match batch.record_consent(&subject, &raw.change, now) {
-                    Ok(_) => report.stored += 1,
-                    Err(Error::Suppressed) => report.dropped_suppressed += 1,
-                    Err(e) => return Err(e),
-                }
+    import_rows(
+        ledger,
+        path,
+        options,
+        progress,
+        || reader.next_row(),
+        |batch, raw, report| {
+            match batch.record_consent(&key.pseudonymize(&raw.subject_id), &raw.change, now) {
+                Ok(_) => report.stored += 1,
+                Err(Error::Suppressed) => report.dropped_suppressed += 1,
+                Err(e) => return Err(e),
             }
-            Err(e) => report.malformed_row(e, options)?,
-        }
-        if report.rows.is_multiple_of(10_000) {
-            progress(report.rows);
-        }
-    }
-    report.check_fraction(options)?;
-    batch.commit()?;
-    progress(report.rows);
-    Ok(report)
+            Ok(())
+        },
+    )
 }
 
 /// Imports events from `path` into the event store; events of subjects with
@@ -133,27 +153,20 @@ pub fn import_events(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport> {
     let mut reader = EventReader::open(path, format)?;
-    let mut report = ImportReport { path: path.display().to_string(), ..ImportReport::default() };
-    let mut batch = ledger.batch()?;
-    while let Some(row) = reader.next_row()? {
-        report.rows += 1;
-        match row {
-            Ok(raw) => {
-                let event = SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event };
-                match batch.ingest_event(&event, now)? {
-                    IngestOutcome::Stored => report.stored += 1,
-                    IngestOutcome::NoConsent => report.dropped_no_consent += 1,
-                    IngestOutcome::Suppressed => report.dropped_suppressed += 1,
-                }
+    import_rows(
+        ledger,
+        path,
+        options,
+        progress,
+        || reader.next_row(),
+        |batch, raw, report| {
+            let event = SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event };
+            match batch.ingest_event(&event, now)? {
+                IngestOutcome::Stored => report.stored += 1,
+                IngestOutcome::NoConsent => report.dropped_no_consent += 1,
+                IngestOutcome::Suppressed => report.dropped_suppressed += 1,
             }
-            Err(e) => report.malformed_row(e, options)?,
-        }
-        if report.rows.is_multiple_of(10_000) {
-            progress(report.rows);
-        }
-    }
-    report.check_fraction(options)?;
-    batch.commit()?;
-    progress(report.rows);
-    Ok(report)
+            Ok(())
+        },
+    )
 }
