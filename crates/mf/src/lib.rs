@@ -10,6 +10,7 @@
 //! - [`eval`]: rating and ranking metrics, baselines and the fairness audit.
 #![deny(missing_docs)]
 
+mod cg;
 mod config;
 mod error;
 pub mod eval;

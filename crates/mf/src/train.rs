@@ -38,9 +38,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
-use crate::foldin::{explicit_subject_step, implicit_subject_step, NormalEquations, SubjectVector};
+use crate::foldin::{explicit_subject_step, NormalEquations, SubjectVector};
 use crate::model::{DataProvenance, ModelMeta, PrivacyGuarantee};
-use crate::{linalg, Error, Model, Result, TrainParams};
+use crate::{cg, linalg, Error, Model, Result, TrainParams};
 
 /// How a model is to be trained.
 pub enum Privacy {
@@ -192,6 +192,12 @@ struct Data {
     items: Vec<Vec<(u32, f64)>>,
 }
 
+/// [`Data`] with `f32` values, for the implicit solves.
+struct Rows32 {
+    subjects: Vec<Vec<(u32, f32)>>,
+    items: Vec<Vec<(u32, f32)>>,
+}
+
 fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -> Data {
     let clip = |v: f32| -> f64 {
         match set.meta.feedback {
@@ -246,6 +252,14 @@ pub fn train_with_mechanics(
         return Err(Error::Data("the training set has no interactions".into()));
     }
     let data = prepare_data(set, params, mechanics);
+    // The conjugate-gradient solves of implicit mode work in f32.
+    let narrow = |rows: &[Vec<(u32, f64)>]| -> Vec<Vec<(u32, f32)>> {
+        match feedback {
+            Feedback::Implicit => rows.iter().map(|r| r.iter().map(|&(i, v)| (i, v as f32)).collect()).collect(),
+            Feedback::Explicit => Vec::new(),
+        }
+    };
+    let rows32 = Rows32 { subjects: narrow(&data.subjects), items: narrow(&data.items) };
     let n_items = set.n_items();
     let d = params.rank;
     let noise = mechanics.noise.as_ref();
@@ -287,19 +301,43 @@ pub fn train_with_mechanics(
         let _iteration = tracing::info_span!("iteration", iteration).entered();
         // Subject step: exact, private to each subject, never released.
         let gram = match feedback {
-            Feedback::Implicit => gram_of(&item_factors, d),
+            Feedback::Implicit => {
+                let mut g = gram_of(&item_factors, d);
+                linalg::mirror_upper(&mut g, d);
+                g
+            }
             Feedback::Explicit => Vec::new(),
         };
         let factors = &item_factors;
         let row = |i: usize, out: &mut [f64]| out.copy_from_slice(&factors[i * d..(i + 1) * d]);
+        let previous = &subject_vectors;
+        let (gram32, item_factors32) = match feedback {
+            Feedback::Implicit => (to_f32(&gram), to_f32(&item_factors)),
+            Feedback::Explicit => (Vec::new(), Vec::new()),
+        };
         subject_vectors = data
             .subjects
             .par_iter()
-            .map(|interactions| {
+            .enumerate()
+            .map(|(s, interactions)| {
                 let iter = interactions.iter().map(|&(i, v)| (i as usize, v));
                 let mut v = match feedback {
                     Feedback::Explicit => explicit_subject_step(d, params.lambda, mean, iter, row, |i| item_bias[i]),
-                    Feedback::Implicit => implicit_subject_step(d, params.lambda, params.alpha, &gram, iter, row),
+                    Feedback::Implicit => {
+                        let warm = previous.get(s).map(|v| v.factors.as_slice()).unwrap_or(&[]);
+                        let factors = implicit_step_cg(
+                            d,
+                            params.alpha,
+                            &gram32,
+                            &item_factors32,
+                            &rows32.subjects[s],
+                            warm.iter().copied(),
+                            None,
+                            params.lambda,
+                            None,
+                        );
+                        SubjectVector { factors, bias: 0.0 }
+                    }
                 };
                 clip_norm(&mut v.factors, mechanics.clip_norm);
                 v
@@ -309,12 +347,22 @@ pub fn train_with_mechanics(
 
         // Item step: noisy sufficient statistics, then a solve per item.
         let iteration_noise = next_stream();
+        let subject_flat: Vec<f32> = match feedback {
+            Feedback::Implicit => subject_vectors.iter().flat_map(|v| v.factors.iter().map(|&x| x as f32)).collect(),
+            Feedback::Explicit => Vec::new(),
+        };
         let global_gram = match feedback {
             Feedback::Implicit => {
-                let mut g = vec![0.0; d * d];
-                for v in &subject_vectors {
-                    linalg::add_outer_upper(&mut g, d, &v.factors, 1.0);
-                }
+                let mut g = subject_vectors
+                    .par_chunks(4096)
+                    .map(|chunk| {
+                        let mut g = vec![0.0; d * d];
+                        for v in chunk {
+                            linalg::add_outer_upper(&mut g, d, &v.factors, 1.0);
+                        }
+                        g
+                    })
+                    .reduce(|| vec![0.0; d * d], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
                 if let Some(n) = &iteration_noise {
                     add_symmetric_noise(&mut g, d, &mut n.stream(u64::MAX), mechanics.global_gram_std);
                 }
@@ -323,6 +371,7 @@ pub fn train_with_mechanics(
             }
             Feedback::Explicit => Vec::new(),
         };
+        let global_gram32 = to_f32(&global_gram);
         let solved: Vec<(Vec<f64>, f64, f64)> = (0..n_items)
             .into_par_iter()
             .map(|item| {
@@ -337,9 +386,10 @@ pub fn train_with_mechanics(
                         item_noise.as_mut(),
                     ),
                     Feedback::Implicit => implicit_item_step(
-                        &data.items[item],
-                        &subject_vectors,
-                        &global_gram,
+                        &rows32.items[item],
+                        &subject_flat,
+                        &global_gram32,
+                        &item_factors[item * d..(item + 1) * d],
                         params,
                         mechanics,
                         item_noise.as_mut(),
@@ -479,38 +529,97 @@ fn explicit_item_step(
     (w, bias, count)
 }
 
+/// Conjugate-gradient steps per weighted-ALS solve: what `implicit` uses by default.
+const CG_STEPS: usize = 3;
+
+/// One weighted-ALS solve by warm-started conjugate gradient, in `f32`:
+/// `(G + Σ α·vᵢ zᵢ zᵢᵀ + E + ridge·I) x = Σ (1 + α·vᵢ) zᵢ + e`, where the zᵢ are
+/// rows of `factors`, E the optional dense noise and e the optional rhs noise.
+#[allow(clippy::too_many_arguments)]
+fn implicit_step_cg(
+    d: usize,
+    alpha: f64,
+    gram: &[f32],
+    factors: &[f32],
+    interactions: &[(u32, f32)],
+    warm: impl Iterator<Item = f64>,
+    extra: Option<&[f32]>,
+    ridge: f64,
+    rhs_noise: Option<&[f32]>,
+) -> Vec<f64> {
+    let mut x: Vec<f32> = warm.map(|v| v as f32).collect();
+    x.resize(d, 0.0);
+    cg::System { n: d, gram, factors, rows: interactions, alpha: alpha as f32, extra, ridge: ridge as f32 }
+        .solve(rhs_noise, &mut x, CG_STEPS);
+    x.into_iter().map(f64::from).collect()
+}
+
+fn to_f32(values: &[f64]) -> Vec<f32> {
+    values.iter().map(|&v| v as f32).collect()
+}
+
 /// Implicit item step: returns (factors, 0, popularity).
+///
+/// Under DP the noise is a symmetric Gaussian matrix E_j and a vector e_j on
+/// the item's statistics; they enter the conjugate-gradient solve exactly as
+/// if A_j + E_j had been formed, without forming A_j.
+#[allow(clippy::too_many_arguments)]
 fn implicit_item_step(
-    users: &[(u32, f64)],
-    subjects: &[SubjectVector],
-    global_gram: &[f64],
+    users: &[(u32, f32)],
+    subject_factors: &[f32],
+    global_gram: &[f32],
+    previous: &[f64],
     params: &TrainParams,
     mechanics: &Mechanics,
     noise: Option<&mut NoiseSource>,
     noisy_count: f64,
 ) -> (Vec<f64>, f64, f64) {
     let d = params.rank;
-    let mut eq = NormalEquations::new(d);
-    for &(s, value) in users {
-        let confidence = 1.0 + params.alpha * value;
-        eq.add(&subjects[s as usize].factors, confidence - 1.0, confidence);
-    }
-    if let Some(noise) = noise {
-        add_symmetric_noise(&mut eq.a, d, noise, mechanics.item_gram_std);
-        noise.add_gaussian(&mut eq.b, mechanics.item_rhs_std);
-    }
+    // Under DP the item's noisy Gram statistic is G + E_j: adding E_j to the
+    // shared Gramian once costs d² additions, where applying it separately in
+    // every CG step would cost d² multiply-adds each time.
+    let (gram, rhs_noise) = match noise {
+        Some(noise) => {
+            // Noise on the upper triangle (diagonal included), mirrored: the
+            // same release as `add_symmetric_noise`, written straight into G + E.
+            let mut combined = global_gram.to_vec();
+            let std = mechanics.item_gram_std;
+            for i in 0..d {
+                for j in i..d {
+                    let e = noise.gaussian(std) as f32;
+                    combined[i * d + j] += e;
+                    if j != i {
+                        combined[j * d + i] += e;
+                    }
+                }
+            }
+            let mut rhs = vec![0.0; d];
+            noise.add_gaussian(&mut rhs, mechanics.item_rhs_std);
+            (std::borrow::Cow::Owned(combined), Some(to_f32(&rhs)))
+        }
+        None => (std::borrow::Cow::Borrowed(global_gram), None),
+    };
     if noisy_count < params.min_noisy_count {
         return (vec![0.0; d], 0.0, noisy_count);
     }
-    linalg::mirror_upper(&mut eq.a, d);
-    for (a, g) in eq.a.iter_mut().zip(global_gram) {
-        *a += g;
-    }
-    // eq.solve mirrors again, which is harmless on a symmetric matrix. The
-    // ridge grows with the noise as in the explicit item step.
-    let reg = params.lambda + 2.0 * (mechanics.item_gram_std + mechanics.global_gram_std) * (d as f64).sqrt();
-    (eq.solve(&vec![reg; d]), 0.0, noisy_count)
+    // The ridge grows with the noise as in the explicit item step.
+    let ridge = params.lambda + 2.0 * (mechanics.item_gram_std + mechanics.global_gram_std) * (d as f64).sqrt();
+    let factors = implicit_step_cg(
+        d,
+        params.alpha,
+        &gram,
+        subject_factors,
+        users,
+        previous.iter().copied(),
+        None,
+        ridge,
+        rhs_noise.as_deref(),
+    );
+    (factors, 0.0, noisy_count)
 }
+
+/// Subjects sampled for the per-iteration training loss.
+const LOSS_SAMPLE: usize = 10_000;
 
 fn training_loss(
     feedback: Feedback,
@@ -521,10 +630,14 @@ fn training_loss(
     mean: f64,
     d: usize,
 ) -> f64 {
+    // A fixed, evenly spread sample of at most LOSS_SAMPLE subjects: the loss
+    // drives a progress bar, and a full pass would cost a tenth of an iteration.
+    let stride = data.subjects.len().div_ceil(LOSS_SAMPLE).max(1);
     let (sum, count) = data
         .subjects
         .par_iter()
         .zip(subjects)
+        .step_by(stride)
         .map(|(row, v)| {
             let mut sum = 0.0;
             for &(i, value) in row {

@@ -1,0 +1,159 @@
+//! Conjugate-gradient solves for weighted ALS (Takács, Pilászy, Tikk 2011),
+//! as the `implicit` library does: a few warm-started steps per subject or
+//! item instead of forming and factorizing each normal matrix, which costs
+//! O(n·d) per step rather than O(n·d² + d³).
+//!
+//! The system is `(G + Σᵢ wᵢ zᵢ zᵢᵀ + E + ρI) x = b`, where G is a shared
+//! Gramian, the zᵢ are rows of a factor matrix, and E is an optional dense
+//! symmetric matrix (the DP noise on an item's Gram statistic).
+//!
+//! Everything here is `f32`, as in `implicit`: eight lanes per AVX2 register
+//! and half the memory traffic of `f64`. Three CG steps do not need more
+//! precision; the caller keeps its master copies in `f64`.
+
+/// One weighted linear system, applied matrix-free.
+pub(crate) struct System<'a> {
+    /// Dimension.
+    pub n: usize,
+    /// Shared Gramian, full `n×n` row-major.
+    pub gram: &'a [f32],
+    /// Factor matrix whose rows are the zᵢ (row stride `n`).
+    pub factors: &'a [f32],
+    /// (row index, value) pairs: row i has weight α·value in the matrix and
+    /// confidence 1 + α·value in the right-hand side (Hu et al.).
+    pub rows: &'a [(u32, f32)],
+    /// α of the confidence weighting.
+    pub alpha: f32,
+    /// Optional dense symmetric addition, full `n×n`.
+    pub extra: Option<&'a [f32]>,
+    /// Ridge.
+    pub ridge: f32,
+}
+
+impl System<'_> {
+    #[inline(always)]
+    fn apply(&self, p: &[f32], out: &mut [f32]) {
+        let n = self.n;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot(&self.gram[i * n..(i + 1) * n], p) + self.ridge * p[i];
+        }
+        if let Some(extra) = self.extra {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o += dot(&extra[i * n..(i + 1) * n], p);
+            }
+        }
+        for &(row, value) in self.rows {
+            let z = &self.factors[row as usize * n..(row as usize + 1) * n];
+            let scale = self.alpha * value * dot(z, p);
+            if scale != 0.0 {
+                for (o, zi) in out.iter_mut().zip(z) {
+                    *o += scale * zi;
+                }
+            }
+        }
+    }
+
+    /// Runs `steps` conjugate-gradient steps from `x`, in place.
+    ///
+    /// On x86-64 with AVX2 and FMA (checked at run time) the same code is
+    /// compiled for those instructions: the dot products are most of the
+    /// training time, and the portable baseline has only SSE2.
+    pub fn solve(&self, base_rhs: Option<&[f32]>, x: &mut [f32], steps: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports both features, checked just above.
+                return unsafe { self.solve_avx2(base_rhs, x, steps) };
+            }
+        }
+        self.solve_portable(base_rhs, x, steps);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn solve_avx2(&self, base_rhs: Option<&[f32]>, x: &mut [f32], steps: usize) {
+        self.solve_portable(base_rhs, x, steps);
+    }
+
+    #[inline(always)]
+    fn solve_portable(&self, base_rhs: Option<&[f32]>, x: &mut [f32], steps: usize) {
+        let n = self.n;
+        // b = base + Σ (1 + α·vᵢ) zᵢ
+        let mut b = base_rhs.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
+        for &(row, value) in self.rows {
+            let confidence = 1.0 + self.alpha * value;
+            for (bk, zk) in b.iter_mut().zip(&self.factors[row as usize * n..(row as usize + 1) * n]) {
+                *bk += confidence * zk;
+            }
+        }
+        let mut ap = vec![0.0; n];
+        self.apply(x, &mut ap);
+        let mut r: Vec<f32> = b.iter().zip(&ap).map(|(b, a)| b - a).collect();
+        let mut p = r.clone();
+        let mut rs = dot(&r, &r);
+        for _ in 0..steps {
+            if rs <= 1e-30 {
+                break;
+            }
+            self.apply(&p, &mut ap);
+            let pap = dot(&p, &ap);
+            if !(pap > 0.0 && pap.is_finite()) {
+                break;
+            }
+            let alpha = rs / pap;
+            for i in 0..n {
+                x[i] += alpha * p[i];
+                r[i] -= alpha * ap[i];
+            }
+            let next = dot(&r, &r);
+            let beta = next / rs;
+            for i in 0..n {
+                p[i] = r[i] + beta * p[i];
+            }
+            rs = next;
+        }
+    }
+}
+
+/// Dot product with sixteen independent accumulators (two AVX2 registers), so it vectorizes and
+/// the additions do not wait on each other.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (a16.remainder(), b16.remainder());
+    for (x, y) in a16.zip(b16) {
+        for k in 0..16 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        sum += x * y;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converges_to_the_exact_solution() {
+        // G = I, rows z0 = [1, 0, 1], z1 = [0, 2, 0] with weights 3 and 1, ridge 0.5.
+        let gram = [1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let factors = [1.0f32, 0.0, 1.0, 0.0, 2.0, 0.0];
+        // Values 3 and 1 with alpha 1: matrix weights 3 and 1, confidences 4 and 2.
+        let rows = [(0u32, 3.0f32), (1u32, 1.0)];
+        let system = System { n: 3, gram: &gram, factors: &factors, rows: &rows, alpha: 1.0, extra: None, ridge: 0.5 };
+        let base = [1.0f32, 2.0, 3.0];
+        let mut x = vec![0.0; 3];
+        system.solve(Some(&base), &mut x, 3);
+        let mut ax = vec![0.0; 3];
+        system.apply(&x, &mut ax);
+        // b = base + 4·z0 + 2·z1 = [5, 6, 7]
+        for (a, b) in ax.iter().zip(&[5.0, 6.0, 7.0]) {
+            assert!((a - b).abs() < 1e-4, "{ax:?}");
+        }
+    }
+}
