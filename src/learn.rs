@@ -130,12 +130,31 @@ fn print_metrics(metrics: &Value) {
             println!("  {key:<16} {v:.4}");
         }
     }
-    println!("  baselines: {}", metrics["baselines"]);
-    println!("  by activity: {}", metrics["by_activity"]);
-    println!("  by item popularity: {}", metrics["by_item_popularity"]);
+    let b = &metrics["baselines"];
+    let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+    println!(
+        "  baselines: popularity recall@10 {} ndcg@10 {}; global mean RMSE {}; item mean RMSE {}",
+        num(&b["popularity_recall_at_10"]),
+        num(&b["popularity_ndcg_at_10"]),
+        num(&b["global_mean_rmse"]),
+        num(&b["item_mean_rmse"])
+    );
+    for (title, key, groups) in [
+        ("by subject activity", "by_activity", &["light", "medium", "heavy"][..]),
+        ("by item popularity", "by_item_popularity", &["head", "tail"][..]),
+    ] {
+        let parts: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                let m = &metrics[key][*g];
+                let rmse = m["rmse"].as_f64().map(|r| format!(" RMSE {r:.4}")).unwrap_or_default();
+                format!("{g}: recall@10 {}{rmse}", num(&m["recall"]))
+            })
+            .collect();
+        println!("  {title}: {}", parts.join("; "));
+    }
 }
 
-/// Trains on `train` (DP at `epsilon` with delta 1e-6, or the twin), evaluates on `test`, saves, prints a summary.
 pub fn train_and_report(
     g: &Global,
     train: &FeatureSet,
