@@ -270,9 +270,8 @@ fn quickstart_runs_the_main_job() {
     let dir = tempfile::tempdir().unwrap();
     let sample = root().join("data/sample");
     let config = root().join("models/sample.toml");
-    let out = ok(
-        dir.path(),
-        &[
+    let quickstart = || {
+        let args = [
             "quickstart",
             "--sample",
             sample.to_str().unwrap(),
@@ -281,10 +280,14 @@ fn quickstart_runs_the_main_job() {
             "--dir",
             "qs",
             "-q",
-        ],
-    );
+        ];
+        ok(dir.path(), &args)
+    };
+    let out = quickstart();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== 4/5 consent-filtered extraction"), "{text}");
+    assert!(text.contains("(DP epsilon 4.000, delta 1e-6)") && text.contains("(NON-PRIVATE twin)"), "{text}");
+    assert!(dir.path().join("qs/model.hmdl").exists() && dir.path().join("qs/model-nonprivate.hmdl").exists());
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
     assert!(report["subjects"].as_u64().unwrap() > 1000);
@@ -293,19 +296,7 @@ fn quickstart_runs_the_main_job() {
         std::fs::read_to_string(sample.join("erasure_requests.csv")).unwrap().lines().count() - 1
     );
     // Running it again starts from a fresh store and gives the same training set.
-    ok(
-        dir.path(),
-        &[
-            "quickstart",
-            "--sample",
-            sample.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--dir",
-            "qs",
-            "-q",
-        ],
-    );
+    quickstart();
     let again: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
     assert_eq!(report["interactions"], again["interactions"]);
