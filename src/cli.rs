@@ -139,6 +139,11 @@ pub struct EvaluateArgs {
     /// Length of recommendation lists.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
+    /// Tune on validation data: split the training part again with this spec
+    /// (e.g. holdout:0.2:7) and report metrics on that validation part; the
+    /// test part is not looked at.
+    #[arg(long)]
+    pub validation: Option<String>,
     /// Also write the split as DIR/train.csv and DIR/test.csv (subject_index,item_id,value),
     /// so peer libraries can be measured on exactly the same data.
     #[arg(long)]

@@ -224,7 +224,13 @@ fn guarantee_line(model: &Model) -> String {
 pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     let config = config_of(&args.data)?;
     let set = load_data(g, &args.data, &config)?;
-    let parts = split(&set, &args.split.parse::<SplitSpec>()?);
+    let mut parts = split(&set, &args.split.parse::<SplitSpec>()?);
+    if let Some(spec) = &args.validation {
+        if args.model.is_some() {
+            bail!("--validation trains its own model on the carved training part; it cannot evaluate --model");
+        }
+        parts = split(&parts.train, &spec.parse::<SplitSpec>()?);
+    }
     if let Some(dir) = &args.write_split {
         write_split_csv(dir, &parts.train, &parts.test)?;
     }
