@@ -33,7 +33,8 @@ DELTA = "1e-6"
 EXPLICIT_DP = {"rank": 16, "iterations": 2, "lambda": 0.1, "clip_norm": 1.0, "max_items_per_subject": 100}
 IMPLICIT = {"rank": 64, "iterations": 15, "lambda": 10.0, "alpha": 1.0}
 IMPLICIT_DP = {"rank": 16, "iterations": 2, "lambda": 10.0, "alpha": 4.0, "max_value": 1.0,
-               "clip_norm": 1.0, "max_items_per_subject": 30, "popularity_weight": 1.0}
+               "clip_norm": 1.0, "max_items_per_subject": 30, "popularity_weight": 1.0,
+               "rho_share_preprocessing": 0.3}
 
 
 def config(tmp, name, extract, train):
@@ -118,10 +119,23 @@ def main():
                      f"NDCG@10 {imp['baselines']['popularity_ndcg_at_10']:.4f}", "", ""))
         for eps in [1, 4, 8]:
             m, chosen = tune(tmp, f"implicit_dp{eps}", imp_x, IMPLICIT_DP,
-                             {"max_items_per_subject": [20, 50], "popularity_weight": [0.3, 1.0]},
+                             {"max_items_per_subject": [20, 50], "popularity_weight": [1.0, 3.0],
+                              "rho_share_preprocessing": [0.3, 0.6, 0.9]},
                              lambda c, x: movielens(c, "implicit", dp(eps), ["--noise-seed", "1", *x]), recall)
             rows.append(("ML implicit", f"hush DP-WALS eps={eps} ({chosen})",
                          f"R@10 {m['recall_at_10']:.4f} NDCG@10 {m['ndcg_at_10']:.4f}", "", ""))
+        if not a.no_peer:
+            py = os.path.join(ROOT, "benches", ".venv", "bin", "python")
+            if not os.path.exists(py):
+                subprocess.run([sys.executable, "-m", "venv", os.path.join(ROOT, "benches", ".venv")], check=True)
+                subprocess.run([py, "-m", "pip", "install", "-q", "implicit==0.7.2"], check=True)
+            peer = json.loads(subprocess.run([py, os.path.join(ROOT, "benches", "peer_implicit.py"), split_dir],
+                                             check=True, capture_output=True, text=True).stdout)
+            ok = imp["recall_at_10"] >= peer["recall_at_10"] and imp["ndcg_at_10"] >= peer["ndcg_at_10"]
+            rows.append(("ML implicit", "implicit 0.7.2 ALS (64 factors, 15 it., same split)",
+                         f"R@10 {peer['recall_at_10']:.4f} NDCG@10 {peer['ndcg_at_10']:.4f}",
+                         "hush >= implicit", "PASS" if ok else "FAIL"))
+
         if not a.no_storefront:
             shop = os.path.join(tmp, "shop")
             db = os.path.join(tmp, "shop.db")
