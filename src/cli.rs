@@ -64,8 +64,20 @@ pub enum Command {
     /// Inspect model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Serve a model over HTTP: consent-gated recommendations, consent, events, export, erasure.
+    Serve(ServeArgs),
     /// The main job on the bundled sample: import consent and events, honour erasure requests, extract, train, report.
     Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The model file to serve (research-only models are refused).
+    #[arg(long, env = "HUSH_MODEL")]
+    pub model: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "HUSH_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
 }
 
 /// Where training data comes from: a feature set file, or input files extracted on the fly.

@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => crate::learn::evaluate(g, args),
         Command::Recommend(args) => crate::learn::recommend(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
+        Command::Serve(args) => serve(g, args),
         Command::Quickstart(args) => quickstart(g, args),
     }
 }
@@ -484,6 +485,40 @@ fn print_report(r: &ExtractionReport) {
     for e in &r.malformed_examples {
         println!("  malformed: {e}");
     }
+}
+
+fn serve(g: &Global, args: &ServeArgs) -> Result<()> {
+    let model = hush_mf::Model::load(&args.model)?;
+    let state = std::sync::Arc::new(hush_serve::AppState::new(
+        model,
+        open_ledger(g)?,
+        load_key(g)?,
+        hush_serve::ServeConfig::default(),
+    )?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.bind)
+            .await
+            .with_context(|| format!("binding {} (is another server running there?)", args.bind))?;
+        let address = listener.local_addr()?;
+        println!(
+            "serving {} on http://{address} (store {}); Ctrl-C stops after the requests in flight",
+            args.model.display(),
+            g.db.display()
+        );
+        println!("  curl http://{address}/v1/model");
+        println!("  curl http://{address}/v1/recommendations/popular?k=5");
+        println!(
+            "  curl -X PUT http://{address}/v1/subjects/cust-0000001/consent -H 'content-type: application/json' \\"
+        );
+        println!("       -d '{{\"purpose\":\"personalization\",\"granted\":true,\"notice_version\":\"2025-04\"}}'");
+        println!("  curl http://{address}/v1/subjects/cust-0000001/recommendations?k=5");
+        hush_serve::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        Ok(())
+    })
 }
 
 fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {

@@ -1,0 +1,114 @@
+//! Errors: what the API answers, and what can stop the server from starting.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Why the server cannot start or swap a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The model was trained on research data without a consent ledger.
+    #[error("model {model_id} was trained on research data without a consent ledger and must not be served")]
+    ResearchOnlyModel {
+        /// The refused model.
+        model_id: String,
+    },
+    /// The model file could not be loaded.
+    #[error(transparent)]
+    Model(#[from] hush_mf::Error),
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] hush_consent::Error),
+    /// The listener could not be bound or the server failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An API error: a status, a stable machine-readable `error` code and a
+/// message a developer can act on. 5xx bodies never carry internals.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The subject has not granted (or has withdrawn, or objected via GPC to) a purpose.
+    ConsentRequired {
+        /// The purpose needed.
+        purpose: &'static str,
+        /// Why the request is refused.
+        reason: &'static str,
+    },
+    /// Nothing is held about the subject.
+    NotFound,
+    /// The request is malformed.
+    BadRequest {
+        /// Stable code, e.g. `invalid_k`.
+        code: &'static str,
+        /// What was wrong and what is expected.
+        message: String,
+    },
+    /// The body is larger than the server accepts.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Something failed on our side; details go to the log, not the client.
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::ConsentRequired { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+}
+
+impl From<hush_consent::Error> for ApiError {
+    fn from(e: hush_consent::Error) -> Self {
+        match e {
+            hush_consent::Error::UnknownSubject => ApiError::NotFound,
+            hush_consent::Error::UnknownPurpose(_)
+            | hush_consent::Error::UnknownSource(_)
+            | hush_consent::Error::InvalidEventKind(_)
+            | hush_consent::Error::InvalidTimestamp(_)
+            | hush_consent::Error::InvalidField { .. } => ApiError::bad("invalid_field", e.to_string()),
+            hush_consent::Error::Suppressed => ApiError::bad(
+                "subject_erased",
+                "this subject was erased; a fresh opt-in must lift the suppression first",
+            ),
+            other => {
+                tracing::error!(error = %other, "ledger failure");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = match &self {
+            ApiError::ConsentRequired { purpose, reason } => json!({
+                "error": "consent_required",
+                "purpose": purpose,
+                "reason": reason,
+                "message": format!("the subject has not granted {purpose} consent ({reason}); nothing was scored. Use GET /v1/recommendations/popular for a non-personalized list"),
+            }),
+            ApiError::NotFound => json!({ "error": "not_found", "message": "no data is held about this subject" }),
+            ApiError::BadRequest { code, message } => json!({ "error": code, "message": message }),
+            ApiError::PayloadTooLarge { limit } => {
+                json!({ "error": "body_too_large", "message": format!("the body must be at most {limit} bytes") })
+            }
+            ApiError::Internal => json!({ "error": "internal", "message": "internal error; it has been logged" }),
+        };
+        (status, Json(body)).into_response()
+    }
+}

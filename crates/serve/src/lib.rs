@@ -1,0 +1,116 @@
+//! The consent-gated serving API of hush.
+//!
+//! [`app`] builds the axum [`Router`] over an [`AppState`]: the served model
+//! (swappable), the consent ledger and event store, and the pseudonymization
+//! key. Every subject id arriving in a path or body is pseudonymized at once;
+//! logs and spans carry only a short pseudonym prefix.
+//!
+//! Consent is linearizable with recommendations: consent writes and the
+//! consent check of a recommendation go through the same ledger lock, so once
+//! a withdrawal or erasure has been acknowledged, every request that starts
+//! afterwards sees it and is refused before anything is scored.
+#![deny(missing_docs)]
+
+mod error;
+mod routes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use error::{ApiError, ServeError};
+use hush_consent::{Ledger, PseudonymKey};
+use hush_mf::Model;
+pub use routes::app;
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight (graceful shutdown).
+///
+/// # Errors
+/// [`ServeError::Io`] if the server fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Serving settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    /// At most this many of a subject's most recent events are folded in.
+    pub max_history: usize,
+    /// Largest `k` a client may ask for.
+    pub max_k: usize,
+}
+
+impl Default for ServeConfig {
+    /// 200 recent events cover a storefront session history; 100 items fill any page.
+    fn default() -> Self {
+        ServeConfig { max_history: 200, max_k: 100 }
+    }
+}
+
+/// A loaded model with its item index.
+pub struct ServedModel {
+    /// The model.
+    pub model: Model,
+    /// Catalogue id → item index.
+    pub index: HashMap<String, usize>,
+}
+
+impl ServedModel {
+    /// Wraps a model for serving.
+    ///
+    /// # Errors
+    /// [`ServeError::ResearchOnlyModel`] for a model trained on research data
+    /// without a consent ledger: it must never serve real subjects.
+    pub fn new(model: Model) -> Result<Self, ServeError> {
+        if model.meta.data.research_only {
+            return Err(ServeError::ResearchOnlyModel { model_id: model.meta.model_id.clone() });
+        }
+        let index = model.items.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
+        Ok(ServedModel { model, index })
+    }
+}
+
+/// Everything the handlers need; shared as `Arc<AppState>`.
+pub struct AppState {
+    model: RwLock<Arc<ServedModel>>,
+    ledger: Mutex<Ledger>,
+    key: PseudonymKey,
+    config: ServeConfig,
+}
+
+impl AppState {
+    /// State over a model, a ledger and the key that pseudonymizes subject ids.
+    ///
+    /// # Errors
+    /// As [`ServedModel::new`].
+    pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
+        Ok(AppState { model: RwLock::new(Arc::new(ServedModel::new(model)?)), ledger: Mutex::new(ledger), key, config })
+    }
+
+    /// The model being served now.
+    pub fn model(&self) -> Arc<ServedModel> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in a new model atomically: requests in flight finish on the old one.
+    ///
+    /// # Errors
+    /// As [`ServedModel::new`]; the old model keeps serving then.
+    pub fn swap_model(&self, model: Model) -> Result<String, ServeError> {
+        let served = Arc::new(ServedModel::new(model)?);
+        let id = served.model.meta.model_id.clone();
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) = served;
+        Ok(id)
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // A panic while holding the lock cannot leave SQLite half-written: every
+        // write is a transaction. Keep serving.
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,335 @@
+//! The HTTP routes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, SubjectEvent, Timestamp};
+use hush_features::Feedback;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{ApiError, AppState, ServedModel};
+
+/// Largest request body accepted, in bytes: a batch of a few thousand events.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The API router over `state`.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .route("/v1/model", get(model_card))
+        .route("/v1/recommendations/popular", get(popular))
+        .route("/v1/subjects/{id}/recommendations", get(recommendations))
+        .route("/v1/subjects/{id}/consent", put(put_consent).get(get_consent))
+        .route("/v1/subjects/{id}/export", get(export))
+        .route("/v1/subjects/{id}", axum::routing::delete(erase))
+        .route("/v1/events", axum::routing::post(ingest))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(v)| v).map_err(|rejection| match rejection {
+        JsonRejection::BytesRejection(_) => ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES },
+        other => ApiError::bad("invalid_json", other.body_text()),
+    })
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
+    let model = state.model();
+    state.ledger().stats().map_err(ApiError::from)?;
+    Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id })))
+}
+
+async fn model_card(State(state): State<Arc<AppState>>) -> ApiResult {
+    let served = state.model();
+    let m = &served.model;
+    Ok(Json(json!({
+        "model_id": m.meta.model_id,
+        "hush_version": m.meta.hush_version,
+        "created_at": Timestamp::from_unix_millis(m.meta.created_at_ms),
+        "feedback": m.meta.feedback,
+        "privacy": m.meta.privacy,
+        "data": m.meta.data,
+        "snapshot_at": Timestamp::from_unix_millis(m.meta.data.snapshot_at_ms),
+        "params": m.meta.params,
+        "evaluation": m.meta.evaluation,
+        "items": m.n_items(),
+        "rank": m.rank,
+    })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    k: Option<String>,
+    exclude: Option<String>,
+}
+
+fn parse_k(raw: Option<&str>, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(10),
+        Some(text) => match text.parse::<usize>() {
+            Ok(k) if (1..=max).contains(&k) => Ok(k),
+            _ => Err(ApiError::bad("invalid_k", format!("k must be an integer from 1 to {max}, found `{text}`"))),
+        },
+    }
+}
+
+fn excluded(served: &ServedModel, raw: Option<&str>) -> HashSet<usize> {
+    raw.unwrap_or_default().split(',').filter_map(|id| served.index.get(id.trim()).copied()).collect()
+}
+
+async fn popular(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let k = parse_k(q.k.as_deref(), state.config.max_k)?;
+    let served = state.model();
+    let skip = excluded(&served, q.exclude.as_deref());
+    let items: Vec<Value> = served
+        .model
+        .popular(k, |i| skip.contains(&i))
+        .into_iter()
+        .map(|(i, _)| json!({ "item": served.model.items[i] }))
+        .collect();
+    Ok(Json(json!({ "items": items, "personalized": false, "model_id": served.model.meta.model_id })))
+}
+
+/// The weight an event contributes to fold-in: ratings as values in explicit
+/// mode; in implicit mode purchase intent outweighs a glance.
+fn fold_in_value(feedback: Feedback, event: &Event) -> Option<f32> {
+    match (feedback, &event.kind) {
+        (Feedback::Explicit, EventKind::Rating) => Some(event.value),
+        (Feedback::Explicit, _) => None,
+        (Feedback::Implicit, EventKind::View) => Some(1.0),
+        (Feedback::Implicit, EventKind::Cart) => Some(3.0),
+        (Feedback::Implicit, EventKind::Purchase) => Some(5.0),
+        (Feedback::Implicit, EventKind::Rating) => (event.value >= 4.0).then_some(4.0),
+        (Feedback::Implicit, EventKind::Other(_)) => None,
+    }
+}
+
+async fn recommendations(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let subject = state.key.pseudonymize(&id);
+    let span = tracing::info_span!("recommendations", subject = %subject.short());
+    let _entered = span.enter();
+    let k = parse_k(q.k.as_deref(), state.config.max_k)?;
+    // Global Privacy Control: an objection to personalization for this request.
+    if headers.get("sec-gpc").and_then(|v| v.to_str().ok()).map(str::trim) == Some("1") {
+        return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
+    }
+    let now = Timestamp::now();
+    let events = {
+        let ledger = state.ledger();
+        let status = ledger.status(&subject, Purpose::Personalization, now)?;
+        if !status.is_granted() {
+            let reason = match status.state {
+                hush_consent::ConsentState::Withdrawn => "withdrawn",
+                _ => "not_granted",
+            };
+            return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
+        }
+        ledger.events_of(&subject)?
+    };
+    let served = state.model();
+    let model = &served.model;
+    let recent = events.iter().rev().take(state.config.max_history);
+    let mut history: BTreeMap<usize, (f32, &Event)> = BTreeMap::new();
+    for event in recent {
+        if let (Some(&item), Some(value)) = (served.index.get(&event.item), fold_in_value(model.meta.feedback, event)) {
+            let entry = history.entry(item).or_insert((0.0, event));
+            entry.0 = match model.meta.feedback {
+                Feedback::Explicit => entry.0.max(value),
+                Feedback::Implicit => entry.0 + value,
+            };
+        }
+    }
+    let seen: HashSet<usize> = events.iter().filter_map(|e| served.index.get(&e.item).copied()).collect();
+    let skip = excluded(&served, q.exclude.as_deref());
+    let interactions: Vec<(u32, f32)> = history.iter().map(|(&i, &(v, _))| (i as u32, v)).collect();
+    let personalized = !interactions.is_empty();
+    let ranked = if personalized {
+        let vector = model.fold_in(&interactions);
+        model.top_k(&vector, k, |i| seen.contains(&i) || skip.contains(&i))
+    } else {
+        model.popular(k, |i| seen.contains(&i) || skip.contains(&i))
+    };
+    let items: Vec<Value> = ranked
+        .into_iter()
+        .map(|(i, score)| json!({ "item": model.items[i], "score": score, "because": explanation(model, i, &history) }))
+        .collect();
+    tracing::info!(k, personalized, "scored");
+    Ok(Json(json!({ "items": items, "personalized": personalized, "model_id": model.meta.model_id })))
+}
+
+/// Why an item was recommended: the subject's own items most similar to it in
+/// the model's latent space, weighted by how strongly the subject engaged
+/// with them (the terms that dominate the item's score in the fold-in).
+fn explanation(model: &hush_mf::Model, item: usize, history: &BTreeMap<usize, (f32, &Event)>) -> Vec<Value> {
+    let target = model.factors(item);
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let mut contributions: Vec<(f32, usize, &Event)> = history
+        .iter()
+        .map(|(&j, &(weight, event))| {
+            let other = model.factors(j);
+            let cosine = target.iter().zip(other).map(|(a, b)| a * b).sum::<f32>() / (norm(target) * norm(other));
+            (weight * cosine, j, event)
+        })
+        .filter(|(c, _, _)| *c > 0.0)
+        .collect();
+    contributions.sort_by(|a, b| b.0.total_cmp(&a.0));
+    contributions
+        .into_iter()
+        .take(2)
+        .map(|(_, j, event)| {
+            let verb = match event.kind {
+                EventKind::View => "viewed",
+                EventKind::Cart => "added to cart",
+                EventKind::Purchase => "bought",
+                EventKind::Rating => "rated",
+                EventKind::Other(_) => "interacted with",
+            };
+            json!({ "item": model.items[j], "kind": event.kind, "text": format!("because you {verb} {}", model.items[j]) })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentBody {
+    purpose: String,
+    granted: bool,
+    notice_version: String,
+    #[serde(default)]
+    proof_ref: Option<String>,
+    #[serde(default)]
+    effective_at: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+async fn put_consent(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Json<ConsentBody>, JsonRejection>,
+) -> ApiResult {
+    let body = json_body(body)?;
+    let subject = state.key.pseudonymize(&id);
+    let _span = tracing::info_span!("put_consent", subject = %subject.short()).entered();
+    let now = Timestamp::now();
+    let change = ConsentChange {
+        purpose: body.purpose.parse()?,
+        granted: body.granted,
+        effective_at: match &body.effective_at {
+            Some(t) => Timestamp::parse(t)?,
+            None => now,
+        },
+        source: match &body.source {
+            Some(s) => s.parse()?,
+            None => ConsentSource::Api,
+        },
+        notice_version: body.notice_version,
+        proof_ref: body.proof_ref,
+    };
+    // The write commits (synchronously, durably) before this handler returns:
+    // the acknowledgement is sent only after every later request will see it.
+    let record = state.ledger().record_consent(&subject, &change, now)?;
+    Ok(Json(json!({ "recorded": record })))
+}
+
+async fn get_consent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    let subject = state.key.pseudonymize(&id);
+    let ledger = state.ledger();
+    let now = Timestamp::now();
+    let status =
+        Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<hush_consent::Result<Vec<_>>>()?;
+    Ok(Json(json!({ "status": status, "history": ledger.history(&subject)? })))
+}
+
+async fn export(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    let subject = state.key.pseudonymize(&id);
+    let export = state.ledger().export(&subject, Timestamp::now())?;
+    Ok(Json(serde_json::to_value(export).map_err(|_| ApiError::Internal)?))
+}
+
+async fn erase(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    let subject = state.key.pseudonymize(&id);
+    let _span = tracing::info_span!("erase", subject = %subject.short()).entered();
+    let receipt = state.ledger().erase(&subject, Timestamp::now())?;
+    let served = state.model();
+    let guarantee = match served.model.meta.privacy.epsilon() {
+        Some(eps) => format!(
+            "the served model {} was trained with user-level ({eps:.3}, {:e})-DP: whatever it still reflects of this subject is bounded by that guarantee",
+            served.model.meta.model_id,
+            match &served.model.meta.privacy {
+                hush_mf::PrivacyGuarantee::Dp { delta, .. } => *delta,
+                hush_mf::PrivacyGuarantee::NonPrivate => 0.0,
+            }
+        ),
+        None => format!("the served model {} is a non-private model and may reflect this subject until it is retrained", served.model.meta.model_id),
+    };
+    Ok(Json(json!({
+        "receipt": receipt,
+        "model": guarantee,
+        "next_retrain": "the subject is suppressed: every extraction from now on excludes them, so the next retrained model holds nothing of them",
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsBody {
+    events: Vec<EventBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    subject_id: String,
+    item_id: String,
+    kind: String,
+    #[serde(default)]
+    value: Option<f32>,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+async fn ingest(State(state): State<Arc<AppState>>, body: Result<Json<EventsBody>, JsonRejection>) -> ApiResult {
+    let body = json_body(body)?;
+    let now = Timestamp::now();
+    // Validate the whole batch first: a bad event stores nothing.
+    let mut batch = Vec::with_capacity(body.events.len());
+    for (position, e) in body.events.into_iter().enumerate() {
+        let bad = |m: String| ApiError::bad("invalid_event", format!("events[{position}]: {m}"));
+        let kind: EventKind = e.kind.parse().map_err(|x: hush_consent::Error| bad(x.to_string()))?;
+        hush_consent::event::validate_item_id(&e.item_id).map_err(|x| bad(x.to_string()))?;
+        if e.subject_id.is_empty() || e.subject_id.len() > 256 {
+            return Err(bad("subject_id must be 1 to 256 bytes".into()));
+        }
+        let at = match &e.timestamp {
+            Some(t) => Timestamp::parse(t).map_err(|x| bad(x.to_string()))?,
+            None => now,
+        };
+        let value = match (e.value, &kind) {
+            (Some(v), _) if v.is_finite() => v,
+            (Some(_), _) => return Err(bad("value must be a finite number".into())),
+            (None, EventKind::Rating) => return Err(bad("a rating event needs a value".into())),
+            (None, _) => 1.0,
+        };
+        batch.push(SubjectEvent {
+            subject: state.key.pseudonymize(&e.subject_id),
+            event: Event { item: e.item_id, kind, value, at },
+        });
+    }
+    let report = state.ledger().ingest_events(&batch, now)?;
+    Ok(Json(serde_json::to_value(report).map_err(|_| ApiError::Internal)?))
+}

@@ -1,0 +1,281 @@
+//! The API over a real server on 127.0.0.1 with a real HTTP client.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hush_consent::{Ledger, PseudonymKey};
+use hush_features::{ConsentPolicy, FeatureMeta, FeatureSet, Feedback, Interaction};
+use hush_mf::{train, Privacy, TrainParams};
+use hush_serve::{AppState, ServeConfig, ServeError};
+use serde_json::{json, Value};
+
+const KEY: [u8; 32] = [9; 32];
+
+/// A small implicit model over items sku-0..sku-39 in two taste clusters.
+fn model(research_only: bool) -> hush_mf::Model {
+    let rows: Vec<Vec<Interaction>> = (0..200u32)
+        .map(|s| {
+            let base = if s % 2 == 0 { 0 } else { 20 };
+            (0..6).map(|k| Interaction { item: base + (s * 7 + k * 3) % 20, value: 1.0, time: 0 }).collect()
+        })
+        .collect();
+    let meta = FeatureMeta {
+        feedback: Feedback::Implicit,
+        snapshot_at_ms: 0,
+        policy: ConsentPolicy::AsOfSnapshot,
+        research_only,
+        max_events_per_subject: None,
+        seed: 1,
+        report_digest: "test".into(),
+        created_at_ms: 0,
+        hush_version: "test".into(),
+        split: None,
+    };
+    let mut set = FeatureSet::from_subject_rows(meta, (0..40).map(|i| format!("sku-{i}")).collect(), &rows);
+    // Dedup items within a row (the modulo above can repeat).
+    set = FeatureSet::from_subject_rows(
+        set.meta.clone(),
+        set.items.clone(),
+        &(0..set.n_subjects())
+            .map(|s| {
+                let mut seen = std::collections::BTreeSet::new();
+                set.subject_interactions(s).filter(|i| seen.insert(i.item)).collect()
+            })
+            .collect::<Vec<_>>(),
+    );
+    let params = TrainParams { rank: 4, iterations: 4, lambda: 1.0, alpha: 2.0, ..TrainParams::default() };
+    train(&set, &params, Privacy::NonPrivate, &mut |_| {}).unwrap()
+}
+
+struct Server {
+    base: String,
+    db: PathBuf,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hush.db");
+        let ledger = Ledger::open(&db).unwrap();
+        let state = Arc::new(
+            AppState::new(model(false), ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default()).unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(hush_serve::serve(listener, state, std::future::pending()));
+        Server { base, db, client: reqwest::Client::new(), _dir: dir }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn consent(&self, subject: &str, purpose: &str, granted: bool) -> (u16, Value) {
+        let body = json!({ "purpose": purpose, "granted": granted, "notice_version": "v1", "proof_ref": "banner-1" });
+        self.send(reqwest::Method::PUT, &format!("/v1/subjects/{subject}/consent"), Some(body)).await
+    }
+
+    async fn events(&self, subject: &str, items: &[&str]) -> (u16, Value) {
+        let events: Vec<Value> =
+            items.iter().map(|i| json!({ "subject_id": subject, "item_id": i, "kind": "purchase" })).collect();
+        self.send(reqwest::Method::POST, "/v1/events", Some(json!({ "events": events }))).await
+    }
+}
+
+fn database_files(db: &Path) -> Vec<Vec<u8>> {
+    ["", "-wal", "-shm"].iter().filter_map(|s| std::fs::read(format!("{}{s}", db.display())).ok()).collect()
+}
+
+#[tokio::test]
+async fn the_consent_gate_refuses_grants_and_withdraws() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/v1/subjects/ada/recommendations?k=5").await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"], "consent_required");
+    assert_eq!(body["purpose"], "personalization");
+
+    assert_eq!(server.consent("ada", "personalization", true).await.0, 200);
+    let (status, report) = server.events("ada", &["sku-0", "sku-2", "sku-4"]).await;
+    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)));
+    let (status, body) = server.get("/v1/subjects/ada/recommendations?k=5&exclude=sku-6").await;
+    assert_eq!(status, 200, "{body}");
+    let items: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
+    assert_eq!(items.len(), 5);
+    assert!(items.iter().all(|i| !["sku-0", "sku-2", "sku-4", "sku-6"].contains(i)), "{items:?}");
+    assert!(body["personalized"].as_bool().unwrap());
+    assert!(body["items"][0]["because"][0]["text"].as_str().unwrap().starts_with("because you bought sku-"), "{body}");
+
+    let gpc = server
+        .client
+        .get(format!("{}/v1/subjects/ada/recommendations", server.base))
+        .header("Sec-GPC", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gpc.status().as_u16(), 403);
+    assert_eq!(gpc.json::<Value>().await.unwrap()["reason"], "sec_gpc");
+
+    assert_eq!(server.consent("ada", "personalization", false).await.0, 200);
+    let (status, body) = server.get("/v1/subjects/ada/recommendations").await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("withdrawn")));
+
+    // The non-personalized fallback needs no consent and comes from the model's popularity.
+    let (status, body) = server.get("/v1/recommendations/popular?k=3").await;
+    assert_eq!((status, body["items"].as_array().unwrap().len()), (200, 3));
+}
+
+/// Many concurrent requests while consent is withdrawn (or the subject erased):
+/// no request sent after the acknowledgement is ever scored.
+async fn race(erase: bool) {
+    let server = Arc::new(Server::start().await);
+    server.consent("bo", "personalization", true).await;
+    server.events("bo", &["sku-1", "sku-3"]).await;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let server = server.clone();
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..40 {
+                let sent = started.elapsed();
+                let (status, _) = server.get("/v1/subjects/bo/recommendations?k=3").await;
+                seen.push((sent, status));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let (status, _) = if erase {
+        server.send(reqwest::Method::DELETE, "/v1/subjects/bo", None).await
+    } else {
+        server.consent("bo", "personalization", false).await
+    };
+    let acknowledged = started.elapsed();
+    assert_eq!(status, 200);
+    let mut after = 0;
+    for worker in workers {
+        for (sent, status) in worker.await.unwrap() {
+            if sent > acknowledged {
+                after += 1;
+                assert_ne!(status, 200, "a request sent after the acknowledgement was scored");
+            }
+        }
+    }
+    assert!(after > 0, "the race must have requests on both sides of the acknowledgement");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_after_a_withdrawal_is_scored() {
+    race(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_after_an_erasure_is_scored() {
+    race(true).await;
+}
+
+#[tokio::test]
+async fn erasure_leaves_nothing_and_refuses_new_events() {
+    let server = Server::start().await;
+    let raw = "erase-me-8c1f@example.org";
+    server.consent(raw, "personalization", true).await;
+    server.events(raw, &["sku-1", "sku-2"]).await;
+    let (status, export) = server.get(&format!("/v1/subjects/{raw}/export")).await;
+    assert_eq!((status, export["events"].as_array().unwrap().len()), (200, 2));
+    let pseudonym = export["subject"].as_str().unwrap().to_string();
+
+    let (status, receipt) = server.send(reqwest::Method::DELETE, &format!("/v1/subjects/{raw}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(receipt["receipt"]["events_deleted"], 2);
+    assert!(receipt["model"].as_str().unwrap().contains("non-private"));
+    let (status, body) = server.get(&format!("/v1/subjects/{raw}/export")).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (_, report) = server.events(raw, &["sku-3"]).await;
+    assert_eq!((report["stored"].as_u64(), report["dropped_suppressed"].as_u64()), (Some(0), Some(1)));
+    let hex = pseudonym.as_bytes().to_vec();
+    let bytes = hex::decode(&pseudonym).unwrap();
+    for file in database_files(&server.db) {
+        for needle in [raw.as_bytes(), &hex, &bytes] {
+            assert!(!file.windows(needle.len()).any(|w| w == needle), "erased subject bytes remain in the database");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_error_and_stores_nothing() {
+    let server = Server::start().await;
+    let put = |body: &'static str| {
+        server
+            .client
+            .put(format!("{}/v1/subjects/cy/consent", server.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = put("{not json").await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_json");
+    let (status, body) = server.consent("cy", "marketing", true).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_field")));
+    assert!(body["message"].as_str().unwrap().contains("unknown purpose `marketing`"));
+    let (status, body) = server.get("/v1/recommendations/popular?k=0").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_k")));
+    let (status, _) = server.get("/v1/recommendations/popular?k=101").await;
+    assert_eq!(status, 400);
+    let (status, body) = server.get("/v1/subjects/nobody/export").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let huge = format!(
+        "{{\"events\":[{}]}}",
+        vec![r#"{"subject_id":"cy","item_id":"sku-1","kind":"view"}"#; 40_000].join(",")
+    );
+    let r = server
+        .client
+        .post(format!("{}/v1/events", server.base))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    // A batch with one bad event stores none of it.
+    server.consent("cy", "personalization", true).await;
+    let body = json!({ "events": [
+        { "subject_id": "cy", "item_id": "sku-1", "kind": "view" },
+        { "subject_id": "cy", "item_id": "sku-2", "kind": "Not A Kind" },
+    ]});
+    let (status, err) = server.send(reqwest::Method::POST, "/v1/events", Some(body)).await;
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid_event")));
+    assert!(err["message"].as_str().unwrap().starts_with("events[1]: invalid event kind"));
+    let (_, export) = server.get("/v1/subjects/cy/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn model_card_health_and_research_models_refused() {
+    let server = Server::start().await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    let (status, card) = server.get("/v1/model").await;
+    assert_eq!(status, 200);
+    assert_eq!(card["privacy"], "non_private");
+    assert_eq!(card["model_id"], ready["model_id"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path().join("h.db")).unwrap();
+    let refused = AppState::new(model(true), ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default());
+    assert!(matches!(refused, Err(ServeError::ResearchOnlyModel { .. })));
+}
