@@ -66,8 +66,37 @@ pub enum Command {
     Model(ModelCommand),
     /// Serve a model over HTTP: consent-gated recommendations, consent, events, export, erasure.
     Serve(ServeArgs),
+    /// Manage API keys of the server (stored hashed in the ledger).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The main job on the bundled sample: import consent and events, honour erasure requests, extract, train, report.
     Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create(KeyCreateArgs),
+    /// List keys (ids, names, scopes, revocation), never secrets.
+    List,
+    /// Revoke a key by its id.
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// Who or what the key is for, e.g. the storefront's name.
+    #[arg(long)]
+    pub name: String,
+    /// Comma-separated scopes: recommend, ingest, privacy, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// The key id (the part after `hush_`, before the second `_`).
+    pub key_id: String,
 }
 
 #[derive(Debug, Args)]
@@ -427,4 +456,10 @@ pub struct QuickstartArgs {
     /// The extraction and training config.
     #[arg(long, default_value = "models/sample.toml")]
     pub config: PathBuf,
+    /// Stop after training instead of serving the model.
+    #[arg(long)]
+    pub no_serve: bool,
+    /// Where to serve the model at the end.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: String,
 }

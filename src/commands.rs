@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recommend(args) => crate::learn::recommend(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
         Command::Serve(args) => serve(g, args),
+        Command::Keys(command) => keys(g, command),
         Command::Quickstart(args) => quickstart(g, args),
     }
 }
@@ -487,32 +488,86 @@ fn print_report(r: &ExtractionReport) {
     }
 }
 
+fn keys(g: &Global, command: &KeysCommand) -> Result<()> {
+    let mut ledger = open_ledger(g)?;
+    match command {
+        KeysCommand::Create(args) => {
+            let (key, record) = hush_consent::keys::create(&mut ledger, &args.name, &args.scopes, Timestamp::now())?;
+            if g.json {
+                return print_json(&serde_json::json!({ "key": key, "record": record }));
+            }
+            println!("{key}");
+            eprintln!(
+                "key {} for {} with scopes {}: store it now, it is not shown again",
+                record.key_id,
+                record.name,
+                record.scopes.join(",")
+            );
+        }
+        KeysCommand::List => {
+            let keys = ledger.api_keys()?;
+            if g.json {
+                return print_json(&keys);
+            }
+            for k in keys {
+                let state = k.revoked_at.map(|t| format!("revoked {t}")).unwrap_or_else(|| "active".into());
+                println!("{}  {:<20} {:<32} created {}  {state}", k.key_id, k.name, k.scopes.join(","), k.created_at);
+            }
+        }
+        KeysCommand::Revoke(args) => {
+            if !ledger.revoke_api_key(&args.key_id, Timestamp::now())? {
+                bail!("no active key with id `{}` (see hush keys list)", args.key_id);
+            }
+            println!("revoked {}; requests with it are refused from now on", args.key_id);
+        }
+    }
+    Ok(())
+}
+
 fn serve(g: &Global, args: &ServeArgs) -> Result<()> {
-    let model = hush_mf::Model::load(&args.model)?;
-    let state = std::sync::Arc::new(hush_serve::AppState::new(
-        model,
-        open_ledger(g)?,
-        load_key(g)?,
-        hush_serve::ServeConfig::default(),
-    )?);
+    serve_model(g, &args.model, &args.bind, None)
+}
+
+/// Serves `model` until Ctrl-C; SIGHUP reloads the model file (a bad file is refused).
+fn serve_model(g: &Global, model_path: &Path, bind: &str, example_key: Option<&str>) -> Result<()> {
+    let model = hush_mf::Model::load(model_path)?;
+    let state = std::sync::Arc::new(
+        hush_serve::AppState::new(model, open_ledger(g)?, load_key(g)?, hush_serve::ServeConfig::default())?
+            .with_model_path(model_path.to_path_buf()),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&args.bind)
+        let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .with_context(|| format!("binding {} (is another server running there?)", args.bind))?;
+            .with_context(|| format!("binding {bind} (is another server running there?)"))?;
         let address = listener.local_addr()?;
+        #[cfg(unix)]
+        {
+            let reloader = state.clone();
+            let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    let state = reloader.clone();
+                    match tokio::task::spawn_blocking(move || state.reload_model()).await {
+                        Ok(Ok(id)) => eprintln!("SIGHUP: now serving model {id}"),
+                        Ok(Err(e)) => eprintln!("SIGHUP: model refused, the previous one keeps serving: {e}"),
+                        Err(e) => eprintln!("SIGHUP: reload failed: {e}"),
+                    }
+                }
+            });
+        }
+        let key = example_key.unwrap_or("$HUSH_API_KEY");
+        println!("serving {} on http://{address} (store {})", model_path.display(), g.db.display());
+        println!("Ctrl-C stops after the requests in flight; SIGHUP reloads the model file. Try:");
+        println!("  curl -H 'Authorization: Bearer {key}' http://{address}/v1/model");
+        println!("  curl -H 'Authorization: Bearer {key}' 'http://{address}/v1/recommendations/popular?k=5'");
+        println!("  curl -X PUT -H 'Authorization: Bearer {key}' -H 'content-type: application/json' \\");
+        println!("       -d '{{\"purpose\":\"personalization\",\"granted\":true,\"notice_version\":\"2025-04\"}}' \\");
+        println!("       http://{address}/v1/subjects/cust-0000002/consent");
         println!(
-            "serving {} on http://{address} (store {}); Ctrl-C stops after the requests in flight",
-            args.model.display(),
-            g.db.display()
+            "  curl -H 'Authorization: Bearer {key}' 'http://{address}/v1/subjects/cust-0000002/recommendations?k=5'"
         );
-        println!("  curl http://{address}/v1/model");
-        println!("  curl http://{address}/v1/recommendations/popular?k=5");
-        println!(
-            "  curl -X PUT http://{address}/v1/subjects/cust-0000001/consent -H 'content-type: application/json' \\"
-        );
-        println!("       -d '{{\"purpose\":\"personalization\",\"granted\":true,\"notice_version\":\"2025-04\"}}'");
-        println!("  curl http://{address}/v1/subjects/cust-0000001/recommendations?k=5");
+        println!("  curl -X DELETE -H 'Authorization: Bearer {key}' http://{address}/v1/subjects/cust-0000002");
         hush_serve::serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -628,5 +683,12 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         args.dir.join("model.hmdl").display(),
         dp.meta.model_id
     );
-    Ok(())
+    if args.no_serve {
+        return Ok(());
+    }
+    println!("== serving the DP model (an admin API key was created for this demo)");
+    let mut ledger = open_ledger(&g)?;
+    let (key, _) = hush_consent::keys::create(&mut ledger, "quickstart", &["admin".to_string()], Timestamp::now())?;
+    drop(ledger);
+    serve_model(&g, &args.dir.join("model.hmdl"), &args.bind, Some(&key))
 }

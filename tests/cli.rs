@@ -280,6 +280,7 @@ fn quickstart_runs_the_main_job() {
             "--dir",
             "qs",
             "-q",
+            "--no-serve",
         ];
         ok(dir.path(), &args)
     };
@@ -383,4 +384,75 @@ fn train_evaluate_recommend_and_inspect_on_real_files() {
     std::fs::write(d.join("bad.hmdl"), b"HUSHMODL\x01\x00\x00\x00 garbage").unwrap();
     let out = hush(d, &["model", "inspect", "bad.hmdl"]);
     assert!(stderr(&out).contains("truncated hush model file"), "{}", stderr(&out));
+}
+
+/// One raw HTTP/1.1 request to 127.0.0.1; returns (status, body).
+fn http(port: u16, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[test]
+fn quickstart_ends_by_serving_the_trained_model() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["quickstart", "--sample", root().join("data/sample").to_str().unwrap()])
+        .args(["--config", root().join("models/sample.toml").to_str().unwrap(), "--dir", "qs", "-q", "--bind", &bind])
+        .current_dir(dir.path())
+        .env_remove("HUSH_PSEUDONYM_KEY")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(start) = line.find("Bearer hush_") {
+            key = Some(line[start + 7..].split('\'').next().unwrap().to_string());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "quickstart did not start serving");
+    }
+    let key = key.expect("the quickstart prints an API key for its curl examples");
+    let (status, _) = http(port, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (popular_status, body) = http(
+        port,
+        &format!("GET /v1/recommendations/popular?k=3 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"),
+    );
+    let (refused, _) = http(port, "GET /v1/recommendations/popular HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(popular_status, 200, "{body}");
+    assert!(body.contains("sku-"), "{body}");
+    assert_eq!(refused, 401);
+}
+
+#[test]
+fn api_keys_are_created_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = json(&ok(d, &["keys", "create", "--name", "shop", "--scopes", "recommend,ingest", "--json"]));
+    let key = created["key"].as_str().unwrap().to_string();
+    let id = created["record"]["key_id"].as_str().unwrap().to_string();
+    assert!(key.starts_with(&format!("hush_{id}_")));
+    let listed = json(&ok(d, &["keys", "list", "--json"]));
+    assert_eq!(listed[0]["scopes"], serde_json::json!(["recommend", "ingest"]));
+    assert!(!String::from_utf8_lossy(&ok(d, &["keys", "list"]).stdout).contains(&key), "list never shows secrets");
+    ok(d, &["keys", "revoke", &id]);
+    assert!(json(&ok(d, &["keys", "list", "--json"]))[0]["revoked_at"].is_string());
+    let out = hush(d, &["keys", "revoke", &id]);
+    assert!(stderr(&out).contains(&format!("no active key with id `{id}`")));
+    let out = hush(d, &["keys", "create", "--name", "x", "--scopes", "everything"]);
+    assert!(stderr(&out).contains("unknown scope `everything`; expected one of recommend, ingest, privacy, admin"));
 }

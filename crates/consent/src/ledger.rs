@@ -59,6 +59,16 @@ const MIGRATIONS: &[&str] = &[
          consent_records_deleted INTEGER NOT NULL,
          events_deleted INTEGER NOT NULL
      );",
+    // 2: API keys of the serving API (only a SHA-256 of each secret is kept).
+    "CREATE TABLE api_keys (
+         id INTEGER PRIMARY KEY,
+         key_id TEXT NOT NULL UNIQUE,
+         name TEXT NOT NULL,
+         secret_sha256 BLOB NOT NULL,
+         scopes TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         revoked_at INTEGER
+     );",
 ];
 
 /// The newest schema version this build understands.
@@ -510,6 +520,75 @@ impl Ledger {
         Ok(())
     }
 
+    /// Stores a new API key record (the secret itself is never stored).
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails (e.g. a duplicate key id).
+    pub fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.key_id,
+                    key.name,
+                    &secret_sha256[..],
+                    key.scopes.join(","),
+                    key.created_at.as_unix_millis()
+                ],
+            )
+            .map_err(Error::db(&self.path))?;
+        Ok(())
+    }
+
+    /// The key record and secret digest of `key_id`, revoked or not.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn api_key(&self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = ?1",
+            )
+            .map_err(Error::db(&self.path))?;
+        stmt.query_row([key_id], |row| {
+            let digest: Vec<u8> = row.get(5)?;
+            let digest: [u8; 32] =
+                digest.try_into().map_err(|_| conversion_error(5, "stored key digest is not 32 bytes".into()))?;
+            Ok((api_key_from_row(row)?, digest))
+        })
+        .optional()
+        .map_err(Error::db(&self.path))
+    }
+
+    /// Every API key record, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn api_keys(&self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id")
+            .map_err(Error::db(&self.path))?;
+        let rows = stmt.query_map([], api_key_from_row).map_err(Error::db(&self.path))?;
+        collect_rows(rows, &self.path)
+    }
+
+    /// Revokes a key; returns whether an active key was revoked.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
+                params![key_id, now.as_unix_millis()],
+            )
+            .map_err(Error::db(&self.path))?;
+        Ok(changed > 0)
+    }
+
     /// The whole suppression list.
     ///
     /// # Errors
@@ -735,6 +814,18 @@ fn event_from_offset(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Eve
         kind: kind.parse::<EventKind>().map_err(|e| conversion_error(at + 1, e.to_string()))?,
         value: value as f32,
         at: Timestamp::from_unix_millis(row.get(at + 3)?),
+    })
+}
+
+fn api_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::keys::ApiKeyRecord> {
+    let scopes: String = row.get(2)?;
+    let revoked: Option<i64> = row.get(4)?;
+    Ok(crate::keys::ApiKeyRecord {
+        key_id: row.get(0)?,
+        name: row.get(1)?,
+        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        created_at: Timestamp::from_unix_millis(row.get(3)?),
+        revoked_at: revoked.map(Timestamp::from_unix_millis),
     })
 }
 

@@ -17,6 +17,7 @@ mod error;
 pub mod event;
 pub mod formats;
 pub mod import;
+pub mod keys;
 pub mod ledger;
 pub mod pseudonym;
 pub mod record;

@@ -17,6 +17,9 @@ pub enum ServeError {
     /// The model file could not be loaded.
     #[error(transparent)]
     Model(#[from] hush_mf::Error),
+    /// A reload was asked for but the server was not started from a model file.
+    #[error("this server was not started from a model file, so there is nothing to reload")]
+    NoModelPath,
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] hush_consent::Error),
@@ -36,6 +39,16 @@ pub enum ApiError {
         /// Why the request is refused.
         reason: &'static str,
     },
+    /// No valid API key was presented (missing, malformed, unknown, wrong secret or revoked).
+    Unauthorized {
+        /// `missing_api_key` or `invalid_api_key`.
+        code: &'static str,
+    },
+    /// The key is valid but lacks the scope this route needs.
+    InsufficientScope {
+        /// The scope needed.
+        scope: &'static str,
+    },
     /// Nothing is held about the subject.
     NotFound,
     /// The request is malformed.
@@ -50,6 +63,11 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A new model was refused; the old one keeps serving.
+    ModelRefused {
+        /// Why.
+        message: String,
+    },
     /// Something failed on our side; details go to the log, not the client.
     Internal,
 }
@@ -59,9 +77,12 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::ConsentRequired { .. } => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ModelRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,11 +123,24 @@ impl IntoResponse for ApiError {
                 "reason": reason,
                 "message": format!("the subject has not granted {purpose} consent ({reason}); nothing was scored. Use GET /v1/recommendations/popular for a non-personalized list"),
             }),
+            ApiError::Unauthorized { code } => json!({
+                "error": code,
+                "message": "send a valid API key as `Authorization: Bearer hush_...` or `X-API-Key: hush_...` (hush keys create)",
+            }),
+            ApiError::InsufficientScope { scope } => json!({
+                "error": "insufficient_scope",
+                "scope": scope,
+                "message": format!("this API key lacks the `{scope}` scope this route needs"),
+            }),
             ApiError::NotFound => json!({ "error": "not_found", "message": "no data is held about this subject" }),
             ApiError::BadRequest { code, message } => json!({ "error": code, "message": message }),
             ApiError::PayloadTooLarge { limit } => {
                 json!({ "error": "body_too_large", "message": format!("the body must be at most {limit} bytes") })
             }
+            ApiError::ModelRefused { message } => json!({
+                "error": "model_refused",
+                "message": format!("{message}; the previous model keeps serving"),
+            }),
             ApiError::Internal => json!({ "error": "internal", "message": "internal error; it has been logged" }),
         };
         (status, Json(body)).into_response()

@@ -11,6 +11,7 @@
 //! afterwards sees it and is refused before anything is scored.
 #![deny(missing_docs)]
 
+mod auth;
 mod error;
 mod routes;
 
@@ -43,12 +44,14 @@ pub struct ServeConfig {
     pub max_history: usize,
     /// Largest `k` a client may ask for.
     pub max_k: usize,
+    /// Require API keys with scopes (off only for local experiments).
+    pub require_api_keys: bool,
 }
 
 impl Default for ServeConfig {
     /// 200 recent events cover a storefront session history; 100 items fill any page.
     fn default() -> Self {
-        ServeConfig { max_history: 200, max_k: 100 }
+        ServeConfig { max_history: 200, max_k: 100, require_api_keys: true }
     }
 }
 
@@ -78,6 +81,7 @@ impl ServedModel {
 /// Everything the handlers need; shared as `Arc<AppState>`.
 pub struct AppState {
     model: RwLock<Arc<ServedModel>>,
+    model_path: Option<std::path::PathBuf>,
     ledger: Mutex<Ledger>,
     key: PseudonymKey,
     config: ServeConfig,
@@ -89,7 +93,32 @@ impl AppState {
     /// # Errors
     /// As [`ServedModel::new`].
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
-        Ok(AppState { model: RwLock::new(Arc::new(ServedModel::new(model)?)), ledger: Mutex::new(ledger), key, config })
+        Ok(AppState {
+            model: RwLock::new(Arc::new(ServedModel::new(model)?)),
+            model_path: None,
+            ledger: Mutex::new(ledger),
+            key,
+            config,
+        })
+    }
+
+    /// Remembers the model file, so it can be reloaded (admin endpoint, SIGHUP).
+    #[must_use]
+    pub fn with_model_path(mut self, path: std::path::PathBuf) -> Self {
+        self.model_path = Some(path);
+        self
+    }
+
+    /// Reloads the model file and swaps it in; a bad file is refused and the
+    /// current model keeps serving.
+    ///
+    /// # Errors
+    /// [`ServeError::NoModelPath`], or why the file was refused.
+    pub fn reload_model(&self) -> Result<String, ServeError> {
+        let path = self.model_path.as_ref().ok_or(ServeError::NoModelPath)?;
+        let id = self.swap_model(Model::load(path)?)?;
+        tracing::info!(model_id = %id, "model swapped in");
+        Ok(id)
     }
 
     /// The model being served now.

@@ -13,6 +13,7 @@ use hush_features::Feedback;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::{Admin, Authorized, Ingest, Privacy, Recommend};
 use crate::{ApiError, AppState, ServedModel};
 
 /// Largest request body accepted, in bytes: a batch of a few thousand events.
@@ -30,6 +31,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/subjects/{id}/export", get(export))
         .route("/v1/subjects/{id}", axum::routing::delete(erase))
         .route("/v1/events", axum::routing::post(ingest))
+        .route("/v1/admin/model/reload", axum::routing::post(reload))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -43,13 +45,26 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
+async fn reload(_: Authorized<Admin>, State(state): State<Arc<AppState>>) -> ApiResult {
+    // Loading and checking the file happens off the async workers.
+    let loader = state.clone();
+    let result = tokio::task::spawn_blocking(move || loader.reload_model()).await.map_err(|_| ApiError::Internal)?;
+    match result {
+        Ok(model_id) => Ok(Json(json!({ "model_id": model_id, "swapped": true }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "model reload refused");
+            Err(ApiError::ModelRefused { message: e.to_string() })
+        }
+    }
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let model = state.model();
     state.ledger().stats().map_err(ApiError::from)?;
     Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id })))
 }
 
-async fn model_card(State(state): State<Arc<AppState>>) -> ApiResult {
+async fn model_card(_: Authorized<Recommend>, State(state): State<Arc<AppState>>) -> ApiResult {
     let served = state.model();
     let m = &served.model;
     Ok(Json(json!({
@@ -87,7 +102,11 @@ fn excluded(served: &ServedModel, raw: Option<&str>) -> HashSet<usize> {
     raw.unwrap_or_default().split(',').filter_map(|id| served.index.get(id.trim()).copied()).collect()
 }
 
-async fn popular(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> ApiResult {
+async fn popular(
+    _: Authorized<Recommend>,
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     let served = state.model();
     let skip = excluded(&served, q.exclude.as_deref());
@@ -115,6 +134,7 @@ fn fold_in_value(feedback: Feedback, event: &Event) -> Option<f32> {
 }
 
 async fn recommendations(
+    _: Authorized<Recommend>,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
@@ -219,6 +239,7 @@ struct ConsentBody {
 }
 
 async fn put_consent(
+    _: Authorized<Privacy>,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     body: Result<Json<ConsentBody>, JsonRejection>,
@@ -247,7 +268,7 @@ async fn put_consent(
     Ok(Json(json!({ "recorded": record })))
 }
 
-async fn get_consent(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
     let ledger = state.ledger();
     let now = Timestamp::now();
@@ -256,13 +277,13 @@ async fn get_consent(State(state): State<Arc<AppState>>, Path(id): Path<String>)
     Ok(Json(json!({ "status": status, "history": ledger.history(&subject)? })))
 }
 
-async fn export(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+async fn export(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
     let export = state.ledger().export(&subject, Timestamp::now())?;
     Ok(Json(serde_json::to_value(export).map_err(|_| ApiError::Internal)?))
 }
 
-async fn erase(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+async fn erase(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
     let _span = tracing::info_span!("erase", subject = %subject.short()).entered();
     let receipt = state.ledger().erase(&subject, Timestamp::now())?;
@@ -303,7 +324,11 @@ struct EventBody {
     timestamp: Option<String>,
 }
 
-async fn ingest(State(state): State<Arc<AppState>>, body: Result<Json<EventsBody>, JsonRejection>) -> ApiResult {
+async fn ingest(
+    _: Authorized<Ingest>,
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<EventsBody>, JsonRejection>,
+) -> ApiResult {
     let body = json_body(body)?;
     let now = Timestamp::now();
     // Validate the whole batch first: a bad event stores nothing.

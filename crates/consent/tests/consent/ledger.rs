@@ -191,7 +191,7 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     Ledger::open(&path).unwrap();
     rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = Ledger::open(&path).unwrap_err().to_string();
-    assert!(err.contains("has schema version 99, newer than this hush understands (at most 1)"), "{err}");
+    assert!(err.contains("has schema version 99, newer than this hush understands (at most 2)"), "{err}");
 }
 
 #[test]

@@ -51,7 +51,10 @@ fn model(research_only: bool) -> hush_mf::Model {
 struct Server {
     base: String,
     db: PathBuf,
+    model_path: PathBuf,
     client: reqwest::Client,
+    /// One key per scope, by scope; the client sends the admin key.
+    keys: std::collections::HashMap<&'static str, String>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,14 +62,26 @@ impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("hush.db");
-        let ledger = Ledger::open(&db).unwrap();
-        let state = Arc::new(
-            AppState::new(model(false), ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default()).unwrap(),
-        );
+        let mut ledger = Ledger::open(&db).unwrap();
+        let now = hush_consent::Timestamp::now();
+        let mut keys = std::collections::HashMap::new();
+        for scope in ["admin", "recommend", "ingest", "privacy"] {
+            let (key, _) = hush_consent::keys::create(&mut ledger, scope, &[scope.to_string()], now).unwrap();
+            keys.insert(scope, key);
+        }
+        let model_path = dir.path().join("model.hmdl");
+        model(false).save(&model_path).unwrap();
+        let loaded = hush_mf::Model::load(&model_path).unwrap();
+        let state = AppState::new(loaded, ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default())
+            .unwrap()
+            .with_model_path(model_path.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(hush_serve::serve(listener, state, std::future::pending()));
-        Server { base, db, client: reqwest::Client::new(), _dir: dir }
+        tokio::spawn(hush_serve::serve(listener, Arc::new(state), std::future::pending()));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {}", keys["admin"]).parse().unwrap());
+        let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+        Server { base, db, model_path, client, keys, _dir: dir }
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -144,12 +159,22 @@ async fn race(erase: bool) {
     server.consent("bo", "personalization", true).await;
     server.events("bo", &["sku-1", "sku-3"]).await;
     let started = Instant::now();
+    let acked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..16 {
         let server = server.clone();
+        let acked = acked.clone();
         workers.push(tokio::spawn(async move {
+            // Keep firing until the acknowledgement, then 10 more each (bounded either way).
             let mut seen = Vec::new();
-            for _ in 0..40 {
+            let mut after_ack = 0;
+            for _ in 0..5_000 {
+                if acked.load(std::sync::atomic::Ordering::SeqCst) {
+                    after_ack += 1;
+                    if after_ack > 10 {
+                        break;
+                    }
+                }
                 let sent = started.elapsed();
                 let (status, _) = server.get("/v1/subjects/bo/recommendations?k=3").await;
                 seen.push((sent, status));
@@ -164,10 +189,13 @@ async fn race(erase: bool) {
         server.consent("bo", "personalization", false).await
     };
     let acknowledged = started.elapsed();
+    acked.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(status, 200);
     let mut after = 0;
+    let mut scored = 0;
     for worker in workers {
         for (sent, status) in worker.await.unwrap() {
+            scored += usize::from(status == 200);
             if sent > acknowledged {
                 after += 1;
                 assert_ne!(status, 200, "a request sent after the acknowledgement was scored");
@@ -175,6 +203,7 @@ async fn race(erase: bool) {
         }
     }
     assert!(after > 0, "the race must have requests on both sides of the acknowledgement");
+    assert!(scored > 0, "requests before the acknowledgement were scored: the race was real");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,4 +307,78 @@ async fn model_card_health_and_research_models_refused() {
     let ledger = Ledger::open(dir.path().join("h.db")).unwrap();
     let refused = AppState::new(model(true), ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default());
     assert!(matches!(refused, Err(ServeError::ResearchOnlyModel { .. })));
+}
+
+#[tokio::test]
+async fn api_keys_are_required_and_scoped() {
+    let server = Server::start().await;
+    let bare = reqwest::Client::new();
+    let url = format!("{}/v1/recommendations/popular", server.base);
+    let r = bare.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "missing_api_key");
+    let r = bare.get(&url).header("x-api-key", "hush_000000000000_nope").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_api_key");
+    let r = bare.get(&url).header("x-api-key", &server.keys["recommend"]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A recommend-only key cannot change consent, and nothing is stored.
+    let r = bare
+        .put(format!("{}/v1/subjects/dee/consent", server.base))
+        .header("authorization", format!("Bearer {}", server.keys["recommend"]))
+        .json(&json!({ "purpose": "personalization", "granted": true, "notice_version": "v1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!((body["error"].as_str(), body["scope"].as_str()), (Some("insufficient_scope"), Some("privacy")));
+    let (status, _) = server.get("/v1/subjects/dee/export").await;
+    assert_eq!(status, 404, "the refused consent change stored nothing");
+    // Health needs no key.
+    assert_eq!(bare.get(format!("{}/healthz", server.base)).send().await.unwrap().status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_swap_under_load_and_bad_files_are_refused() {
+    let server = Arc::new(Server::start().await);
+    let (_, before) = server.get("/v1/model").await;
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let server = server.clone();
+        load.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..30 {
+                statuses.push(server.get("/v1/recommendations/popular?k=5").await.0);
+            }
+            statuses
+        }));
+    }
+    // A different model (other seed) replaces the file; the admin endpoint swaps it in.
+    let mut other = model(false);
+    other.meta.params.seed = 99;
+    other.popularity.reverse();
+    other.save(&server.model_path).unwrap();
+    let (status, swapped) = server.send(reqwest::Method::POST, "/v1/admin/model/reload", None).await;
+    assert_eq!(status, 200, "{swapped}");
+    for worker in load {
+        assert!(worker.await.unwrap().iter().all(|&s| s == 200), "no request may fail during a swap");
+    }
+    let (_, after) = server.get("/v1/model").await;
+    assert_ne!(before["model_id"], after["model_id"]);
+    assert_eq!(after["model_id"], swapped["model_id"]);
+
+    std::fs::write(&server.model_path, b"HUSHMODL garbage").unwrap();
+    let (status, refused) = server.send(reqwest::Method::POST, "/v1/admin/model/reload", None).await;
+    assert_eq!((status, refused["error"].as_str()), (422, Some("model_refused")));
+    let (_, still) = server.get("/v1/model").await;
+    assert_eq!(still["model_id"], after["model_id"], "the old model keeps serving");
+    // Only admin keys may swap models.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/admin/model/reload", server.base))
+        .header("x-api-key", &server.keys["ingest"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
 }
