@@ -63,6 +63,8 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request took longer than the server allows.
+    Timeout,
     /// A new model was refused; the old one keeps serving.
     ModelRefused {
         /// Why.
@@ -83,6 +85,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ModelRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +140,7 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge { limit } => {
                 json!({ "error": "body_too_large", "message": format!("the body must be at most {limit} bytes") })
             }
+            ApiError::Timeout => json!({ "error": "timeout", "message": "the request took too long; retry later" }),
             ApiError::ModelRefused { message } => json!({
                 "error": "model_refused",
                 "message": format!("{message}; the previous model keeps serving"),

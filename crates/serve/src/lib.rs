@@ -13,6 +13,7 @@
 
 mod auth;
 mod error;
+pub mod metrics;
 mod routes;
 
 use std::collections::HashMap;
@@ -44,6 +45,10 @@ pub struct ServeConfig {
     pub max_history: usize,
     /// Largest `k` a client may ask for.
     pub max_k: usize,
+    /// Requests handled at once; more wait in line (backpressure, not failure).
+    pub max_concurrent_requests: usize,
+    /// A request still running after this is answered 503 `timeout`.
+    pub request_timeout_ms: u64,
     /// Require API keys with scopes (off only for local experiments).
     pub require_api_keys: bool,
 }
@@ -51,7 +56,15 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     /// 200 recent events cover a storefront session history; 100 items fill any page.
     fn default() -> Self {
-        ServeConfig { max_history: 200, max_k: 100, require_api_keys: true }
+        // 512 in flight keeps two cores busy without unbounded queues; 10 s is
+        // far above any healthy request (fold-in and scoring take milliseconds).
+        ServeConfig {
+            max_history: 200,
+            max_k: 100,
+            require_api_keys: true,
+            max_concurrent_requests: 512,
+            request_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -85,6 +98,7 @@ pub struct AppState {
     ledger: Mutex<Ledger>,
     key: PseudonymKey,
     config: ServeConfig,
+    metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -99,6 +113,7 @@ impl AppState {
             ledger: Mutex::new(ledger),
             key,
             config,
+            metrics: metrics::Metrics::new(),
         })
     }
 
@@ -134,6 +149,7 @@ impl AppState {
         let served = Arc::new(ServedModel::new(model)?);
         let id = served.model.meta.model_id.clone();
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = served;
+        self.metrics.model_swaps.inc();
         Ok(id)
     }
 

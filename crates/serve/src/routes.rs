@@ -32,8 +32,30 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/subjects/{id}", axum::routing::delete(erase))
         .route("/v1/events", axum::routing::post(ingest))
         .route("/v1/admin/model/reload", axum::routing::post(reload))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overload_or_timeout))
+                .timeout(std::time::Duration::from_millis(state.config.request_timeout_ms))
+                .concurrency_limit(state.config.max_concurrent_requests),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// What a request that timed out (or failed in the middleware) gets: the same JSON shape as every error.
+async fn overload_or_timeout(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout
+    } else {
+        tracing::error!(%error, "middleware failure");
+        ApiError::Internal
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    state.metrics.render(&state.model().model.meta.model_id)
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -146,6 +168,7 @@ async fn recommendations(
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     // Global Privacy Control: an objection to personalization for this request.
     if headers.get("sec-gpc").and_then(|v| v.to_str().ok()).map(str::trim) == Some("1") {
+        state.metrics.consent_refusals.inc();
         return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
     }
     let now = Timestamp::now();
@@ -157,6 +180,7 @@ async fn recommendations(
                 hush_consent::ConsentState::Withdrawn => "withdrawn",
                 _ => "not_granted",
             };
+            state.metrics.consent_refusals.inc();
             return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
         }
         ledger.events_of(&subject)?

@@ -382,3 +382,76 @@ async fn models_swap_under_load_and_bad_files_are_refused() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 }
+
+#[tokio::test]
+async fn metrics_count_routes_refusals_and_the_model() {
+    let server = Server::start().await;
+    server.get("/v1/subjects/eve/recommendations").await;
+    server.get("/v1/recommendations/popular?k=2").await;
+    let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"hush_http_requests_total{method="GET",route="/v1/subjects/{id}/recommendations",status="403"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/v1/recommendations/popular",status="200"} 1"#), "{text}");
+    assert!(text.contains("hush_consent_refusals_total 1"), "{text}");
+    assert!(text.contains("hush_http_request_duration_seconds_bucket"), "{text}");
+    let (_, card) = server.get("/v1/model").await;
+    assert!(
+        text.contains(&format!(r#"hush_model_info{{model_id="{}"}} 1"#, card["model_id"].as_str().unwrap())),
+        "{text}"
+    );
+    assert!(!text.contains("eve"), "no subject id in metric labels");
+}
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// Every log line of a whole session of requests, at debug level: no raw subject id.
+#[tokio::test]
+async fn logs_carry_no_raw_subject_id() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .finish();
+    // The test runtime is single-threaded, so a thread-local subscriber sees every task.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = Server::start().await;
+    let raw = "frida.k@example.org";
+    server.get(&format!("/v1/subjects/{raw}/recommendations")).await;
+    server.consent(raw, "personalization", true).await;
+    server.events(raw, &["sku-1", "sku-5"]).await;
+    server.get(&format!("/v1/subjects/{raw}/recommendations?k=3")).await;
+    server.get(&format!("/v1/subjects/{raw}/export")).await;
+    server.send(reqwest::Method::DELETE, &format!("/v1/subjects/{raw}"), None).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("route=/v1/subjects/{id}/recommendations"), "the request spans were captured:\n{text}");
+    assert!(text.contains("erased subject"), "{text}");
+    assert!(!text.contains("frida"), "a raw subject id reached the logs:\n{text}");
+    let pseudonym = PseudonymKey::from_bytes(KEY).pseudonymize(raw);
+    assert!(text.contains(&pseudonym.short()), "spans name the subject by pseudonym prefix");
+    assert!(!text.contains(&pseudonym.to_hex()), "never the full pseudonym");
+}

@@ -1,0 +1,98 @@
+//! Request metrics (Prometheus text at `GET /metrics`) and the per-request span.
+//!
+//! Requests are labelled by route *template* (`/v1/subjects/{id}/consent`),
+//! never by the concrete path: a path holds a raw subject id, which must not
+//! reach a metric label or a log line.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    /// Recommendation requests refused for lack of consent.
+    pub consent_refusals: IntCounter,
+    /// Model swaps since start.
+    pub model_swaps: IntCounter,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("hush_http_requests_total", "HTTP requests by route template, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("hush_http_request_duration_seconds", "HTTP request latency by route template")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let consent_refusals =
+            IntCounter::new("hush_consent_refusals_total", "Recommendation requests refused for lack of consent")
+                .expect("valid metric");
+        let model_swaps =
+            IntCounter::new("hush_model_swaps_total", "Models swapped in since start").expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(consent_refusals.clone()),
+            Box::new(model_swaps.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics { registry, requests, latency, consent_refusals, model_swaps }
+    }
+
+    /// The Prometheus text exposition, with the served model's id.
+    pub fn render(&self, model_id: &str) -> String {
+        let mut families = self.registry.gather();
+        let info = IntGauge::with_opts(
+            Opts::new("hush_model_info", "The served model (value 1), labelled with its id")
+                .const_label("model_id", model_id),
+        )
+        .expect("valid metric");
+        info.set(1);
+        // The model id changes with swaps, so its info gauge is built per scrape.
+        families.extend(prometheus::core::Collector::collect(&info));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&families, &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("Prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Middleware: one span per request (method and route template only) and the
+/// request metrics.
+pub(crate) async fn track(
+    State(state): State<std::sync::Arc<crate::AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = request.method().to_string();
+    let span = tracing::info_span!("request", %method, %route);
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let status = response.status().as_u16().to_string();
+    state.metrics.requests.with_label_values(&[&route, &method, &status]).inc();
+    state.metrics.latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+    span.in_scope(|| tracing::debug!(%status, micros = started.elapsed().as_micros() as u64, "request done"));
+    response.into_response()
+}
