@@ -14,6 +14,7 @@
 mod auth;
 mod error;
 pub mod metrics;
+mod openapi;
 mod routes;
 
 use std::collections::HashMap;

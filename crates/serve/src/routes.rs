@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, put};
 use axum::{Json, Router};
 use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, SubjectEvent, Timestamp};
 use hush_features::Feedback;
@@ -21,18 +20,39 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The API router over `state`.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/readyz", get(readyz))
-        .route("/v1/model", get(model_card))
-        .route("/v1/recommendations/popular", get(popular))
-        .route("/v1/subjects/{id}/recommendations", get(recommendations))
-        .route("/v1/subjects/{id}/consent", put(put_consent).get(get_consent))
-        .route("/v1/subjects/{id}/export", get(export))
-        .route("/v1/subjects/{id}", axum::routing::delete(erase))
-        .route("/v1/events", axum::routing::post(ingest))
-        .route("/v1/admin/model/reload", axum::routing::post(reload))
-        .route("/metrics", get(metrics))
+    let mut router = Router::new();
+    let mut documented = Vec::new();
+    // Each route is registered and documented by the same line, so the
+    // OpenAPI document cannot drift from what the server answers.
+    macro_rules! routes {
+        ($($method:ident $path:literal => $handler:expr, $scope:expr, $summary:literal;)*) => {$(
+            router = router.route($path, axum::routing::$method($handler));
+            documented.push(crate::openapi::RouteDoc {
+                method: stringify!($method),
+                path: $path,
+                scope: $scope,
+                summary: $summary,
+            });
+        )*};
+    }
+    routes! {
+        get "/healthz" => || async { Json(json!({ "status": "ok" })) }, None, "Liveness";
+        get "/readyz" => readyz, None, "Readiness: model loaded and store reachable";
+        get "/metrics" => metrics, None, "Prometheus metrics";
+        get "/openapi.json" => openapi, None, "This document";
+        get "/v1/model" => model_card, Some("recommend"), "The served model's card";
+        get "/v1/recommendations/popular" => popular, Some("recommend"), "Non-personalized fallback from the model's DP popularity";
+        get "/v1/subjects/{id}/recommendations" => recommendations, Some("recommend"), "Consent-gated personalized recommendations with explanations";
+        put "/v1/subjects/{id}/consent" => put_consent, Some("privacy"), "Record a consent grant or withdrawal";
+        get "/v1/subjects/{id}/consent" => get_consent, Some("privacy"), "Consent status and history";
+        get "/v1/subjects/{id}/export" => export, Some("privacy"), "Everything held about the subject";
+        delete "/v1/subjects/{id}" => erase, Some("privacy"), "Erase the subject, with a receipt";
+        post "/v1/events" => ingest, Some("ingest"), "Ingest a batch of events";
+        post "/v1/admin/model/reload" => reload, Some("admin"), "Reload the model file and swap it in";
+    }
+    let document = Arc::new(crate::openapi::document(&documented));
+    router
+        .layer(axum::Extension(document))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(
             tower::ServiceBuilder::new()
@@ -52,6 +72,10 @@ async fn overload_or_timeout(error: tower::BoxError) -> ApiError {
         tracing::error!(%error, "middleware failure");
         ApiError::Internal
     }
+}
+
+async fn openapi(axum::Extension(document): axum::Extension<Arc<Value>>) -> Json<Value> {
+    Json((*document).clone())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {

@@ -467,3 +467,49 @@ async fn logs_carry_no_raw_subject_id() {
     assert!(text.contains(&pseudonym.short()), "spans name the subject by pseudonym prefix");
     assert!(!text.contains(&pseudonym.to_hex()), "never the full pseudonym");
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_every_route_answers() {
+    let server = Server::start().await;
+    let (status, doc) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = Vec::new();
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().unwrap() {
+            assert!(op["summary"].is_string() && op["responses"]["200"].is_object(), "{method} {path}");
+            operations.push((method.clone(), path.clone()));
+        }
+    }
+    let expected = [
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+        ("get", "/v1/model"),
+        ("get", "/v1/recommendations/popular"),
+        ("get", "/v1/subjects/{id}/recommendations"),
+        ("put", "/v1/subjects/{id}/consent"),
+        ("get", "/v1/subjects/{id}/consent"),
+        ("get", "/v1/subjects/{id}/export"),
+        ("delete", "/v1/subjects/{id}"),
+        ("post", "/v1/events"),
+        ("post", "/v1/admin/model/reload"),
+    ];
+    let mut listed: Vec<(String, String)> = expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    listed.sort();
+    operations.sort();
+    assert_eq!(operations, listed);
+    assert_eq!(doc["paths"]["/v1/subjects/{id}/consent"]["put"]["x-hush-scope"], "privacy");
+    assert!(doc["components"]["schemas"]["EventBatch"].is_object());
+    // Every documented operation is really routed (an unrouted path is an empty 404 or a 405).
+    for (method, path) in operations {
+        let url = format!("{}{}", server.base, path.replace("{id}", "openapi-probe"));
+        let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+        let r = server.client.request(method.clone(), &url).json(&json!({})).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(status != 405 && !(status == 404 && body.is_empty()), "{method} {path} is not routed ({status})");
+    }
+}
