@@ -1,6 +1,6 @@
 //! The HTTP routes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -144,8 +144,17 @@ fn parse_k(raw: Option<&str>, max: usize) -> Result<usize, ApiError> {
     }
 }
 
-fn excluded(served: &ServedModel, raw: Option<&str>) -> HashSet<usize> {
-    raw.unwrap_or_default().split(',').filter_map(|id| served.index.get(id.trim()).copied()).collect()
+/// A per-item exclusion mask with the items listed in `raw` (comma-separated
+/// ids) set: checked once per catalogue item per request, so a flat vector,
+/// not a hash set.
+fn excluded(served: &ServedModel, raw: Option<&str>) -> Vec<bool> {
+    let mut mask = vec![false; served.model.n_items()];
+    for id in raw.unwrap_or_default().split(',') {
+        if let Some(&i) = served.index.get(id.trim()) {
+            mask[i] = true;
+        }
+    }
+    mask
 }
 
 async fn popular(
@@ -158,7 +167,7 @@ async fn popular(
     let skip = excluded(&served, q.exclude.as_deref());
     let items: Vec<Value> = served
         .model
-        .popular(k, |i| skip.contains(&i))
+        .popular(k, |i| skip[i])
         .into_iter()
         .map(|(i, _)| json!({ "item": served.model.items[i] }))
         .collect();
@@ -222,15 +231,17 @@ async fn recommendations(
             };
         }
     }
-    let seen: HashSet<usize> = events.iter().filter_map(|e| served.index.get(&e.item).copied()).collect();
-    let skip = excluded(&served, q.exclude.as_deref());
+    let mut skip = excluded(&served, q.exclude.as_deref());
+    for item in events.iter().filter_map(|e| served.index.get(&e.item)) {
+        skip[*item] = true;
+    }
     let interactions: Vec<(u32, f32)> = history.iter().map(|(&i, &(v, _))| (i as u32, v)).collect();
     let personalized = !interactions.is_empty();
     let ranked = if personalized {
         let vector = model.fold_in(&interactions);
-        model.top_k(&vector, k, |i| seen.contains(&i) || skip.contains(&i))
+        model.top_k(&vector, k, |i| skip[i])
     } else {
-        model.popular(k, |i| seen.contains(&i) || skip.contains(&i))
+        model.popular(k, |i| skip[i])
     };
     let items: Vec<Value> = ranked
         .into_iter()

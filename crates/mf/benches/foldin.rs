@@ -1,0 +1,53 @@
+//! In-process cost of one personalized request: fold-in of 50 interactions
+//! and scoring a 10k-item, rank-64 catalogue for the top 10.
+//! `cargo bench -p hush-mf --bench foldin`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use hush_features::{ConsentPolicy, FeatureMeta, FeatureSet, Feedback, Interaction};
+use hush_mf::{train, Privacy, TrainParams};
+use rand::{Rng, SeedableRng};
+
+fn model() -> hush_mf::Model {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let items = 10_000u32;
+    let rows: Vec<Vec<Interaction>> = (0..5_000)
+        .map(|_| {
+            let mut chosen = std::collections::BTreeSet::new();
+            while chosen.len() < 30 {
+                chosen.insert(rng.random_range(0..items));
+            }
+            chosen.into_iter().map(|item| Interaction { item, value: 1.0, time: 0 }).collect()
+        })
+        .collect();
+    let meta = FeatureMeta {
+        feedback: Feedback::Implicit,
+        snapshot_at_ms: 0,
+        policy: ConsentPolicy::AsOfSnapshot,
+        research_only: false,
+        max_events_per_subject: None,
+        seed: 3,
+        report_digest: String::new(),
+        created_at_ms: 0,
+        hush_version: String::new(),
+        split: None,
+    };
+    let set = FeatureSet::from_subject_rows(meta, (0..items).map(|i| format!("sku-{i}")).collect(), &rows);
+    let params = TrainParams { rank: 64, iterations: 2, lambda: 10.0, alpha: 1.0, ..TrainParams::default() };
+    train(&set, &params, Privacy::NonPrivate, &mut |_| {}).expect("a model")
+}
+
+fn request(c: &mut Criterion) {
+    let model = model();
+    let history: Vec<(u32, f32)> = (0..50).map(|i| (i * 37 % 10_000, 1.0)).collect();
+    let mut seen = vec![false; model.n_items()];
+    history.iter().for_each(|&(i, _)| seen[i as usize] = true);
+    c.bench_function("fold_in_50_and_top10_of_10k_rank64", |b| {
+        b.iter(|| {
+            let vector = model.fold_in(&history);
+            model.top_k(&vector, 10, |i| seen[i])
+        })
+    });
+}
+
+criterion_group!(benches, request);
+criterion_main!(benches);
