@@ -103,10 +103,15 @@ pub struct KeyRevokeArgs {
 pub struct ServeArgs {
     /// The model file to serve (research-only models are refused).
     #[arg(long, env = "HUSH_MODEL")]
-    pub model: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "HUSH_BIND", default_value = "127.0.0.1:8080")]
-    pub bind: String,
+    pub model: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "HUSH_BIND")]
+    pub bind: Option<String>,
+    /// A TOML file with a [serve] table: model, bind, max_history, max_k,
+    /// max_concurrent_requests, request_timeout_ms, kind_weights. Flags and
+    /// environment variables win over it.
+    #[arg(long, env = "HUSH_SERVE_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Where training data comes from: a feature set file, or input files extracted on the fly.

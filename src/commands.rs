@@ -524,15 +524,46 @@ fn keys(g: &Global, command: &KeysCommand) -> Result<()> {
     Ok(())
 }
 
+/// The `[serve]` table of a config file.
+#[derive(Debug, Default, Deserialize)]
+struct ServeConfigFile {
+    #[serde(default)]
+    serve: hush_serve::ServeConfig,
+}
+
 fn serve(g: &Global, args: &ServeArgs) -> Result<()> {
-    serve_model(g, &args.model, &args.bind, None)
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<ServeConfigFile>(&text)
+                .map_err(|e| {
+                    let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(0);
+                    anyhow::anyhow!("config {}:{line}: {}", path.display(), e.message())
+                })?
+                .serve
+        }
+        None => hush_serve::ServeConfig::default(),
+    };
+    let model = args
+        .model
+        .clone()
+        .or_else(|| config.model.clone())
+        .context("give the model file with --model, HUSH_MODEL or `model` in the [serve] config")?;
+    let bind = args.bind.clone().or_else(|| config.bind.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
+    serve_model(g, &model, &bind, None, config)
 }
 
 /// Serves `model` until Ctrl-C; SIGHUP reloads the model file (a bad file is refused).
-fn serve_model(g: &Global, model_path: &Path, bind: &str, example_key: Option<&str>) -> Result<()> {
+fn serve_model(
+    g: &Global,
+    model_path: &Path,
+    bind: &str,
+    example_key: Option<&str>,
+    config: hush_serve::ServeConfig,
+) -> Result<()> {
     let model = hush_mf::Model::load(model_path)?;
     let state = std::sync::Arc::new(
-        hush_serve::AppState::new(model, open_ledger(g)?, load_key(g)?, hush_serve::ServeConfig::default())?
+        hush_serve::AppState::new(model, open_ledger(g)?, load_key(g)?, config)?
             .with_model_path(model_path.to_path_buf()),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -690,5 +721,5 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let mut ledger = open_ledger(&g)?;
     let (key, _) = hush_consent::keys::create(&mut ledger, "quickstart", &["admin".to_string()], Timestamp::now())?;
     drop(ledger);
-    serve_model(&g, &args.dir.join("model.hmdl"), &args.bind, Some(&key))
+    serve_model(&g, &args.dir.join("model.hmdl"), &args.bind, Some(&key), hush_serve::ServeConfig::default())
 }

@@ -456,3 +456,25 @@ fn api_keys_are_created_listed_and_revoked() {
     let out = hush(d, &["keys", "create", "--name", "x", "--scopes", "everything"]);
     assert!(stderr(&out).contains("unknown scope `everything`; expected one of recommend, ingest, privacy, admin"));
 }
+
+#[test]
+fn serve_settings_come_from_flags_env_or_a_checked_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = hush(d, &["serve"]);
+    assert!(
+        stderr(&out).contains("give the model file with --model, HUSH_MODEL or `model` in the [serve] config"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(d.join("serve.toml"), "[serve]\nmodel = \"m.hmdl\"\nmax_k = \"many\"\n").unwrap();
+    let out = hush(d, &["serve", "--config", "serve.toml"]);
+    assert!(
+        stderr(&out).contains("config serve.toml:3: invalid type: string \"many\", expected usize"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(d.join("serve.toml"), "[serve]\nmodel = \"missing.hmdl\"\n").unwrap();
+    let out = hush(d, &["serve", "--config", "serve.toml"]);
+    assert!(stderr(&out).contains("missing.hmdl"), "the model path from the config file is used: {}", stderr(&out));
+}

@@ -39,8 +39,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serving settings.
-#[derive(Clone, Debug, PartialEq)]
+/// Serving settings (the `[serve]` table of a config file; every field optional).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
     /// At most this many of a subject's most recent events are folded in.
     pub max_history: usize,
@@ -52,6 +53,15 @@ pub struct ServeConfig {
     pub request_timeout_ms: u64,
     /// Require API keys with scopes (off only for local experiments).
     pub require_api_keys: bool,
+    /// Fold-in weight of each event kind for implicit models. Negative
+    /// weights are negative feedback (e.g. `dislike`, `return`): they subtract
+    /// from the item's weight, an item whose total is not positive is left out
+    /// of the fold-in, and items the subject interacted with are never recommended.
+    pub kind_weights: std::collections::BTreeMap<String, f32>,
+    /// Address to listen on (the CLI's `--bind` wins).
+    pub bind: Option<String>,
+    /// Model file (the CLI's `--model` wins).
+    pub model: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -65,6 +75,21 @@ impl Default for ServeConfig {
             require_api_keys: true,
             max_concurrent_requests: 512,
             request_timeout_ms: 10_000,
+            // The training defaults (purchase intent outweighs a glance), plus
+            // two negative kinds.
+            kind_weights: [
+                ("view", 1.0),
+                ("cart", 3.0),
+                ("purchase", 5.0),
+                ("rating", 4.0),
+                ("dislike", -5.0),
+                ("return", -5.0),
+            ]
+            .into_iter()
+            .map(|(k, w)| (k.to_string(), w))
+            .collect(),
+            bind: None,
+            model: None,
         }
     }
 }

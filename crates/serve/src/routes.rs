@@ -174,17 +174,15 @@ async fn popular(
     Ok(Json(json!({ "items": items, "personalized": false, "model_id": served.model.meta.model_id })))
 }
 
-/// The weight an event contributes to fold-in: ratings as values in explicit
-/// mode; in implicit mode purchase intent outweighs a glance.
-fn fold_in_value(feedback: Feedback, event: &Event) -> Option<f32> {
+/// The weight an event contributes to fold-in: the rating itself for
+/// explicit models; the configured kind weight for implicit ones (a rating
+/// counts only at 4 or more, as in training).
+fn fold_in_value(feedback: Feedback, weights: &BTreeMap<String, f32>, event: &Event) -> Option<f32> {
     match (feedback, &event.kind) {
         (Feedback::Explicit, EventKind::Rating) => Some(event.value),
         (Feedback::Explicit, _) => None,
-        (Feedback::Implicit, EventKind::View) => Some(1.0),
-        (Feedback::Implicit, EventKind::Cart) => Some(3.0),
-        (Feedback::Implicit, EventKind::Purchase) => Some(5.0),
-        (Feedback::Implicit, EventKind::Rating) => (event.value >= 4.0).then_some(4.0),
-        (Feedback::Implicit, EventKind::Other(_)) => None,
+        (Feedback::Implicit, EventKind::Rating) if event.value < 4.0 => None,
+        (Feedback::Implicit, kind) => weights.get(kind.as_str()).copied(),
     }
 }
 
@@ -223,7 +221,8 @@ async fn recommendations(
     let recent = events.iter().rev().take(state.config.max_history);
     let mut history: BTreeMap<usize, (f32, &Event)> = BTreeMap::new();
     for event in recent {
-        if let (Some(&item), Some(value)) = (served.index.get(&event.item), fold_in_value(model.meta.feedback, event)) {
+        let value = fold_in_value(model.meta.feedback, &state.config.kind_weights, event);
+        if let (Some(&item), Some(value)) = (served.index.get(&event.item), value) {
             let entry = history.entry(item).or_insert((0.0, event));
             entry.0 = match model.meta.feedback {
                 Feedback::Explicit => entry.0.max(value),
@@ -235,6 +234,8 @@ async fn recommendations(
     for item in events.iter().filter_map(|e| served.index.get(&e.item)) {
         skip[*item] = true;
     }
+    // Negative feedback can cancel an item out entirely.
+    history.retain(|_, (weight, _)| *weight > 0.0);
     let interactions: Vec<(u32, f32)> = history.iter().map(|(&i, &(v, _))| (i as u32, v)).collect();
     let personalized = !interactions.is_empty();
     let ranked = if personalized {

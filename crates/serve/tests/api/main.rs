@@ -513,3 +513,23 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
         assert!(status != 405 && !(status == 404 && body.is_empty()), "{method} {path} is not routed ({status})");
     }
 }
+
+#[tokio::test]
+async fn negative_feedback_cancels_items_and_they_are_never_recommended() {
+    let server = Server::start().await;
+    server.consent("gus", "personalization", true).await;
+    let events = json!({ "events": [
+        { "subject_id": "gus", "item_id": "sku-0", "kind": "view" },
+        { "subject_id": "gus", "item_id": "sku-0", "kind": "dislike" },
+        { "subject_id": "gus", "item_id": "sku-1", "kind": "return" },
+    ]});
+    let (status, report) = server.send(reqwest::Method::POST, "/v1/events", Some(events)).await;
+    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)));
+    let (status, body) = server.get("/v1/subjects/gus/recommendations?k=40").await;
+    assert_eq!(status, 200);
+    // view (+1) and dislike (-5) cancel sku-0 out; the return cancels sku-1: nothing positive is left.
+    assert_eq!(body["personalized"], false, "{body}");
+    let items: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
+    assert_eq!(items.len(), 38);
+    assert!(!items.contains(&"sku-0") && !items.contains(&"sku-1"));
+}
