@@ -39,6 +39,10 @@ pub async fn serve(
     Ok(())
 }
 
+/// Read connections to the store: a few per core keep request threads from
+/// queueing behind one another on reads.
+const READERS: usize = 4;
+
 /// Serving settings (the `[serve]` table of a config file; every field optional).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -121,7 +125,13 @@ impl ServedModel {
 pub struct AppState {
     model: RwLock<Arc<ServedModel>>,
     model_path: Option<std::path::PathBuf>,
+    /// The one connection that writes (consent, events, erasure).
     ledger: Mutex<Ledger>,
+    /// Read connections: WAL lets them read concurrently with each other and
+    /// with the writer, and each statement reads the latest committed state,
+    /// so a write acknowledged on `ledger` is seen by every later read.
+    readers: Vec<Mutex<Ledger>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     key: PseudonymKey,
     config: ServeConfig,
     metrics: metrics::Metrics,
@@ -133,10 +143,14 @@ impl AppState {
     /// # Errors
     /// As [`ServedModel::new`].
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
+        let readers =
+            (0..READERS).map(|_| Ledger::open(ledger.path()).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(AppState {
             model: RwLock::new(Arc::new(ServedModel::new(model)?)),
             model_path: None,
             ledger: Mutex::new(ledger),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             key,
             config,
             metrics: metrics::Metrics::new(),
@@ -179,9 +193,21 @@ impl AppState {
         Ok(id)
     }
 
+    /// The writing connection.
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         // A panic while holding the lock cannot leave SQLite half-written: every
         // write is a transaction. Keep serving.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read connection: the first free one, starting from a rotating index.
+    fn reader(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        let start = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for offset in 0..self.readers.len() {
+            if let Ok(guard) = self.readers[(start + offset) % self.readers.len()].try_lock() {
+                return guard;
+            }
+        }
+        self.readers[start % self.readers.len()].lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -106,7 +106,7 @@ async fn reload(_: Authorized<Admin>, State(state): State<Arc<AppState>>) -> Api
 
 async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let model = state.model();
-    state.ledger().stats().map_err(ApiError::from)?;
+    state.reader().stats().map_err(ApiError::from)?;
     Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id })))
 }
 
@@ -204,7 +204,7 @@ async fn recommendations(
     }
     let now = Timestamp::now();
     let events = {
-        let ledger = state.ledger();
+        let ledger = state.reader();
         let status = ledger.status(&subject, Purpose::Personalization, now)?;
         if !status.is_granted() {
             let reason = match status.state {
@@ -330,7 +330,7 @@ async fn put_consent(
 
 async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let ledger = state.ledger();
+    let ledger = state.reader();
     let now = Timestamp::now();
     let status =
         Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<hush_consent::Result<Vec<_>>>()?;
@@ -339,7 +339,7 @@ async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>,
 
 async fn export(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let export = state.ledger().export(&subject, Timestamp::now())?;
+    let export = state.reader().export(&subject, Timestamp::now())?;
     Ok(Json(serde_json::to_value(export).map_err(|_| ApiError::Internal)?))
 }
 
