@@ -550,7 +550,7 @@ fn serve(g: &Global, args: &ServeArgs) -> Result<()> {
         .or_else(|| config.model.clone())
         .context("give the model file with --model, HUSH_MODEL or `model` in the [serve] config")?;
     let bind = args.bind.clone().or_else(|| config.bind.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
-    serve_model(g, &model, &bind, None, config)
+    serve_model(g, &model, &bind, None, None, config)
 }
 
 /// Serves `model` until Ctrl-C; SIGHUP reloads the model file (a bad file is refused).
@@ -559,6 +559,7 @@ fn serve_model(
     model_path: &Path,
     bind: &str,
     example_key: Option<&str>,
+    example_subject: Option<&str>,
     config: hush_serve::ServeConfig,
 ) -> Result<()> {
     let model = hush_mf::Model::load(model_path)?;
@@ -588,23 +589,45 @@ fn serve_model(
             });
         }
         let key = example_key.unwrap_or("$HUSH_API_KEY");
+        let subject = example_subject.unwrap_or("cust-0000002");
+        let auth = format!("-H 'Authorization: Bearer {key}'");
         println!("serving {} on http://{address} (store {})", model_path.display(), g.db.display());
         println!("Ctrl-C stops after the requests in flight; SIGHUP reloads the model file. Try:");
-        println!("  curl -H 'Authorization: Bearer {key}' http://{address}/v1/model");
-        println!("  curl -H 'Authorization: Bearer {key}' 'http://{address}/v1/recommendations/popular?k=5'");
-        println!("  curl -X PUT -H 'Authorization: Bearer {key}' -H 'content-type: application/json' \\");
-        println!("       -d '{{\"purpose\":\"personalization\",\"granted\":true,\"notice_version\":\"2025-04\"}}' \\");
-        println!("       http://{address}/v1/subjects/cust-0000002/consent");
-        println!(
-            "  curl -H 'Authorization: Bearer {key}' 'http://{address}/v1/subjects/cust-0000002/recommendations?k=5'"
-        );
-        println!("  curl -X DELETE -H 'Authorization: Bearer {key}' http://{address}/v1/subjects/cust-0000002");
+        println!("  curl {auth} http://{address}/v1/model");
+        println!("  curl {auth} 'http://{address}/v1/recommendations/popular?k=5'");
+        println!("  curl {auth} 'http://{address}/v1/subjects/{subject}/recommendations?k=5'");
+        println!("  curl {auth} http://{address}/v1/subjects/{subject}/export");
+        println!("  curl -X PUT {auth} -H 'content-type: application/json' \\");
+        println!("       -d '{{\"purpose\":\"personalization\",\"granted\":false,\"notice_version\":\"2025-04\"}}' \\");
+        println!("       http://{address}/v1/subjects/{subject}/consent     # then recommendations answer 403");
+        println!("  curl -X DELETE {auth} http://{address}/v1/subjects/{subject}");
         hush_serve::serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
         Ok(())
     })
+}
+
+/// A sample subject with personalization consent now and stored events, for the printed examples.
+fn demo_subject(ledger: &Ledger, key: &PseudonymKey, consent_file: &Path) -> Result<Option<String>> {
+    let mut reader =
+        csv::Reader::from_path(consent_file).with_context(|| format!("reading {}", consent_file.display()))?;
+    let now = Timestamp::now();
+    for record in reader.records() {
+        let record = record?;
+        if record.get(1) != Some("personalization") {
+            continue;
+        }
+        let Some(id) = record.get(0) else { continue };
+        let subject = key.pseudonymize(id);
+        if ledger.status(&subject, Purpose::Personalization, now)?.is_granted()
+            && !ledger.events_of(&subject)?.is_empty()
+        {
+            return Ok(Some(id.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
@@ -720,6 +743,14 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     println!("== serving the DP model (an admin API key was created for this demo)");
     let mut ledger = open_ledger(&g)?;
     let (key, _) = hush_consent::keys::create(&mut ledger, "quickstart", &["admin".to_string()], Timestamp::now())?;
+    let subject = demo_subject(&ledger, &load_key(&g)?, &sample.join("consent.csv"))?;
     drop(ledger);
-    serve_model(&g, &args.dir.join("model.hmdl"), &args.bind, Some(&key), hush_serve::ServeConfig::default())
+    serve_model(
+        &g,
+        &args.dir.join("model.hmdl"),
+        &args.bind,
+        Some(&key),
+        subject.as_deref(),
+        hush_serve::ServeConfig::default(),
+    )
 }
