@@ -467,36 +467,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Calls `visit` for every consent record of `purpose`, in ledger order
-    /// (a plain table scan: callers that need time order sort in memory,
-    /// which is much faster than asking SQLite to sort the whole ledger).
-    ///
-    /// # Errors
-    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
-    pub fn for_each_consent_record<E: From<Error>>(
-        &self,
-        purpose: Purpose,
-        mut visit: impl FnMut(Pseudonym, ConsentRecord) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref, subject
-                 FROM consent_records WHERE purpose = ?1 ORDER BY id",
-            )
-            .map_err(Error::db(&self.path))?;
-        let mut rows = stmt.query([purpose.as_str()]).map_err(Error::db(&self.path))?;
-        while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
-            let record = record_from_row(row).map_err(Error::db(&self.path))?;
-            let subject = pseudonym_from_row(row, 8).map_err(Error::db(&self.path))?;
-            visit(subject, record)?;
-        }
-        Ok(())
-    }
-
     /// Calls `visit(subject, effective_at, seq, granted)` for every decision on
-    /// `purpose`, in ledger order: the lean form of
-    /// [`Ledger::for_each_consent_record`] for bulk consent checks.
+    /// `purpose`, in ledger order (a plain table scan: callers that need time
+    /// order sort in memory, much faster than asking SQLite to sort the ledger).
     ///
     /// # Errors
     /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.

@@ -3,9 +3,9 @@
 //! item instead of forming and factorizing each normal matrix, which costs
 //! O(n·d) per step rather than O(n·d² + d³).
 //!
-//! The system is `(G + Σᵢ wᵢ zᵢ zᵢᵀ + E + ρI) x = b`, where G is a shared
-//! Gramian, the zᵢ are rows of a factor matrix, and E is an optional dense
-//! symmetric matrix (the DP noise on an item's Gram statistic).
+//! The system is `(G + Σᵢ wᵢ zᵢ zᵢᵀ + ρI) x = b`, where G is a dense symmetric
+//! matrix (the shared Gramian, plus an item's DP noise when there is any) and
+//! the zᵢ are rows of a factor matrix.
 //!
 //! Everything here is `f32`, as in `implicit`: eight lanes per AVX2 register
 //! and half the memory traffic of `f64`. Three CG steps do not need more
@@ -24,8 +24,6 @@ pub(crate) struct System<'a> {
     pub rows: &'a [(u32, f32)],
     /// α of the confidence weighting.
     pub alpha: f32,
-    /// Optional dense symmetric addition, full `n×n`.
-    pub extra: Option<&'a [f32]>,
     /// Ridge.
     pub ridge: f32,
 }
@@ -36,11 +34,6 @@ impl System<'_> {
         let n = self.n;
         for (i, o) in out.iter_mut().enumerate() {
             *o = dot(&self.gram[i * n..(i + 1) * n], p) + self.ridge * p[i];
-        }
-        if let Some(extra) = self.extra {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o += dot(&extra[i * n..(i + 1) * n], p);
-            }
         }
         for &(row, value) in self.rows {
             let z = &self.factors[row as usize * n..(row as usize + 1) * n];
@@ -145,7 +138,7 @@ mod tests {
         let factors = [1.0f32, 0.0, 1.0, 0.0, 2.0, 0.0];
         // Values 3 and 1 with alpha 1: matrix weights 3 and 1, confidences 4 and 2.
         let rows = [(0u32, 3.0f32), (1u32, 1.0)];
-        let system = System { n: 3, gram: &gram, factors: &factors, rows: &rows, alpha: 1.0, extra: None, ridge: 0.5 };
+        let system = System { n: 3, gram: &gram, factors: &factors, rows: &rows, alpha: 1.0, ridge: 0.5 };
         let base = [1.0f32, 2.0, 3.0];
         let mut x = vec![0.0; 3];
         system.solve(Some(&base), &mut x, 3);

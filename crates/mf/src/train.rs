@@ -332,7 +332,6 @@ pub fn train_with_mechanics(
                             &item_factors32,
                             &rows32.subjects[s],
                             warm.iter().copied(),
-                            None,
                             params.lambda,
                             None,
                         );
@@ -533,8 +532,8 @@ fn explicit_item_step(
 const CG_STEPS: usize = 3;
 
 /// One weighted-ALS solve by warm-started conjugate gradient, in `f32`:
-/// `(G + Σ α·vᵢ zᵢ zᵢᵀ + E + ridge·I) x = Σ (1 + α·vᵢ) zᵢ + e`, where the zᵢ are
-/// rows of `factors`, E the optional dense noise and e the optional rhs noise.
+/// `(G + Σ α·vᵢ zᵢ zᵢᵀ + ridge·I) x = Σ (1 + α·vᵢ) zᵢ + e`, where the zᵢ are
+/// rows of `factors`, G may already carry DP noise, and e is the optional rhs noise.
 #[allow(clippy::too_many_arguments)]
 fn implicit_step_cg(
     d: usize,
@@ -543,13 +542,12 @@ fn implicit_step_cg(
     factors: &[f32],
     interactions: &[(u32, f32)],
     warm: impl Iterator<Item = f64>,
-    extra: Option<&[f32]>,
     ridge: f64,
     rhs_noise: Option<&[f32]>,
 ) -> Vec<f64> {
     let mut x: Vec<f32> = warm.map(|v| v as f32).collect();
     x.resize(d, 0.0);
-    cg::System { n: d, gram, factors, rows: interactions, alpha: alpha as f32, extra, ridge: ridge as f32 }
+    cg::System { n: d, gram, factors, rows: interactions, alpha: alpha as f32, ridge: ridge as f32 }
         .solve(rhs_noise, &mut x, CG_STEPS);
     x.into_iter().map(f64::from).collect()
 }
@@ -611,7 +609,6 @@ fn implicit_item_step(
         subject_factors,
         users,
         previous.iter().copied(),
-        None,
         ridge,
         rhs_noise.as_deref(),
     );
