@@ -106,6 +106,30 @@ pub enum Error {
     /// A malformed row in strict mode, where the first bad row stops the import.
     #[error("{0}")]
     Row(RowError),
+    /// A DP training run would spend more than the dataset's lifetime cap.
+    #[error(
+        "this run would exceed the lifetime {purpose} budget of dataset `{dataset}`: the cap is \
+         epsilon {cap_epsilon} at delta {cap_delta:e} (rho {cap_rho:.6}); {spent_rho:.6} of it is spent, \
+         {remaining:.6} remains, and this run needs rho {requested_rho:.6}. Train with a smaller epsilon, \
+         or raise the cap deliberately with `hush budget set-cap`",
+        remaining = (cap_rho - spent_rho).max(0.0)
+    )]
+    BudgetExceeded {
+        /// The dataset.
+        dataset: String,
+        /// `release` or `evaluation`.
+        purpose: &'static str,
+        /// ρ already spent (reserved or committed).
+        spent_rho: f64,
+        /// ρ the run needs.
+        requested_rho: f64,
+        /// The cap in ρ.
+        cap_rho: f64,
+        /// The cap's ε as stated.
+        cap_epsilon: f64,
+        /// The cap's δ.
+        cap_delta: f64,
+    },
     /// Too many malformed rows: the import was rolled back.
     #[error(
         "{path}: {bad} of {total} rows are malformed, more than the allowed fraction {allowed}; \

@@ -69,6 +69,30 @@ const MIGRATIONS: &[&str] = &[
          created_at INTEGER NOT NULL,
          revoked_at INTEGER
      );",
+    // 3: the privacy budget ledger: lifetime caps and every DP training run.
+    "CREATE TABLE budget_caps (
+         dataset TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         epsilon REAL NOT NULL,
+         delta REAL NOT NULL,
+         rho REAL NOT NULL,
+         set_at INTEGER NOT NULL,
+         PRIMARY KEY (dataset, purpose)
+     );
+     CREATE TABLE budget_runs (
+         id INTEGER PRIMARY KEY,
+         run_key TEXT NOT NULL UNIQUE,
+         dataset TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         model_id TEXT,
+         epsilon REAL,
+         delta REAL,
+         rho REAL,
+         snapshot_at INTEGER NOT NULL,
+         state TEXT NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
 ];
 
 /// The newest schema version this build understands.
@@ -201,8 +225,8 @@ pub struct LedgerStats {
 
 /// The consent ledger and event store on one SQLite file.
 pub struct Ledger {
-    conn: Connection,
-    path: PathBuf,
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -756,7 +780,7 @@ fn is_suppressed_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Resu
     stmt.exists([&subject.suppression_tag().0[..]]).map_err(Error::db(path))
 }
 
-fn conversion_error(column: usize, message: String) -> rusqlite::Error {
+pub(crate) fn conversion_error(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
 }
 
@@ -809,6 +833,6 @@ fn pseudonym_from_row(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Resul
     Ok(Pseudonym::from_bytes(bytes))
 }
 
-fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>, path: &Path) -> Result<Vec<T>> {
+pub(crate) fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>, path: &Path) -> Result<Vec<T>> {
     rows.collect::<rusqlite::Result<Vec<T>>>().map_err(Error::db(path))
 }

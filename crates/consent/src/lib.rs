@@ -9,10 +9,13 @@
 //!   the event store, erasure with suppression, and export.
 //! - [`formats`] parses the file formats hush imports (consent records and
 //!   storefront events), with per-row errors that name file, line and field.
+//! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
+//!   every DP training run that spent from them.
 //! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
 //!   vocabulary the other hush crates build on.
 #![deny(missing_docs)]
 
+pub mod budget;
 mod error;
 pub mod event;
 pub mod formats;
@@ -23,6 +26,7 @@ pub mod pseudonym;
 pub mod record;
 pub mod time;
 
+pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
 pub use error::{Error, Result, RowError};
 pub use event::{Event, EventKind, SubjectEvent};
 pub use ledger::{

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use hush_consent::formats::{ConsentFormat, EventFormat};
 use hush_consent::import::{import_consent, import_events, ImportOptions};
+use hush_consent::ledger::SCHEMA_VERSION;
 use hush_consent::{
     ConsentChange, ConsentSource, ConsentState, Error, Event, EventKind, IngestOutcome, Ledger, Pseudonym,
     PseudonymKey, Purpose, SubjectEvent, Timestamp,
@@ -191,7 +192,25 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     Ledger::open(&path).unwrap();
     rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = Ledger::open(&path).unwrap_err().to_string();
-    assert!(err.contains("has schema version 99, newer than this hush understands (at most 2)"), "{err}");
+    let expected = format!("has schema version 99, newer than this hush understands (at most {SCHEMA_VERSION})");
+    assert!(err.contains(&expected), "{err}");
+}
+
+#[test]
+fn an_older_schema_is_migrated_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hush.db");
+    let mut ledger = Ledger::open(&path).unwrap();
+    ledger.record_consent(&key().pseudonymize("alice"), &change(Purpose::Training, true, 10), t(10)).unwrap();
+    drop(ledger);
+    // Make it a version-2 file: the budget tables of migration 3 do not exist yet.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE budget_runs; DROP TABLE budget_caps; PRAGMA user_version = 2;").unwrap();
+    drop(conn);
+    let ledger = Ledger::open(&path).unwrap();
+    assert_eq!(ledger.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(ledger.history(&key().pseudonymize("alice")).unwrap().len(), 1);
+    assert!(ledger.budget_spending().unwrap().is_empty());
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! Integration tests of `hush-consent`: one binary, one module per concern.
 
+mod budget;
 mod formats;
 mod ledger;
