@@ -66,11 +66,59 @@ pub enum Command {
     Model(ModelCommand),
     /// Serve a model over HTTP: consent-gated recommendations, consent, events, export, erasure.
     Serve(ServeArgs),
+    /// The privacy budget ledger: what DP training has spent per dataset, and lifetime caps.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
     /// Manage API keys of the server (stored hashed in the ledger).
     #[command(subcommand)]
     Keys(KeysCommand),
     /// The main job on the bundled sample: import consent and events, honour erasure requests, extract, train, report.
     Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Spent and remaining budget per dataset and purpose.
+    Show,
+    /// Set (or change) the lifetime cap of a dataset.
+    SetCap(SetCapArgs),
+    /// Every recorded training run.
+    Runs(BudgetRunsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetCapArgs {
+    /// The dataset (the name training runs give with --dataset or [budget] dataset).
+    #[arg(long)]
+    pub dataset: String,
+    /// Lifetime epsilon of all runs of this purpose together.
+    #[arg(long)]
+    pub epsilon: f64,
+    /// Delta of the cap.
+    #[arg(long, default_value_t = 1e-6)]
+    pub delta: f64,
+    /// Which budget: models for release, or exploratory evaluation runs.
+    #[arg(long, value_enum, default_value_t = BudgetPurposeArg::Release)]
+    pub purpose: BudgetPurposeArg,
+    /// Set a cap below what is already spent.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BudgetRunsArgs {
+    /// Only this dataset.
+    #[arg(long)]
+    pub dataset: Option<String>,
+}
+
+/// The budget a training run spends from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BudgetPurposeArg {
+    /// A model that may be served or shipped.
+    Release,
+    /// An exploratory model, never released.
+    Evaluation,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +216,13 @@ pub struct TrainArgs {
     /// Where to write the model.
     #[arg(long, default_value = "model.hmdl")]
     pub out: PathBuf,
+    /// The dataset whose privacy budget the run spends (default: the config's [budget] dataset).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Which budget the run spends: release (default for DP models) or evaluation.
+    /// Non-private, seeded-noise and research-data models are never for release.
+    #[arg(long, value_enum)]
+    pub purpose: Option<BudgetPurposeArg>,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recommend(args) => crate::learn::recommend(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
         Command::Serve(args) => serve(g, args),
+        Command::Budget(command) => crate::budget::run(g, command),
         Command::Keys(command) => keys(g, command),
         Command::Quickstart(args) => quickstart(g, args),
     }
@@ -333,6 +334,8 @@ pub struct ConfigFile {
     pub extract: ExtractParams,
     #[serde(default)]
     pub train: hush_mf::TrainParams,
+    #[serde(default)]
+    pub budget: crate::budget::BudgetConfig,
 }
 
 pub fn read_config(path: &Path) -> Result<ConfigFile> {
@@ -713,6 +716,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &train_set,
         &test_set,
         &config.train,
+        &config.budget,
         Some(4.0),
         &args.dir.join("model.hmdl"),
     )?;
@@ -721,6 +725,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &train_set,
         &test_set,
         &config.train,
+        &config.budget,
         None,
         &args.dir.join("model-nonprivate.hmdl"),
     )?;

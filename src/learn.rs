@@ -12,6 +12,7 @@ use hush_privacy::{Budget, NoiseSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use crate::budget::{BudgetConfig, RunSpec};
 use crate::cli::*;
 use crate::commands::{event_format, print_json, read_config, run_extraction, ConfigFile};
 
@@ -160,6 +161,7 @@ pub fn train_and_report(
     train: &FeatureSet,
     test: &FeatureSet,
     params: &TrainParams,
+    budget_config: &BudgetConfig,
     epsilon: Option<f64>,
     out: &Path,
 ) -> Result<Model> {
@@ -167,7 +169,19 @@ pub fn train_and_report(
         Some(e) => Privacy::Dp { budget: Budget::new(e, 1e-6)?, noise: Box::new(NoiseSource::from_os_entropy()) },
         None => Privacy::NonPrivate,
     };
+    let budget = epsilon.map(|e| Budget::new(e, 1e-6)).transpose()?;
+    let purpose = crate::budget::purpose_for(None, budget, false, train.meta.research_only)?;
+    let run = RunSpec {
+        dataset: &budget_config.dataset,
+        purpose,
+        budget,
+        set: train,
+        params,
+        run_key: crate::budget::new_run_key("train"),
+    };
+    let claim = crate::budget::claim(g, budget_config, run)?;
     let mut model = train_model(g, train, params, privacy)?;
+    claim.commit(&model.meta.model_id)?;
     let options = EvalOptions::default();
     let evaluation = eval::evaluate(&model, train, test, options);
     let baselines = eval::baselines(train, test, options);
@@ -190,7 +204,28 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
         }
         None => (set, None),
     };
+    let budget = args.privacy.epsilon.map(|e| Budget::new(e, args.privacy.delta)).transpose()?;
+    let research_only = train_part.meta.research_only;
+    let purpose = crate::budget::purpose_for(args.purpose, budget, args.privacy.noise_seed.is_some(), research_only)?;
+    // Research data has no consent ledger and its models are never served:
+    // it has no storefront budget to spend from.
+    let claim = if research_only {
+        None
+    } else {
+        let run = RunSpec {
+            dataset: args.dataset.as_deref().unwrap_or(&config.budget.dataset),
+            purpose,
+            budget,
+            set: &train_part,
+            params: &config.train,
+            run_key: crate::budget::new_run_key("train"),
+        };
+        Some(crate::budget::claim(g, &config.budget, run)?)
+    };
     let mut model = train_model(g, &train_part, &config.train, privacy)?;
+    if let Some(claim) = claim {
+        claim.commit(&model.meta.model_id)?;
+    }
     let metrics = test_part.as_ref().map(|test| {
         let options = EvalOptions::default();
         let evaluation = eval::evaluate(&model, &train_part, test, options);

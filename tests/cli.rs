@@ -478,3 +478,64 @@ fn serve_settings_come_from_flags_env_or_a_checked_config_file() {
     let out = hush(d, &["serve", "--config", "serve.toml"]);
     assert!(stderr(&out).contains("missing.hmdl"), "the model path from the config file is used: {}", stderr(&out));
 }
+
+#[test]
+fn the_budget_ledger_caps_what_training_may_spend() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "--out", "shop", "--subjects", "300", "--items", "60", "--seed", "5", "-q"]);
+    ok(d, &["consent", "import", "shop/consent.csv", "-q"]);
+    ok(d, &["extract", "--input", "shop/events.csv", "--out", "f.hfs", "-q", "--json"]);
+    std::fs::write(
+        d.join("fast.toml"),
+        "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n\n[budget]\ndataset = \"shop\"\n",
+    )
+    .unwrap();
+    let train = |epsilon: &str, out: &str, extra: &[&str]| {
+        let mut args = vec!["train", "--features", "f.hfs", "--config", "fast.toml", "--out", out, "-q"];
+        if epsilon == "non-private" {
+            args.push("--non-private");
+        } else {
+            args.extend(["--epsilon", epsilon]);
+        }
+        args.extend(extra);
+        hush(d, &args)
+    };
+    ok(d, &["budget", "set-cap", "--dataset", "shop", "--epsilon", "3"]);
+
+    // zCDP composes by adding rho: one run of epsilon 2.5 fits under a
+    // lifetime cap of 3, a second does not, and nothing is written for it.
+    assert!(train("2.5", "a.hmdl", &[]).status.success());
+    let refused = train("2.5", "b.hmdl", &[]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(message.contains("would exceed the lifetime release budget of dataset `shop`"), "{message}");
+    assert!(!d.join("b.hmdl").exists());
+    // The non-private twin is recorded, on the evaluation budget only.
+    assert!(train("non-private", "twin.hmdl", &[]).status.success());
+    let out = train("non-private", "c.hmdl", &["--purpose", "release"]);
+    assert!(stderr(&out).contains("can never be released (it is non-private)"), "{}", stderr(&out));
+
+    let budget = json(&ok(d, &["budget", "show", "--json"]));
+    let rows = budget.as_array().unwrap();
+    let release = rows.iter().find(|r| r["purpose"] == "release").unwrap();
+    assert_eq!(release["dataset"], "shop");
+    assert_eq!(release["private_runs"], 1);
+    let spent = release["spent_epsilon"].as_f64().unwrap();
+    assert!(spent > 2.4 && spent <= 2.5, "one run of epsilon 2.5 is spent: {spent}");
+    assert!(release["remaining_rho"].as_f64().unwrap() > 0.0);
+    let evaluation = rows.iter().find(|r| r["purpose"] == "evaluation").unwrap();
+    assert_eq!(evaluation["non_private_runs"], 1);
+
+    let runs = json(&ok(d, &["budget", "runs", "--json"]));
+    let committed = &runs.as_array().unwrap()[0];
+    assert_eq!(committed["state"], "committed");
+    let card = json(&ok(d, &["model", "inspect", "a.hmdl", "--json"]));
+    assert_eq!(committed["model_id"], card["meta"]["model_id"]);
+
+    // A smaller run still fits in what is left; lowering the cap below the
+    // spent amount needs --force.
+    assert!(train("1", "d.hmdl", &[]).status.success());
+    let out = hush(d, &["budget", "set-cap", "--dataset", "shop", "--epsilon", "1"]);
+    assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
+}

@@ -1,0 +1,306 @@
+//! The privacy budget ledger from the command line: `hush budget`, and the
+//! claim every DP training run makes on it before any noise is drawn.
+
+use anyhow::{bail, Context, Result};
+use hush_consent::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetSpend, Ledger, RunGuarantee, Timestamp};
+use hush_features::FeatureSet;
+use hush_mf::TrainParams;
+use hush_privacy::{Budget, Delta, Rho};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cli::{BudgetCommand, BudgetPurposeArg, Global, SetCapArgs};
+use crate::commands::{open_ledger, print_json};
+
+/// The `[budget]` table of a config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// The dataset the runs of this config spend from (default `default`:
+    /// the ledger's own event store).
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+    /// A lifetime release cap set on the dataset at its first run, when it
+    /// has none yet. Afterwards the stored cap rules; change it with
+    /// `hush budget set-cap`.
+    pub lifetime_epsilon: Option<f64>,
+    /// δ of the lifetime cap.
+    #[serde(default = "default_delta")]
+    pub lifetime_delta: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig { dataset: default_dataset(), lifetime_epsilon: None, lifetime_delta: default_delta() }
+    }
+}
+
+fn default_dataset() -> String {
+    "default".into()
+}
+
+fn default_delta() -> f64 {
+    1e-6
+}
+
+pub fn purpose_of(arg: BudgetPurposeArg) -> BudgetPurpose {
+    match arg {
+        BudgetPurposeArg::Release => BudgetPurpose::Release,
+        BudgetPurposeArg::Evaluation => BudgetPurpose::Evaluation,
+    }
+}
+
+/// ρ of a cap stated as (ε, δ): the largest ρ whose ε at δ is within it.
+fn cap_rho(epsilon: f64, delta: f64) -> Result<f64> {
+    Ok(hush_privacy::rho_for_epsilon(Budget::new(epsilon, delta)?)?.value())
+}
+
+/// ε at δ that a spent ρ amounts to (0 for nothing spent).
+fn epsilon_of(rho: f64, delta: f64) -> Result<f64> {
+    if rho <= 0.0 {
+        return Ok(0.0);
+    }
+    Ok(hush_privacy::epsilon_for_rho(Rho::new(rho)?, Delta::new(delta)?)?)
+}
+
+/// A training run's hold on the ledger: commit it with the model, or drop it
+/// (training failed, nothing was released) to give the budget back.
+pub struct Claim {
+    ledger: Ledger,
+    run_key: String,
+    committed: bool,
+}
+
+impl Claim {
+    /// Records that the reserved budget was spent on `model_id`.
+    pub fn commit(mut self, model_id: &str) -> Result<()> {
+        self.ledger.commit_budget(&self.run_key, model_id)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Err(e) = self.ledger.cancel_budget(&self.run_key) {
+                tracing::warn!(error = %e, "could not give back an unused budget reservation");
+            }
+        }
+    }
+}
+
+/// What a training run asks the ledger for.
+pub struct RunSpec<'a> {
+    /// The dataset, from the flag or the config.
+    pub dataset: &'a str,
+    /// Release or evaluation.
+    pub purpose: BudgetPurpose,
+    /// `None` for the non-private twin.
+    pub budget: Option<Budget>,
+    /// The run's training data.
+    pub set: &'a FeatureSet,
+    /// The run's settings (the privacy plan depends on them).
+    pub params: &'a TrainParams,
+    /// A unique key; resumed runs reuse theirs.
+    pub run_key: String,
+}
+
+/// Reserves a run's budget before it trains: sets the config's initial cap
+/// if the dataset has none, computes the run's ρ from its calibrated plan,
+/// and refuses (with the numbers) a run that would pass the cap.
+pub fn claim(g: &Global, config: &BudgetConfig, run: RunSpec<'_>) -> Result<Claim> {
+    let mut ledger = open_ledger(g)?;
+    let now = Timestamp::now();
+    if let Some(epsilon) = config.lifetime_epsilon {
+        if ledger.budget_cap(run.dataset, BudgetPurpose::Release)?.is_none() {
+            let cap = BudgetCap {
+                dataset: run.dataset.to_string(),
+                purpose: BudgetPurpose::Release,
+                epsilon,
+                delta: config.lifetime_delta,
+                rho: cap_rho(epsilon, config.lifetime_delta)?,
+                set_at: now,
+            };
+            ledger.set_budget_cap(&cap)?;
+            tracing::info!(dataset = run.dataset, epsilon, "set the lifetime release cap from the config");
+        }
+    }
+    let guarantee = match run.budget {
+        Some(budget) => {
+            let params = run.params.validate()?;
+            let calibration = hush_mf::plan(run.set.meta.feedback, &params).calibrate(budget)?;
+            Some(RunGuarantee { epsilon: calibration.epsilon, delta: calibration.delta, rho: calibration.rho })
+        }
+        None => None,
+    };
+    let request = BudgetRequest {
+        run_key: run.run_key.clone(),
+        dataset: run.dataset.to_string(),
+        purpose: run.purpose,
+        guarantee,
+        snapshot_at: Timestamp::from_unix_millis(run.set.meta.snapshot_at_ms),
+    };
+    ledger.reserve_budget(&request, now)?;
+    Ok(Claim { ledger, run_key: run.run_key, committed: false })
+}
+
+/// The budget a training run spends: release for a servable DP model, else
+/// evaluation. Asking to release a model that can never be released is an error.
+pub fn purpose_for(
+    asked: Option<BudgetPurposeArg>,
+    budget: Option<Budget>,
+    seeded_noise: bool,
+    research_only: bool,
+) -> Result<BudgetPurpose> {
+    let releasable = budget.is_some() && !seeded_noise && !research_only;
+    match asked.map(purpose_of) {
+        Some(BudgetPurpose::Release) if !releasable => bail!(
+            "--purpose release: this model can never be released ({}); use --purpose evaluation",
+            if budget.is_none() {
+                "it is non-private"
+            } else if seeded_noise {
+                "its noise is seeded"
+            } else {
+                "it is trained on research data"
+            }
+        ),
+        Some(purpose) => Ok(purpose),
+        None if releasable => Ok(BudgetPurpose::Release),
+        None => Ok(BudgetPurpose::Evaluation),
+    }
+}
+
+/// A fresh run key: time and randomness, so concurrent runs never collide.
+pub fn new_run_key(prefix: &str) -> String {
+    format!("{prefix}-{}-{:016x}", Timestamp::now().as_unix_millis(), rand::random::<u64>())
+}
+
+pub fn run(g: &Global, command: &BudgetCommand) -> Result<()> {
+    match command {
+        BudgetCommand::Show => show(g),
+        BudgetCommand::SetCap(args) => set_cap(g, args),
+        BudgetCommand::Runs(args) => {
+            let runs = open_ledger(g)?.budget_runs(args.dataset.as_deref())?;
+            if g.json {
+                return print_json(&runs);
+            }
+            for r in runs {
+                let guarantee = match r.guarantee {
+                    Some(x) => format!("epsilon {:.4} delta {:e} rho {:.6}", x.epsilon, x.delta, x.rho),
+                    None => "NON-PRIVATE (never releasable)".into(),
+                };
+                println!(
+                    "{} {} {:<10} {:?} {} model {} snapshot {} ({})",
+                    r.created_at,
+                    r.dataset,
+                    r.purpose.as_str(),
+                    r.state,
+                    guarantee,
+                    r.model_id.as_deref().unwrap_or("-"),
+                    r.snapshot_at,
+                    r.run_key
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn set_cap(g: &Global, args: &SetCapArgs) -> Result<()> {
+    let mut ledger = open_ledger(g)?;
+    let purpose = purpose_of(args.purpose);
+    let cap = BudgetCap {
+        dataset: args.dataset.clone(),
+        purpose,
+        epsilon: args.epsilon,
+        delta: args.delta,
+        rho: cap_rho(args.epsilon, args.delta).context("the cap")?,
+        set_at: Timestamp::now(),
+    };
+    let spent = ledger
+        .budget_spending()?
+        .into_iter()
+        .find(|s| s.dataset == args.dataset && s.purpose == purpose)
+        .map_or(0.0, |s| s.spent_rho);
+    if spent > cap.rho && !args.force {
+        bail!(
+            "dataset `{}` has already spent rho {spent:.6} of its {purpose} budget, more than the new cap's rho {:.6}; \
+             pass --force to set it anyway (no further run will fit)",
+            args.dataset,
+            cap.rho
+        );
+    }
+    ledger.set_budget_cap(&cap)?;
+    if g.json {
+        return print_json(&cap);
+    }
+    println!(
+        "lifetime {purpose} cap of `{}`: epsilon {} at delta {:e} (rho {:.6})",
+        cap.dataset, cap.epsilon, cap.delta, cap.rho
+    );
+    Ok(())
+}
+
+/// One row of `hush budget`: spent and remaining in ρ and in ε at the cap's δ.
+fn summary(s: &BudgetSpend) -> Result<serde_json::Value> {
+    let delta = s.cap.as_ref().map_or(1e-6, |c| c.delta);
+    // ρ composes by addition, ε does not: what is left is stated as the ε of
+    // one run that would spend all the remaining ρ.
+    let remaining_epsilon = match s.remaining_rho() {
+        Some(rho) => Some(epsilon_of(rho, delta)?),
+        None => None,
+    };
+    Ok(json!({
+        "dataset": s.dataset,
+        "purpose": s.purpose,
+        "cap": s.cap,
+        "spent_rho": s.spent_rho,
+        "spent_epsilon": epsilon_of(s.spent_rho, delta)?,
+        "at_delta": delta,
+        "remaining_rho": s.remaining_rho(),
+        "remaining_epsilon_for_one_run": remaining_epsilon,
+        "private_runs": s.private_runs,
+        "non_private_runs": s.non_private_runs,
+    }))
+}
+
+fn show(g: &Global) -> Result<()> {
+    let spending = open_ledger(g)?.budget_spending()?;
+    let rows = spending.iter().map(summary).collect::<Result<Vec<_>>>()?;
+    if g.json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!(
+            "no training runs and no caps recorded; set one with `hush budget set-cap --dataset NAME --epsilon E`"
+        );
+    }
+    for (s, row) in spending.iter().zip(&rows) {
+        let spent = format!(
+            "spent rho {:.6} (epsilon {:.3} at delta {:e})",
+            s.spent_rho,
+            row["spent_epsilon"].as_f64().unwrap_or(f64::NAN),
+            row["at_delta"].as_f64().unwrap_or(f64::NAN)
+        );
+        let cap = match &s.cap {
+            Some(c) => format!(
+                "of cap epsilon {} (rho {:.6}); remaining rho {:.6}, enough for one run of epsilon {:.3}",
+                c.epsilon,
+                c.rho,
+                s.remaining_rho().unwrap_or(0.0),
+                row["remaining_epsilon_for_one_run"].as_f64().unwrap_or(0.0)
+            ),
+            None => "no cap set".into(),
+        };
+        let label = match s.purpose {
+            BudgetPurpose::Release => "release",
+            BudgetPurpose::Evaluation => "evaluation (not for release)",
+        };
+        println!(
+            "{} / {label}: {spent} {cap}; {} private runs, {} non-private runs",
+            s.dataset, s.private_runs, s.non_private_runs
+        );
+    }
+    Ok(())
+}
