@@ -59,6 +59,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model on a split, or run the whole offline loop on a ratings file.
     Evaluate(EvaluateArgs),
+    /// Compare privacy budgets: train and evaluate at every epsilon and seed plus the
+    /// non-private twin, and write report.html, results.csv and results.json.
+    Sweep(SweepArgs),
     /// Recommend offline for a list of a subject's interactions.
     Recommend(RecommendArgs),
     /// Inspect model files.
@@ -249,6 +252,43 @@ pub struct EvaluateArgs {
     /// so peer libraries can be measured on exactly the same data.
     #[arg(long)]
     pub write_split: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The extraction report of --features (default: X.report.json beside X.hfs).
+    #[arg(long)]
+    pub extraction_report: Option<PathBuf>,
+    /// Target epsilons, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4,8,16")]
+    pub epsilons: Vec<f64>,
+    /// Seeds per epsilon (the config's seed and the ones after it).
+    #[arg(long, default_value_t = 5)]
+    pub seeds: u32,
+    /// Delta of every DP model.
+    #[arg(long, default_value_t = 1e-6)]
+    pub delta: f64,
+    /// The split every cell uses: holdout:FRACTION:SEED or temporal:FRACTION.
+    #[arg(long, default_value = "holdout:0.2:42")]
+    pub split: String,
+    /// Length of recommendation lists.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// The recommendation's tolerance: the smallest epsilon within this relative distance of the twin.
+    #[arg(long, default_value_t = 0.05)]
+    pub tolerance: f64,
+    /// The dataset whose evaluation budget the sweep's runs are recorded against
+    /// (default: the config's [budget] dataset). Research data is not recorded.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Output directory: report.html, results.csv, results.json, cells/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Discard finished cells in --out instead of resuming from them.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use hush_consent::Timestamp;
 use hush_features::split::split;
-use hush_features::{FeatureSet, Feedback, SplitSpec};
+use hush_features::{ExtractionReport, FeatureSet, Feedback, SplitSpec};
 use hush_mf::eval::{self, Baselines, EvalOptions, Evaluation};
 use hush_mf::{Model, Privacy, PrivacyGuarantee, TrainParams};
 use hush_privacy::{Budget, NoiseSource};
@@ -16,7 +16,7 @@ use crate::budget::{BudgetConfig, RunSpec};
 use crate::cli::*;
 use crate::commands::{event_format, print_json, read_config, run_extraction, ConfigFile};
 
-fn config_of(data: &DataArgs) -> Result<ConfigFile> {
+pub fn config_of(data: &DataArgs) -> Result<ConfigFile> {
     match &data.config {
         Some(path) => read_config(path),
         None => Ok(ConfigFile::default()),
@@ -25,8 +25,38 @@ fn config_of(data: &DataArgs) -> Result<ConfigFile> {
 
 /// The training data: a feature set file, or input files extracted now.
 fn load_data(g: &Global, data: &DataArgs, config: &ConfigFile) -> Result<FeatureSet> {
+    Ok(load_data_with_report(g, data, config, None)?.0)
+}
+
+/// The training data and the extraction report behind it: the one just made,
+/// or for a feature set file the report written beside it (`X.report.json`
+/// for `X.hfs`, or `report`), checked against the set's report digest.
+pub fn load_data_with_report(
+    g: &Global,
+    data: &DataArgs,
+    config: &ConfigFile,
+    report: Option<&Path>,
+) -> Result<(FeatureSet, Option<ExtractionReport>)> {
     if let Some(path) = &data.features {
-        return Ok(FeatureSet::load(path)?);
+        let set = FeatureSet::load(path)?;
+        let report_path = report.map_or_else(|| path.with_extension("report.json"), Path::to_path_buf);
+        let report = match std::fs::read_to_string(&report_path) {
+            Ok(text) => {
+                let report: ExtractionReport = serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not an extraction report", report_path.display()))?;
+                if report.digest() != set.meta.report_digest {
+                    bail!(
+                        "{} is not the extraction report of {} (its digest differs from the one the feature set records)",
+                        report_path.display(),
+                        path.display()
+                    );
+                }
+                Some(report)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && report.is_none() => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", report_path.display())),
+        };
+        return Ok((set, report));
     }
     if data.inputs.is_empty() {
         bail!("give --features FILE or --input FILE (with --format)");
@@ -44,8 +74,8 @@ fn load_data(g: &Global, data: &DataArgs, config: &ConfigFile) -> Result<Feature
     }
     let now = Timestamp::now();
     let extract = params.validate(now)?;
-    let (set, _report) = run_extraction(g, &extract, &data.inputs, &event_format(&data.format)?, false, now)?;
-    Ok(set)
+    let (set, report) = run_extraction(g, &extract, &data.inputs, &event_format(&data.format)?, false, now)?;
+    Ok((set, Some(report)))
 }
 
 fn privacy_of(args: &PrivacyArgs) -> Result<Privacy> {

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod learn;
 mod progress;
+mod sweep;
 
 use clap::Parser;
 

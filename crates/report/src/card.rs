@@ -1,0 +1,203 @@
+//! The model card: what a model is for, what it was trained on, what it
+//! promises about privacy (in numbers and in words), how well it does, and
+//! where it falls short. Written beside every model and served by
+//! `GET /v1/model`.
+
+use std::fmt::Write as _;
+
+use hush_features::Feedback;
+use hush_mf::eval::{Evaluation, GroupMetrics};
+use hush_mf::{Model, PrivacyGuarantee};
+
+use crate::html::{markdown_to_html, md_text, page};
+use crate::words;
+
+/// Unix milliseconds as an RFC 3339 UTC time.
+pub(crate) fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| format!("{ms} ms since 1970"), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The card as Markdown.
+pub fn markdown(model: &Model) -> String {
+    let m = &model.meta;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Model card: hush model `{}`\n", m.model_id);
+    let kind = match m.feedback {
+        Feedback::Explicit => "explicit ratings (predicts ratings and ranks by them)",
+        Feedback::Implicit => "implicit signals: views, carts, purchases (ranks items by predicted preference)",
+    };
+    let _ = writeln!(
+        md,
+        "Matrix factorization (alternating least squares) on {kind}. Trained {} by hush {} in {:.1} s.\n",
+        utc(m.created_at_ms),
+        md_text(&m.hush_version),
+        m.train_seconds
+    );
+
+    md.push_str("## Intended use\n\n");
+    match (&m.privacy, m.data.research_only) {
+        (_, true) => md.push_str(
+            "**Research only.** Trained on research data without a consent ledger: hush refuses to serve it. Use it \
+             to study quality and privacy trade-offs, not to recommend to anyone.\n\n",
+        ),
+        (PrivacyGuarantee::NonPrivate, false) => md.push_str(
+            "**Evaluation only.** This is the non-private twin: trained without noise, so it carries no privacy \
+             guarantee. It exists to measure what privacy costs; do not serve or share it.\n\n",
+        ),
+        (PrivacyGuarantee::Dp { noise_seeded: true, .. }, false) => md.push_str(
+            "**Research only.** Its noise came from a fixed seed, so the guarantee below does not hold against \
+             anyone who knows the seed. Do not release it.\n\n",
+        ),
+        (PrivacyGuarantee::Dp { .. }, false) => md.push_str(
+            "Personalized recommendations in a storefront for customers who granted *personalization* consent, \
+             served by `hush serve`, which checks that consent on every request and falls back to the model's \
+             noisy popularity for everyone else. Each customer's vector is folded in at request time from their \
+             own events; nothing about them is stored in the model.\n\n",
+        ),
+    }
+
+    md.push_str("## Data\n\n| | |\n|---|---|\n");
+    let _ = writeln!(md, "| Consent snapshot (training consent as of) | {} |", utc(m.data.snapshot_at_ms));
+    let _ = writeln!(
+        md,
+        "| Consent filter | {} |",
+        if m.data.research_only {
+            "none: research data".to_string()
+        } else {
+            "only customers who granted *training* consent as of the snapshot and had not withdrawn it; erased \
+             customers excluded"
+                .to_string()
+        }
+    );
+    let _ = writeln!(md, "| Customers in training | {} |", m.data.subjects);
+    let _ = writeln!(md, "| Interactions in training | {} |", m.data.interactions);
+    let _ = writeln!(md, "| Items | {} |", model.n_items());
+    let _ = writeln!(md, "| Split | {} |", m.data.split.as_deref().map_or("whole feature set".into(), md_text));
+    let _ = writeln!(md, "| Extraction report digest (SHA-256) | `{}` |\n", m.data.report_digest);
+
+    md.push_str("## Privacy guarantee\n\n");
+    match &m.privacy {
+        PrivacyGuarantee::NonPrivate => {
+            md.push_str("**None.** No clipping, no contribution bound, no noise.\n\n");
+        }
+        PrivacyGuarantee::Dp {
+            target_epsilon,
+            epsilon,
+            delta,
+            rho,
+            epsilon_simple_bound,
+            releases,
+            clip_norm,
+            residual_bound,
+            max_items_per_subject,
+            iterations,
+            noise_seeded,
+        } => {
+            md.push_str("| | |\n|---|---|\n");
+            let _ = writeln!(md, "| Privacy unit | one customer (user-level) |");
+            let _ = writeln!(md, "| ε (achieved; target {target_epsilon}) | {epsilon:.4} |");
+            let _ = writeln!(md, "| δ | {delta:e} |");
+            let _ = writeln!(md, "| ρ (zero-concentrated DP) | {rho:.6} |");
+            let _ = writeln!(md, "| ε by the simple bound ρ + 2√(ρ ln 1/δ) | {epsilon_simple_bound:.4} |");
+            let _ = writeln!(md, "| Contribution bound | at most {max_items_per_subject} items per customer |");
+            let _ = writeln!(md, "| Clip norm of customer vectors | {clip_norm} |");
+            if m.feedback == Feedback::Explicit {
+                let _ = writeln!(md, "| Residual clip bound | ±{residual_bound} |");
+            }
+            let _ = writeln!(md, "| Iterations (releases of the item statistics) | {iterations} |");
+            let _ =
+                writeln!(md, "| Noise | {} |\n", if *noise_seeded { "SEEDED: research only" } else { "OS entropy" });
+            md.push_str("| Release | L2 sensitivity | times | noise σ |\n|---|---:|---:|---:|\n");
+            for r in releases {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.4} | {} | {:.4} |",
+                    md_text(&r.name),
+                    r.l2_sensitivity,
+                    r.count,
+                    r.noise_std
+                );
+            }
+            let _ = writeln!(md, "\n**In plain words.** {}\n", words::epsilon_in_words(*epsilon, *delta));
+            md.push_str("**Assumptions behind the guarantee.**\n\n");
+            for a in words::assumptions(*max_items_per_subject, *clip_norm, *iterations) {
+                let _ = writeln!(md, "- {a}");
+            }
+            md.push('\n');
+        }
+    }
+
+    md.push_str("## Evaluation\n\n");
+    match &m.evaluation {
+        Some(e) => evaluation_section(&mut md, e),
+        None => md.push_str("Not evaluated: the model was trained on a whole feature set, with no held-out part.\n\n"),
+    }
+
+    md.push_str("## Known limitations\n\n");
+    let mut limits = vec![
+        "Noise falls hardest on light customers and on tail items: check the breakdown above before relying on \
+         quality for them.",
+        "Items with few interactions carry mostly noise; under DP the ranking leans on the (noisy) popularity for \
+         them.",
+        "The model reflects customers' data as of the consent snapshot. A customer who withdraws or is erased \
+         afterwards is excluded from the next retrain; until then the DP guarantee bounds what this model can \
+         reveal about them.",
+        "Recommendations explain themselves by the customer's own items that contributed most; this is a view of \
+         the factorization, not a causal account.",
+    ];
+    if m.data.research_only {
+        limits.push("Research data: no consent ledger stands behind it, so it must not be served.");
+    }
+    for l in limits {
+        let _ = writeln!(md, "- {l}");
+    }
+    md
+}
+
+fn evaluation_section(md: &mut String, e: &Evaluation) {
+    let k = e.ranking.k;
+    md.push_str("| Metric | Value |\n|---|---:|\n");
+    if let Some(r) = e.rating {
+        let _ = writeln!(md, "| RMSE | {:.4} |\n| MAE | {:.4} |", r.rmse, r.mae);
+    }
+    let _ = writeln!(md, "| Precision@{k} | {:.4} |", e.ranking.precision);
+    let _ = writeln!(md, "| Recall@{k} | {:.4} |", e.ranking.recall);
+    let _ = writeln!(md, "| NDCG@{k} | {:.4} |", e.ranking.ndcg);
+    let _ = writeln!(md, "| MAP@{k} | {:.4} |", e.ranking.map);
+    let _ = writeln!(md, "| Catalogue coverage | {:.4} |", e.coverage);
+    let _ = writeln!(md, "| Popularity bias (mean popularity percentile) | {:.4} |\n", e.popularity_bias);
+    md.push_str("**Fairness breakdown.** Who pays for privacy: the same metrics by customer activity (thirds) and by item popularity.\n\n");
+    let _ = writeln!(md, "| Group | customers | RMSE | Recall@{k} | NDCG@{k} |\n|---|---:|---:|---:|---:|");
+    let groups =
+        |md: &mut String, prefix: &str, map: &std::collections::BTreeMap<String, GroupMetrics>, order: &[&str]| {
+            for name in order {
+                if let Some(g) = map.get(*name) {
+                    let rmse = g.rmse.map_or("–".into(), |r| format!("{r:.4}"));
+                    let _ =
+                        writeln!(md, "| {prefix} {name} | {} | {rmse} | {:.4} | {:.4} |", g.subjects, g.recall, g.ndcg);
+                }
+            }
+        };
+    groups(md, "customers:", &e.by_activity, &["light", "medium", "heavy"]);
+    groups(md, "items:", &e.by_item_popularity, &["head", "tail"]);
+    md.push('\n');
+}
+
+/// The card as a self-contained HTML page in the report style.
+pub fn html(model: &Model) -> String {
+    page(&format!("Model card: hush model {}", model.meta.model_id), &markdown_to_html(&markdown(model)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_times_are_rfc3339() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(-1000), "1969-12-31T23:59:59Z");
+    }
+}
