@@ -309,8 +309,19 @@ pub struct RecommendArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// Print a model's card: guarantee, data, settings, evaluation.
+    /// Print a model's summary: guarantee, data, settings, evaluation.
     Inspect(InspectArgs),
+    /// Print a model's full card (Markdown, or HTML with --html).
+    Card(CardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CardArgs {
+    /// The model file.
+    pub model: PathBuf,
+    /// A self-contained HTML page instead of Markdown.
+    #[arg(long)]
+    pub html: bool,
 }
 
 #[derive(Debug, Args)]

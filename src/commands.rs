@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep(args) => crate::sweep::run(g, args),
         Command::Recommend(args) => crate::learn::recommend(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
+        Command::Model(ModelCommand::Card(args)) => crate::learn::card(args),
         Command::Serve(args) => serve(g, args),
         Command::Budget(command) => crate::budget::run(g, command),
         Command::Keys(command) => keys(g, command),

@@ -217,8 +217,8 @@ pub fn train_and_report(
     let baselines = eval::baselines(train, test, options);
     let metrics = metrics_json(&model, &evaluation, &baselines);
     model.meta.evaluation = Some(evaluation);
-    model.save(out)?;
-    println!("wrote {} ({})", out.display(), guarantee_line(&model));
+    let cards = save_with_card(&model, out)?;
+    println!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
     print_metrics(&metrics);
     Ok(model)
 }
@@ -263,17 +263,36 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
         model.meta.evaluation = Some(evaluation.clone());
         metrics_json(&model, &evaluation, &baselines)
     });
-    model.save(&args.out)?;
+    let cards = save_with_card(&model, &args.out)?;
     if g.json {
-        return print_json(
-            &json!({ "model": args.out, "model_id": model.meta.model_id, "privacy": model.meta.privacy, "metrics": metrics }),
-        );
+        return print_json(&json!({
+            "model": args.out,
+            "card": cards,
+            "model_id": model.meta.model_id,
+            "privacy": model.meta.privacy,
+            "metrics": metrics,
+        }));
     }
-    println!("wrote {} ({})", args.out.display(), guarantee_line(&model));
+    println!("wrote {} and its card {} ({})", args.out.display(), cards.join(", "), guarantee_line(&model));
     if let Some(m) = &metrics {
         print_metrics(m);
     }
     Ok(())
+}
+
+/// Saves the model and writes its card beside it (`X.card.md`, `X.card.html`
+/// for `X.hmdl`); returns the card paths.
+fn save_with_card(model: &Model, out: &Path) -> Result<Vec<String>> {
+    model.save(out)?;
+    let mut written = Vec::new();
+    for (extension, text) in
+        [("card.md", hush_report::card::markdown(model)), ("card.html", hush_report::card::html(model))]
+    {
+        let path = out.with_extension(extension);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
 }
 
 fn guarantee_line(model: &Model) -> String {
@@ -377,6 +396,13 @@ pub fn recommend(g: &Global, args: &RecommendArgs) -> Result<()> {
     for (rank, (i, score)) in recommendations.iter().enumerate() {
         println!("{:>3}. {}  {score:.4}", rank + 1, model.items[*i]);
     }
+    Ok(())
+}
+
+pub fn card(args: &CardArgs) -> Result<()> {
+    let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let text = if args.html { hush_report::card::html(&model) } else { hush_report::card::markdown(&model) };
+    print!("{text}");
     Ok(())
 }
 

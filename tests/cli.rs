@@ -351,6 +351,25 @@ fn train_evaluate_recommend_and_inspect_on_real_files() {
     assert!(card["meta"]["evaluation"]["rating"]["rmse"].is_number());
     let text = String::from_utf8_lossy(&ok(d, &["model", "inspect", "dp.hmdl"]).stdout).into_owned();
     assert!(text.contains("RESEARCH DATA: not servable"), "{text}");
+    // The card beside the model: intended use, guarantee in numbers and words, fairness breakdown.
+    let card = std::fs::read_to_string(d.join("dp.card.md")).unwrap();
+    assert_eq!(trained["card"][0], "dp.card.md");
+    for part in [
+        "**Research only.** Trained on research data",
+        "| ε (achieved; target 8) |",
+        "| Contribution bound | at most",
+        "**In plain words.** Whether or not any one customer's data was used",
+        "| customers: light |",
+        "| items: tail |",
+        "## Known limitations",
+    ] {
+        assert!(card.contains(part), "{part} missing from the card:\n{card}");
+    }
+    let rmse = trained["metrics"]["rmse"].as_f64().unwrap();
+    assert!(card.contains(&format!("| RMSE | {rmse:.4} |")), "the card's RMSE is the evaluation's");
+    let html = String::from_utf8_lossy(&ok(d, &["model", "card", "dp.hmdl", "--html"]).stdout).into_owned();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<h2>Privacy guarantee</h2>"));
+    assert_eq!(html, std::fs::read_to_string(d.join("dp.card.html")).unwrap());
 
     let recs = json(&ok(
         d,

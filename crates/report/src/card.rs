@@ -29,7 +29,7 @@ pub fn markdown(model: &Model) -> String {
     };
     let _ = writeln!(
         md,
-        "Matrix factorization (alternating least squares) on {kind}. Trained {} by hush {} in {:.1} s.\n",
+        "Matrix factorization (alternating least squares) on {kind}. Trained {} by hush {} in {:.2} s.\n",
         utc(m.created_at_ms),
         md_text(&m.hush_version),
         m.train_seconds

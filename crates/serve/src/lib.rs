@@ -104,6 +104,10 @@ pub struct ServedModel {
     pub model: Model,
     /// Catalogue id → item index.
     pub index: HashMap<String, usize>,
+    /// The model card as Markdown, rendered once at load.
+    pub card_markdown: String,
+    /// The model card as a self-contained HTML page.
+    pub card_html: String,
 }
 
 impl ServedModel {
@@ -117,7 +121,9 @@ impl ServedModel {
             return Err(ServeError::ResearchOnlyModel { model_id: model.meta.model_id.clone() });
         }
         let index = model.items.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
-        Ok(ServedModel { model, index })
+        let card_markdown = hush_report::card::markdown(&model);
+        let card_html = hush_report::card::html(&model);
+        Ok(ServedModel { model, index, card_markdown, card_html })
     }
 }
 

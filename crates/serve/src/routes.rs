@@ -40,7 +40,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         get "/readyz" => readyz, None, "Readiness: model loaded and store reachable";
         get "/metrics" => metrics, None, "Prometheus metrics";
         get "/openapi.json" => openapi, None, "This document";
-        get "/v1/model" => model_card, Some("recommend"), "The served model's card";
+        get "/v1/model" => model_card, Some("recommend"), "The served model's card: JSON, or Markdown or HTML by Accept (text/markdown, text/html) or ?format=md|html|json";
         get "/v1/recommendations/popular" => popular, Some("recommend"), "Non-personalized fallback from the model's DP popularity";
         get "/v1/subjects/{id}/recommendations" => recommendations, Some("recommend"), "Consent-gated personalized recommendations with explanations";
         put "/v1/subjects/{id}/consent" => put_consent, Some("privacy"), "Record a consent grant or withdrawal";
@@ -110,8 +110,37 @@ async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id })))
 }
 
-async fn model_card(_: Authorized<Recommend>, State(state): State<Arc<AppState>>) -> ApiResult {
+#[derive(Deserialize)]
+struct CardQuery {
+    format: Option<String>,
+}
+
+async fn model_card(
+    _: Authorized<Recommend>,
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<CardQuery>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let served = state.model();
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = match query.format.as_deref() {
+        Some(f @ ("md" | "html" | "json")) => f,
+        Some(other) => {
+            return Err(ApiError::bad("invalid_format", format!("format `{other}` is not one of md, html, json")))
+        }
+        None if accept.contains("text/markdown") => "md",
+        None if accept.contains("text/html") => "html",
+        None => "json",
+    };
+    let text = |content_type: &'static str, body: &str| {
+        ([(axum::http::header::CONTENT_TYPE, content_type)], body.to_string()).into_response()
+    };
+    match format {
+        "md" => return Ok(text("text/markdown; charset=utf-8", &served.card_markdown)),
+        "html" => return Ok(text("text/html; charset=utf-8", &served.card_html)),
+        _ => {}
+    }
     let m = &served.model;
     Ok(Json(json!({
         "model_id": m.meta.model_id,
@@ -125,7 +154,9 @@ async fn model_card(_: Authorized<Recommend>, State(state): State<Arc<AppState>>
         "evaluation": m.meta.evaluation,
         "items": m.n_items(),
         "rank": m.rank,
-    })))
+        "card_markdown": served.card_markdown,
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]

@@ -303,6 +303,25 @@ async fn model_card_health_and_research_models_refused() {
     assert_eq!(status, 200);
     assert_eq!(card["privacy"], "non_private");
     assert_eq!(card["model_id"], ready["model_id"]);
+    let markdown = card["card_markdown"].as_str().unwrap();
+    assert!(markdown.starts_with(&format!("# Model card: hush model `{}`", card["model_id"].as_str().unwrap())));
+    assert!(markdown.contains("**Evaluation only.** This is the non-private twin"), "{markdown}");
+
+    // The same card as Markdown or HTML, by Accept header or ?format=.
+    let url = format!("{}/v1/model", server.base);
+    for (accept, query, content_type, marker) in [
+        ("text/markdown", "", "text/markdown; charset=utf-8", "## Privacy guarantee"),
+        ("text/html,application/xhtml+xml", "", "text/html; charset=utf-8", "<h2>Privacy guarantee</h2>"),
+        ("application/json", "?format=md", "text/markdown; charset=utf-8", "## Known limitations"),
+    ] {
+        let r = server.client.get(format!("{url}{query}")).header("accept", accept).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.headers()["content-type"], content_type);
+        let body = r.text().await.unwrap();
+        assert!(body.contains(marker), "{accept} {query}: {body}");
+    }
+    let (status, err) = server.get("/v1/model?format=pdf").await;
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid_format")));
 
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path().join("h.db")).unwrap();
