@@ -265,6 +265,29 @@ fn summary(s: &BudgetSpend) -> Result<serde_json::Value> {
     }))
 }
 
+/// One line on what a dataset's release budget has spent and has left.
+pub fn release_line(g: &Global, dataset: &str) -> Result<String> {
+    let spending = open_ledger(g)?.budget_spending()?;
+    let Some(s) = spending.iter().find(|s| s.dataset == dataset && s.purpose == BudgetPurpose::Release) else {
+        return Ok(format!("privacy budget of `{dataset}`: nothing spent"));
+    };
+    let row = summary(s)?;
+    Ok(match &s.cap {
+        Some(cap) => format!(
+            "privacy budget of `{dataset}`: epsilon {:.3} of a lifetime {} spent (delta {:e}); one more run of up to \
+             epsilon {:.3} fits (`hush budget show`)",
+            row["spent_epsilon"].as_f64().unwrap_or(f64::NAN),
+            cap.epsilon,
+            cap.delta,
+            row["remaining_epsilon_for_one_run"].as_f64().unwrap_or(0.0)
+        ),
+        None => format!(
+            "privacy budget of `{dataset}`: epsilon {:.3} spent, no lifetime cap set",
+            row["spent_epsilon"].as_f64().unwrap_or(f64::NAN)
+        ),
+    })
+}
+
 fn show(g: &Global) -> Result<()> {
     let spending = open_ledger(g)?.budget_spending()?;
     let rows = spending.iter().map(summary).collect::<Result<Vec<_>>>()?;

@@ -731,6 +731,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         None,
         &args.dir.join("model-nonprivate.hmdl"),
     )?;
+    println!("{}", crate::budget::release_line(&g, &config.budget.dataset)?);
     println!(
         "done: the store is {}, the key {}, the model {} (id {})",
         db.display(),

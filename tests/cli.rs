@@ -288,6 +288,7 @@ fn quickstart_runs_the_main_job() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== 4/5 consent-filtered extraction"), "{text}");
     assert!(text.contains("(DP epsilon 4.000, delta 1e-6)") && text.contains("(NON-PRIVATE twin)"), "{text}");
+    assert!(text.contains("privacy budget of `sample-storefront`: epsilon 4.000 of a lifetime 10 spent"), "{text}");
     assert!(dir.path().join("qs/model.hmdl").exists() && dir.path().join("qs/model-nonprivate.hmdl").exists());
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
