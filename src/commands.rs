@@ -336,8 +336,27 @@ pub struct ConfigFile {
     pub extract: ExtractParams,
     #[serde(default)]
     pub train: hush_mf::TrainParams,
+    /// Overrides of `[train]` for DP runs (e.g. a lower rank and fewer
+    /// iterations, which degrade more gracefully under noise); the
+    /// non-private twin uses `[train]` as it is.
+    #[serde(default)]
+    pub train_dp: toml::Table,
     #[serde(default)]
     pub budget: crate::budget::BudgetConfig,
+}
+
+impl ConfigFile {
+    /// The training settings of a DP run (`private`) or of the non-private twin.
+    pub fn train_params(&self, private: bool) -> Result<hush_mf::TrainParams> {
+        if !private || self.train_dp.is_empty() {
+            return Ok(self.train.validate()?);
+        }
+        let mut table = toml::Table::try_from(&self.train).context("the [train] table")?;
+        table.extend(self.train_dp.clone());
+        let params: hush_mf::TrainParams =
+            table.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("[train_dp]: {}", e.message()))?;
+        Ok(params.validate()?)
+    }
 }
 
 pub fn read_config(path: &Path) -> Result<ConfigFile> {
@@ -717,7 +736,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &g,
         &train_set,
         &test_set,
-        &config.train,
+        &config.train_params(true)?,
         &config.budget,
         Some(4.0),
         &args.dir.join("model.hmdl"),
@@ -726,7 +745,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &g,
         &train_set,
         &test_set,
-        &config.train,
+        &config.train_params(false)?,
         &config.budget,
         None,
         &args.dir.join("model-nonprivate.hmdl"),

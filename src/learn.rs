@@ -235,6 +235,7 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
         None => (set, None),
     };
     let budget = args.privacy.epsilon.map(|e| Budget::new(e, args.privacy.delta)).transpose()?;
+    let params = config.train_params(budget.is_some())?;
     let research_only = train_part.meta.research_only;
     let purpose = crate::budget::purpose_for(args.purpose, budget, args.privacy.noise_seed.is_some(), research_only)?;
     // Research data has no consent ledger and its models are never served:
@@ -247,12 +248,12 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
             purpose,
             budget,
             set: &train_part,
-            params: &config.train,
+            params: &params,
             run_key: crate::budget::new_run_key("train"),
         };
         Some(crate::budget::claim(g, &config.budget, run)?)
     };
-    let mut model = train_model(g, &train_part, &config.train, privacy)?;
+    let mut model = train_model(g, &train_part, &params, privacy)?;
     if let Some(claim) = claim {
         claim.commit(&model.meta.model_id)?;
     }
@@ -320,7 +321,10 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     }
     let model = match &args.model {
         Some(path) => Model::load(path)?,
-        None => train_model(g, &parts.train, &config.train, privacy_of(&args.privacy)?)?,
+        None => {
+            let params = config.train_params(args.privacy.epsilon.is_some())?;
+            train_model(g, &parts.train, &params, privacy_of(&args.privacy)?)?
+        }
     };
     if model.n_items() != parts.train.n_items() {
         bail!(

@@ -66,7 +66,8 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
     let started = Instant::now();
     let epsilons = check_args(args)?;
     let config = config_of(&args.data)?;
-    let params = config.train.validate()?;
+    let params = config.train_params(false)?;
+    let dp_params = config.train_params(true)?;
     let (set, extraction) = load_data_with_report(g, &args.data, &config, args.extraction_report.as_deref())?;
     let split_spec: SplitSpec = args.split.parse()?;
     let parts = split(&set, &split_spec);
@@ -84,6 +85,7 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
         k: args.k,
         tolerance: args.tolerance,
         params: params.clone(),
+        dp_params: dp_params.clone(),
         data_digest: format!(
             "{}:{}x{}:{}",
             &set.meta.report_digest[..16.min(set.meta.report_digest.len())],
@@ -145,6 +147,7 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
         train: &train,
         test: &test,
         params: &params,
+        dp_params: &dp_params,
         delta: args.delta,
         options,
         fingerprint: &fingerprint,
@@ -213,6 +216,7 @@ struct CellContext<'a> {
     train: &'a FeatureSet,
     test: &'a FeatureSet,
     params: &'a TrainParams,
+    dp_params: &'a TrainParams,
     delta: f64,
     options: EvalOptions,
     fingerprint: &'a str,
@@ -236,7 +240,8 @@ fn compute(cx: &CellContext<'_>, job: &Job) -> Result<Cell> {
         });
     }
     let seed = job.seed.expect("model cells have a seed");
-    let params = TrainParams { seed, ..cx.params.clone() };
+    let base = if job.arm == Arm::Dp { cx.dp_params } else { cx.params };
+    let params = TrainParams { seed, ..base.clone() };
     let budget = job.epsilon.map(|e| Budget::new(e, cx.delta)).transpose()?;
     // Exploratory runs spend the evaluation budget, once per cell: the run key
     // is the cell's, so a resumed sweep does not pay again.

@@ -508,7 +508,8 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     ok(d, &["extract", "--input", "shop/events.csv", "--out", "f.hfs", "-q", "--json"]);
     std::fs::write(
         d.join("fast.toml"),
-        "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n\n[budget]\ndataset = \"shop\"\n",
+        "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n\n[train_dp]\nrank = 2\n\n\
+         [budget]\ndataset = \"shop\"\n",
     )
     .unwrap();
     let train = |epsilon: &str, out: &str, extra: &[&str]| {
@@ -552,6 +553,12 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     assert_eq!(committed["state"], "committed");
     let card = json(&ok(d, &["model", "inspect", "a.hmdl", "--json"]));
     assert_eq!(committed["model_id"], card["meta"]["model_id"]);
+    // DP runs take [train_dp] over [train]; the twin keeps [train].
+    assert_eq!(card["rank"], 2);
+    assert_eq!(json(&ok(d, &["model", "inspect", "twin.hmdl", "--json"]))["rank"], 4);
+    std::fs::write(d.join("typo.toml"), "[train_dp]\nrnak = 3\n").unwrap();
+    let out = hush(d, &["train", "--features", "f.hfs", "--config", "typo.toml", "--epsilon", "1", "--out", "t.hmdl"]);
+    assert!(stderr(&out).contains("[train_dp]: unknown field `rnak`"), "{}", stderr(&out));
 
     // A smaller run still fits in what is left; lowering the cap below the
     // spent amount needs --force.

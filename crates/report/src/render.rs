@@ -342,7 +342,7 @@ fn data_story(r: &SweepResults) -> String {
 
 fn privacy_impact(r: &SweepResults) -> String {
     let s = &r.spec;
-    let p = &s.params;
+    let p = &s.dp_params;
     let mut md = String::from("## What epsilon means for one customer\n\n");
     md.push_str(
         "Each model here is trained with user-level differential privacy: the guarantee covers everything one \
@@ -376,13 +376,14 @@ fn privacy_impact(r: &SweepResults) -> String {
 
 fn method(r: &SweepResults) -> String {
     let s = &r.spec;
-    let p = &s.params;
+    let (p, q) = (&s.dp_params, &s.params);
     format!(
         "## How this was measured\n\n\
          - Split `{}`, the same for every cell; top-{} lists exclude items the customer already has.\n\
          - {} seeds ({}) per epsilon; each seed sets the initialization, the contribution-bound sample and the \
            noise stream, so cells are reproducible and comparable across epsilons.\n\
-         - Training: rank {}, {} iterations, λ = {}, clip norm {}, at most {} items per customer.\n\
+         - DP models: rank {}, {} iterations, λ = {}, clip norm {}, at most {} items per customer. The \
+           non-private twin: rank {}, {} iterations, λ = {} (each with the settings that suit it).\n\
          - The recommendation compares each seed's DP model with the twin of the same seed; the interval is a 95% \
            Student-t interval over seeds. Tolerance {:.0}%.\n\
          - {}\n\
@@ -397,6 +398,9 @@ fn method(r: &SweepResults) -> String {
         p.lambda,
         p.clip_norm,
         p.max_items_per_subject,
+        q.rank,
+        q.iterations,
+        q.lambda,
         s.tolerance * 100.0,
         md_text(&s.budget_note),
         r.wall_seconds,

@@ -33,8 +33,10 @@ pub struct SweepSpec {
     pub k: usize,
     /// Relative tolerance of the recommendation, e.g. 0.05 for "within 5%".
     pub tolerance: f64,
-    /// Training settings (the seed is replaced per cell).
+    /// Training settings of the non-private twin (the seed is replaced per cell).
     pub params: TrainParams,
+    /// Training settings of the DP cells.
+    pub dp_params: TrainParams,
     /// A digest of the data (the feature set's report digest and size).
     pub data_digest: String,
     /// Research data: no consent ledger, nothing trained here is servable.
@@ -56,6 +58,7 @@ impl SweepSpec {
             "split": self.split,
             "k": self.k,
             "params": self.params,
+            "dp_params": self.dp_params,
             "data": self.data_digest,
         });
         hex(&Sha256::digest(identity.to_string().as_bytes())[..16])
@@ -511,6 +514,7 @@ mod tests {
             k: 10,
             tolerance: 0.05,
             params: TrainParams::default(),
+            dp_params: TrainParams::default(),
             data_digest: "d".into(),
             research_only: true,
             budget_note: String::new(),
