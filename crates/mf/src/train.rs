@@ -580,15 +580,16 @@ fn implicit_item_step(
         Some(noise) => {
             // Noise on the upper triangle (diagonal included), mirrored: the
             // same release as `add_symmetric_noise`, written straight into G + E.
-            let mut combined = global_gram.to_vec();
+            // One pass: row i's upper part is G + E drawn now, its lower part
+            // mirrors the rows above, so each entry is written once.
+            let mut combined = vec![0.0f32; d * d];
             let std = mechanics.item_gram_std;
             for i in 0..d {
+                for j in 0..i {
+                    combined[i * d + j] = combined[j * d + i];
+                }
                 for j in i..d {
-                    let e = noise.gaussian(std) as f32;
-                    combined[i * d + j] += e;
-                    if j != i {
-                        combined[j * d + i] += e;
-                    }
+                    combined[i * d + j] = global_gram[i * d + j] + noise.gaussian(std) as f32;
                 }
             }
             let mut rhs = vec![0.0; d];

@@ -1,4 +1,4 @@
-//! Gaussian samples per second: hush's sampler (ChaCha20 + ziggurat) against
+//! Gaussian samples per second: hush's sampler (ChaCha8 + ziggurat) against
 //! `rand_distr::Normal` on the standard generator and against OpenDP's exact
 //! discrete Gaussian, in one run. `cargo bench -p hush-privacy --bench noise`
 

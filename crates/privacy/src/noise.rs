@@ -1,9 +1,11 @@
 //! The Gaussian noise sampler used in training.
 //!
-//! Randomness comes from ChaCha12 (the generator behind `rand`'s `StdRng`:
-//! cryptographically secure, with a wide margin over the best known attacks on
-//! 7 rounds, and faster than ChaCha20 where tens of millions of draws per
-//! iteration make the generator a visible share of DP training time),
+//! Randomness comes from ChaCha8: a cryptographically secure stream cipher
+//! whose best known attacks reach 7 rounds at impractical cost, and which
+//! Aumasson ("Too Much Crypto", 2019) judges sufficient. It is half again as
+//! fast as ChaCha12 (`rand`'s conservative `StdRng`), and with tens of
+//! millions of draws per DP iteration the generator is a visible share of
+//! training time (`benches/noise.rs`, `benches/als_speed.py`). It is
 //! keyed from the operating system unless a seed is given for a test or a
 //! reproducible research run (a seeded run is marked as such in the model
 //! card: anyone who knows the seed can subtract the noise). Normal deviates
@@ -24,25 +26,25 @@
 //! draws per iteration would dominate training.
 
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha12Rng;
+use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 /// A source of Gaussian noise with independent streams for parallel work.
 #[derive(Clone, Debug)]
 pub struct NoiseSource {
-    rng: ChaCha12Rng,
+    rng: ChaCha8Rng,
     seeded: bool,
 }
 
 impl NoiseSource {
     /// A source keyed from the operating system's randomness: what training uses.
     pub fn from_os_entropy() -> Self {
-        NoiseSource { rng: ChaCha12Rng::from_os_rng(), seeded: false }
+        NoiseSource { rng: ChaCha8Rng::from_os_rng(), seeded: false }
     }
 
     /// A reproducible source, for tests and research runs only.
     pub fn seeded(seed: u64) -> Self {
-        NoiseSource { rng: ChaCha12Rng::seed_from_u64(seed), seeded: true }
+        NoiseSource { rng: ChaCha8Rng::seed_from_u64(seed), seeded: true }
     }
 
     /// Whether the noise is reproducible from a seed (and so not private against whoever knows it).
@@ -61,11 +63,13 @@ impl NoiseSource {
     }
 
     /// One draw from N(0, std²).
+    #[inline]
     pub fn gaussian(&mut self, std: f64) -> f64 {
         std * self.rng.sample::<f64, _>(StandardNormal)
     }
 
     /// Adds independent N(0, std²) noise to every value.
+    #[inline]
     pub fn add_gaussian(&mut self, values: &mut [f64], std: f64) {
         for v in values {
             *v += std * self.rng.sample::<f64, _>(StandardNormal);
