@@ -41,6 +41,9 @@ fn request(c: &mut Criterion) {
     let history: Vec<(u32, f32)> = (0..50).map(|i| (i * 37 % 10_000, 1.0)).collect();
     let mut seen = vec![false; model.n_items()];
     history.iter().for_each(|&(i, _)| seen[i as usize] = true);
+    c.bench_function("fold_in_50_rank64", |b| b.iter(|| model.fold_in(&history)));
+    let vector = model.fold_in(&history);
+    c.bench_function("top10_of_10k_rank64", |b| b.iter(|| model.top_k(&vector, 10, |i| seen[i])));
     c.bench_function("fold_in_50_and_top10_of_10k_rank64", |b| {
         b.iter(|| {
             let vector = model.fold_in(&history);

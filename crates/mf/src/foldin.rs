@@ -28,7 +28,7 @@ impl NormalEquations {
     }
 
     /// Adds `weight_a · z zᵀ` to `a` and `weight_b · z` to `b`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add(&mut self, z: &[f64], weight_a: f64, weight_b: f64) {
         linalg::add_outer_upper(&mut self.a, self.n, z, weight_a);
         for (bi, zi) in self.b.iter_mut().zip(z) {
@@ -37,6 +37,7 @@ impl NormalEquations {
     }
 
     /// Solves `(a + diag(reg)) x = b`, raising the ridge if needed.
+    #[inline(always)]
     pub(crate) fn solve(mut self, reg: &[f64]) -> Vec<f64> {
         linalg::mirror_upper(&mut self.a, self.n);
         let mut x = vec![0.0; self.n];
@@ -56,6 +57,7 @@ pub struct SubjectVector {
 
 /// Explicit subject step: least squares on `[v_i, 1]` against `r − μ − b_i`,
 /// with ALS-WR regularization `λ · n` on every coordinate.
+#[inline(always)]
 pub(crate) fn explicit_subject_step(
     rank: usize,
     lambda: f64,
@@ -85,6 +87,7 @@ pub(crate) fn explicit_subject_step(
 
 /// Implicit subject step (Hu, Koren, Volinsky 2008): `(VᵀV + Vᵀ(C−I)V + λI) x = Vᵀ C p`
 /// with confidence `c = 1 + α·value` and preference 1 on observed items.
+#[inline(always)]
 pub(crate) fn implicit_subject_step(
     rank: usize,
     lambda: f64,
@@ -108,6 +111,30 @@ pub(crate) fn implicit_subject_step(
     SubjectVector { factors: eq.solve(&vec![lambda; rank]), bias: 0.0 }
 }
 
+/// The indices of the `k` largest scores, best first (ties by index), skipping
+/// excluded items: one pass that keeps a sorted buffer of the best so far,
+/// since k is small next to the catalogue.
+fn best_k(scores: &[f32], k: usize, exclude: impl Fn(usize) -> bool) -> Vec<usize> {
+    if k == 0 {
+        return Vec::new();
+    }
+    // Sorted best first; `better` orders by score, then by lower index.
+    let better = |a: (f32, usize), b: (f32, usize)| a.0.total_cmp(&b.0).reverse().then(a.1.cmp(&b.1)).is_lt();
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    for (i, &score) in scores.iter().enumerate() {
+        if best.len() == k && !better((score, i), best[k - 1]) {
+            continue;
+        }
+        if exclude(i) {
+            continue;
+        }
+        let at = best.partition_point(|&b| better(b, (score, i)));
+        best.insert(at, (score, i));
+        best.truncate(k);
+    }
+    best.into_iter().map(|(_, i)| i).collect()
+}
+
 impl Model {
     fn item_row(&self, item: usize, out: &mut [f64]) {
         for (o, f) in out.iter_mut().zip(self.factors(item)) {
@@ -118,6 +145,26 @@ impl Model {
     /// The subject's vector from their own interactions (item index, value).
     /// Unknown item indices are ignored.
     pub fn fold_in(&self, interactions: &[(u32, f32)]) -> SubjectVector {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports both features, checked just above.
+                return unsafe { self.fold_in_avx2(interactions) };
+            }
+        }
+        self.fold_in_portable(interactions)
+    }
+
+    /// The same, compiled for AVX2+FMA: the rank-one updates and the
+    /// Cholesky factorization are its inner loops.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fold_in_avx2(&self, interactions: &[(u32, f32)]) -> SubjectVector {
+        self.fold_in_portable(interactions)
+    }
+
+    #[inline(always)]
+    fn fold_in_portable(&self, interactions: &[(u32, f32)]) -> SubjectVector {
         let known = interactions
             .iter()
             .filter(|(i, _)| (*i as usize) < self.n_items())
@@ -177,35 +224,34 @@ impl Model {
         self.rank_scores_portable(factors)
     }
 
+    // A plain loop, not iterator adapters: generic adapter code is compiled
+    // outside this function and would not get its AVX2 target feature.
     #[inline(always)]
     fn rank_scores_portable(&self, factors: &[f32]) -> Vec<f32> {
-        let explicit = self.meta.feedback == Feedback::Explicit;
-        self.item_factors
-            .chunks_exact(self.rank)
-            .enumerate()
-            .map(|(i, v)| {
-                let dot = crate::cg::dot(v, factors);
-                if explicit {
-                    dot + self.item_bias[i]
-                } else {
-                    dot + self.popularity_prior[i] as f32
-                }
-            })
-            .collect()
+        let d = self.rank;
+        let mut scores = Vec::with_capacity(self.n_items());
+        for i in 0..self.n_items() {
+            let row = &self.item_factors[i * d..(i + 1) * d];
+            scores.push(crate::cg::dot(row, factors) + self.prior(i));
+        }
+        scores
+    }
+
+    /// What ranking adds to the dot product: the item bias (explicit) or the popularity prior (implicit).
+    #[inline(always)]
+    fn prior(&self, i: usize) -> f32 {
+        if self.meta.feedback == Feedback::Explicit {
+            self.item_bias[i]
+        } else {
+            self.popularity_prior[i] as f32
+        }
     }
 
     /// The top `k` items for a subject, best first, skipping items for which `exclude` is true.
     pub fn top_k(&self, subject: &SubjectVector, k: usize, exclude: impl Fn(usize) -> bool) -> Vec<(usize, f64)> {
         let factors: Vec<f32> = subject.factors.iter().map(|&x| x as f32).collect();
         let scores = self.rank_scores(&factors);
-        let mut candidates: Vec<usize> = (0..self.n_items()).filter(|&i| !exclude(i)).collect();
-        let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-        if candidates.len() > k {
-            candidates.select_nth_unstable_by(k, by_score);
-            candidates.truncate(k);
-        }
-        candidates.sort_by(by_score);
-        candidates.into_iter().map(|i| (i, self.score(subject, i))).collect()
+        best_k(&scores, k, exclude).into_iter().map(|i| (i, self.score(subject, i))).collect()
     }
 
     /// The most popular items by the model's (noisy, under DP) popularity: the fallback for subjects without consent.
@@ -214,5 +260,29 @@ impl Model {
         items.sort_by(|&a, &b| self.popularity[b].total_cmp(&self.popularity[a]).then(a.cmp(&b)));
         items.truncate(k);
         items.into_iter().map(|i| (i, f64::from(self.popularity[i]))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::best_k;
+
+    proptest! {
+        /// The one-pass selection agrees with sorting everything: best score
+        /// first, ties by lower index, excluded items never chosen.
+        #[test]
+        fn best_k_equals_a_full_sort(
+            scores in prop::collection::vec(prop_oneof![Just(0.5f32), -3.0f32..3.0], 0..200),
+            k in 0usize..20,
+            modulus in 2usize..7,
+        ) {
+            let exclude = |i: usize| i.is_multiple_of(modulus);
+            let mut reference: Vec<usize> = (0..scores.len()).filter(|&i| !exclude(i)).collect();
+            reference.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            reference.truncate(k);
+            prop_assert_eq!(best_k(&scores, k, exclude), reference);
+        }
     }
 }

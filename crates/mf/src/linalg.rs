@@ -7,7 +7,7 @@
 //! accumulation in `f64` where the normal equations need the precision.
 
 /// Adds `weight · z zᵀ` to the upper triangle of the row-major `n×n` matrix `a`.
-#[inline]
+#[inline(always)]
 pub fn add_outer_upper(a: &mut [f64], n: usize, z: &[f64], weight: f64) {
     for i in 0..n {
         let wi = weight * z[i];
@@ -22,6 +22,7 @@ pub fn add_outer_upper(a: &mut [f64], n: usize, z: &[f64], weight: f64) {
 }
 
 /// Copies the upper triangle onto the lower one.
+#[inline(always)]
 pub fn mirror_upper(a: &mut [f64], n: usize) {
     for i in 0..n {
         for j in 0..i {
@@ -34,31 +35,25 @@ pub fn mirror_upper(a: &mut [f64], n: usize) {
 /// both triangles filled) by Cholesky, in place: `a` is overwritten by its
 /// factor and `b` by the solution. Returns `false`, leaving the buffers
 /// unspecified, if `a` is not positive definite.
+#[inline(always)]
 pub fn cholesky_solve(a: &mut [f64], n: usize, b: &mut [f64]) -> bool {
     for j in 0..n {
-        let mut d = a[j * n + j];
-        for k in 0..j {
-            d -= a[j * n + k] * a[j * n + k];
-        }
+        let row_j = &a[j * n..j * n + j];
+        let d = a[j * n + j] - dot(row_j, row_j);
         if !(d > 0.0 && d.is_finite()) {
             return false;
         }
         let d = d.sqrt();
         a[j * n + j] = d;
+        let (upto_j, below) = a.split_at_mut((j + 1) * n);
+        let row_j = &upto_j[j * n..j * n + j];
         for i in j + 1..n {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= a[i * n + k] * a[j * n + k];
-            }
-            a[i * n + j] = s / d;
+            let row_i = &mut below[(i - j - 1) * n..(i - j) * n];
+            row_i[j] = (row_i[j] - dot(&row_i[..j], row_j)) / d;
         }
     }
     for i in 0..n {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= a[i * n + k] * b[k];
-        }
-        b[i] = s / a[i * n + i];
+        b[i] = (b[i] - dot(&a[i * n..i * n + i], &b[..i])) / a[i * n + i];
     }
     for i in (0..n).rev() {
         let mut s = b[i];
@@ -70,9 +65,31 @@ pub fn cholesky_solve(a: &mut [f64], n: usize, b: &mut [f64]) -> bool {
     true
 }
 
+/// Dot product with eight independent accumulators, so the compiler can
+/// vectorize it and the additions do not wait on each other.
+#[inline(always)]
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (x8, y8) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (rx, ry) = (x8.remainder(), y8.remainder());
+    for (a, b) in x8.zip(y8) {
+        let a: &[f64; 8] = a.try_into().expect("chunks of 8");
+        let b: &[f64; 8] = b.try_into().expect("chunks of 8");
+        for k in 0..8 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    let mut sum = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
+    for (a, b) in rx.iter().zip(ry) {
+        sum += a * b;
+    }
+    sum
+}
+
 /// Solves `(a + ridge·D) x = b`, raising the ridge tenfold until the system
 /// is positive definite (noisy statistics can make it indefinite). `diag`
 /// gives D's diagonal. Returns the ridge used.
+#[inline(always)]
 pub fn solve_with_ridge(a: &[f64], n: usize, diag: &[f64], ridge: f64, b: &[f64], x: &mut [f64]) -> f64 {
     let mut ridge = ridge.max(1e-9);
     let mut work = vec![0.0; n * n];
