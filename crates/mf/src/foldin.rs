@@ -122,7 +122,9 @@ fn best_k(scores: &[f32], k: usize, exclude: impl Fn(usize) -> bool) -> Vec<usiz
     let better = |a: (f32, usize), b: (f32, usize)| a.0.total_cmp(&b.0).reverse().then(a.1.cmp(&b.1)).is_lt();
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     for (i, &score) in scores.iter().enumerate() {
-        if best.len() == k && !better((score, i), best[k - 1]) {
+        // Indices only grow, so an item that merely ties the k-th best loses
+        // the tie: `<=` is the exact test, and cheaper than the full order.
+        if best.len() == k && score.total_cmp(&best[k - 1].0).is_le() {
             continue;
         }
         if exclude(i) {
