@@ -572,6 +572,28 @@ fn serve(g: &Global, args: &ServeArgs) -> Result<()> {
 }
 
 /// Serves `model` until Ctrl-C; SIGHUP reloads the model file (a bad file is refused).
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, what service managers send to stop a process.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 fn serve_model(
     g: &Global,
     model_path: &Path,
@@ -610,7 +632,7 @@ fn serve_model(
         let subject = example_subject.unwrap_or("cust-0000002");
         let auth = format!("-H 'Authorization: Bearer {key}'");
         println!("serving {} on http://{address} (store {})", model_path.display(), g.db.display());
-        println!("Ctrl-C stops after the requests in flight; SIGHUP reloads the model file. Try:");
+        println!("Ctrl-C or SIGTERM stops after the requests in flight; SIGHUP reloads the model file. Try:");
         println!("  curl {auth} http://{address}/v1/model");
         println!("  curl {auth} 'http://{address}/v1/recommendations/popular?k=5'");
         println!("  curl {auth} 'http://{address}/v1/subjects/{subject}/recommendations?k=5'");
@@ -619,10 +641,8 @@ fn serve_model(
         println!("       -d '{{\"purpose\":\"personalization\",\"granted\":false,\"notice_version\":\"2025-04\"}}' \\");
         println!("       http://{address}/v1/subjects/{subject}/consent     # then recommendations answer 403");
         println!("  curl -X DELETE {auth} http://{address}/v1/subjects/{subject}");
-        hush_serve::serve(listener, state, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+        hush_serve::serve(listener, state, shutdown_signal()).await?;
+        eprintln!("stopped: the requests in flight were answered");
         Ok(())
     })
 }

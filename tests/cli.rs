@@ -566,3 +566,102 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     let out = hush(d, &["budget", "set-cap", "--dataset", "shop", "--epsilon", "1"]);
     assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
 }
+
+/// Sends `signal` (e.g. `-HUP`) to a process with the system's `kill`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// The model id the server at `port` serves now.
+fn served_model_id(port: u16, key: &str) -> String {
+    let request =
+        format!("GET /v1/model HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+    let (status, body) = http(port, &request);
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(body.split("\r\n\r\n").last().unwrap()).unwrap();
+    json["model_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn serve_reloads_on_sighup_refuses_bad_files_and_stops_gracefully_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sample = root().join("data/sample");
+    let config = root().join("models/sample.toml");
+    ok(
+        d,
+        &["quickstart", "--sample", sample.to_str().unwrap(), "--config", config.to_str().unwrap()]
+            .into_iter()
+            .chain(["--dir", "qs", "-q", "--no-serve"])
+            .collect::<Vec<_>>(),
+    );
+    let store = ["--db", "qs/hush.db", "--key-file", "qs/hush.key"];
+    let mut args = store.to_vec();
+    args.extend(["keys", "create", "--name", "ops", "--scopes", "admin"]);
+    let key = String::from_utf8(ok(d, &args).stdout).unwrap().trim().to_string();
+    let ids: Vec<String> = ["qs/model.hmdl", "qs/model-nonprivate.hmdl"]
+        .iter()
+        .map(|m| json(&ok(d, &["model", "inspect", m, "--json"]))["meta"]["model_id"].as_str().unwrap().to_string())
+        .collect();
+    std::fs::copy(d.join("qs/model.hmdl"), d.join("serving.hmdl")).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(store)
+        .args(["serve", "--model", "serving.hmdl", "--bind", &bind])
+        .current_dir(d)
+        .env_remove("HUSH_PSEUDONYM_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let wait_until = |what: &str, ready: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ready() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_until("the server", &|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert_eq!(served_model_id(port, &key), ids[0]);
+
+    // SIGHUP reloads the file: the new model is served.
+    std::fs::copy(d.join("qs/model-nonprivate.hmdl"), d.join("serving.hmdl")).unwrap();
+    signal(pid, "-HUP");
+    wait_until("the reload", &|| served_model_id(port, &key) == ids[1]);
+    // A corrupt file is refused and the current model keeps serving.
+    std::fs::write(d.join("serving.hmdl"), b"HUSHMODL not a model").unwrap();
+    signal(pid, "-HUP");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(served_model_id(port, &key), ids[1]);
+
+    // SIGTERM with a request in flight: it is answered, then the server exits.
+    let body = r#"{"events":[{"subject_id":"late","item_id":"sku-000001","kind":"view"}]}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body.as_bytes()[..10]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(pid, "-TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stream.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "the request in flight was answered: {response}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the server exits cleanly on SIGTERM: {status:?}");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains(&format!("SIGHUP: now serving model {}", ids[1])), "{stderr}");
+    assert!(stderr.contains("SIGHUP: model refused, the previous one keeps serving"), "{stderr}");
+    assert!(stderr.contains("stopped: the requests in flight were answered"), "{stderr}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens after shutdown");
+}
