@@ -1,45 +1,11 @@
 //! End-to-end runs of the real `hush` binary on real files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Command;
+
+use common::{hush, json, ok, root, stderr};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs hush with `args` in a clean environment (no key in the environment).
-fn hush(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hush"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("HUSH_PSEUDONYM_KEY")
-        .env_remove("HUSH_DB")
-        .env_remove("HUSH_KEY_FILE")
-        .env("RUST_LOG", "debug")
-        .output()
-        .expect("the hush binary runs")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> Output {
-    let out = hush(dir, args);
-    assert!(
-        out.status.success(),
-        "hush {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn synth_reproduces_the_bundled_sample_byte_for_byte() {
@@ -269,21 +235,7 @@ fn research_data_extraction_of_movielens() {
 fn quickstart_runs_the_main_job() {
     let dir = tempfile::tempdir().unwrap();
     let sample = root().join("data/sample");
-    let config = root().join("models/sample.toml");
-    let quickstart = || {
-        let args = [
-            "quickstart",
-            "--sample",
-            sample.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--dir",
-            "qs",
-            "-q",
-            "--no-serve",
-        ];
-        ok(dir.path(), &args)
-    };
+    let quickstart = || common::sample_store(dir.path());
     let out = quickstart();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== 4/5 consent-filtered extraction"), "{text}");
@@ -588,15 +540,7 @@ fn serve_reloads_on_sighup_refuses_bad_files_and_stops_gracefully_on_sigterm() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sample = root().join("data/sample");
-    let config = root().join("models/sample.toml");
-    ok(
-        d,
-        &["quickstart", "--sample", sample.to_str().unwrap(), "--config", config.to_str().unwrap()]
-            .into_iter()
-            .chain(["--dir", "qs", "-q", "--no-serve"])
-            .collect::<Vec<_>>(),
-    );
+    common::sample_store(d);
     let store = ["--db", "qs/hush.db", "--key-file", "qs/hush.key"];
     let mut args = store.to_vec();
     args.extend(["keys", "create", "--name", "ops", "--scopes", "admin"]);

@@ -2,6 +2,8 @@
 //! checked against results.json, resumption, and the page rendered in a real
 //! headless Chromium that must make no network request.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::net::TcpListener;
@@ -9,58 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use common::{hush, json, ok, root, sample_store};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn hush(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hush"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("HUSH_PSEUDONYM_KEY")
-        .env_remove("HUSH_DB")
-        .env_remove("HUSH_KEY_FILE")
-        .output()
-        .expect("the hush binary runs")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> Output {
-    let out = hush(dir, args);
-    assert!(
-        out.status.success(),
-        "hush {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
-}
-
-/// The bundled sample through the quickstart (consent import, erasure,
-/// extraction) into `dir/qs`, without serving.
-fn sample_store(dir: &Path) {
-    let sample = root().join("data/sample");
-    let config = root().join("models/sample.toml");
-    ok(
-        dir,
-        &[
-            "quickstart",
-            "--sample",
-            sample.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--dir",
-            "qs",
-            "-q",
-            "--no-serve",
-        ],
-    );
-}
 
 fn sweep(dir: &Path, epsilons: &str, extra: &[&str]) -> Output {
     let config = root().join("models/sample.toml");

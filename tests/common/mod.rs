@@ -1,0 +1,69 @@
+//! Helpers the end-to-end test files share: running the real binary.
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs hush with `args` in a clean environment (no key in the environment).
+pub fn hush(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HUSH_PSEUDONYM_KEY")
+        .env_remove("HUSH_DB")
+        .env_remove("HUSH_KEY_FILE")
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("the hush binary runs")
+}
+
+/// Runs hush and insists that it succeeds.
+pub fn ok(dir: &Path, args: &[&str]) -> Output {
+    let out = hush(dir, args);
+    assert!(
+        out.status.success(),
+        "hush {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The JSON a `--json` run printed.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+/// What a run wrote to stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The quickstart on the bundled sample into `dir/qs` (store, key, feature
+/// sets, extraction report, DP model and twin), without serving.
+pub fn sample_store(dir: &Path) -> Output {
+    let sample = root().join("data/sample");
+    let config = root().join("models/sample.toml");
+    ok(
+        dir,
+        &[
+            "quickstart",
+            "--sample",
+            sample.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--dir",
+            "qs",
+            "-q",
+            "--no-serve",
+        ],
+    )
+}
