@@ -15,8 +15,8 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{collect_rows, conversion_error};
-use crate::{Error, Ledger, Result, Timestamp};
+use crate::sqlite::{collect_rows, conversion_error, SqliteStore};
+use crate::{Error, Result, Timestamp};
 
 /// What a budget pays for. The two are capped and counted separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -153,24 +153,15 @@ impl BudgetSpend {
 }
 
 /// Room for floating-point error when a run spends exactly what is left.
-const CAP_SLACK: f64 = 1e-12;
+pub(crate) const CAP_SLACK: f64 = 1e-12;
 
-impl Ledger {
+impl SqliteStore {
     /// Sets (or replaces) the lifetime cap of a dataset and purpose.
     ///
     /// # Errors
     /// [`Error::InvalidField`] for an empty dataset name or a cap that is not
     /// finite and positive; [`Error::Database`] if SQLite fails.
     pub fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
-        check_dataset(&cap.dataset)?;
-        for (field, value) in [("epsilon", cap.epsilon), ("rho", cap.rho)] {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(Error::InvalidField { field, message: format!("{value} is not a finite positive number") });
-            }
-        }
-        if !(cap.delta > 0.0 && cap.delta < 1.0) {
-            return Err(Error::InvalidField { field: "delta", message: format!("{} is not in (0, 1)", cap.delta) });
-        }
         self.conn
             .execute(
                 "INSERT INTO budget_caps (dataset, purpose, epsilon, delta, rho, set_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -209,22 +200,6 @@ impl Ledger {
     /// [`Error::InvalidField`] for a non-private release run or a bad
     /// guarantee; [`Error::Database`] if SQLite fails.
     pub fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
-        check_dataset(&request.dataset)?;
-        match request.guarantee {
-            None if request.purpose == BudgetPurpose::Release => {
-                return Err(Error::InvalidField {
-                    field: "purpose",
-                    message: "a non-private model has no privacy guarantee and can never be released".into(),
-                })
-            }
-            Some(g) if !(g.rho.is_finite() && g.rho > 0.0 && g.epsilon.is_finite() && g.epsilon > 0.0) => {
-                return Err(Error::InvalidField {
-                    field: "guarantee",
-                    message: format!("rho {} and epsilon {} must be finite and positive", g.rho, g.epsilon),
-                })
-            }
-            _ => {}
-        }
         let path = self.path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&path))?;
         if let Some(existing) = read_run(&tx, &request.run_key).map_err(Error::db(&path))? {
@@ -337,6 +312,38 @@ impl Ledger {
             .map_err(Error::db(&self.path))?;
         let rows = stmt.query_map([dataset], run_from_row).map_err(Error::db(&self.path))?;
         collect_rows(rows, &self.path)
+    }
+}
+
+/// Checks a cap before any backend stores it.
+pub(crate) fn check_cap(cap: &BudgetCap) -> Result<()> {
+    check_dataset(&cap.dataset)?;
+    for (field, value) in [("epsilon", cap.epsilon), ("rho", cap.rho)] {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(Error::InvalidField { field, message: format!("{value} is not a finite positive number") });
+        }
+    }
+    if !(cap.delta > 0.0 && cap.delta < 1.0) {
+        return Err(Error::InvalidField { field: "delta", message: format!("{} is not in (0, 1)", cap.delta) });
+    }
+    Ok(())
+}
+
+/// Checks a budget request before any backend records it.
+pub(crate) fn check_request(request: &BudgetRequest) -> Result<()> {
+    check_dataset(&request.dataset)?;
+    match request.guarantee {
+        None if request.purpose == BudgetPurpose::Release => Err(Error::InvalidField {
+            field: "purpose",
+            message: "a non-private model has no privacy guarantee and can never be released".into(),
+        }),
+        Some(g) if !(g.rho.is_finite() && g.rho > 0.0 && g.epsilon.is_finite() && g.epsilon > 0.0) => {
+            Err(Error::InvalidField {
+                field: "guarantee",
+                message: format!("rho {} and epsilon {} must be finite and positive", g.rho, g.epsilon),
+            })
+        }
+        _ => Ok(()),
     }
 }
 

@@ -75,6 +75,31 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// A PostgreSQL store failed.
+    #[error("store {location}: {source}")]
+    Postgres {
+        /// The store URL, without its password.
+        location: String,
+        /// The underlying error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A PostgreSQL store could not be reached, or refused the credentials.
+    #[error("cannot connect to the store {location}: {message}")]
+    Connect {
+        /// The store URL, without its password.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The store holds a value this build cannot read.
+    #[error("store {location}: {message}")]
+    Corrupt {
+        /// The store.
+        location: String,
+        /// What could not be read.
+        message: String,
+    },
     /// The database was written by a newer hush.
     #[error(
         "database {path} has schema version {found}, newer than this hush understands (at most {supported}); \

@@ -22,16 +22,18 @@ pub mod formats;
 pub mod import;
 pub mod keys;
 pub mod ledger;
+mod postgres;
 pub mod pseudonym;
 pub mod record;
+mod sqlite;
 pub mod time;
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
 pub use error::{Error, Result, RowError};
 pub use event::{Event, EventKind, SubjectEvent};
 pub use ledger::{
-    ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, IngestReport, Ledger, LedgerStats, SubjectExport,
-    WriteBatch,
+    ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,
+    SubjectExport, WriteBatch,
 };
 pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
 pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};

@@ -283,7 +283,7 @@ impl<'a> Extractor<'a> {
             self.consider(slot, &e.event.item, e.event.kind, e.event.value, e.event.at)
         })?;
         self.inputs.push(InputSummary {
-            source: format!("event-store:{}", ledger.path().display()),
+            source: format!("event-store:{}", ledger.location()),
             format: "event-store".into(),
             rows: self.rows_in - before,
         });

@@ -149,8 +149,7 @@ impl AppState {
     /// # Errors
     /// As [`ServedModel::new`].
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
-        let readers =
-            (0..READERS).map(|_| Ledger::open(ledger.path()).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let readers = (0..READERS).map(|_| ledger.reopen().map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(AppState {
             model: RwLock::new(Arc::new(ServedModel::new(model)?)),
             model_path: None,

@@ -1,9 +1,11 @@
-//! The privacy budget ledger on real SQLite files.
+//! The privacy budget ledger on both backends.
 
 use std::sync::{Arc, Barrier};
 
 use hush_consent::{BudgetCap, BudgetPurpose, BudgetRequest, Error, Ledger, RunGuarantee, RunState, Timestamp};
 use proptest::prelude::*;
+
+use crate::backends::{on_both_backends, Backend, Fresh};
 
 fn t(seconds: i64) -> Timestamp {
     Timestamp::from_unix_seconds(seconds)
@@ -32,10 +34,9 @@ fn spend_of(ledger: &Ledger, dataset: &str, purpose: BudgetPurpose) -> hush_cons
         .expect("a spend row")
 }
 
-#[test]
-fn a_run_that_fits_is_recorded_and_one_that_would_pass_the_cap_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn a_run_that_fits_is_recorded_and_one_that_would_pass_the_cap_is_refused(store) {
+    let mut ledger = store.open();
     ledger.set_budget_cap(&cap("shop", BudgetPurpose::Release, 1.0)).unwrap();
 
     let first = ledger.reserve_budget(&request("run-1", "shop", BudgetPurpose::Release, Some(0.6)), t(2)).unwrap();
@@ -67,12 +68,11 @@ fn a_run_that_fits_is_recorded_and_one_that_would_pass_the_cap_is_refused() {
     assert_eq!(runs[0].model_id.as_deref(), Some("model-a"));
     assert_eq!(runs[0].state, RunState::Committed);
     assert_eq!(runs[1].state, RunState::Reserved);
-}
+}}
 
-#[test]
-fn release_and_evaluation_budgets_are_separate_and_datasets_do_not_share() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn release_and_evaluation_budgets_are_separate_and_datasets_do_not_share(store) {
+    let mut ledger = store.open();
     ledger.set_budget_cap(&cap("shop", BudgetPurpose::Release, 1.0)).unwrap();
     // The evaluation budget has no cap: a sweep's exploration is recorded, not blocked.
     for i in 0..5 {
@@ -85,23 +85,21 @@ fn release_and_evaluation_budgets_are_separate_and_datasets_do_not_share() {
     assert!((spend_of(&ledger, "shop", BudgetPurpose::Evaluation).spent_rho - 4.5).abs() < 1e-12);
     assert!((spend_of(&ledger, "shop", BudgetPurpose::Release).spent_rho - 0.9).abs() < 1e-12);
     assert_eq!(spend_of(&ledger, "other-shop", BudgetPurpose::Release).cap, None);
-}
+}}
 
-#[test]
-fn reserving_the_same_run_key_twice_spends_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn reserving_the_same_run_key_twice_spends_once(store) {
+    let mut ledger = store.open();
     ledger.set_budget_cap(&cap("shop", BudgetPurpose::Evaluation, 1.0)).unwrap();
     let a = ledger.reserve_budget(&request("cell-e1-s0", "shop", BudgetPurpose::Evaluation, Some(0.7)), t(2)).unwrap();
     let b = ledger.reserve_budget(&request("cell-e1-s0", "shop", BudgetPurpose::Evaluation, Some(0.7)), t(9)).unwrap();
     assert_eq!(a, b);
     assert!((spend_of(&ledger, "shop", BudgetPurpose::Evaluation).spent_rho - 0.7).abs() < 1e-12);
-}
+}}
 
-#[test]
-fn a_cancelled_reservation_gives_its_budget_back_but_a_committed_run_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn a_cancelled_reservation_gives_its_budget_back_but_a_committed_run_stays(store) {
+    let mut ledger = store.open();
     ledger.set_budget_cap(&cap("shop", BudgetPurpose::Release, 1.0)).unwrap();
     ledger.reserve_budget(&request("failed", "shop", BudgetPurpose::Release, Some(0.8)), t(2)).unwrap();
     assert!(ledger.cancel_budget("failed").unwrap());
@@ -110,23 +108,21 @@ fn a_cancelled_reservation_gives_its_budget_back_but_a_committed_run_stays() {
     assert!(!ledger.cancel_budget("ok").unwrap(), "a committed run cannot be cancelled");
     assert!((spend_of(&ledger, "shop", BudgetPurpose::Release).spent_rho - 0.8).abs() < 1e-12);
     assert!(matches!(ledger.commit_budget("missing", "m"), Err(Error::InvalidField { field: "run_key", .. })));
-}
+}}
 
-#[test]
-fn a_non_private_run_is_recorded_as_evaluation_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn a_non_private_run_is_recorded_as_evaluation_only(store) {
+    let mut ledger = store.open();
     let refused = ledger.reserve_budget(&request("twin", "shop", BudgetPurpose::Release, None), t(2));
     assert!(matches!(refused, Err(Error::InvalidField { field: "purpose", .. })), "{refused:?}");
     ledger.reserve_budget(&request("twin", "shop", BudgetPurpose::Evaluation, None), t(2)).unwrap();
     let spend = spend_of(&ledger, "shop", BudgetPurpose::Evaluation);
     assert_eq!((spend.spent_rho, spend.private_runs, spend.non_private_runs), (0.0, 0, 1));
-}
+}}
 
-#[test]
-fn bad_caps_are_refused_and_leave_the_old_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn bad_caps_are_refused_and_leave_the_old_cap(store) {
+    let mut ledger = store.open();
     ledger.set_budget_cap(&cap("shop", BudgetPurpose::Release, 1.0)).unwrap();
     for bad in [
         BudgetCap { rho: f64::NAN, ..cap("shop", BudgetPurpose::Release, 1.0) },
@@ -137,21 +133,19 @@ fn bad_caps_are_refused_and_leave_the_old_cap() {
         assert!(matches!(ledger.set_budget_cap(&bad), Err(Error::InvalidField { .. })), "{bad:?}");
     }
     assert_eq!(ledger.budget_cap("shop", BudgetPurpose::Release).unwrap().unwrap().rho, 1.0);
-}
+}}
 
-#[test]
-fn concurrent_runs_cannot_both_overspend() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hush.db");
-    Ledger::open(&path).unwrap().set_budget_cap(&cap("shop", BudgetPurpose::Release, 1.0)).unwrap();
+on_both_backends! {
+fn concurrent_runs_cannot_both_overspend(store) {
+    store.open().set_budget_cap(&cap("shop", BudgetPurpose::Release, 1.0)).unwrap();
     // Eight writers on their own connections, each asking for 0.3 of a cap of
     // 1.0: exactly three fit, whatever the interleaving.
     let barrier = Arc::new(Barrier::new(8));
     let handles: Vec<_> = (0..8)
         .map(|i| {
-            let (path, barrier) = (path.clone(), barrier.clone());
+            let (url, barrier) = (store.url().to_string(), barrier.clone());
             std::thread::spawn(move || {
-                let mut ledger = Ledger::open(&path).unwrap();
+                let mut ledger = Ledger::connect(&url).unwrap();
                 barrier.wait();
                 ledger.reserve_budget(&request(&format!("run-{i}"), "shop", BudgetPurpose::Release, Some(0.3)), t(2))
             })
@@ -161,31 +155,49 @@ fn concurrent_runs_cannot_both_overspend() {
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(accepted, 3, "{results:?}");
     assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, Error::BudgetExceeded { .. })));
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = store.open();
     assert!(spend_of(&ledger, "shop", BudgetPurpose::Release).spent_rho <= 1.0 + 1e-12);
+}}
+
+/// Whatever the sequence of requests, the spent total never passes the
+/// cap, and a request is refused exactly when it would not fit.
+fn check_spending(ledger: &mut Ledger, dataset: &str, cap_rho: f64, asks: &[f64]) -> Result<(), TestCaseError> {
+    ledger.set_budget_cap(&cap(dataset, BudgetPurpose::Release, cap_rho)).unwrap();
+    let mut spent = 0.0;
+    for (i, ask) in asks.iter().enumerate() {
+        let fits = spent + ask <= cap_rho * (1.0 + 1e-12);
+        let key = format!("{dataset}-r{i}");
+        let result = ledger.reserve_budget(&request(&key, dataset, BudgetPurpose::Release, Some(*ask)), t(2));
+        prop_assert_eq!(result.is_ok(), fits);
+        if fits {
+            spent += ask;
+        }
+        let recorded = spend_of(ledger, dataset, BudgetPurpose::Release).spent_rho;
+        prop_assert!((recorded - spent).abs() < 1e-9);
+        prop_assert!(recorded <= cap_rho * (1.0 + 1e-9));
+    }
+    Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Whatever the sequence of requests, the spent total never passes the
-    /// cap, and a request is refused exactly when it would not fit.
     #[test]
-    fn spending_never_passes_the_cap(cap_rho in 0.1f64..5.0, asks in prop::collection::vec(0.01f64..2.0, 1..20)) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
-        ledger.set_budget_cap(&cap("d", BudgetPurpose::Release, cap_rho)).unwrap();
-        let mut spent = 0.0;
-        for (i, ask) in asks.iter().enumerate() {
-            let fits = spent + ask <= cap_rho * (1.0 + 1e-12);
-            let result = ledger.reserve_budget(&request(&format!("r{i}"), "d", BudgetPurpose::Release, Some(*ask)), t(2));
-            prop_assert_eq!(result.is_ok(), fits);
-            if fits {
-                spent += ask;
-            }
-            let recorded = spend_of(&ledger, "d", BudgetPurpose::Release).spent_rho;
-            prop_assert!((recorded - spent).abs() < 1e-9);
-            prop_assert!(recorded <= cap_rho * (1.0 + 1e-9));
-        }
+    fn spending_never_passes_the_cap_on_sqlite(cap_rho in 0.1f64..5.0, asks in prop::collection::vec(0.01f64..2.0, 1..20)) {
+        check_spending(&mut Fresh::new(Backend::Sqlite).open(), "d", cap_rho, &asks)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn spending_never_passes_the_cap_on_postgres(cap_rho in 0.1f64..5.0, asks in prop::collection::vec(0.01f64..2.0, 1..20)) {
+        // One database for every case, a dataset of its own per case.
+        static STORE: std::sync::OnceLock<Fresh> = std::sync::OnceLock::new();
+        static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut ledger = STORE.get_or_init(|| Fresh::new(Backend::Postgres)).open();
+        let case = CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        check_spending(&mut ledger, &format!("d{case}"), cap_rho, &asks)?;
     }
 }

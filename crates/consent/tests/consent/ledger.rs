@@ -1,4 +1,4 @@
-//! Ledger behaviour on real SQLite files.
+//! Ledger behaviour on both backends: real SQLite files and a real PostgreSQL server.
 
 use std::path::Path;
 
@@ -10,6 +10,8 @@ use hush_consent::{
     PseudonymKey, Purpose, SubjectEvent, Timestamp,
 };
 use proptest::prelude::*;
+
+use crate::backends::{on_both_backends, Backend, Fresh};
 
 fn key() -> PseudonymKey {
     PseudonymKey::from_bytes([7; 32])
@@ -49,10 +51,9 @@ fn database_bytes(db: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn status_answers_from_history_at_any_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn status_answers_from_history_at_any_time(store) {
+    let mut ledger = store.open();
     let alice = key().pseudonymize("alice");
     ledger.record_consent(&alice, &change(Purpose::Training, true, 100), t(100)).unwrap();
     ledger.record_consent(&alice, &change(Purpose::Training, false, 200), t(200)).unwrap();
@@ -66,24 +67,30 @@ fn status_answers_from_history_at_any_time() {
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].proof_ref.as_deref(), Some("receipt-1"));
     assert_eq!(history[1].recorded_at, t(200));
-}
+}}
 
-#[test]
-fn history_is_append_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hush.db");
-    let mut ledger = Ledger::open(&path).unwrap();
+on_both_backends! {
+fn history_is_append_only(store) {
+    let mut ledger = store.open();
     ledger.record_consent(&key().pseudonymize("a"), &change(Purpose::Training, true, 1), t(1)).unwrap();
-    drop(ledger);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let err = conn.execute("UPDATE consent_records SET granted = 0", []).unwrap_err();
-    assert!(err.to_string().contains("consent history is append-only"), "{err}");
+    let refused = match ledger.sqlite_path() {
+        Some(path) => {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute("UPDATE consent_records SET granted = 0", []).unwrap_err().to_string()
+        }
+        None => {
+            let mut client = postgres::Client::connect(store.url(), postgres::NoTls).unwrap();
+            let err = client.execute("UPDATE consent_records SET granted = false", &[]).unwrap_err();
+            err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default()
+        }
+    };
+    assert!(refused.contains("consent history is append-only"), "{refused}");
+}
 }
 
-#[test]
-fn events_without_any_granted_purpose_are_counted_not_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn events_without_any_granted_purpose_are_counted_not_stored(store) {
+    let mut ledger = store.open();
     let consenting = key().pseudonymize("consenting");
     let withdrawn = key().pseudonymize("withdrawn");
     let never = key().pseudonymize("never");
@@ -101,15 +108,14 @@ fn events_without_any_granted_purpose_are_counted_not_stored() {
     assert_eq!(ledger.events_of(&consenting).unwrap().len(), 2);
     assert!(ledger.events_of(&withdrawn).unwrap().is_empty());
     assert_eq!(ledger.stats().unwrap().events, 2);
-}
+}}
 
-#[test]
-fn erasure_leaves_no_bytes_of_the_subject_and_suppresses_reimport() {
+on_both_backends! {
+fn erasure_leaves_nothing_of_the_subject_and_suppresses_reimport(store) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("hush.db");
     let raw_id = "erase-me-7f3a9c21@example.org";
     let subject = key().pseudonymize(raw_id);
-    let mut ledger = Ledger::open(&db).unwrap();
+    let mut ledger = store.open();
     // Enough rows that the tables span many pages and the indexes have interior nodes.
     let mut batch = Vec::new();
     for n in 0..3000 {
@@ -126,7 +132,7 @@ fn erasure_leaves_no_bytes_of_the_subject_and_suppresses_reimport() {
 
     let receipt = ledger.erase(&subject, t(2000)).unwrap();
     assert_eq!((receipt.consent_records_deleted, receipt.events_deleted), (2, 200));
-    assert!(receipt.suppressed && receipt.wal_truncated);
+    assert!(receipt.suppressed);
     assert!(ledger.is_suppressed(&subject).unwrap());
     assert!(matches!(ledger.export(&subject, t(2001)), Err(Error::UnknownSubject)));
 
@@ -135,11 +141,33 @@ fn erasure_leaves_no_bytes_of_the_subject_and_suppresses_reimport() {
         ("pseudonym bytes", subject.as_bytes().to_vec()),
         ("pseudonym hex", subject.to_hex().into_bytes()),
     ];
-    let files = database_bytes(&db);
-    assert!(!files.is_empty());
-    for (path, bytes) in &files {
-        for (what, needle) in &needles {
-            assert!(!contains(bytes, needle), "{what} still present in {path}");
+    match ledger.sqlite_path() {
+        // SQLite: not one byte of the subject is left in the files.
+        Some(db) => {
+            assert!(receipt.wal_truncated);
+            let files = database_bytes(db);
+            assert!(!files.is_empty());
+            for (path, bytes) in &files {
+                for (what, needle) in &needles {
+                    assert!(!contains(bytes, needle), "{what} still present in {path}");
+                }
+            }
+        }
+        // PostgreSQL: no row of any table holds the subject (the suppression
+        // entry is a one-way hash of the pseudonym).
+        None => {
+            let mut client = postgres::Client::connect(store.url(), postgres::NoTls).unwrap();
+            for table in ["consent_records", "events", "suppressions", "erasure_log", "api_keys", "budget_runs"] {
+                let rows = client.query(&format!("SELECT t::TEXT FROM {table} t"), &[]).unwrap();
+                for row in rows {
+                    let text: String = row.get(0);
+                    for (what, needle) in &needles {
+                        let hex_needle: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+                        assert!(!text.contains(std::str::from_utf8(needle).unwrap_or("\u{0}")), "{what} in {table}");
+                        assert!(!text.contains(&hex_needle), "{what} (as bytes) in {table}");
+                    }
+                }
+            }
         }
     }
     // The other subjects are intact.
@@ -166,11 +194,11 @@ fn erasure_leaves_no_bytes_of_the_subject_and_suppresses_reimport() {
         Err(Error::Suppressed)
     ));
 }
+}
 
-#[test]
-fn export_holds_history_events_and_current_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+on_both_backends! {
+fn export_holds_history_events_and_current_status(store) {
+    let mut ledger = store.open();
     let s = key().pseudonymize("exported");
     ledger.record_consent(&s, &change(Purpose::Personalization, true, 10), t(10)).unwrap();
     ledger.ingest_events(&[event(s, "sku-9", 11)], t(12)).unwrap();
@@ -183,40 +211,53 @@ fn export_holds_history_events_and_current_status() {
     assert_eq!(json["consent_status"][0]["state"], "granted");
     assert_eq!(json["consent_status"][1]["state"], "no_record");
     assert!(matches!(ledger.export(&key().pseudonymize("stranger"), t(20)), Err(Error::UnknownSubject)));
-}
+}}
 
-#[test]
-fn a_newer_schema_is_refused_with_a_clear_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hush.db");
-    Ledger::open(&path).unwrap();
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
-    let err = Ledger::open(&path).unwrap_err().to_string();
+on_both_backends! {
+fn a_newer_schema_is_refused_with_a_clear_message(store) {
+    let ledger = store.open();
+    match ledger.sqlite_path() {
+        Some(path) => rusqlite::Connection::open(path).unwrap().pragma_update(None, "user_version", 99).unwrap(),
+        None => {
+            let mut client = postgres::Client::connect(store.url(), postgres::NoTls).unwrap();
+            client.execute("UPDATE hush_schema SET version = 99", &[]).unwrap();
+        }
+    }
+    let err = Ledger::connect(store.url()).unwrap_err().to_string();
     let expected = format!("has schema version 99, newer than this hush understands (at most {SCHEMA_VERSION})");
     assert!(err.contains(&expected), "{err}");
 }
+}
 
-#[test]
-fn an_older_schema_is_migrated_and_keeps_its_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hush.db");
-    let mut ledger = Ledger::open(&path).unwrap();
+on_both_backends! {
+fn an_older_schema_is_migrated_and_keeps_its_data(store) {
+    let mut ledger = store.open();
     ledger.record_consent(&key().pseudonymize("alice"), &change(Purpose::Training, true, 10), t(10)).unwrap();
+    // Make it a version-2 store: the budget tables of migration 3 do not exist yet.
+    match ledger.sqlite_path() {
+        Some(path) => {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute_batch("DROP TABLE budget_runs; DROP TABLE budget_caps; PRAGMA user_version = 2;").unwrap();
+        }
+        None => {
+            let mut client = postgres::Client::connect(store.url(), postgres::NoTls).unwrap();
+            client
+                .batch_execute("DROP TABLE budget_runs; DROP TABLE budget_caps; UPDATE hush_schema SET version = 2;")
+                .unwrap();
+        }
+    }
     drop(ledger);
-    // Make it a version-2 file: the budget tables of migration 3 do not exist yet.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE budget_runs; DROP TABLE budget_caps; PRAGMA user_version = 2;").unwrap();
-    drop(conn);
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = store.open();
     assert_eq!(ledger.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(ledger.history(&key().pseudonymize("alice")).unwrap().len(), 1);
     assert!(ledger.budget_spending().unwrap().is_empty());
 }
+}
 
-#[test]
-fn a_failed_import_leaves_the_store_untouched() {
+on_both_backends! {
+fn a_failed_import_leaves_the_store_untouched(store) {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    let mut ledger = store.open();
     let s = key().pseudonymize("kept");
     ledger.record_consent(&s, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
     ledger.ingest_events(&[event(s, "before", 2)], t(3)).unwrap();
@@ -235,12 +276,12 @@ fn a_failed_import_leaves_the_store_untouched() {
     let err = import_events(&mut ledger, &key(), &file, &format, &strict, t(20), &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::Row(_)));
     assert_eq!(ledger.stats().unwrap(), before);
-}
+}}
 
-#[test]
-fn consent_files_in_both_formats_with_per_row_errors() {
+on_both_backends! {
+fn consent_files_in_both_formats_with_per_row_errors(store) {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    let mut ledger = store.open();
     let csv = dir.path().join("consent.csv");
     std::fs::write(
         &csv,
@@ -284,42 +325,70 @@ fn consent_files_in_both_formats_with_per_row_errors() {
     );
     let e = key().pseudonymize("e");
     assert!(ledger.status(&e, Purpose::Personalization, t(1_735_689_600)).unwrap().is_granted());
-}
+}}
 
 /// One randomly generated consent decision: (purpose is training?, granted, effective second).
 fn decisions() -> impl Strategy<Value = Vec<(bool, bool, i64)>> {
     prop::collection::vec((any::<bool>(), any::<bool>(), 0i64..50), 0..25)
 }
 
+/// status(as_of) is the last record (by effective time, then ledger order) at or before as_of.
+fn check_status_law(
+    ledger: &mut Ledger,
+    s: &Pseudonym,
+    records: &[(bool, bool, i64)],
+    probes: &[i64],
+) -> Result<(), TestCaseError> {
+    for &(training, granted, at) in records {
+        let purpose = if training { Purpose::Training } else { Purpose::Personalization };
+        ledger.record_consent(s, &change(purpose, granted, at), t(100)).unwrap();
+    }
+    for &probe in probes {
+        for purpose in Purpose::ALL {
+            let expected = records
+                .iter()
+                .enumerate()
+                .filter(|(_, (training, _, at))| (*training == (purpose == Purpose::Training)) && *at <= probe)
+                .max_by_key(|(index, (_, _, at))| (*at, *index))
+                .map(|(_, (_, granted, _))| *granted);
+            let state = ledger.status(s, purpose, t(probe)).unwrap().state;
+            let expected_state = match expected {
+                None => ConsentState::NoRecord,
+                Some(true) => ConsentState::Granted,
+                Some(false) => ConsentState::Withdrawn,
+            };
+            prop_assert_eq!(state, expected_state);
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// status(as_of) is the last record (by effective time, then ledger order) at or before as_of.
     #[test]
-    fn status_equals_last_record_at_or_before(records in decisions(), probes in prop::collection::vec(-1i64..55, 1..10)) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
-        let s = key().pseudonymize("prop");
-        for &(training, granted, at) in &records {
-            let purpose = if training { Purpose::Training } else { Purpose::Personalization };
-            ledger.record_consent(&s, &change(purpose, granted, at), t(100)).unwrap();
-        }
-        for probe in probes {
-            for purpose in Purpose::ALL {
-                let expected = records
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (training, _, at))| (*training == (purpose == Purpose::Training)) && *at <= probe)
-                    .max_by_key(|(index, (_, _, at))| (*at, *index))
-                    .map(|(_, (_, granted, _))| *granted);
-                let state = ledger.status(&s, purpose, t(probe)).unwrap().state;
-                let expected_state = match expected {
-                    None => ConsentState::NoRecord,
-                    Some(true) => ConsentState::Granted,
-                    Some(false) => ConsentState::Withdrawn,
-                };
-                prop_assert_eq!(state, expected_state);
-            }
-        }
+    fn status_equals_last_record_at_or_before_on_sqlite(
+        records in decisions(),
+        probes in prop::collection::vec(-1i64..55, 1..10),
+    ) {
+        let mut ledger = Fresh::new(Backend::Sqlite).open();
+        check_status_law(&mut ledger, &key().pseudonymize("prop"), &records, &probes)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn status_equals_last_record_at_or_before_on_postgres(
+        records in decisions(),
+        probes in prop::collection::vec(-1i64..55, 1..10),
+    ) {
+        // One database for every case, a subject of its own per case.
+        static STORE: std::sync::OnceLock<Fresh> = std::sync::OnceLock::new();
+        static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut ledger = STORE.get_or_init(|| Fresh::new(Backend::Postgres)).open();
+        let case = CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        check_status_law(&mut ledger, &key().pseudonymize(&format!("prop-{case}")), &records, &probes)?;
     }
 }

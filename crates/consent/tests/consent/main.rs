@@ -1,5 +1,6 @@
 //! Integration tests of `hush-consent`: one binary, one module per concern.
 
+mod backends;
 mod budget;
 mod formats;
 mod ledger;

@@ -1,0 +1,788 @@
+//! The PostgreSQL consent ledger and event store: the same schema and
+//! semantics as the SQLite store, for several serving replicas sharing one
+//! ledger.
+//!
+//! Writes that decide about one subject (consent changes, event ingestion,
+//! erasure) take a transaction-scoped advisory lock on that subject's key, so
+//! they are serialized per subject as SQLite's single writer serializes them
+//! all: an event is never stored after a concurrent withdrawal committed, and
+//! nothing of a subject survives a concurrent erasure. Budget reservations
+//! lock their dataset the same way. Every acknowledged write is committed
+//! with PostgreSQL's default `synchronous_commit = on`, so it survives a crash.
+
+use std::collections::{HashMap, HashSet};
+
+use postgres::{Client, NoTls, Row, Transaction};
+
+use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
+use crate::ledger::{redact, ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats, SCHEMA_VERSION};
+use crate::pseudonym::SuppressionTag;
+use crate::sqlite::subject_key;
+use crate::{
+    ConsentChange, ConsentRecord, ConsentSource, Error, Event, EventKind, Pseudonym, Purpose, Result, SubjectEvent,
+    Timestamp,
+};
+
+/// Schema migrations, applied in order; `hush_schema.version` counts the
+/// applied ones. They match the SQLite migrations one for one, so a version
+/// number means the same schema on both backends.
+const MIGRATIONS: &[&str] = &[
+    // 1: consent history, events, suppression list, erasure log.
+    "CREATE TABLE consent_records (
+         id BIGSERIAL PRIMARY KEY,
+         subject_key BIGINT NOT NULL,
+         subject BYTEA NOT NULL,
+         purpose TEXT NOT NULL,
+         granted BOOLEAN NOT NULL,
+         effective_at BIGINT NOT NULL,
+         recorded_at BIGINT NOT NULL,
+         source TEXT NOT NULL,
+         notice_version TEXT NOT NULL,
+         proof_ref TEXT
+     );
+     CREATE INDEX consent_by_subject ON consent_records (subject_key, purpose, effective_at);
+     CREATE FUNCTION hush_consent_is_append_only() RETURNS trigger LANGUAGE plpgsql AS
+       $$ BEGIN RAISE EXCEPTION 'consent history is append-only'; END $$;
+     CREATE TRIGGER consent_history_is_append_only BEFORE UPDATE ON consent_records
+       FOR EACH ROW EXECUTE FUNCTION hush_consent_is_append_only();
+     CREATE TABLE events (
+         id BIGSERIAL PRIMARY KEY,
+         subject_key BIGINT NOT NULL,
+         subject BYTEA NOT NULL,
+         item TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         value DOUBLE PRECISION NOT NULL,
+         at BIGINT NOT NULL
+     );
+     CREATE INDEX events_by_subject ON events (subject_key, at);
+     CREATE TABLE suppressions (tag BYTEA PRIMARY KEY, erased_at BIGINT NOT NULL);
+     CREATE TABLE erasure_log (
+         id BIGSERIAL PRIMARY KEY,
+         erased_at BIGINT NOT NULL,
+         consent_records_deleted BIGINT NOT NULL,
+         events_deleted BIGINT NOT NULL
+     );",
+    // 2: API keys of the serving API (only a SHA-256 of each secret is kept).
+    "CREATE TABLE api_keys (
+         id BIGSERIAL PRIMARY KEY,
+         key_id TEXT NOT NULL UNIQUE,
+         name TEXT NOT NULL,
+         secret_sha256 BYTEA NOT NULL,
+         scopes TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         revoked_at BIGINT
+     );",
+    // 3: the privacy budget ledger.
+    "CREATE TABLE budget_caps (
+         dataset TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         epsilon DOUBLE PRECISION NOT NULL,
+         delta DOUBLE PRECISION NOT NULL,
+         rho DOUBLE PRECISION NOT NULL,
+         set_at BIGINT NOT NULL,
+         PRIMARY KEY (dataset, purpose)
+     );
+     CREATE TABLE budget_runs (
+         id BIGSERIAL PRIMARY KEY,
+         run_key TEXT NOT NULL UNIQUE,
+         dataset TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         model_id TEXT,
+         epsilon DOUBLE PRECISION,
+         delta DOUBLE PRECISION,
+         rho DOUBLE PRECISION,
+         snapshot_at BIGINT NOT NULL,
+         state TEXT NOT NULL,
+         created_at BIGINT NOT NULL
+     );
+     CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
+];
+
+/// Advisory lock id that serializes schema migrations of one database.
+const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
+
+/// Rows fetched per round trip when streaming a table.
+const STREAM_BATCH: i32 = 10_000;
+
+/// One connection to a PostgreSQL store.
+pub(crate) struct PgStore {
+    client: Client,
+    url: String,
+    location: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("location", &self.location).finish()
+    }
+}
+
+fn pg(location: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
+    move |source| Error::Postgres { location: location.to_string(), source }
+}
+
+impl PgStore {
+    /// Connects and migrates the schema.
+    pub(crate) fn connect(url: &str) -> Result<Self> {
+        let location = redact(url);
+        let client = Client::connect(url, NoTls)
+            .map_err(|e| Error::Connect { location: location.clone(), message: connect_message(&e) })?;
+        let mut store = PgStore { client, url: url.to_string(), location };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let location = self.location.clone();
+        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(pg(&location))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS hush_schema (version BIGINT NOT NULL)").map_err(pg(&location))?;
+        let found: i64 = match tx.query_opt("SELECT version FROM hush_schema", &[]).map_err(pg(&location))? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO hush_schema (version) VALUES (0)", &[]).map_err(pg(&location))?;
+                0
+            }
+        };
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew { path: location.into(), found, supported: SCHEMA_VERSION });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).map_err(pg(&location))?;
+            tx.execute("UPDATE hush_schema SET version = $1", &[&(index as i64 + 1)]).map_err(pg(&location))?;
+            tracing::info!(version = index + 1, "applied ledger schema migration");
+        }
+        tx.commit().map_err(pg(&location))
+    }
+
+    pub(crate) fn schema_version(&mut self) -> Result<i64> {
+        let row = self.client.query_one("SELECT version FROM hush_schema", &[]).map_err(pg(&self.location))?;
+        Ok(row.get(0))
+    }
+
+    pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
+        let tx = self.client.transaction().map_err(pg(&self.location))?;
+        Ok(PgBatch { tx, location: &self.location, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
+    }
+
+    pub(crate) fn status(&mut self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
+        status_on(&mut self.client, &self.location, subject, purpose, as_of)
+    }
+
+    pub(crate) fn history(&mut self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+                 FROM consent_records WHERE subject_key = $1 AND subject = $2 ORDER BY effective_at, id",
+                &[&subject_key(subject), &&subject.as_bytes()[..]],
+            )
+            .map_err(pg(&self.location))?;
+        rows.iter().map(|r| record_from_row(r, &self.location)).collect()
+    }
+
+    pub(crate) fn events_of(&mut self, subject: &Pseudonym) -> Result<Vec<Event>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT item, kind, value, at FROM events WHERE subject_key = $1 AND subject = $2 ORDER BY at, id",
+                &[&subject_key(subject), &&subject.as_bytes()[..]],
+            )
+            .map_err(pg(&self.location))?;
+        rows.iter().map(|r| event_from_row(r, 0, &self.location)).collect()
+    }
+
+    pub(crate) fn is_suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
+        is_suppressed_on(&mut self.client, &self.location, subject)
+    }
+
+    pub(crate) fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
+        let deleted = self
+            .client
+            .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
+            .map_err(pg(&self.location))?;
+        Ok(deleted > 0)
+    }
+
+    pub(crate) fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
+        let location = self.location.clone();
+        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        let key = subject_key(subject);
+        let bytes = &subject.as_bytes()[..];
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).map_err(pg(&location))?;
+        let consent_records_deleted = tx
+            .execute("DELETE FROM consent_records WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
+            .map_err(pg(&location))?;
+        let events_deleted = tx
+            .execute("DELETE FROM events WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
+            .map_err(pg(&location))?;
+        tx.execute(
+            "INSERT INTO suppressions (tag, erased_at) VALUES ($1, $2) ON CONFLICT (tag) DO NOTHING",
+            &[&&subject.suppression_tag().0[..], &now.as_unix_millis()],
+        )
+        .map_err(pg(&location))?;
+        tx.execute(
+            "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES ($1, $2, $3)",
+            &[&now.as_unix_millis(), &(consent_records_deleted as i64), &(events_deleted as i64)],
+        )
+        .map_err(pg(&location))?;
+        tx.commit().map_err(pg(&location))?;
+        tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
+        Ok(ErasureReceipt {
+            erased_at: now,
+            consent_records_deleted,
+            events_deleted,
+            suppressed: true,
+            wal_truncated: false,
+        })
+    }
+
+    pub(crate) fn for_each_event<E: From<Error>>(
+        &mut self,
+        mut visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let location = self.location.clone();
+        stream(
+            &mut self.client,
+            &location,
+            "SELECT subject, item, kind, value, at FROM events ORDER BY id",
+            &[],
+            |row| {
+                let subject = pseudonym_from_row(row, 0, &location)?;
+                let event = event_from_row(row, 1, &location)?;
+                Ok(SubjectEvent { subject, event })
+            },
+            &mut visit,
+        )
+    }
+
+    pub(crate) fn for_each_consent_decision<E: From<Error>>(
+        &mut self,
+        purpose: Purpose,
+        mut visit: impl FnMut(Pseudonym, Timestamp, i64, bool) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let location = self.location.clone();
+        stream(
+            &mut self.client,
+            &location,
+            "SELECT subject, effective_at, id, granted FROM consent_records WHERE purpose = $1 ORDER BY id",
+            &[&purpose.as_str()],
+            |row| {
+                let subject = pseudonym_from_row(row, 0, &location)?;
+                Ok((subject, Timestamp::from_unix_millis(row.get(1)), row.get::<_, i64>(2), row.get::<_, bool>(3)))
+            },
+            &mut |(subject, at, seq, granted)| visit(subject, at, seq, granted),
+        )
+    }
+
+    pub(crate) fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&key.key_id, &key.name, &&secret_sha256[..], &key.scopes.join(","), &key.created_at.as_unix_millis()],
+            )
+            .map_err(pg(&self.location))?;
+        Ok(())
+    }
+
+    pub(crate) fn api_key(&mut self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = $1",
+                &[&key_id],
+            )
+            .map_err(pg(&self.location))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let digest: Vec<u8> = row.get(5);
+                let digest: [u8; 32] =
+                    digest.try_into().map_err(|_| corrupt(&self.location, "stored key digest is not 32 bytes"))?;
+                Ok(Some((api_key_from_row(&row), digest)))
+            }
+        }
+    }
+
+    pub(crate) fn api_keys(&mut self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
+        let rows = self
+            .client
+            .query("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id", &[])
+            .map_err(pg(&self.location))?;
+        Ok(rows.iter().map(api_key_from_row).collect())
+    }
+
+    pub(crate) fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
+        let changed = self
+            .client
+            .execute(
+                "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
+                &[&key_id, &now.as_unix_millis()],
+            )
+            .map_err(pg(&self.location))?;
+        Ok(changed > 0)
+    }
+
+    pub(crate) fn suppression_tags(&mut self) -> Result<HashSet<SuppressionTag>> {
+        let rows = self.client.query("SELECT tag FROM suppressions", &[]).map_err(pg(&self.location))?;
+        rows.iter()
+            .map(|row| {
+                let bytes: Vec<u8> = row.get(0);
+                let tag: [u8; 32] =
+                    bytes.try_into().map_err(|_| corrupt(&self.location, "suppression tag is not 32 bytes"))?;
+                Ok(SuppressionTag(tag))
+            })
+            .collect()
+    }
+
+    pub(crate) fn stats(&mut self) -> Result<LedgerStats> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT (SELECT COUNT(DISTINCT subject) FROM consent_records), (SELECT COUNT(*) FROM consent_records),
+                        (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM suppressions),
+                        (SELECT COUNT(*) FROM erasure_log)",
+                &[],
+            )
+            .map_err(pg(&self.location))?;
+        let n = |i: usize| row.get::<_, i64>(i) as u64;
+        Ok(LedgerStats {
+            subjects_with_consent: n(0),
+            consent_records: n(1),
+            events: n(2),
+            suppressed_subjects: n(3),
+            erasures: n(4),
+        })
+    }
+
+    pub(crate) fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO budget_caps (dataset, purpose, epsilon, delta, rho, set_at) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (dataset, purpose) DO UPDATE SET
+                     epsilon = excluded.epsilon, delta = excluded.delta, rho = excluded.rho, set_at = excluded.set_at",
+                &[&cap.dataset, &cap.purpose.as_str(), &cap.epsilon, &cap.delta, &cap.rho, &cap.set_at.as_unix_millis()],
+            )
+            .map_err(pg(&self.location))?;
+        Ok(())
+    }
+
+    pub(crate) fn budget_cap(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
+        read_cap(&mut self.client, &self.location, dataset, purpose)
+    }
+
+    pub(crate) fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
+        let location = self.location.clone();
+        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        // One reservation at a time per dataset and purpose, across every replica and process.
+        let lock = format!("{}\n{}", request.dataset, request.purpose.as_str());
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).map_err(pg(&location))?;
+        if let Some(existing) = read_run(&mut tx, &location, &request.run_key)? {
+            return Ok(existing);
+        }
+        if let Some(g) = request.guarantee {
+            let (spent, _, _) = sum_runs(&mut tx, &location, &request.dataset, request.purpose)?;
+            if let Some(cap) = read_cap(&mut tx, &location, &request.dataset, request.purpose)? {
+                if spent + g.rho > cap.rho * (1.0 + crate::budget::CAP_SLACK) {
+                    return Err(Error::BudgetExceeded {
+                        dataset: request.dataset.clone(),
+                        purpose: request.purpose.as_str(),
+                        spent_rho: spent,
+                        requested_rho: g.rho,
+                        cap_rho: cap.rho,
+                        cap_epsilon: cap.epsilon,
+                        cap_delta: cap.delta,
+                    });
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO budget_runs (run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at)
+             VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, 'reserved', $8)",
+            &[
+                &request.run_key,
+                &request.dataset,
+                &request.purpose.as_str(),
+                &request.guarantee.map(|g| g.epsilon),
+                &request.guarantee.map(|g| g.delta),
+                &request.guarantee.map(|g| g.rho),
+                &request.snapshot_at.as_unix_millis(),
+                &now.as_unix_millis(),
+            ],
+        )
+        .map_err(pg(&location))?;
+        let run = read_run(&mut tx, &location, &request.run_key)?.expect("the run was just inserted");
+        tx.commit().map_err(pg(&location))?;
+        Ok(run)
+    }
+
+    pub(crate) fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
+        let changed = self
+            .client
+            .execute(
+                "UPDATE budget_runs SET state = 'committed', model_id = $2 WHERE run_key = $1",
+                &[&run_key, &model_id],
+            )
+            .map_err(pg(&self.location))?;
+        if changed == 0 {
+            return Err(Error::InvalidField { field: "run_key", message: format!("no budget run `{run_key}`") });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
+        let changed = self
+            .client
+            .execute("DELETE FROM budget_runs WHERE run_key = $1 AND state = 'reserved'", &[&run_key])
+            .map_err(pg(&self.location))?;
+        Ok(changed > 0)
+    }
+
+    pub(crate) fn budget_spending(&mut self) -> Result<Vec<BudgetSpend>> {
+        let location = self.location.clone();
+        let keys = self
+            .client
+            .query(
+                "SELECT dataset, purpose FROM budget_caps UNION SELECT dataset, purpose FROM budget_runs ORDER BY 1, 2",
+                &[],
+            )
+            .map_err(pg(&location))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for row in keys {
+            let dataset: String = row.get(0);
+            let purpose = parse_purpose(&row.get::<_, String>(1), &location)?;
+            let (spent_rho, private_runs, non_private_runs) = sum_runs(&mut self.client, &location, &dataset, purpose)?;
+            let cap = read_cap(&mut self.client, &location, &dataset, purpose)?;
+            out.push(BudgetSpend { dataset, purpose, cap, spent_rho, private_runs, non_private_runs });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn budget_runs(&mut self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE $1::TEXT IS NULL OR dataset = $1 ORDER BY id"),
+                &[&dataset],
+            )
+            .map_err(pg(&self.location))?;
+        rows.iter().map(|r| run_from_row(r, &self.location)).collect()
+    }
+}
+
+/// A write transaction on PostgreSQL. See [`crate::WriteBatch`].
+pub(crate) struct PgBatch<'a> {
+    tx: Transaction<'a>,
+    location: &'a str,
+    allowed_cache: HashMap<Pseudonym, bool>,
+    suppressed_cache: HashMap<Pseudonym, bool>,
+}
+
+impl PgBatch<'_> {
+    /// Serializes this transaction's decisions about `subject` with every
+    /// other writer's (held until commit or rollback).
+    fn lock_subject(&mut self, subject: &Pseudonym) -> Result<()> {
+        if !self.allowed_cache.contains_key(subject) && !self.suppressed_cache.contains_key(subject) {
+            self.tx.execute("SELECT pg_advisory_xact_lock($1)", &[&subject_key(subject)]).map_err(pg(self.location))?;
+        }
+        Ok(())
+    }
+
+    fn suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
+        if let Some(&s) = self.suppressed_cache.get(subject) {
+            return Ok(s);
+        }
+        self.lock_subject(subject)?;
+        let s = is_suppressed_on(&mut self.tx, self.location, subject)?;
+        self.suppressed_cache.insert(*subject, s);
+        Ok(s)
+    }
+
+    pub(crate) fn record_consent(
+        &mut self,
+        subject: &Pseudonym,
+        change: &ConsentChange,
+        recorded_at: Timestamp,
+    ) -> Result<ConsentRecord> {
+        change.validate()?;
+        if self.suppressed(subject)? {
+            return Err(Error::Suppressed);
+        }
+        let row = self
+            .tx
+            .query_one(
+                "INSERT INTO consent_records
+                 (subject_key, subject, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                &[
+                    &subject_key(subject),
+                    &&subject.as_bytes()[..],
+                    &change.purpose.as_str(),
+                    &change.granted,
+                    &change.effective_at.as_unix_millis(),
+                    &recorded_at.as_unix_millis(),
+                    &change.source.as_str(),
+                    &change.notice_version,
+                    &change.proof_ref,
+                ],
+            )
+            .map_err(pg(self.location))?;
+        self.allowed_cache.remove(subject);
+        Ok(ConsentRecord {
+            seq: row.get(0),
+            purpose: change.purpose,
+            granted: change.granted,
+            effective_at: change.effective_at,
+            recorded_at,
+            source: change.source,
+            notice_version: change.notice_version.clone(),
+            proof_ref: change.proof_ref.clone(),
+        })
+    }
+
+    pub(crate) fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
+        let subject = &event.subject;
+        if self.suppressed(subject)? {
+            return Ok(IngestOutcome::Suppressed);
+        }
+        let allowed = match self.allowed_cache.get(subject) {
+            Some(&allowed) => allowed,
+            None => {
+                let mut allowed = false;
+                for purpose in Purpose::ALL {
+                    allowed |= status_on(&mut self.tx, self.location, subject, purpose, now)?.is_granted();
+                }
+                self.allowed_cache.insert(*subject, allowed);
+                allowed
+            }
+        };
+        if !allowed {
+            return Ok(IngestOutcome::NoConsent);
+        }
+        let e = &event.event;
+        self.tx
+            .execute(
+                "INSERT INTO events (subject_key, subject, item, kind, value, at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &subject_key(subject),
+                    &&subject.as_bytes()[..],
+                    &e.item,
+                    &e.kind.as_str(),
+                    &f64::from(e.value),
+                    &e.at.as_unix_millis(),
+                ],
+            )
+            .map_err(pg(self.location))?;
+        Ok(IngestOutcome::Stored)
+    }
+
+    pub(crate) fn commit(self) -> Result<()> {
+        let location = self.location;
+        self.tx.commit().map_err(pg(location))
+    }
+}
+
+/// Streams the rows of `sql` through `visit` in batches of [`STREAM_BATCH`]
+/// (a server-side portal), so a large table is never held in memory at once.
+fn stream<T, E: From<Error>>(
+    client: &mut Client,
+    location: &str,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    decode: impl Fn(&Row) -> Result<T>,
+    visit: &mut impl FnMut(T) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let mut tx = client.transaction().map_err(pg(location))?;
+    let portal = tx.bind(sql, params).map_err(pg(location))?;
+    loop {
+        let rows = tx.query_portal(&portal, STREAM_BATCH).map_err(pg(location))?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            visit(decode(row)?)?;
+        }
+    }
+    tx.commit().map_err(pg(location))?;
+    Ok(())
+}
+
+fn status_on(
+    client: &mut impl postgres::GenericClient,
+    location: &str,
+    subject: &Pseudonym,
+    purpose: Purpose,
+    as_of: Timestamp,
+) -> Result<ConsentStatus> {
+    let row = client
+        .query_opt(
+            "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+             FROM consent_records
+             WHERE subject_key = $1 AND subject = $2 AND purpose = $3 AND effective_at <= $4
+             ORDER BY effective_at DESC, id DESC LIMIT 1",
+            &[&subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str(), &as_of.as_unix_millis()],
+        )
+        .map_err(pg(location))?;
+    let decided_by = row.map(|r| record_from_row(&r, location)).transpose()?;
+    let state = match &decided_by {
+        Some(r) if r.granted => ConsentState::Granted,
+        Some(_) => ConsentState::Withdrawn,
+        None => ConsentState::NoRecord,
+    };
+    Ok(ConsentStatus { purpose, state, as_of, decided_by })
+}
+
+fn is_suppressed_on(client: &mut impl postgres::GenericClient, location: &str, subject: &Pseudonym) -> Result<bool> {
+    let row = client
+        .query_opt("SELECT 1 FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
+        .map_err(pg(location))?;
+    Ok(row.is_some())
+}
+
+fn corrupt(location: &str, message: &str) -> Error {
+    Error::Corrupt { location: location.to_string(), message: message.to_string() }
+}
+
+fn record_from_row(row: &Row, location: &str) -> Result<ConsentRecord> {
+    let purpose: String = row.get(1);
+    let source: String = row.get(5);
+    Ok(ConsentRecord {
+        seq: row.get(0),
+        purpose: purpose.parse().map_err(|e: Error| corrupt(location, &e.to_string()))?,
+        granted: row.get(2),
+        effective_at: Timestamp::from_unix_millis(row.get(3)),
+        recorded_at: Timestamp::from_unix_millis(row.get(4)),
+        source: source.parse::<ConsentSource>().map_err(|e| corrupt(location, &e.to_string()))?,
+        notice_version: row.get(6),
+        proof_ref: row.get(7),
+    })
+}
+
+fn event_from_row(row: &Row, at: usize, location: &str) -> Result<Event> {
+    let kind: String = row.get(at + 1);
+    let value: f64 = row.get(at + 2);
+    Ok(Event {
+        item: row.get(at),
+        kind: kind.parse::<EventKind>().map_err(|e| corrupt(location, &e.to_string()))?,
+        value: value as f32,
+        at: Timestamp::from_unix_millis(row.get(at + 3)),
+    })
+}
+
+fn pseudonym_from_row(row: &Row, column: usize, location: &str) -> Result<Pseudonym> {
+    let bytes: Vec<u8> = row.get(column);
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| corrupt(location, "stored pseudonym is not 32 bytes"))?;
+    Ok(Pseudonym::from_bytes(bytes))
+}
+
+fn api_key_from_row(row: &Row) -> crate::keys::ApiKeyRecord {
+    let scopes: String = row.get(2);
+    let revoked: Option<i64> = row.get(4);
+    crate::keys::ApiKeyRecord {
+        key_id: row.get(0),
+        name: row.get(1),
+        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        created_at: Timestamp::from_unix_millis(row.get(3)),
+        revoked_at: revoked.map(Timestamp::from_unix_millis),
+    }
+}
+
+const RUN_COLUMNS: &str = "run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at";
+
+fn parse_purpose(text: &str, location: &str) -> Result<BudgetPurpose> {
+    match text {
+        "release" => Ok(BudgetPurpose::Release),
+        "evaluation" => Ok(BudgetPurpose::Evaluation),
+        other => Err(corrupt(location, &format!("unknown budget purpose `{other}`"))),
+    }
+}
+
+fn run_from_row(row: &Row, location: &str) -> Result<BudgetRun> {
+    let rho: Option<f64> = row.get(6);
+    let guarantee = rho.map(|rho| RunGuarantee { epsilon: row.get(4), delta: row.get(5), rho });
+    let state: String = row.get(8);
+    Ok(BudgetRun {
+        run_key: row.get(0),
+        dataset: row.get(1),
+        purpose: parse_purpose(&row.get::<_, String>(2), location)?,
+        model_id: row.get(3),
+        guarantee,
+        snapshot_at: Timestamp::from_unix_millis(row.get(7)),
+        state: match state.as_str() {
+            "reserved" => RunState::Reserved,
+            "committed" => RunState::Committed,
+            other => return Err(corrupt(location, &format!("unknown run state `{other}`"))),
+        },
+        created_at: Timestamp::from_unix_millis(row.get(9)),
+    })
+}
+
+fn read_run(client: &mut impl postgres::GenericClient, location: &str, run_key: &str) -> Result<Option<BudgetRun>> {
+    let row = client
+        .query_opt(&format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE run_key = $1"), &[&run_key])
+        .map_err(pg(location))?;
+    row.map(|r| run_from_row(&r, location)).transpose()
+}
+
+fn read_cap(
+    client: &mut impl postgres::GenericClient,
+    location: &str,
+    dataset: &str,
+    purpose: BudgetPurpose,
+) -> Result<Option<BudgetCap>> {
+    let row = client
+        .query_opt(
+            "SELECT epsilon, delta, rho, set_at FROM budget_caps WHERE dataset = $1 AND purpose = $2",
+            &[&dataset, &purpose.as_str()],
+        )
+        .map_err(pg(location))?;
+    Ok(row.map(|row| BudgetCap {
+        dataset: dataset.to_string(),
+        purpose,
+        epsilon: row.get(0),
+        delta: row.get(1),
+        rho: row.get(2),
+        set_at: Timestamp::from_unix_millis(row.get(3)),
+    }))
+}
+
+/// (Σρ of private runs, private runs, non-private runs).
+fn sum_runs(
+    client: &mut impl postgres::GenericClient,
+    location: &str,
+    dataset: &str,
+    purpose: BudgetPurpose,
+) -> Result<(f64, u64, u64)> {
+    let row = client
+        .query_one(
+            "SELECT COALESCE(SUM(rho), 0.0)::DOUBLE PRECISION, COUNT(rho), COUNT(*) - COUNT(rho) FROM budget_runs
+             WHERE dataset = $1 AND purpose = $2",
+            &[&dataset, &purpose.as_str()],
+        )
+        .map_err(pg(location))?;
+    Ok((row.get(0), row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64))
+}
+
+/// The part of a connection error people can act on, without the password.
+fn connect_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}

@@ -1,0 +1,667 @@
+//! The SQLite consent ledger and event store.
+//!
+//! Durability settings are deliberate: WAL with `synchronous=FULL`, so a write
+//! that returned has reached the disk and survives a crash; `secure_delete`,
+//! so an erased subject's bytes are overwritten rather than left in free
+//! pages; and a `TRUNCATE` checkpoint after every erasure, so the write-ahead
+//! log does not keep older copies of the erased rows.
+//!
+//! Rows are found through `subject_key`, a 64-bit one-way digest of the
+//! pseudonym, rather than through an index on the pseudonym itself: interior
+//! pages of a B-tree index keep copies of keys that were deleted from its
+//! leaves, and those copies must not be the pseudonym.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use crate::ledger::{ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats};
+use crate::pseudonym::SuppressionTag;
+use crate::{
+    ConsentChange, ConsentRecord, ConsentSource, Error, Event, EventKind, Pseudonym, Purpose, Result, SubjectEvent,
+    Timestamp,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[
+    // 1: consent history, events, suppression list, erasure log.
+    "CREATE TABLE consent_records (
+         id INTEGER PRIMARY KEY,
+         subject_key INTEGER NOT NULL,
+         subject BLOB NOT NULL,
+         purpose TEXT NOT NULL,
+         granted INTEGER NOT NULL,
+         effective_at INTEGER NOT NULL,
+         recorded_at INTEGER NOT NULL,
+         source TEXT NOT NULL,
+         notice_version TEXT NOT NULL,
+         proof_ref TEXT
+     );
+     CREATE INDEX consent_by_subject ON consent_records (subject_key, purpose, effective_at);
+     CREATE TRIGGER consent_history_is_append_only BEFORE UPDATE ON consent_records
+     BEGIN SELECT RAISE(ABORT, 'consent history is append-only'); END;
+     CREATE TABLE events (
+         id INTEGER PRIMARY KEY,
+         subject_key INTEGER NOT NULL,
+         subject BLOB NOT NULL,
+         item TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         value REAL NOT NULL,
+         at INTEGER NOT NULL
+     );
+     CREATE INDEX events_by_subject ON events (subject_key, at);
+     CREATE TABLE suppressions (tag BLOB PRIMARY KEY, erased_at INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE erasure_log (
+         id INTEGER PRIMARY KEY,
+         erased_at INTEGER NOT NULL,
+         consent_records_deleted INTEGER NOT NULL,
+         events_deleted INTEGER NOT NULL
+     );",
+    // 2: API keys of the serving API (only a SHA-256 of each secret is kept).
+    "CREATE TABLE api_keys (
+         id INTEGER PRIMARY KEY,
+         key_id TEXT NOT NULL UNIQUE,
+         name TEXT NOT NULL,
+         secret_sha256 BLOB NOT NULL,
+         scopes TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         revoked_at INTEGER
+     );",
+    // 3: the privacy budget ledger: lifetime caps and every DP training run.
+    "CREATE TABLE budget_caps (
+         dataset TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         epsilon REAL NOT NULL,
+         delta REAL NOT NULL,
+         rho REAL NOT NULL,
+         set_at INTEGER NOT NULL,
+         PRIMARY KEY (dataset, purpose)
+     );
+     CREATE TABLE budget_runs (
+         id INTEGER PRIMARY KEY,
+         run_key TEXT NOT NULL UNIQUE,
+         dataset TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         model_id TEXT,
+         epsilon REAL,
+         delta REAL,
+         rho REAL,
+         snapshot_at INTEGER NOT NULL,
+         state TEXT NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
+];
+
+/// The newest schema version this build understands.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The consent ledger and event store on one SQLite file.
+pub(crate) struct SqliteStore {
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+/// The 64-bit index key of a subject's rows (see the module docs for why it is not the pseudonym).
+pub(crate) fn subject_key(subject: &Pseudonym) -> i64 {
+    let digest = Sha256::new_with_prefix(b"hush/row-key/v1\0").chain_update(subject.as_bytes()).finalize();
+    i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and migrates its schema.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails; [`Error::SchemaTooNew`] if the file
+    /// was written by a newer hush.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(&path).map_err(Error::db(&path))?;
+        let mut ledger = SqliteStore { conn, path };
+        ledger.configure()?;
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    fn configure(&self) -> Result<()> {
+        let db = Error::db(&self.path);
+        self.conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(Error::db(&self.path))?;
+        let mode: String =
+            self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(Error::db(&self.path))?;
+        debug_assert_eq!(mode.to_ascii_lowercase(), "wal");
+        self.conn
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;")
+            .map_err(db)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&path))?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(Error::db(&path))?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew { path, found, supported: SCHEMA_VERSION });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql).map_err(Error::db(&path))?;
+            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(Error::db(&path))?;
+            tracing::info!(version = index + 1, "applied ledger schema migration");
+        }
+        tx.commit().map_err(Error::db(&path))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version on disk.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(Error::db(&self.path))
+    }
+
+    /// Starts a batch of writes that commit together or not at all.
+    ///
+    /// Bulk imports use one batch for a whole file, so a failed import leaves
+    /// the store exactly as it was.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the write lock cannot be taken.
+    pub fn batch(&mut self) -> Result<SqliteBatch<'_>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
+        Ok(SqliteBatch { tx, path: &self.path, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
+    }
+
+    /// The consent state of `subject` for `purpose` at `as_of`: the last
+    /// record effective at or before that time (ties broken by ledger order).
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn status(&self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
+        status_on(&self.conn, &self.path, subject, purpose, as_of)
+    }
+
+    /// The full consent history of a subject, oldest effective first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn history(&self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+                 FROM consent_records WHERE subject_key = ?1 AND subject = ?2
+                 ORDER BY effective_at, id",
+            )
+            .map_err(Error::db(&self.path))?;
+        let rows = stmt
+            .query_map(params![subject_key(subject), subject.as_bytes()], record_from_row)
+            .map_err(Error::db(&self.path))?;
+        collect_rows(rows, &self.path)
+    }
+
+    /// Every stored event of a subject, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT item, kind, value, at FROM events
+                 WHERE subject_key = ?1 AND subject = ?2 ORDER BY at, id",
+            )
+            .map_err(Error::db(&self.path))?;
+        let rows = stmt
+            .query_map(params![subject_key(subject), subject.as_bytes()], event_from_row)
+            .map_err(Error::db(&self.path))?;
+        collect_rows(rows, &self.path)
+    }
+
+    /// Whether the subject was erased and is on the suppression list.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn is_suppressed(&self, subject: &Pseudonym) -> Result<bool> {
+        is_suppressed_on(&self.conn, &self.path, subject)
+    }
+
+    /// Lifts the suppression of an erased subject who opts in afresh.
+    ///
+    /// Suppression exists to stop stale backfills from bringing an erased
+    /// person back; a new, explicit opt-in by that person is a different
+    /// matter, and the operator lifts the suppression knowingly.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
+        let deleted = self
+            .conn
+            .execute("DELETE FROM suppressions WHERE tag = ?1", [&subject.suppression_tag().0[..]])
+            .map_err(Error::db(&self.path))?;
+        Ok(deleted > 0)
+    }
+
+    /// Erases a subject: deletes every consent record and event in one
+    /// transaction, adds a suppression entry, and truncates the write-ahead log.
+    ///
+    /// Erasing a subject who is already suppressed and holds nothing is not an
+    /// error; the receipt then counts zero rows.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails; nothing is deleted then.
+    pub fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
+        let db = Error::db(&self.path);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
+        let key = subject_key(subject);
+        let consent_records_deleted = tx
+            .execute(
+                "DELETE FROM consent_records WHERE subject_key = ?1 AND subject = ?2",
+                params![key, subject.as_bytes()],
+            )
+            .map_err(Error::db(&self.path))? as u64;
+        let events_deleted = tx
+            .execute("DELETE FROM events WHERE subject_key = ?1 AND subject = ?2", params![key, subject.as_bytes()])
+            .map_err(Error::db(&self.path))? as u64;
+        tx.execute(
+            "INSERT OR IGNORE INTO suppressions (tag, erased_at) VALUES (?1, ?2)",
+            params![&subject.suppression_tag().0[..], now.as_unix_millis()],
+        )
+        .map_err(Error::db(&self.path))?;
+        tx.execute(
+            "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES (?1, ?2, ?3)",
+            params![now.as_unix_millis(), consent_records_deleted as i64, events_deleted as i64],
+        )
+        .map_err(Error::db(&self.path))?;
+        tx.commit().map_err(db)?;
+        let wal_truncated = self.truncate_wal()?;
+        tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
+        Ok(ErasureReceipt { erased_at: now, consent_records_deleted, events_deleted, suppressed: true, wal_truncated })
+    }
+
+    /// Checkpoints the write-ahead log into the database and truncates it to zero bytes.
+    fn truncate_wal(&self) -> Result<bool> {
+        let busy: i64 =
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(Error::db(&self.path))?;
+        Ok(busy == 0)
+    }
+
+    /// Calls `visit` for every stored event in ingestion order, streaming.
+    ///
+    /// # Errors
+    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
+    pub fn for_each_event<E: From<Error>>(
+        &self,
+        mut visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT subject, item, kind, value, at FROM events ORDER BY id")
+            .map_err(Error::db(&self.path))?;
+        let mut rows = stmt.query([]).map_err(Error::db(&self.path))?;
+        while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
+            let subject = pseudonym_from_row(row, 0).map_err(Error::db(&self.path))?;
+            let event = event_from_offset(row, 1).map_err(Error::db(&self.path))?;
+            visit(SubjectEvent { subject, event })?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit(subject, effective_at, seq, granted)` for every decision on
+    /// `purpose`, in ledger order (a plain table scan: callers that need time
+    /// order sort in memory, much faster than asking SQLite to sort the ledger).
+    ///
+    /// # Errors
+    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
+    pub fn for_each_consent_decision<E: From<Error>>(
+        &self,
+        purpose: Purpose,
+        mut visit: impl FnMut(Pseudonym, Timestamp, i64, bool) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT subject, effective_at, id, granted FROM consent_records WHERE purpose = ?1 ORDER BY id")
+            .map_err(Error::db(&self.path))?;
+        let mut rows = stmt.query([purpose.as_str()]).map_err(Error::db(&self.path))?;
+        while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
+            let subject = pseudonym_from_row(row, 0).map_err(Error::db(&self.path))?;
+            let at = Timestamp::from_unix_millis(row.get(1).map_err(Error::db(&self.path))?);
+            let seq: i64 = row.get(2).map_err(Error::db(&self.path))?;
+            let granted: bool = row.get(3).map_err(Error::db(&self.path))?;
+            visit(subject, at, seq, granted)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a new API key record (the secret itself is never stored).
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails (e.g. a duplicate key id).
+    pub fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.key_id,
+                    key.name,
+                    &secret_sha256[..],
+                    key.scopes.join(","),
+                    key.created_at.as_unix_millis()
+                ],
+            )
+            .map_err(Error::db(&self.path))?;
+        Ok(())
+    }
+
+    /// The key record and secret digest of `key_id`, revoked or not.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn api_key(&self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = ?1",
+            )
+            .map_err(Error::db(&self.path))?;
+        stmt.query_row([key_id], |row| {
+            let digest: Vec<u8> = row.get(5)?;
+            let digest: [u8; 32] =
+                digest.try_into().map_err(|_| conversion_error(5, "stored key digest is not 32 bytes".into()))?;
+            Ok((api_key_from_row(row)?, digest))
+        })
+        .optional()
+        .map_err(Error::db(&self.path))
+    }
+
+    /// Every API key record, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn api_keys(&self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id")
+            .map_err(Error::db(&self.path))?;
+        let rows = stmt.query_map([], api_key_from_row).map_err(Error::db(&self.path))?;
+        collect_rows(rows, &self.path)
+    }
+
+    /// Revokes a key; returns whether an active key was revoked.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
+                params![key_id, now.as_unix_millis()],
+            )
+            .map_err(Error::db(&self.path))?;
+        Ok(changed > 0)
+    }
+
+    /// The whole suppression list.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
+        let mut stmt = self.conn.prepare("SELECT tag FROM suppressions").map_err(Error::db(&self.path))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let bytes: Vec<u8> = row.get(0)?;
+                let tag: [u8; 32] = bytes.try_into().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Blob,
+                        "suppression tag is not 32 bytes".into(),
+                    )
+                })?;
+                Ok(SuppressionTag(tag))
+            })
+            .map_err(Error::db(&self.path))?;
+        rows.collect::<rusqlite::Result<HashSet<_>>>().map_err(Error::db(&self.path))
+    }
+
+    /// Counts of what the store holds.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn stats(&self) -> Result<LedgerStats> {
+        let count = |sql: &str| -> Result<u64> {
+            self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(Error::db(&self.path))
+        };
+        Ok(LedgerStats {
+            subjects_with_consent: count("SELECT COUNT(DISTINCT subject) FROM consent_records")?,
+            consent_records: count("SELECT COUNT(*) FROM consent_records")?,
+            events: count("SELECT COUNT(*) FROM events")?,
+            suppressed_subjects: count("SELECT COUNT(*) FROM suppressions")?,
+            erasures: count("SELECT COUNT(*) FROM erasure_log")?,
+        })
+    }
+}
+
+/// Writes that commit together or not at all; dropping it without
+/// [`WriteBatch::commit`] rolls everything back.
+pub(crate) struct SqliteBatch<'a> {
+    tx: Transaction<'a>,
+    path: &'a Path,
+    /// Whether a subject may have events stored, per subject, for this batch.
+    allowed_cache: HashMap<Pseudonym, bool>,
+    suppressed_cache: HashMap<Pseudonym, bool>,
+}
+
+impl SqliteBatch<'_> {
+    fn suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
+        if let Some(&s) = self.suppressed_cache.get(subject) {
+            return Ok(s);
+        }
+        let s = is_suppressed_on(&self.tx, self.path, subject)?;
+        self.suppressed_cache.insert(*subject, s);
+        Ok(s)
+    }
+
+    /// Appends one consent decision. See [`crate::Ledger::record_consent`].
+    ///
+    /// # Errors
+    /// As [`crate::Ledger::record_consent`].
+    pub fn record_consent(
+        &mut self,
+        subject: &Pseudonym,
+        change: &ConsentChange,
+        recorded_at: Timestamp,
+    ) -> Result<ConsentRecord> {
+        change.validate()?;
+        if self.suppressed(subject)? {
+            return Err(Error::Suppressed);
+        }
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO consent_records
+                 (subject_key, subject, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(Error::db(self.path))?;
+        stmt.execute(params![
+            subject_key(subject),
+            subject.as_bytes(),
+            change.purpose.as_str(),
+            change.granted,
+            change.effective_at.as_unix_millis(),
+            recorded_at.as_unix_millis(),
+            change.source.as_str(),
+            change.notice_version,
+            change.proof_ref,
+        ])
+        .map_err(Error::db(self.path))?;
+        let seq = self.tx.last_insert_rowid();
+        self.allowed_cache.remove(subject);
+        Ok(ConsentRecord {
+            seq,
+            purpose: change.purpose,
+            granted: change.granted,
+            effective_at: change.effective_at,
+            recorded_at,
+            source: change.source,
+            notice_version: change.notice_version.clone(),
+            proof_ref: change.proof_ref.clone(),
+        })
+    }
+
+    /// Stores one event if its subject has some purpose granted at `now`.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
+        let subject = &event.subject;
+        if self.suppressed(subject)? {
+            return Ok(IngestOutcome::Suppressed);
+        }
+        let allowed = match self.allowed_cache.get(subject) {
+            Some(&allowed) => allowed,
+            None => {
+                let mut allowed = false;
+                for purpose in Purpose::ALL {
+                    allowed |= status_on(&self.tx, self.path, subject, purpose, now)?.is_granted();
+                }
+                self.allowed_cache.insert(*subject, allowed);
+                allowed
+            }
+        };
+        if !allowed {
+            return Ok(IngestOutcome::NoConsent);
+        }
+        let e = &event.event;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO events (subject_key, subject, item, kind, value, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(Error::db(self.path))?;
+        stmt.execute(params![
+            subject_key(subject),
+            subject.as_bytes(),
+            e.item,
+            e.kind.as_str(),
+            f64::from(e.value),
+            e.at.as_unix_millis()
+        ])
+        .map_err(Error::db(self.path))?;
+        Ok(IngestOutcome::Stored)
+    }
+
+    /// Makes every write of the batch durable at once.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails; nothing is stored then.
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(Error::db(self.path))
+    }
+}
+
+fn status_on(
+    conn: &Connection,
+    path: &Path,
+    subject: &Pseudonym,
+    purpose: Purpose,
+    as_of: Timestamp,
+) -> Result<ConsentStatus> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+             FROM consent_records
+             WHERE subject_key = ?1 AND subject = ?2 AND purpose = ?3 AND effective_at <= ?4
+             ORDER BY effective_at DESC, id DESC LIMIT 1",
+        )
+        .map_err(Error::db(path))?;
+    let decided_by = stmt
+        .query_row(
+            params![subject_key(subject), subject.as_bytes(), purpose.as_str(), as_of.as_unix_millis()],
+            record_from_row,
+        )
+        .optional()
+        .map_err(Error::db(path))?;
+    let state = match &decided_by {
+        Some(r) if r.granted => ConsentState::Granted,
+        Some(_) => ConsentState::Withdrawn,
+        None => ConsentState::NoRecord,
+    };
+    Ok(ConsentStatus { purpose, state, as_of, decided_by })
+}
+
+fn is_suppressed_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM suppressions WHERE tag = ?1").map_err(Error::db(path))?;
+    stmt.exists([&subject.suppression_tag().0[..]]).map_err(Error::db(path))
+}
+
+pub(crate) fn conversion_error(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConsentRecord> {
+    let purpose: String = row.get(1)?;
+    let source: String = row.get(5)?;
+    Ok(ConsentRecord {
+        seq: row.get(0)?,
+        purpose: purpose.parse().map_err(|e: Error| conversion_error(1, e.to_string()))?,
+        granted: row.get(2)?,
+        effective_at: Timestamp::from_unix_millis(row.get(3)?),
+        recorded_at: Timestamp::from_unix_millis(row.get(4)?),
+        source: source.parse::<ConsentSource>().map_err(|e| conversion_error(5, e.to_string()))?,
+        notice_version: row.get(6)?,
+        proof_ref: row.get(7)?,
+    })
+}
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    event_from_offset(row, 0)
+}
+
+fn event_from_offset(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Event> {
+    let kind: String = row.get(at + 1)?;
+    let value: f64 = row.get(at + 2)?;
+    Ok(Event {
+        item: row.get(at)?,
+        kind: kind.parse::<EventKind>().map_err(|e| conversion_error(at + 1, e.to_string()))?,
+        value: value as f32,
+        at: Timestamp::from_unix_millis(row.get(at + 3)?),
+    })
+}
+
+fn api_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::keys::ApiKeyRecord> {
+    let scopes: String = row.get(2)?;
+    let revoked: Option<i64> = row.get(4)?;
+    Ok(crate::keys::ApiKeyRecord {
+        key_id: row.get(0)?,
+        name: row.get(1)?,
+        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        created_at: Timestamp::from_unix_millis(row.get(3)?),
+        revoked_at: revoked.map(Timestamp::from_unix_millis),
+    })
+}
+
+fn pseudonym_from_row(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Pseudonym> {
+    let bytes: Vec<u8> = row.get(column)?;
+    let bytes: [u8; 32] =
+        bytes.try_into().map_err(|_| conversion_error(column, "stored pseudonym is not 32 bytes".into()))?;
+    Ok(Pseudonym::from_bytes(bytes))
+}
+
+pub(crate) fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>, path: &Path) -> Result<Vec<T>> {
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(Error::db(path))
+}

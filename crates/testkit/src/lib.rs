@@ -1,0 +1,140 @@
+//! Test support: a real, throwaway PostgreSQL server for the tests of every
+//! crate that talks to one.
+//!
+//! The first call to [`postgres_url`] in a test process creates a cluster
+//! with Debian's `initdb` in a temporary directory, starts it on a free
+//! 127.0.0.1 port (and a socket inside that directory), and returns a URL to
+//! a fresh database; later calls create further fresh databases on the same
+//! server. A watchdog stops the server when the test process ends. When the
+//! process runs as root, the server runs as the unprivileged `postgres` user
+//! (PostgreSQL refuses to run as root).
+//!
+//! There is no skipping: a test that needs PostgreSQL fails with the reason
+//! when the server cannot be started (install Debian's `postgresql`; the CI
+//! script does).
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+struct Cluster {
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+
+/// The directory of PostgreSQL's server programs: `HUSH_PG_BIN`, or the
+/// newest `/usr/lib/postgresql/<version>/bin`, or wherever `initdb` is on PATH.
+fn server_bin() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("HUSH_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .unwrap_or_default();
+    versions.sort();
+    if let Some(newest) = versions.pop() {
+        return Ok(newest);
+    }
+    let on_path = Command::new("sh").args(["-c", "command -v initdb"]).output().ok().filter(|o| o.status.success());
+    match on_path {
+        Some(out) => Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).parent().unwrap().to_path_buf()),
+        None => Err("PostgreSQL server programs (initdb, postgres) were not found: install Debian's `postgresql` \
+                     package (.ci/run does), or point HUSH_PG_BIN at their directory"
+            .into()),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// A command run as the cluster's owner: `postgres` when we are root.
+fn as_owner(program: &Path, root: bool) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn start() -> Result<Cluster, String> {
+    let bin = server_bin()?;
+    let root = is_root();
+    let dir = tempfile::Builder::new().prefix("hush-pg-").tempdir().map_err(|e| e.to_string())?;
+    let data = dir.path().join("data");
+    if root {
+        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+        if !status.map(|s| s.success()).unwrap_or(false) {
+            return Err("running as root, but cannot hand the cluster directory to the `postgres` user".into());
+        }
+    }
+    let init = as_owner(&bin.join("initdb"), root)
+        .args(["-D"])
+        .arg(&data)
+        .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-instructions"])
+        .output()
+        .map_err(|e| format!("running initdb: {e}"))?;
+    if !init.status.success() {
+        return Err(format!("initdb failed: {}", String::from_utf8_lossy(&init.stderr)));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?.local_addr().unwrap().port();
+    // The server runs under a watchdog shell that stops it (fast shutdown)
+    // once this test process is gone, so no server outlives its tests. It
+    // looks in /proc rather than signalling: as `postgres` it may not signal us.
+    let script = format!(
+        "{postgres} -D '{data}' -p {port} -k '{socket}' -c listen_addresses=127.0.0.1 -c fsync=on \
+         -c max_connections=200 >'{log}' 2>&1 & server=$!; \
+         while [ -d /proc/{parent} ] && kill -0 $server 2>/dev/null; do sleep 0.5; done; \
+         kill -INT $server 2>/dev/null; wait $server",
+        postgres = bin.join("postgres").display(),
+        data = data.display(),
+        socket = dir.path().display(),
+        log = dir.path().join("server.log").display(),
+        parent = std::process::id(),
+    );
+    as_owner(Path::new("/bin/sh"), root)
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting postgres: {e}"))?;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match postgres::Client::connect(&url, postgres::NoTls) {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() > deadline => {
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                return Err(format!("PostgreSQL did not accept connections within 30 s: {e}\n{log}"));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    Ok(Cluster { port, _dir: dir })
+}
+
+/// A URL to a fresh, empty database on the test cluster (started on first use).
+///
+/// # Panics
+/// When no PostgreSQL server can be started, with the reason: the tests that
+/// need one fail rather than skip.
+pub fn postgres_url() -> String {
+    let cluster = match CLUSTER.get_or_init(start) {
+        Ok(c) => c,
+        Err(reason) => panic!("a throwaway PostgreSQL server is needed for this test: {reason}"),
+    };
+    let n = NEXT_DATABASE.fetch_add(1, Ordering::SeqCst);
+    let name = format!("hush_test_{}_{n}", std::process::id());
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("the test cluster accepts connections");
+    client.batch_execute(&format!("CREATE DATABASE {name}")).expect("a fresh test database");
+    format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port)
+}
