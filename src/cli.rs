@@ -21,11 +21,15 @@ pub struct Cli {
 /// Options every command understands.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The SQLite consent ledger and event store.
-    #[arg(long, global = true, env = "HUSH_DB", default_value = "hush.db")]
-    pub db: PathBuf,
-    /// The pseudonymization key file (created with mode 0600 on first use).
-    /// HUSH_PSEUDONYM_KEY (64 hex characters) takes precedence.
+    /// The consent ledger and event store: an SQLite file (a path or
+    /// sqlite:///path/hush.db, the embedded default) or a PostgreSQL server
+    /// (postgres://user:password@host:port/db), for several serving replicas.
+    #[arg(long, visible_alias = "store", global = true, env = "HUSH_DB", default_value = "hush.db")]
+    pub db: String,
+    /// The pseudonymization key file (created with mode 0600 on first use;
+    /// default: hush.key beside an SQLite store, ./hush.key for PostgreSQL).
+    /// HUSH_PSEUDONYM_KEY (64 hex characters) takes precedence; replicas of
+    /// one store must all use the same key.
     #[arg(long, global = true, env = "HUSH_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.

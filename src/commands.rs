@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use hush_consent::formats::{ConsentFormat, CsvMapping, EventFormat};
 use hush_consent::import::{self, ImportOptions, ImportReport};
-use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, Timestamp};
+use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, StoreUrl, Timestamp};
 use hush_features::{ConsentPolicy, ConsentView, ExtractParams, ExtractionReport, Extractor, FeatureSet, Feedback};
 use serde::{Deserialize, Serialize};
 
@@ -34,9 +34,16 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The key file: --key-file, or `hush.key` beside the database.
+/// The key file: --key-file, or `hush.key` beside an SQLite store (in the
+/// working directory for a PostgreSQL store).
 fn key_path(g: &Global) -> PathBuf {
-    g.key_file.clone().unwrap_or_else(|| g.db.with_file_name("hush.key"))
+    if let Some(path) = &g.key_file {
+        return path.clone();
+    }
+    match StoreUrl::parse(&g.db) {
+        Ok(StoreUrl::Sqlite(path)) => path.with_file_name("hush.key"),
+        _ => PathBuf::from("hush.key"),
+    }
 }
 
 pub fn load_key(g: &Global) -> Result<PseudonymKey> {
@@ -44,7 +51,7 @@ pub fn load_key(g: &Global) -> Result<PseudonymKey> {
 }
 
 pub fn open_ledger(g: &Global) -> Result<Ledger> {
-    Ok(Ledger::open(&g.db)?)
+    Ok(Ledger::connect(&g.db)?)
 }
 
 fn parse_time(text: Option<&str>, what: &str) -> Result<Timestamp> {
@@ -631,7 +638,11 @@ fn serve_model(
         let key = example_key.unwrap_or("$HUSH_API_KEY");
         let subject = example_subject.unwrap_or("cust-0000002");
         let auth = format!("-H 'Authorization: Bearer {key}'");
-        println!("serving {} on http://{address} (store {})", model_path.display(), g.db.display());
+        println!(
+            "serving {} on http://{address} (store {})",
+            model_path.display(),
+            hush_consent::ledger::redact(&g.db)
+        );
         println!("Ctrl-C or SIGTERM stops after the requests in flight; SIGHUP reloads the model file. Try:");
         println!("  curl {auth} http://{address}/v1/model");
         println!("  curl {auth} 'http://{address}/v1/recommendations/popular?k=5'");
@@ -684,7 +695,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         }
     }
     let g = Global {
-        db: db.clone(),
+        db: db.display().to_string(),
         key_file: Some(args.dir.join("hush.key")),
         json: false,
         quiet: g.quiet,

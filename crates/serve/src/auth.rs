@@ -45,7 +45,7 @@ impl<S: Scope + Send + Sync> FromRequestParts<Arc<AppState>> for Authorized<S> {
             .and_then(|v| v.strip_prefix("Bearer ").map(str::trim))
             .or_else(|| header("x-api-key"))
             .ok_or(ApiError::Unauthorized { code: "missing_api_key" })?;
-        match keys::check(&state.reader(), presented, S::NAME)? {
+        match state.read(|ledger| keys::check(ledger, presented, S::NAME))? {
             Ok(_) => Ok(Authorized(PhantomData)),
             Err(KeyCheck::Invalid) => Err(ApiError::Unauthorized { code: "invalid_api_key" }),
             Err(KeyCheck::MissingScope) => Err(ApiError::InsufficientScope { scope: S::NAME }),

@@ -198,6 +198,29 @@ impl AppState {
         Ok(id)
     }
 
+    /// Runs `f` on a read connection. A remote store (PostgreSQL) blocks on
+    /// the network, so its calls leave the async worker thread
+    /// (`block_in_place`, which needs the multi-threaded runtime `hush serve`
+    /// uses); SQLite answers from its page cache in microseconds, in place.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Ledger) -> T) -> T {
+        let guard = self.reader();
+        if guard.is_remote() {
+            tokio::task::block_in_place(|| f(&guard))
+        } else {
+            f(&guard)
+        }
+    }
+
+    /// Runs `f` on the writing connection, off the async worker for a remote store.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        let mut guard = self.ledger();
+        if guard.is_remote() {
+            tokio::task::block_in_place(|| f(&mut guard))
+        } else {
+            f(&mut guard)
+        }
+    }
+
     /// The writing connection.
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         // A panic while holding the lock cannot leave SQLite half-written: every

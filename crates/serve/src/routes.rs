@@ -106,7 +106,7 @@ async fn reload(_: Authorized<Admin>, State(state): State<Arc<AppState>>) -> Api
 
 async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let model = state.model();
-    state.reader().stats().map_err(ApiError::from)?;
+    state.read(|ledger| ledger.stats()).map_err(ApiError::from)?;
     Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id })))
 }
 
@@ -234,8 +234,7 @@ async fn recommendations(
         return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
     }
     let now = Timestamp::now();
-    let events = {
-        let ledger = state.reader();
+    let events = state.read(|ledger| {
         let status = ledger.status(&subject, Purpose::Personalization, now)?;
         if !status.is_granted() {
             let reason = match status.state {
@@ -245,8 +244,8 @@ async fn recommendations(
             state.metrics.consent_refusals.inc();
             return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
         }
-        ledger.events_of(&subject)?
-    };
+        Ok(ledger.events_of(&subject)?)
+    })?;
     let served = state.model();
     let model = &served.model;
     let recent = events.iter().rev().take(state.config.max_history);
@@ -356,29 +355,30 @@ async fn put_consent(
     };
     // The write commits (synchronously, durably) before this handler returns:
     // the acknowledgement is sent only after every later request will see it.
-    let record = state.ledger().record_consent(&subject, &change, now)?;
+    let record = state.write(|ledger| ledger.record_consent(&subject, &change, now))?;
     Ok(Json(json!({ "recorded": record })))
 }
 
 async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let ledger = state.reader();
     let now = Timestamp::now();
-    let status =
-        Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<hush_consent::Result<Vec<_>>>()?;
-    Ok(Json(json!({ "status": status, "history": ledger.history(&subject)? })))
+    let (status, history) = state.read(|ledger| -> hush_consent::Result<_> {
+        let status = Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<Result<Vec<_>, _>>()?;
+        Ok((status, ledger.history(&subject)?))
+    })?;
+    Ok(Json(json!({ "status": status, "history": history })))
 }
 
 async fn export(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let export = state.reader().export(&subject, Timestamp::now())?;
+    let export = state.read(|ledger| ledger.export(&subject, Timestamp::now()))?;
     Ok(Json(serde_json::to_value(export).map_err(|_| ApiError::Internal)?))
 }
 
 async fn erase(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
     let _span = tracing::info_span!("erase", subject = %subject.short()).entered();
-    let receipt = state.ledger().erase(&subject, Timestamp::now())?;
+    let receipt = state.write(|ledger| ledger.erase(&subject, Timestamp::now()))?;
     let served = state.model();
     let guarantee = match served.model.meta.privacy.epsilon() {
         Some(eps) => format!(
@@ -447,6 +447,6 @@ async fn ingest(
             event: Event { item: e.item_id, kind, value, at },
         });
     }
-    let report = state.ledger().ingest_events(&batch, now)?;
+    let report = state.write(|ledger| ledger.ingest_events(&batch, now))?;
     Ok(Json(serde_json::to_value(report).map_err(|_| ApiError::Internal)?))
 }
