@@ -152,7 +152,11 @@ fn every_command_runs_on_postgres_and_extraction_matches_sqlite() {
     // The server itself refuses to start on an unreachable store, with the same message.
     let out = hush(d, &["--db", "postgres://nobody@127.0.0.1:1/none", "serve", "--model", "qs/model.hmdl"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot connect to the store postgres://nobody@127.0.0.1:1/none"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot connect to the store postgres://nobody@127.0.0.1:1/none"),
+        "{}",
+        stderr(&out)
+    );
     let wrong_user = url.replace("postgres@", "nosuchuser@");
     let out = hush(d, &["--db", &wrong_user, "keys", "list"]);
     assert!(

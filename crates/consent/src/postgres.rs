@@ -2,12 +2,14 @@
 //! semantics as the SQLite store, for several serving replicas sharing one
 //! ledger.
 //!
-//! Writes that decide about one subject (consent changes, event ingestion,
-//! erasure) take a transaction-scoped advisory lock on that subject's key, so
-//! they are serialized per subject as SQLite's single writer serializes them
-//! all: an event is never stored after a concurrent withdrawal committed, and
-//! nothing of a subject survives a concurrent erasure. Budget reservations
-//! lock their dataset the same way. Every acknowledged write is committed
+//! Every write transaction that decides about subjects (consent changes,
+//! event ingestion, erasure) first takes one transaction-scoped advisory
+//! lock, so writes are serialized across all replicas exactly as SQLite
+//! serializes its writers: an event is never stored after a concurrent
+//! withdrawal committed, and nothing of a subject survives a concurrent
+//! erasure. (One lock per batch rather than one per subject: a bulk import
+//! touches thousands of subjects, more than PostgreSQL's lock table holds.)
+//! Budget reservations lock their dataset the same way. Every acknowledged write is committed
 //! with PostgreSQL's default `synchronous_commit = on`, so it survives a crash.
 
 use std::collections::{HashMap, HashSet};
@@ -101,12 +103,16 @@ const MIGRATIONS: &[&str] = &[
 /// Advisory lock id that serializes schema migrations of one database.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
 
+/// Advisory lock id that serializes the writes about subjects.
+const WRITER_LOCK: i64 = 0x6875_7368_0002;
+
 /// Rows fetched per round trip when streaming a table.
 const STREAM_BATCH: i32 = 10_000;
 
 /// One connection to a PostgreSQL store.
 pub(crate) struct PgStore {
-    client: Client,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    client: Option<Client>,
     url: String,
     location: String,
 }
@@ -114,6 +120,22 @@ pub(crate) struct PgStore {
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore").field("location", &self.location).finish()
+    }
+}
+
+const OPEN: &str = "the client is open until the store is dropped";
+
+impl Drop for PgStore {
+    /// The synchronous client closes its connection by blocking on its own
+    /// runtime, which panics on a thread that drives another runtime (a
+    /// server's ledgers are dropped there at shutdown): close it on a thread
+    /// of its own then.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                std::thread::spawn(move || drop(client));
+            }
+        }
     }
 }
 
@@ -127,7 +149,7 @@ impl PgStore {
         let location = redact(url);
         let client = Client::connect(url, NoTls)
             .map_err(|e| Error::Connect { location: location.clone(), message: connect_message(&e) })?;
-        let mut store = PgStore { client, url: url.to_string(), location };
+        let mut store = PgStore { client: Some(client), url: url.to_string(), location };
         store.migrate()?;
         Ok(store)
     }
@@ -142,7 +164,7 @@ impl PgStore {
 
     fn migrate(&mut self) -> Result<()> {
         let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&location))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(pg(&location))?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS hush_schema (version BIGINT NOT NULL)").map_err(pg(&location))?;
         let found: i64 = match tx.query_opt("SELECT version FROM hush_schema", &[]).map_err(pg(&location))? {
@@ -164,22 +186,30 @@ impl PgStore {
     }
 
     pub(crate) fn schema_version(&mut self) -> Result<i64> {
-        let row = self.client.query_one("SELECT version FROM hush_schema", &[]).map_err(pg(&self.location))?;
+        let row = self
+            .client
+            .as_mut()
+            .expect(OPEN)
+            .query_one("SELECT version FROM hush_schema", &[])
+            .map_err(pg(&self.location))?;
         Ok(row.get(0))
     }
 
     pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
-        let tx = self.client.transaction().map_err(pg(&self.location))?;
+        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&self.location))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(pg(&self.location))?;
         Ok(PgBatch { tx, location: &self.location, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
     }
 
     pub(crate) fn status(&mut self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
-        status_on(&mut self.client, &self.location, subject, purpose, as_of)
+        status_on(self.client.as_mut().expect(OPEN), &self.location, subject, purpose, as_of)
     }
 
     pub(crate) fn history(&mut self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
         let rows = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .query(
                 "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
                  FROM consent_records WHERE subject_key = $1 AND subject = $2 ORDER BY effective_at, id",
@@ -192,6 +222,8 @@ impl PgStore {
     pub(crate) fn events_of(&mut self, subject: &Pseudonym) -> Result<Vec<Event>> {
         let rows = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .query(
                 "SELECT item, kind, value, at FROM events WHERE subject_key = $1 AND subject = $2 ORDER BY at, id",
                 &[&subject_key(subject), &&subject.as_bytes()[..]],
@@ -201,12 +233,14 @@ impl PgStore {
     }
 
     pub(crate) fn is_suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
-        is_suppressed_on(&mut self.client, &self.location, subject)
+        is_suppressed_on(self.client.as_mut().expect(OPEN), &self.location, subject)
     }
 
     pub(crate) fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
         let deleted = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
             .map_err(pg(&self.location))?;
         Ok(deleted > 0)
@@ -214,10 +248,10 @@ impl PgStore {
 
     pub(crate) fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
         let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&location))?;
         let key = subject_key(subject);
         let bytes = &subject.as_bytes()[..];
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).map_err(pg(&location))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(pg(&location))?;
         let consent_records_deleted = tx
             .execute("DELETE FROM consent_records WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
             .map_err(pg(&location))?;
@@ -251,7 +285,7 @@ impl PgStore {
     ) -> std::result::Result<(), E> {
         let location = self.location.clone();
         stream(
-            &mut self.client,
+            self.client.as_mut().expect(OPEN),
             &location,
             "SELECT subject, item, kind, value, at FROM events ORDER BY id",
             &[],
@@ -271,7 +305,7 @@ impl PgStore {
     ) -> std::result::Result<(), E> {
         let location = self.location.clone();
         stream(
-            &mut self.client,
+            self.client.as_mut().expect(OPEN),
             &location,
             "SELECT subject, effective_at, id, granted FROM consent_records WHERE purpose = $1 ORDER BY id",
             &[&purpose.as_str()],
@@ -285,6 +319,8 @@ impl PgStore {
 
     pub(crate) fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
         self.client
+            .as_mut()
+            .expect(OPEN)
             .execute(
                 "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
                 &[&key.key_id, &key.name, &&secret_sha256[..], &key.scopes.join(","), &key.created_at.as_unix_millis()],
@@ -296,6 +332,8 @@ impl PgStore {
     pub(crate) fn api_key(&mut self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
         let row = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .query_opt(
                 "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = $1",
                 &[&key_id],
@@ -315,6 +353,8 @@ impl PgStore {
     pub(crate) fn api_keys(&mut self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
         let rows = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .query("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id", &[])
             .map_err(pg(&self.location))?;
         Ok(rows.iter().map(api_key_from_row).collect())
@@ -323,6 +363,8 @@ impl PgStore {
     pub(crate) fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
         let changed = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .execute(
                 "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
                 &[&key_id, &now.as_unix_millis()],
@@ -332,7 +374,8 @@ impl PgStore {
     }
 
     pub(crate) fn suppression_tags(&mut self) -> Result<HashSet<SuppressionTag>> {
-        let rows = self.client.query("SELECT tag FROM suppressions", &[]).map_err(pg(&self.location))?;
+        let rows =
+            self.client.as_mut().expect(OPEN).query("SELECT tag FROM suppressions", &[]).map_err(pg(&self.location))?;
         rows.iter()
             .map(|row| {
                 let bytes: Vec<u8> = row.get(0);
@@ -346,6 +389,8 @@ impl PgStore {
     pub(crate) fn stats(&mut self) -> Result<LedgerStats> {
         let row = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .query_one(
                 "SELECT (SELECT COUNT(DISTINCT subject) FROM consent_records), (SELECT COUNT(*) FROM consent_records),
                         (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM suppressions),
@@ -364,7 +409,7 @@ impl PgStore {
     }
 
     pub(crate) fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
-        self.client
+        self.client.as_mut().expect(OPEN)
             .execute(
                 "INSERT INTO budget_caps (dataset, purpose, epsilon, delta, rho, set_at) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (dataset, purpose) DO UPDATE SET
@@ -376,12 +421,12 @@ impl PgStore {
     }
 
     pub(crate) fn budget_cap(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
-        read_cap(&mut self.client, &self.location, dataset, purpose)
+        read_cap(self.client.as_mut().expect(OPEN), &self.location, dataset, purpose)
     }
 
     pub(crate) fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&location))?;
         // One reservation at a time per dataset and purpose, across every replica and process.
         let lock = format!("{}\n{}", request.dataset, request.purpose.as_str());
         tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).map_err(pg(&location))?;
@@ -427,6 +472,8 @@ impl PgStore {
     pub(crate) fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
         let changed = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .execute(
                 "UPDATE budget_runs SET state = 'committed', model_id = $2 WHERE run_key = $1",
                 &[&run_key, &model_id],
@@ -441,6 +488,8 @@ impl PgStore {
     pub(crate) fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
         let changed = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .execute("DELETE FROM budget_runs WHERE run_key = $1 AND state = 'reserved'", &[&run_key])
             .map_err(pg(&self.location))?;
         Ok(changed > 0)
@@ -450,6 +499,8 @@ impl PgStore {
         let location = self.location.clone();
         let keys = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .query(
                 "SELECT dataset, purpose FROM budget_caps UNION SELECT dataset, purpose FROM budget_runs ORDER BY 1, 2",
                 &[],
@@ -459,8 +510,9 @@ impl PgStore {
         for row in keys {
             let dataset: String = row.get(0);
             let purpose = parse_purpose(&row.get::<_, String>(1), &location)?;
-            let (spent_rho, private_runs, non_private_runs) = sum_runs(&mut self.client, &location, &dataset, purpose)?;
-            let cap = read_cap(&mut self.client, &location, &dataset, purpose)?;
+            let (spent_rho, private_runs, non_private_runs) =
+                sum_runs(self.client.as_mut().expect(OPEN), &location, &dataset, purpose)?;
+            let cap = read_cap(self.client.as_mut().expect(OPEN), &location, &dataset, purpose)?;
             out.push(BudgetSpend { dataset, purpose, cap, spent_rho, private_runs, non_private_runs });
         }
         Ok(out)
@@ -469,6 +521,8 @@ impl PgStore {
     pub(crate) fn budget_runs(&mut self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
         let rows = self
             .client
+            .as_mut()
+            .expect(OPEN)
             .query(
                 &format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE $1::TEXT IS NULL OR dataset = $1 ORDER BY id"),
                 &[&dataset],
@@ -487,20 +541,10 @@ pub(crate) struct PgBatch<'a> {
 }
 
 impl PgBatch<'_> {
-    /// Serializes this transaction's decisions about `subject` with every
-    /// other writer's (held until commit or rollback).
-    fn lock_subject(&mut self, subject: &Pseudonym) -> Result<()> {
-        if !self.allowed_cache.contains_key(subject) && !self.suppressed_cache.contains_key(subject) {
-            self.tx.execute("SELECT pg_advisory_xact_lock($1)", &[&subject_key(subject)]).map_err(pg(self.location))?;
-        }
-        Ok(())
-    }
-
     fn suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
         if let Some(&s) = self.suppressed_cache.get(subject) {
             return Ok(s);
         }
-        self.lock_subject(subject)?;
         let s = is_suppressed_on(&mut self.tx, self.location, subject)?;
         self.suppressed_cache.insert(*subject, s);
         Ok(s)

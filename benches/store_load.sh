@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The store backends under load, same model, same load, same run (wrk, 64
+# connections, 2 threads): consent-gated recommendations and event ingestion
+# on SQLite and on PostgreSQL, and two serving replicas on one PostgreSQL
+# against one. A throwaway PostgreSQL cluster is started here (Debian's
+# postgresql package; as the postgres user when run as root).
+#
+#   benches/store_load.sh [SECONDS]
+#
+# Targets (issue 7): PostgreSQL-backed serving >= 0.5x SQLite-backed
+# throughput; two replicas together >= 0.9x one replica's throughput (both
+# share these two cores, so only the cost of sharing the store shows).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get install -y postgresql || (apt-get update && apt-get install -y postgresql)) >/dev/null
+cargo build --release --quiet --bin hush
+hush=$PWD/target/release/hush
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+work=$(mktemp -d "${TMPDIR:-/tmp}/hush-store-bench.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "${pgdata:-}" ] && $as_owner "$pgbin/pg_ctl" -D "$pgdata" -m fast stop >/dev/null 2>&1 || true
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+# The cluster.
+as_owner=""
+if [ "$(id -u)" -eq 0 ]; then chown postgres "$work"; as_owner="runuser -u postgres --"; fi
+pgdata=$work/pg
+pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+$as_owner "$pgbin/initdb" -D "$pgdata" --auth=trust --username=postgres --no-instructions >/dev/null
+$as_owner "$pgbin/pg_ctl" -D "$pgdata" -l "$work/pg.log" -w \
+  -o "-p $pgport -k $work -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+pg="postgres://postgres@127.0.0.1:$pgport/postgres"
+export HUSH_KEY_FILE=$work/hush.key
+
+# The same data in both stores; one model.
+$hush synth --out shop --subjects 30000 --items 10000 --mean-events 20 --seed 5 -q >/dev/null
+printf '[train]\nrank = 64\niterations = 3\nlambda = 10.0\nalpha = 1.0\n' > train.toml
+{
+  echo "subject_id,item_id,kind,value,timestamp"
+  for i in $(seq 0 49); do echo "bench-subject,sku-$(printf %06d $((i * 37 % 10000))),view,1,1735689600"; done
+} > mine.csv
+{
+  echo "subject_id,purpose,granted,effective_at,notice_version,proof_ref"
+  for i in $(seq 0 9999); do echo "ingest-$i,personalization,true,2025-01-01T00:00:00Z,bench,"; done
+} > ingest-consent.csv
+for store in "$work/hush.db" "$pg"; do
+  $hush --db "$store" consent import shop/consent.csv -q >/dev/null
+  $hush --db "$store" consent import ingest-consent.csv -q >/dev/null
+  $hush --db "$store" consent grant --subject bench-subject --purpose personalization --notice-version bench -q >/dev/null
+  $hush --db "$store" events import mine.csv -q >/dev/null
+done
+$hush --db "$work/hush.db" extract --input shop/events.csv --config "$OLDPWD/models/sample.toml" --out f.hfs -q >/dev/null
+$hush --db "$work/hush.db" train --features f.hfs --config train.toml --non-private --out model.hmdl -q >/dev/null
+key_sqlite=$($hush --db "$work/hush.db" keys create --name bench --scopes recommend,ingest 2>/dev/null)
+key_pg=$($hush --db "$pg" keys create --name bench --scopes recommend,ingest 2>/dev/null)
+
+serve() { # store port
+  $hush --db "$1" serve --model model.hmdl --bind "127.0.0.1:$2" > "serve-$2.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$2/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "server on $2 did not start" >&2; exit 1
+}
+serve "$work/hush.db" 18301
+serve "$pg" 18302
+serve "$pg" 18303
+
+# Ingestion: batches of 100 events for consented subjects, spread over 10,000 subjects.
+cat > ingest.lua <<'LUA'
+local n = 0
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local subject = "ingest-" .. ((n * 7919 + math.random(0, 9999)) % 10000)
+  local events = {}
+  for i = 0, 99 do
+    events[#events + 1] = string.format('{"subject_id":"%s","item_id":"sku-%06d","kind":"view"}', subject, (n + i * 13) % 10000)
+  end
+  return wrk.format("POST", "/v1/events", nil, '{"events":[' .. table.concat(events, ",") .. ']}')
+end
+LUA
+
+recs="/v1/subjects/bench-subject/recommendations?k=10"
+non2xx() { grep -Eo "Non-2xx or 3xx responses: +[0-9]+" | awk '{print $NF}'; }
+rps() { grep -Eo 'Requests/sec: +[0-9.]+' | awk '{print $2}'; }
+p99() { grep -E '^ +99%' | awk '{print $2}'; }
+run() { wrk -t2 -c"$2" -d"${seconds}s" --latency -H "Authorization: Bearer $3" "${@:4}" "$1"; }
+
+out=$(run "http://127.0.0.1:18301$recs" 64 "$key_sqlite"); sqlite_rps=$(rps <<<"$out"); sqlite_p99=$(p99 <<<"$out")
+out=$(run "http://127.0.0.1:18302$recs" 64 "$key_pg"); pg_rps=$(rps <<<"$out"); pg_p99=$(p99 <<<"$out")
+# Two replicas under the same total load: 32 connections each, at the same time.
+run "http://127.0.0.1:18302$recs" 32 "$key_pg" > a.txt & wa=$!
+run "http://127.0.0.1:18303$recs" 32 "$key_pg" > b.txt & wb=$!
+wait $wa $wb
+two_rps=$(python3 -c "print($(rps < a.txt) + $(rps < b.txt))")
+out=$(run "http://127.0.0.1:18301/v1/events" 16 "$key_sqlite" -s ingest.lua); sqlite_ingest=$(rps <<<"$out")
+if [ -n "$(non2xx <<<"$out")" ]; then echo "ingestion on SQLite failed: $out" >&2; exit 1; fi
+out=$(run "http://127.0.0.1:18302/v1/events" 16 "$key_pg" -s ingest.lua); pg_ingest=$(rps <<<"$out")
+if [ -n "$(non2xx <<<"$out")" ]; then echo "ingestion on PostgreSQL failed: $out" >&2; exit 1; fi
+
+python3 - "$sqlite_rps" "$sqlite_p99" "$pg_rps" "$pg_p99" "$two_rps" "$sqlite_ingest" "$pg_ingest" <<'PY'
+import sys
+s_rps, s_p99, p_rps, p_p99, two, s_ing, p_ing = sys.argv[1:]
+s_rps, p_rps, two, s_ing, p_ing = map(float, (s_rps, p_rps, two, s_ing, p_ing))
+print(f"recommendations, SQLite store:        {s_rps:8,.0f} req/s  p99 {s_p99}")
+print(f"recommendations, PostgreSQL store:    {p_rps:8,.0f} req/s  p99 {p_p99}")
+print(f"recommendations, 2 PostgreSQL replicas: {two:6,.0f} req/s in total")
+print(f"ingestion, SQLite store:     {s_ing * 100:10,.0f} events/s ({s_ing:,.0f} batches of 100)")
+print(f"ingestion, PostgreSQL store: {p_ing * 100:10,.0f} events/s ({p_ing:,.0f} batches of 100)")
+r = p_rps / s_rps
+print(f"PostgreSQL / SQLite serving throughput: {r:.2f}x (target >= 0.5x) {'PASS' if r >= 0.5 else 'FAIL'}")
+r2 = two / p_rps
+print(f"two replicas / one replica:             {r2:.2f}x (target >= 0.9x) {'PASS' if r2 >= 0.9 else 'FAIL'}")
+PY
+echo "command: benches/store_load.sh $seconds  (10k items, rank 64, wrk -t2 -c64; ingestion -c16, 100 events a request)"
