@@ -113,6 +113,9 @@ const STREAM_BATCH: i32 = 10_000;
 pub(crate) struct PgStore {
     /// Always `Some` until dropped (see the `Drop` impl).
     client: Option<Client>,
+    /// Prepared statements of the per-request reads: one round trip each
+    /// instead of two (parse, then execute), and no planning per request.
+    statements: HashMap<&'static str, postgres::Statement>,
     url: String,
     location: String,
 }
@@ -149,9 +152,19 @@ impl PgStore {
         let location = redact(url);
         let client = Client::connect(url, NoTls)
             .map_err(|e| Error::Connect { location: location.clone(), message: connect_message(&e) })?;
-        let mut store = PgStore { client: Some(client), url: url.to_string(), location };
+        let mut store = PgStore { client: Some(client), statements: HashMap::new(), url: url.to_string(), location };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// The prepared statement of `sql`, prepared on first use.
+    fn statement(&mut self, sql: &'static str) -> Result<postgres::Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.as_mut().expect(OPEN).prepare(sql).map_err(pg(&self.location))?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
     }
 
     pub(crate) fn url(&self) -> &str {
@@ -198,11 +211,18 @@ impl PgStore {
     pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
         let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&self.location))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(pg(&self.location))?;
-        Ok(PgBatch { tx, location: &self.location, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
+        Ok(PgBatch {
+            tx,
+            location: &self.location,
+            pending: PendingEvents::default(),
+            allowed_cache: HashMap::new(),
+            suppressed_cache: HashMap::new(),
+        })
     }
 
     pub(crate) fn status(&mut self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
-        status_on(self.client.as_mut().expect(OPEN), &self.location, subject, purpose, as_of)
+        let statement = self.statement(STATUS_SQL)?;
+        status_on(self.client.as_mut().expect(OPEN), &self.location, &statement, subject, purpose, as_of)
     }
 
     pub(crate) fn history(&mut self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
@@ -220,14 +240,14 @@ impl PgStore {
     }
 
     pub(crate) fn events_of(&mut self, subject: &Pseudonym) -> Result<Vec<Event>> {
+        let statement = self.statement(
+            "SELECT item, kind, value, at FROM events WHERE subject_key = $1 AND subject = $2 ORDER BY at, id",
+        )?;
         let rows = self
             .client
             .as_mut()
             .expect(OPEN)
-            .query(
-                "SELECT item, kind, value, at FROM events WHERE subject_key = $1 AND subject = $2 ORDER BY at, id",
-                &[&subject_key(subject), &&subject.as_bytes()[..]],
-            )
+            .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..]])
             .map_err(pg(&self.location))?;
         rows.iter().map(|r| event_from_row(r, 0, &self.location)).collect()
     }
@@ -330,15 +350,10 @@ impl PgStore {
     }
 
     pub(crate) fn api_key(&mut self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
-        let row = self
-            .client
-            .as_mut()
-            .expect(OPEN)
-            .query_opt(
-                "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = $1",
-                &[&key_id],
-            )
-            .map_err(pg(&self.location))?;
+        let statement = self.statement(
+            "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = $1",
+        )?;
+        let row = self.client.as_mut().expect(OPEN).query_opt(&statement, &[&key_id]).map_err(pg(&self.location))?;
         match row {
             None => Ok(None),
             Some(row) => {
@@ -536,6 +551,9 @@ impl PgStore {
 pub(crate) struct PgBatch<'a> {
     tx: Transaction<'a>,
     location: &'a str,
+    /// Events accepted but not yet written: inserted together, in order, in
+    /// one statement per [`PENDING_LIMIT`] rows instead of one round trip each.
+    pending: PendingEvents,
     allowed_cache: HashMap<Pseudonym, bool>,
     suppressed_cache: HashMap<Pseudonym, bool>,
 }
@@ -602,7 +620,7 @@ impl PgBatch<'_> {
             None => {
                 let mut allowed = false;
                 for purpose in Purpose::ALL {
-                    allowed |= status_on(&mut self.tx, self.location, subject, purpose, now)?.is_granted();
+                    allowed |= status_on(&mut self.tx, self.location, STATUS_SQL, subject, purpose, now)?.is_granted();
                 }
                 self.allowed_cache.insert(*subject, allowed);
                 allowed
@@ -611,26 +629,61 @@ impl PgBatch<'_> {
         if !allowed {
             return Ok(IngestOutcome::NoConsent);
         }
-        let e = &event.event;
-        self.tx
-            .execute(
-                "INSERT INTO events (subject_key, subject, item, kind, value, at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &subject_key(subject),
-                    &&subject.as_bytes()[..],
-                    &e.item,
-                    &e.kind.as_str(),
-                    &f64::from(e.value),
-                    &e.at.as_unix_millis(),
-                ],
-            )
-            .map_err(pg(self.location))?;
+        self.pending.push(subject, &event.event);
+        if self.pending.len() >= PENDING_LIMIT {
+            self.flush()?;
+        }
         Ok(IngestOutcome::Stored)
     }
 
-    pub(crate) fn commit(self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.len() == 0 {
+            return Ok(());
+        }
+        let p = std::mem::take(&mut self.pending);
+        self.tx
+            .execute(
+                "INSERT INTO events (subject_key, subject, item, kind, value, at)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::TEXT[], $4::TEXT[], $5::DOUBLE PRECISION[], $6::BIGINT[])",
+                &[&p.keys, &p.subjects, &p.items, &p.kinds, &p.values, &p.times],
+            )
+            .map_err(pg(self.location))?;
+        Ok(())
+    }
+
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.flush()?;
         let location = self.location;
         self.tx.commit().map_err(pg(location))
+    }
+}
+
+/// Rows written per multi-row insert.
+const PENDING_LIMIT: usize = 5_000;
+
+/// Accepted events, column by column, for one `UNNEST` insert.
+#[derive(Default)]
+struct PendingEvents {
+    keys: Vec<i64>,
+    subjects: Vec<Vec<u8>>,
+    items: Vec<String>,
+    kinds: Vec<String>,
+    values: Vec<f64>,
+    times: Vec<i64>,
+}
+
+impl PendingEvents {
+    fn push(&mut self, subject: &Pseudonym, e: &Event) {
+        self.keys.push(subject_key(subject));
+        self.subjects.push(subject.as_bytes().to_vec());
+        self.items.push(e.item.clone());
+        self.kinds.push(e.kind.as_str().to_string());
+        self.values.push(f64::from(e.value));
+        self.times.push(e.at.as_unix_millis());
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 
@@ -659,19 +712,23 @@ fn stream<T, E: From<Error>>(
     Ok(())
 }
 
-fn status_on(
+/// The consent-status query; see [`crate::Ledger::status`].
+const STATUS_SQL: &str = "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+     FROM consent_records
+     WHERE subject_key = $1 AND subject = $2 AND purpose = $3 AND effective_at <= $4
+     ORDER BY effective_at DESC, id DESC LIMIT 1";
+
+fn status_on<Q: postgres::ToStatement + ?Sized>(
     client: &mut impl postgres::GenericClient,
     location: &str,
+    query: &Q,
     subject: &Pseudonym,
     purpose: Purpose,
     as_of: Timestamp,
 ) -> Result<ConsentStatus> {
     let row = client
         .query_opt(
-            "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
-             FROM consent_records
-             WHERE subject_key = $1 AND subject = $2 AND purpose = $3 AND effective_at <= $4
-             ORDER BY effective_at DESC, id DESC LIMIT 1",
+            query,
             &[&subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str(), &as_of.as_unix_millis()],
         )
         .map_err(pg(location))?;
