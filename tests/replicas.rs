@@ -210,11 +210,16 @@ fn a_withdrawal_or_erasure_acknowledged_by_one_replica_holds_on_the_other() {
     let (url, key) = shared_store(d);
     let a = start_replica(d, &url, "qs/model.hmdl");
     let b = start_replica(d, &url, "qs/model.hmdl");
-    // Both replicas report the model version they serve.
+    // Both replicas report the model version they serve, in /readyz and /metrics.
+    let model_id = json(&ok(d, &["model", "inspect", "qs/model.hmdl", "--json"]))["meta"]["model_id"].clone();
     for replica in [&a, &b] {
         let (status, body) = call(replica.port, "GET", "/readyz", &key, None);
         let ready: Value = serde_json::from_str(&body).unwrap();
         assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+        assert_eq!(ready["model_id"], model_id);
+        let (_, metrics) = call(replica.port, "GET", "/metrics", &key, None);
+        let info = format!("hush_model_info{{model_id={model_id}}} 1");
+        assert!(metrics.contains(&info), "{info} not in /metrics");
     }
 
     for (subject, change) in [("replica-withdraws", "withdraw"), ("replica-erased", "erase")] {

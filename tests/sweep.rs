@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
@@ -141,11 +141,6 @@ fn a_sweep_reports_what_results_json_holds_and_resumes_without_recomputing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds cells of a sweep with other settings"));
 }
 
-fn chromium() -> PathBuf {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    found.expect("Debian's chromium is needed for the report test: apt-get install chromium (.ci/run installs it)")
-}
-
 fn chromium_args(profile: &Path, proxy_port: u16) -> Vec<String> {
     [
         "--headless",
@@ -222,7 +217,7 @@ document.body.appendChild(out);
 </script></body>"#;
     let probed = d.join("report/probe.html");
     std::fs::write(&probed, html.replace("</body>", probe)).unwrap();
-    let dom = Command::new(chromium())
+    let dom = Command::new(hush_testkit::chromium())
         .args(chromium_args(&d.join("profile-dom"), port))
         .args(["--virtual-time-budget=3000", "--dump-dom"])
         .arg(format!("file://{}", probed.display()))
@@ -276,7 +271,7 @@ document.body.appendChild(out);
     }
 
     let shot = d.join("report.png");
-    let out = Command::new(chromium())
+    let out = Command::new(hush_testkit::chromium())
         .args(chromium_args(&d.join("profile-shot"), port))
         .args(["--window-size=1000,4000", "--hide-scrollbars"])
         .arg(format!("--screenshot={}", shot.display()))

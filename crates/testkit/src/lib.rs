@@ -10,8 +10,10 @@
 //! (PostgreSQL refuses to run as root).
 //!
 //! There is no skipping: a test that needs PostgreSQL fails with the reason
-//! when the server cannot be started (install Debian's `postgresql`; the CI
-//! script does).
+//! when the server cannot be started. On a fresh Debian machine the server
+//! programs (and Chromium, for the report test) are installed on first use
+//! when the tests may do so (as root or with password-less sudo), so that
+//! `cargo test --workspace` needs nothing set up by hand.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,47 @@ struct Cluster {
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+
+/// Installs a Debian package unless `present()` already holds, when this
+/// process may (root, or password-less sudo). Each package is tried once
+/// per test process.
+///
+/// # Errors
+/// Why the package is still missing.
+pub fn debian_package(package: &'static str, present: impl Fn() -> bool) -> Result<(), String> {
+    static TRIED: std::sync::Mutex<Vec<&str>> = std::sync::Mutex::new(Vec::new());
+    if present() {
+        return Ok(());
+    }
+    let mut tried = TRIED.lock().unwrap_or_else(|e| e.into_inner());
+    if !tried.contains(&package) && !present() {
+        tried.push(package);
+        let sudo = if is_root() { "" } else { "sudo -n " };
+        let script = format!(
+            "{sudo}apt-get install -y -qq {package} >/dev/null 2>&1 || \
+             ({sudo}apt-get update -qq >/dev/null 2>&1 && {sudo}apt-get install -y -qq {package} >/dev/null 2>&1)"
+        );
+        let _ = Command::new("sh").args(["-c", &script]).env("DEBIAN_FRONTEND", "noninteractive").status();
+    }
+    if present() {
+        Ok(())
+    } else {
+        Err(format!("Debian's `{package}` package is needed and could not be installed here (not root, no sudo?)"))
+    }
+}
+
+/// Headless Chromium for the report tests: Debian's, installed on first use when possible.
+///
+/// # Panics
+/// When Chromium is missing and cannot be installed: the test fails, with the reason.
+pub fn chromium() -> PathBuf {
+    let find =
+        || ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists());
+    if let Err(reason) = debian_package("chromium", || find().is_some()) {
+        panic!("headless Chromium is needed for this test: {reason}");
+    }
+    find().expect("chromium is installed")
+}
 
 /// The directory of PostgreSQL's server programs: `HUSH_PG_BIN`, or the
 /// newest `/usr/lib/postgresql/<version>/bin`, or wherever `initdb` is on PATH.
@@ -65,6 +108,7 @@ fn as_owner(program: &Path, root: bool) -> Command {
 }
 
 fn start() -> Result<Cluster, String> {
+    debian_package("postgresql", || server_bin().is_ok())?;
     let bin = server_bin()?;
     let root = is_root();
     let dir = tempfile::Builder::new().prefix("hush-pg-").tempdir().map_err(|e| e.to_string())?;
