@@ -6,12 +6,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ok, sample_store};
+use common::{ok, sample_store, start_server};
 use hush_consent::{Ledger, PseudonymKey, Purpose};
 
 /// One request; `None` when the connection fails (the server is gone).
@@ -56,21 +55,8 @@ fn crash_under_load(dir: &Path, store: &str) {
         .trim()
         .to_string();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_hush"))
-        .args(["--db", store, "--key-file", "qs/hush.key", "serve", "--model", "qs/model.hmdl"])
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .current_dir(dir)
-        .env_remove("HUSH_PSEUDONYM_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = start_server(dir, store, "qs/model.hmdl");
+    let port = server.port;
 
     // Clients: event batches (one subject each) and consent grants, each
     // noting what was acknowledged and what was only attempted.
@@ -111,8 +97,8 @@ fn crash_under_load(dir: &Path, store: &str) {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    server.kill().unwrap(); // SIGKILL: no shutdown, no flush, no goodbye.
-    server.wait().unwrap();
+    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush, no goodbye.
+    server.child.wait().unwrap();
     stop.store(true, Ordering::SeqCst);
     let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
 

@@ -7,12 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{hush, json, ok, root, sample_store, stderr};
+use common::{hush, json, ok, root, sample_store, start_server, stderr};
 use serde_json::Value;
 
 /// One HTTP/1.1 request to 127.0.0.1:`port` with the API key; (status, body).
@@ -30,38 +29,6 @@ fn call(port: u16, method: &str, path: &str, key: &str, body: Option<&str>) -> (
     stream.read_to_string(&mut response).unwrap();
     let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
-}
-
-struct Replica {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_replica(dir: &Path, store: &str, model: &str) -> Replica {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_hush"))
-        .args(["--db", store, "--key-file", "qs/hush.key", "serve", "--model", model])
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .current_dir(dir)
-        .env_remove("HUSH_PSEUDONYM_KEY")
-        .env_remove("HUSH_DB")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "replica on port {port} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Replica { child, port }
 }
 
 /// The sample's consent and events in a fresh PostgreSQL store (with the
@@ -208,8 +175,8 @@ fn a_withdrawal_or_erasure_acknowledged_by_one_replica_holds_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (url, key) = shared_store(d);
-    let a = start_replica(d, &url, "qs/model.hmdl");
-    let b = start_replica(d, &url, "qs/model.hmdl");
+    let a = start_server(d, &url, "qs/model.hmdl");
+    let b = start_server(d, &url, "qs/model.hmdl");
     // Both replicas report the model version they serve, in /readyz and /metrics.
     let model_id = json(&ok(d, &["model", "inspect", "qs/model.hmdl", "--json"]))["meta"]["model_id"].clone();
     for replica in [&a, &b] {

@@ -67,3 +67,40 @@ pub fn sample_store(dir: &Path) -> Output {
         ],
     )
 }
+
+/// A `hush serve` process on a free 127.0.0.1 port, on `store` with the
+/// quickstart's key (run from `dir`); killed when dropped.
+pub struct Server {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hush serve` and waits until it accepts connections.
+pub fn start_server(dir: &Path, store: &str, model: &str) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["--db", store, "--key-file", "qs/hush.key", "serve", "--model", model])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .env_remove("HUSH_PSEUDONYM_KEY")
+        .env_remove("HUSH_DB")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server on port {port} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Server { child, port }
+}

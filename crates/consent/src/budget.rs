@@ -153,7 +153,7 @@ impl BudgetSpend {
 }
 
 /// Room for floating-point error when a run spends exactly what is left.
-pub(crate) const CAP_SLACK: f64 = 1e-12;
+const CAP_SLACK: f64 = 1e-12;
 
 impl SqliteStore {
     /// Sets (or replaces) the lifetime cap of a dataset and purpose.
@@ -205,21 +205,10 @@ impl SqliteStore {
         if let Some(existing) = read_run(&tx, &request.run_key).map_err(Error::db(&path))? {
             return Ok(existing);
         }
-        if let Some(g) = request.guarantee {
+        if request.guarantee.is_some() {
             let (spent, _, _) = sum_runs(&tx, &request.dataset, request.purpose).map_err(Error::db(&path))?;
-            if let Some(cap) = read_cap(&tx, &request.dataset, request.purpose).map_err(Error::db(&path))? {
-                if spent + g.rho > cap.rho * (1.0 + CAP_SLACK) {
-                    return Err(Error::BudgetExceeded {
-                        dataset: request.dataset.clone(),
-                        purpose: request.purpose.as_str(),
-                        spent_rho: spent,
-                        requested_rho: g.rho,
-                        cap_rho: cap.rho,
-                        cap_epsilon: cap.epsilon,
-                        cap_delta: cap.delta,
-                    });
-                }
-            }
+            let cap = read_cap(&tx, &request.dataset, request.purpose).map_err(Error::db(&path))?;
+            check_fits(request, spent, cap.as_ref())?;
         }
         tx.execute(
             "INSERT INTO budget_runs (run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at)
@@ -327,6 +316,22 @@ pub(crate) fn check_cap(cap: &BudgetCap) -> Result<()> {
         return Err(Error::InvalidField { field: "delta", message: format!("{} is not in (0, 1)", cap.delta) });
     }
     Ok(())
+}
+
+/// Refuses a request whose ρ, added to what is `spent`, would pass `cap`.
+pub(crate) fn check_fits(request: &BudgetRequest, spent: f64, cap: Option<&BudgetCap>) -> Result<()> {
+    match (request.guarantee, cap) {
+        (Some(g), Some(cap)) if spent + g.rho > cap.rho * (1.0 + CAP_SLACK) => Err(Error::BudgetExceeded {
+            dataset: request.dataset.clone(),
+            purpose: request.purpose.as_str(),
+            spent_rho: spent,
+            requested_rho: g.rho,
+            cap_rho: cap.rho,
+            cap_epsilon: cap.epsilon,
+            cap_delta: cap.delta,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a budget request before any backend records it.

@@ -448,21 +448,10 @@ impl PgStore {
         if let Some(existing) = read_run(&mut tx, &location, &request.run_key)? {
             return Ok(existing);
         }
-        if let Some(g) = request.guarantee {
+        if request.guarantee.is_some() {
             let (spent, _, _) = sum_runs(&mut tx, &location, &request.dataset, request.purpose)?;
-            if let Some(cap) = read_cap(&mut tx, &location, &request.dataset, request.purpose)? {
-                if spent + g.rho > cap.rho * (1.0 + crate::budget::CAP_SLACK) {
-                    return Err(Error::BudgetExceeded {
-                        dataset: request.dataset.clone(),
-                        purpose: request.purpose.as_str(),
-                        spent_rho: spent,
-                        requested_rho: g.rho,
-                        cap_rho: cap.rho,
-                        cap_epsilon: cap.epsilon,
-                        cap_delta: cap.delta,
-                    });
-                }
-            }
+            let cap = read_cap(&mut tx, &location, &request.dataset, request.purpose)?;
+            crate::budget::check_fits(request, spent, cap.as_ref())?;
         }
         tx.execute(
             "INSERT INTO budget_runs (run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at)
