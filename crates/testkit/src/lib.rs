@@ -23,7 +23,6 @@ use std::sync::OnceLock;
 
 struct Cluster {
     port: u16,
-    _dir: tempfile::TempDir,
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -107,11 +106,22 @@ fn as_owner(program: &Path, root: bool) -> Command {
     }
 }
 
+/// The cluster directory, with `path()` like a `TempDir`'s.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 fn start() -> Result<Cluster, String> {
     debian_package("postgresql", || server_bin().is_ok())?;
     let bin = server_bin()?;
     let root = is_root();
-    let dir = tempfile::Builder::new().prefix("hush-pg-").tempdir().map_err(|e| e.to_string())?;
+    // Kept (not deleted on drop): the watchdog removes it after the server stops.
+    let dir = tempfile::Builder::new().prefix("hush-pg-").tempdir().map_err(|e| e.to_string())?.keep();
+    let dir = Dir(dir);
     let data = dir.path().join("data");
     if root {
         let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
@@ -131,13 +141,16 @@ fn start() -> Result<Cluster, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?.local_addr().unwrap().port();
     // The server runs under a watchdog shell that stops it (fast shutdown)
     // once this test process is gone, so no server outlives its tests. It
-    // looks in /proc rather than signalling: as `postgres` it may not signal us.
+    // looks in /proc rather than signalling: as `postgres` it may not signal
+    // us. Then it removes the cluster's directory (the process that made it
+    // is gone and cannot).
     let script = format!(
         "{postgres} -D '{data}' -p {port} -k '{socket}' -c listen_addresses=127.0.0.1 -c fsync=on \
          -c max_connections=200 >'{log}' 2>&1 & server=$!; \
          while [ -d /proc/{parent} ] && kill -0 $server 2>/dev/null; do sleep 0.5; done; \
-         kill -INT $server 2>/dev/null; wait $server",
+         kill -INT $server 2>/dev/null; wait $server; rm -rf '{dir}'",
         postgres = bin.join("postgres").display(),
+        dir = dir.path().display(),
         data = data.display(),
         socket = dir.path().display(),
         log = dir.path().join("server.log").display(),
@@ -162,7 +175,7 @@ fn start() -> Result<Cluster, String> {
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     }
-    Ok(Cluster { port, _dir: dir })
+    Ok(Cluster { port })
 }
 
 /// A URL to a fresh, empty database on the test cluster (started on first use).
