@@ -111,8 +111,7 @@ const STREAM_BATCH: i32 = 10_000;
 
 /// One connection to a PostgreSQL store.
 pub(crate) struct PgStore {
-    /// Always `Some` until dropped (see the `Drop` impl).
-    client: Option<Client>,
+    client: OpenClient,
     /// Prepared statements of the per-request reads: one round trip each
     /// instead of two (parse, then execute), and no planning per request.
     statements: HashMap<&'static str, postgres::Statement>,
@@ -126,15 +125,30 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-const OPEN: &str = "the client is open until the store is dropped";
+/// A connection that closes safely wherever it is dropped. It is always
+/// `Some` until then, and derefs to the client.
+struct OpenClient(Option<Client>);
 
-impl Drop for PgStore {
+impl std::ops::Deref for OpenClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("the client is open until dropped")
+    }
+}
+
+impl std::ops::DerefMut for OpenClient {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("the client is open until dropped")
+    }
+}
+
+impl Drop for OpenClient {
     /// The synchronous client closes its connection by blocking on its own
     /// runtime, which panics on a thread that drives another runtime (a
     /// server's ledgers are dropped there at shutdown): close it on a thread
     /// of its own then.
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
+        if let Some(client) = self.0.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
                 std::thread::spawn(move || drop(client));
             }
@@ -152,7 +166,8 @@ impl PgStore {
         let location = redact(url);
         let client = Client::connect(url, NoTls)
             .map_err(|e| Error::Connect { location: location.clone(), message: connect_message(&e) })?;
-        let mut store = PgStore { client: Some(client), statements: HashMap::new(), url: url.to_string(), location };
+        let mut store =
+            PgStore { client: OpenClient(Some(client)), statements: HashMap::new(), url: url.to_string(), location };
         store.migrate()?;
         Ok(store)
     }
@@ -162,7 +177,7 @@ impl PgStore {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.as_mut().expect(OPEN).prepare(sql).map_err(pg(&self.location))?;
+        let statement = self.client.prepare(sql).map_err(pg(&self.location))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -177,7 +192,7 @@ impl PgStore {
 
     fn migrate(&mut self) -> Result<()> {
         let location = self.location.clone();
-        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&location))?;
+        let mut tx = self.client.transaction().map_err(pg(&location))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(pg(&location))?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS hush_schema (version BIGINT NOT NULL)").map_err(pg(&location))?;
         let found: i64 = match tx.query_opt("SELECT version FROM hush_schema", &[]).map_err(pg(&location))? {
@@ -199,17 +214,12 @@ impl PgStore {
     }
 
     pub(crate) fn schema_version(&mut self) -> Result<i64> {
-        let row = self
-            .client
-            .as_mut()
-            .expect(OPEN)
-            .query_one("SELECT version FROM hush_schema", &[])
-            .map_err(pg(&self.location))?;
+        let row = self.client.query_one("SELECT version FROM hush_schema", &[]).map_err(pg(&self.location))?;
         Ok(row.get(0))
     }
 
     pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
-        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&self.location))?;
+        let mut tx = self.client.transaction().map_err(pg(&self.location))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(pg(&self.location))?;
         Ok(PgBatch {
             tx,
@@ -222,14 +232,12 @@ impl PgStore {
 
     pub(crate) fn status(&mut self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
         let statement = self.statement(STATUS_SQL)?;
-        status_on(self.client.as_mut().expect(OPEN), &self.location, &statement, subject, purpose, as_of)
+        status_on(&mut *self.client, &self.location, &statement, subject, purpose, as_of)
     }
 
     pub(crate) fn history(&mut self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
         let rows = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .query(
                 "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
                  FROM consent_records WHERE subject_key = $1 AND subject = $2 ORDER BY effective_at, id",
@@ -245,22 +253,18 @@ impl PgStore {
         )?;
         let rows = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..]])
             .map_err(pg(&self.location))?;
         rows.iter().map(|r| event_from_row(r, 0, &self.location)).collect()
     }
 
     pub(crate) fn is_suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
-        is_suppressed_on(self.client.as_mut().expect(OPEN), &self.location, subject)
+        is_suppressed_on(&mut *self.client, &self.location, subject)
     }
 
     pub(crate) fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
         let deleted = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
             .map_err(pg(&self.location))?;
         Ok(deleted > 0)
@@ -268,7 +272,7 @@ impl PgStore {
 
     pub(crate) fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
         let location = self.location.clone();
-        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&location))?;
+        let mut tx = self.client.transaction().map_err(pg(&location))?;
         let key = subject_key(subject);
         let bytes = &subject.as_bytes()[..];
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(pg(&location))?;
@@ -305,7 +309,7 @@ impl PgStore {
     ) -> std::result::Result<(), E> {
         let location = self.location.clone();
         stream(
-            self.client.as_mut().expect(OPEN),
+            &mut self.client,
             &location,
             "SELECT subject, item, kind, value, at FROM events ORDER BY id",
             &[],
@@ -325,7 +329,7 @@ impl PgStore {
     ) -> std::result::Result<(), E> {
         let location = self.location.clone();
         stream(
-            self.client.as_mut().expect(OPEN),
+            &mut self.client,
             &location,
             "SELECT subject, effective_at, id, granted FROM consent_records WHERE purpose = $1 ORDER BY id",
             &[&purpose.as_str()],
@@ -339,8 +343,6 @@ impl PgStore {
 
     pub(crate) fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
         self.client
-            .as_mut()
-            .expect(OPEN)
             .execute(
                 "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
                 &[&key.key_id, &key.name, &&secret_sha256[..], &key.scopes.join(","), &key.created_at.as_unix_millis()],
@@ -353,7 +355,7 @@ impl PgStore {
         let statement = self.statement(
             "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = $1",
         )?;
-        let row = self.client.as_mut().expect(OPEN).query_opt(&statement, &[&key_id]).map_err(pg(&self.location))?;
+        let row = self.client.query_opt(&statement, &[&key_id]).map_err(pg(&self.location))?;
         match row {
             None => Ok(None),
             Some(row) => {
@@ -368,8 +370,6 @@ impl PgStore {
     pub(crate) fn api_keys(&mut self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
         let rows = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .query("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id", &[])
             .map_err(pg(&self.location))?;
         Ok(rows.iter().map(api_key_from_row).collect())
@@ -378,8 +378,6 @@ impl PgStore {
     pub(crate) fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
         let changed = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .execute(
                 "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
                 &[&key_id, &now.as_unix_millis()],
@@ -389,8 +387,7 @@ impl PgStore {
     }
 
     pub(crate) fn suppression_tags(&mut self) -> Result<HashSet<SuppressionTag>> {
-        let rows =
-            self.client.as_mut().expect(OPEN).query("SELECT tag FROM suppressions", &[]).map_err(pg(&self.location))?;
+        let rows = self.client.query("SELECT tag FROM suppressions", &[]).map_err(pg(&self.location))?;
         rows.iter()
             .map(|row| {
                 let bytes: Vec<u8> = row.get(0);
@@ -404,8 +401,6 @@ impl PgStore {
     pub(crate) fn stats(&mut self) -> Result<LedgerStats> {
         let row = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .query_one(
                 "SELECT (SELECT COUNT(DISTINCT subject) FROM consent_records), (SELECT COUNT(*) FROM consent_records),
                         (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM suppressions),
@@ -424,7 +419,7 @@ impl PgStore {
     }
 
     pub(crate) fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
-        self.client.as_mut().expect(OPEN)
+        self.client
             .execute(
                 "INSERT INTO budget_caps (dataset, purpose, epsilon, delta, rho, set_at) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (dataset, purpose) DO UPDATE SET
@@ -436,12 +431,12 @@ impl PgStore {
     }
 
     pub(crate) fn budget_cap(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
-        read_cap(self.client.as_mut().expect(OPEN), &self.location, dataset, purpose)
+        read_cap(&mut *self.client, &self.location, dataset, purpose)
     }
 
     pub(crate) fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         let location = self.location.clone();
-        let mut tx = self.client.as_mut().expect(OPEN).transaction().map_err(pg(&location))?;
+        let mut tx = self.client.transaction().map_err(pg(&location))?;
         // One reservation at a time per dataset and purpose, across every replica and process.
         let lock = format!("{}\n{}", request.dataset, request.purpose.as_str());
         tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).map_err(pg(&location))?;
@@ -476,8 +471,6 @@ impl PgStore {
     pub(crate) fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
         let changed = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .execute(
                 "UPDATE budget_runs SET state = 'committed', model_id = $2 WHERE run_key = $1",
                 &[&run_key, &model_id],
@@ -492,8 +485,6 @@ impl PgStore {
     pub(crate) fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
         let changed = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .execute("DELETE FROM budget_runs WHERE run_key = $1 AND state = 'reserved'", &[&run_key])
             .map_err(pg(&self.location))?;
         Ok(changed > 0)
@@ -503,8 +494,6 @@ impl PgStore {
         let location = self.location.clone();
         let keys = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .query(
                 "SELECT dataset, purpose FROM budget_caps UNION SELECT dataset, purpose FROM budget_runs ORDER BY 1, 2",
                 &[],
@@ -515,8 +504,8 @@ impl PgStore {
             let dataset: String = row.get(0);
             let purpose = parse_purpose(&row.get::<_, String>(1), &location)?;
             let (spent_rho, private_runs, non_private_runs) =
-                sum_runs(self.client.as_mut().expect(OPEN), &location, &dataset, purpose)?;
-            let cap = read_cap(self.client.as_mut().expect(OPEN), &location, &dataset, purpose)?;
+                sum_runs(&mut *self.client, &location, &dataset, purpose)?;
+            let cap = read_cap(&mut *self.client, &location, &dataset, purpose)?;
             out.push(BudgetSpend { dataset, purpose, cap, spent_rho, private_runs, non_private_runs });
         }
         Ok(out)
@@ -525,8 +514,6 @@ impl PgStore {
     pub(crate) fn budget_runs(&mut self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
         let rows = self
             .client
-            .as_mut()
-            .expect(OPEN)
             .query(
                 &format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE $1::TEXT IS NULL OR dataset = $1 ORDER BY id"),
                 &[&dataset],
