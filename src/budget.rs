@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use hush_consent::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetSpend, Ledger, RunGuarantee, Timestamp};
 use hush_features::FeatureSet;
-use hush_mf::TrainParams;
+use hush_mf::{Model, TrainParams};
 use hush_privacy::{Budget, Delta, Rho};
 use serde::Deserialize;
 use serde_json::json;
@@ -109,7 +109,7 @@ pub struct RunSpec<'a> {
 /// Reserves a run's budget before it trains: sets the config's initial cap
 /// if the dataset has none, computes the run's ρ from its calibrated plan,
 /// and refuses (with the numbers) a run that would pass the cap.
-pub fn claim(g: &Global, config: &BudgetConfig, run: RunSpec<'_>) -> Result<Claim> {
+fn claim(g: &Global, config: &BudgetConfig, run: RunSpec<'_>) -> Result<Claim> {
     let mut ledger = open_ledger(g)?;
     let now = Timestamp::now();
     if let Some(epsilon) = config.lifetime_epsilon {
@@ -169,6 +169,24 @@ pub fn purpose_for(
         None if releasable => Ok(BudgetPurpose::Release),
         None => Ok(BudgetPurpose::Evaluation),
     }
+}
+
+/// Trains under a budget claim: reserves the run's budget first (unless
+/// `config` is `None`: research data spends from no storefront's budget),
+/// runs `train`, and records the model against the claim. A training that
+/// fails gives the reservation back.
+pub fn train_claimed(
+    g: &Global,
+    config: Option<&BudgetConfig>,
+    run: RunSpec<'_>,
+    train: impl FnOnce() -> Result<Model>,
+) -> Result<Model> {
+    let claim = config.map(|config| claim(g, config, run)).transpose()?;
+    let model = train()?;
+    if let Some(claim) = claim {
+        claim.commit(&model.meta.model_id)?;
+    }
+    Ok(model)
 }
 
 /// A fresh run key: time and randomness, so concurrent runs never collide.

@@ -78,18 +78,33 @@ pub fn load_data_with_report(
     Ok((set, Some(report)))
 }
 
-fn privacy_of(args: &PrivacyArgs) -> Result<Privacy> {
+/// The budget the privacy flags ask for; `None` for the non-private twin.
+fn budget_of(args: &PrivacyArgs) -> Result<Option<Budget>> {
     match (args.epsilon, args.non_private) {
-        (Some(epsilon), false) => Ok(Privacy::Dp {
-            budget: Budget::new(epsilon, args.delta)?,
-            noise: Box::new(match args.noise_seed {
-                Some(seed) => NoiseSource::seeded(seed),
-                None => NoiseSource::from_os_entropy(),
-            }),
-        }),
-        (None, true) => Ok(Privacy::NonPrivate),
+        (Some(epsilon), false) => Ok(Some(Budget::new(epsilon, args.delta)?)),
+        (None, true) => Ok(None),
         _ => bail!("choose a privacy budget with --epsilon E [--delta D], or --non-private for the non-private twin"),
     }
+}
+
+/// DP training under `budget` with noise from `noise`, or the non-private twin.
+pub fn privacy_with(budget: Option<Budget>, noise: NoiseSource) -> Privacy {
+    match budget {
+        Some(budget) => Privacy::Dp { budget, noise: Box::new(noise) },
+        None => Privacy::NonPrivate,
+    }
+}
+
+/// The noise the flags ask for: seeded for research runs, else from the OS.
+fn noise_of(args: &PrivacyArgs) -> NoiseSource {
+    match args.noise_seed {
+        Some(seed) => NoiseSource::seeded(seed),
+        None => NoiseSource::from_os_entropy(),
+    }
+}
+
+fn privacy_of(args: &PrivacyArgs) -> Result<Privacy> {
+    Ok(privacy_with(budget_of(args)?, noise_of(args)))
 }
 
 fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: Privacy) -> Result<Model> {
@@ -195,23 +210,18 @@ pub fn train_and_report(
     epsilon: Option<f64>,
     out: &Path,
 ) -> Result<Model> {
-    let privacy = match epsilon {
-        Some(e) => Privacy::Dp { budget: Budget::new(e, 1e-6)?, noise: Box::new(NoiseSource::from_os_entropy()) },
-        None => Privacy::NonPrivate,
-    };
     let budget = epsilon.map(|e| Budget::new(e, 1e-6)).transpose()?;
-    let purpose = crate::budget::purpose_for(None, budget, false, train.meta.research_only)?;
     let run = RunSpec {
         dataset: &budget_config.dataset,
-        purpose,
+        purpose: crate::budget::purpose_for(None, budget, false, train.meta.research_only)?,
         budget,
         set: train,
         params,
         run_key: crate::budget::new_run_key("train"),
     };
-    let claim = crate::budget::claim(g, budget_config, run)?;
-    let mut model = train_model(g, train, params, privacy)?;
-    claim.commit(&model.meta.model_id)?;
+    let privacy = privacy_with(budget, NoiseSource::from_os_entropy());
+    let mut model =
+        crate::budget::train_claimed(g, Some(budget_config), run, || train_model(g, train, params, privacy))?;
     let options = EvalOptions::default();
     let evaluation = eval::evaluate(&model, train, test, options);
     let baselines = eval::baselines(train, test, options);
@@ -226,7 +236,7 @@ pub fn train_and_report(
 pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
     let config = config_of(&args.data)?;
     let set = load_data(g, &args.data, &config)?;
-    let privacy = privacy_of(&args.privacy)?;
+    let budget = budget_of(&args.privacy)?;
     let (train_part, test_part) = match &args.split {
         Some(spec) => {
             let parts = split(&set, &spec.parse::<SplitSpec>()?);
@@ -234,29 +244,22 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
         }
         None => (set, None),
     };
-    let budget = args.privacy.epsilon.map(|e| Budget::new(e, args.privacy.delta)).transpose()?;
     let params = config.train_params(budget.is_some())?;
     let research_only = train_part.meta.research_only;
-    let purpose = crate::budget::purpose_for(args.purpose, budget, args.privacy.noise_seed.is_some(), research_only)?;
+    let run = RunSpec {
+        dataset: args.dataset.as_deref().unwrap_or(&config.budget.dataset),
+        purpose: crate::budget::purpose_for(args.purpose, budget, args.privacy.noise_seed.is_some(), research_only)?,
+        budget,
+        set: &train_part,
+        params: &params,
+        run_key: crate::budget::new_run_key("train"),
+    };
     // Research data has no consent ledger and its models are never served:
     // it has no storefront budget to spend from.
-    let claim = if research_only {
-        None
-    } else {
-        let run = RunSpec {
-            dataset: args.dataset.as_deref().unwrap_or(&config.budget.dataset),
-            purpose,
-            budget,
-            set: &train_part,
-            params: &params,
-            run_key: crate::budget::new_run_key("train"),
-        };
-        Some(crate::budget::claim(g, &config.budget, run)?)
-    };
-    let mut model = train_model(g, &train_part, &params, privacy)?;
-    if let Some(claim) = claim {
-        claim.commit(&model.meta.model_id)?;
-    }
+    let budget_config = (!research_only).then_some(&config.budget);
+    let privacy = privacy_with(budget, noise_of(&args.privacy));
+    let mut model =
+        crate::budget::train_claimed(g, budget_config, run, || train_model(g, &train_part, &params, privacy))?;
     let metrics = test_part.as_ref().map(|test| {
         let options = EvalOptions::default();
         let evaluation = eval::evaluate(&model, &train_part, test, options);

@@ -9,7 +9,7 @@ use hush_consent::BudgetPurpose;
 use hush_features::split::split;
 use hush_features::{FeatureSet, SplitSpec};
 use hush_mf::eval::{self, EvalOptions};
-use hush_mf::{Privacy, TrainParams};
+use hush_mf::TrainParams;
 use hush_privacy::{Budget, NoiseSource};
 use hush_report::store::{write_atomically, CellStore};
 use hush_report::sweep::{self as results, Arm, Cell, DataSummary, SweepResults, SweepSpec};
@@ -17,10 +17,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::budget::{claim, RunSpec};
+use crate::budget::{train_claimed, RunSpec};
 use crate::cli::{Global, SweepArgs};
 use crate::commands::print_json;
-use crate::learn::{config_of, load_data_with_report};
+use crate::learn::{config_of, load_data_with_report, privacy_with};
 
 /// One cell still to compute.
 #[derive(Clone, Copy, Debug)]
@@ -245,31 +245,19 @@ fn compute(cx: &CellContext<'_>, job: &Job) -> Result<Cell> {
     let budget = job.epsilon.map(|e| Budget::new(e, cx.delta)).transpose()?;
     // Exploratory runs spend the evaluation budget, once per cell: the run key
     // is the cell's, so a resumed sweep does not pay again.
-    let claim = match cx.budget {
-        Some((config, dataset)) => Some(claim(
-            cx.g,
-            config,
-            RunSpec {
-                dataset,
-                purpose: BudgetPurpose::Evaluation,
-                budget,
-                set: cx.train,
-                params: &params,
-                run_key: format!("sweep-{}-{}", cx.fingerprint, job.key()),
-            },
-        )?),
-        None => None,
+    let run = RunSpec {
+        dataset: cx.budget.map_or("", |(_, dataset)| dataset),
+        purpose: BudgetPurpose::Evaluation,
+        budget,
+        set: cx.train,
+        params: &params,
+        run_key: format!("sweep-{}-{}", cx.fingerprint, job.key()),
     };
-    let privacy = match budget {
-        Some(budget) => {
-            Privacy::Dp { budget, noise: Box::new(NoiseSource::seeded(noise_seed(seed, job.epsilon.unwrap_or(0.0)))) }
-        }
-        None => Privacy::NonPrivate,
-    };
-    let model = hush_mf::train(cx.train, &params, privacy, &mut |_| {})?;
-    if let Some(claim) = claim {
-        claim.commit(&model.meta.model_id)?;
-    }
+    let noise = NoiseSource::seeded(noise_seed(seed, job.epsilon.unwrap_or(0.0)));
+    let privacy = privacy_with(budget, noise);
+    let model = train_claimed(cx.g, cx.budget.map(|(config, _)| config), run, || {
+        Ok(hush_mf::train(cx.train, &params, privacy, &mut |_| {})?)
+    })?;
     let evaluation = eval::evaluate(&model, cx.train, cx.test, cx.options);
     let (achieved_epsilon, rho) = match &model.meta.privacy {
         hush_mf::PrivacyGuarantee::Dp { epsilon, rho, .. } => (Some(*epsilon), Some(*rho)),
