@@ -6,8 +6,7 @@ use hush_consent::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetSpend, Ledger,
 use hush_features::FeatureSet;
 use hush_mf::{Model, TrainParams};
 use hush_privacy::{Budget, Delta, Rho};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{BudgetCommand, BudgetPurposeArg, Global, SetCapArgs};
 use crate::commands::{open_ledger, print_json};
@@ -260,27 +259,30 @@ fn set_cap(g: &Global, args: &SetCapArgs) -> Result<()> {
     Ok(())
 }
 
-/// One row of `hush budget`: spent and remaining in ρ and in ε at the cap's δ.
-fn summary(s: &BudgetSpend) -> Result<serde_json::Value> {
+/// One row of `hush budget`: what a dataset and purpose spent, in ρ and in ε.
+#[derive(Serialize)]
+struct SpendSummary<'a> {
+    #[serde(flatten)]
+    spend: &'a BudgetSpend,
+    /// ε at `at_delta` of everything spent.
+    spent_epsilon: f64,
+    /// δ of the cap, or 1e-6 without one.
+    at_delta: f64,
+    remaining_rho: Option<f64>,
+    /// ρ composes by addition, ε does not: what is left is stated as the ε
+    /// of one run that would spend all the remaining ρ.
+    remaining_epsilon_for_one_run: Option<f64>,
+}
+
+fn summary(s: &BudgetSpend) -> Result<SpendSummary<'_>> {
     let delta = s.cap.as_ref().map_or(1e-6, |c| c.delta);
-    // ρ composes by addition, ε does not: what is left is stated as the ε of
-    // one run that would spend all the remaining ρ.
-    let remaining_epsilon = match s.remaining_rho() {
-        Some(rho) => Some(epsilon_of(rho, delta)?),
-        None => None,
-    };
-    Ok(json!({
-        "dataset": s.dataset,
-        "purpose": s.purpose,
-        "cap": s.cap,
-        "spent_rho": s.spent_rho,
-        "spent_epsilon": epsilon_of(s.spent_rho, delta)?,
-        "at_delta": delta,
-        "remaining_rho": s.remaining_rho(),
-        "remaining_epsilon_for_one_run": remaining_epsilon,
-        "private_runs": s.private_runs,
-        "non_private_runs": s.non_private_runs,
-    }))
+    Ok(SpendSummary {
+        spend: s,
+        spent_epsilon: epsilon_of(s.spent_rho, delta)?,
+        at_delta: delta,
+        remaining_rho: s.remaining_rho(),
+        remaining_epsilon_for_one_run: s.remaining_rho().map(|rho| epsilon_of(rho, delta)).transpose()?,
+    })
 }
 
 /// One line on what a dataset's release budget has spent and has left.
@@ -294,15 +296,12 @@ pub fn release_line(g: &Global, dataset: &str) -> Result<String> {
         Some(cap) => format!(
             "privacy budget of `{dataset}`: epsilon {:.3} of a lifetime {} spent (delta {:e}); one more run of up to \
              epsilon {:.3} fits (`hush budget show`)",
-            row["spent_epsilon"].as_f64().unwrap_or(f64::NAN),
+            row.spent_epsilon,
             cap.epsilon,
             cap.delta,
-            row["remaining_epsilon_for_one_run"].as_f64().unwrap_or(0.0)
+            row.remaining_epsilon_for_one_run.unwrap_or(0.0)
         ),
-        None => format!(
-            "privacy budget of `{dataset}`: epsilon {:.3} spent, no lifetime cap set",
-            row["spent_epsilon"].as_f64().unwrap_or(f64::NAN)
-        ),
+        None => format!("privacy budget of `{dataset}`: epsilon {:.3} spent, no lifetime cap set", row.spent_epsilon),
     })
 }
 
@@ -317,20 +316,17 @@ fn show(g: &Global) -> Result<()> {
             "no training runs and no caps recorded; set one with `hush budget set-cap --dataset NAME --epsilon E`"
         );
     }
-    for (s, row) in spending.iter().zip(&rows) {
-        let spent = format!(
-            "spent rho {:.6} (epsilon {:.3} at delta {:e})",
-            s.spent_rho,
-            row["spent_epsilon"].as_f64().unwrap_or(f64::NAN),
-            row["at_delta"].as_f64().unwrap_or(f64::NAN)
-        );
+    for row in &rows {
+        let s = row.spend;
+        let spent =
+            format!("spent rho {:.6} (epsilon {:.3} at delta {:e})", s.spent_rho, row.spent_epsilon, row.at_delta);
         let cap = match &s.cap {
             Some(c) => format!(
                 "of cap epsilon {} (rho {:.6}); remaining rho {:.6}, enough for one run of epsilon {:.3}",
                 c.epsilon,
                 c.rho,
-                s.remaining_rho().unwrap_or(0.0),
-                row["remaining_epsilon_for_one_run"].as_f64().unwrap_or(0.0)
+                row.remaining_rho.unwrap_or(0.0),
+                row.remaining_epsilon_for_one_run.unwrap_or(0.0)
             ),
             None => "no cap set".into(),
         };
