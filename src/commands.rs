@@ -482,11 +482,6 @@ fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionRepo
     Ok((set, report))
 }
 
-/// The snake_case name a drop reason has in reports.
-fn reason_name(reason: &hush_features::DropReason) -> String {
-    serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-}
-
 fn print_report(r: &ExtractionReport) {
     println!(
         "consent snapshot {} ({:?} policy{}): {} rows in, {} events kept as {} interactions of {} subjects on {} items",
@@ -502,11 +497,10 @@ fn print_report(r: &ExtractionReport) {
     println!("dropped rows by reason:");
     for (reason, count) in &r.dropped_events {
         if *count > 0 {
-            println!("  {:<26} {count:>10}", reason_name(reason));
+            println!("  {:<26} {count:>10}", reason.name());
         }
     }
-    let subjects: Vec<String> =
-        r.dropped_subjects.iter().map(|(reason, n)| format!("{} {n}", reason_name(reason))).collect();
+    let subjects: Vec<String> = r.dropped_subjects.iter().map(|(reason, n)| format!("{} {n}", reason.name())).collect();
     println!("subjects left out: {}", subjects.join(", "));
     for e in &r.malformed_examples {
         println!("  malformed: {e}");

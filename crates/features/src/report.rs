@@ -39,6 +39,24 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// The reason's snake_case name, as in reports (and in its JSON form).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NoConsent => "no_consent",
+            DropReason::Withdrawn => "withdrawn",
+            DropReason::Erased => "erased",
+            DropReason::AfterSnapshot => "after_snapshot",
+            DropReason::BeforeGrant => "before_grant",
+            DropReason::Retention => "retention",
+            DropReason::ExcludedKind => "excluded_kind",
+            DropReason::BelowRatingThreshold => "below_rating_threshold",
+            DropReason::Duplicate => "duplicate",
+            DropReason::Superseded => "superseded",
+            DropReason::OverContributionBound => "over_contribution_bound",
+        }
+    }
+
     /// Every reason, in report order.
     pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
@@ -120,5 +138,17 @@ impl ExtractionReport {
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("a report always serializes");
         hex::encode(Sha256::digest(json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DropReason;
+
+    #[test]
+    fn names_are_the_json_names() {
+        for reason in DropReason::ALL {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.name());
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use hush_features::{DropReason, Feedback};
+use hush_features::Feedback;
 
 use crate::html::{escape, markdown_to_html, md_text, page};
 use crate::plot::{render_svg, LineChart, Series, SeriesKind};
@@ -282,10 +282,6 @@ fn results_table(r: &SweepResults, metrics: &[&str]) -> String {
     html
 }
 
-fn reason_name(reason: DropReason) -> String {
-    serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
-}
-
 fn data_story(r: &SweepResults) -> String {
     let d = &r.data;
     let mut md = String::from("## What consent costs in data\n\n");
@@ -326,13 +322,13 @@ fn data_story(r: &SweepResults) -> String {
     );
     md.push_str("| Rows dropped because | rows | share of input |\n|---|---:|---:|\n");
     for (reason, n) in x.dropped_events.iter().filter(|(_, n)| **n > 0) {
-        let _ = writeln!(md, "| {} | {n} | {:.1}% |", reason_name(*reason), share(*n, x.rows_in));
+        let _ = writeln!(md, "| {} | {n} | {:.1}% |", reason.name().replace('_', " "), share(*n, x.rows_in));
     }
     let _ = writeln!(md, "| **total dropped** | **{dropped_events}** | {:.1}% |\n", share(dropped_events, x.rows_in));
     if dropped_subjects > 0 {
         md.push_str("| Customers left out because | customers |\n|---|---:|\n");
         for (reason, n) in x.dropped_subjects.iter().filter(|(_, n)| **n > 0) {
-            let _ = writeln!(md, "| {} | {n} |", reason_name(*reason));
+            let _ = writeln!(md, "| {} | {n} |", reason.name().replace('_', " "));
         }
         md.push('\n');
     }
