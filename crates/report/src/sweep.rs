@@ -368,23 +368,21 @@ impl SweepResults {
 }
 
 fn summarize(cells: &[Cell]) -> Vec<SummaryRow> {
-    let mut groups: BTreeMap<(Arm, String, String), Vec<f64>> = BTreeMap::new();
-    let mut epsilon_of: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    // Epsilons key the groups by their bits: exact, and ordered like the
+    // values themselves for positive numbers.
+    let mut groups: BTreeMap<(Arm, Option<u64>, String), Vec<f64>> = BTreeMap::new();
     for c in cells {
-        // Epsilons as keys: their exact text, so 0.5 and 0.50 never split a group.
-        let e_key = c.epsilon.map(|e| format!("{e:020.10}")).unwrap_or_default();
-        epsilon_of.insert(e_key.clone(), c.epsilon);
         for (metric, value) in &c.metrics {
-            groups.entry((c.arm, e_key.clone(), metric.clone())).or_default().push(*value);
+            groups.entry((c.arm, c.epsilon.map(f64::to_bits), metric.clone())).or_default().push(*value);
         }
     }
     groups
         .into_iter()
-        .map(|((arm, e_key, metric), values)| {
+        .map(|((arm, epsilon, metric), values)| {
             let (mean, std) = mean_std(&values);
             SummaryRow {
                 arm,
-                epsilon: epsilon_of[&e_key],
+                epsilon: epsilon.map(f64::from_bits),
                 metric,
                 n: values.len(),
                 mean,
