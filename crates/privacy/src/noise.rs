@@ -1,33 +1,84 @@
 //! The Gaussian noise sampler used in training.
 //!
-//! Randomness comes from ChaCha8: a cryptographically secure stream cipher
+//! # Randomness
+//! Random words come from ChaCha8: a cryptographically secure stream cipher
 //! whose best known attacks reach 7 rounds at impractical cost, and which
 //! Aumasson ("Too Much Crypto", 2019) judges sufficient. It is half again as
-//! fast as ChaCha12 (`rand`'s conservative `StdRng`), and with tens of
-//! millions of draws per DP iteration the generator is a visible share of
-//! training time (`benches/noise.rs`, `benches/als_speed.py`). It is
-//! keyed from the operating system unless a seed is given for a test or a
-//! reproducible research run (a seeded run is marked as such in the model
-//! card: anyone who knows the seed can subtract the noise). Normal deviates
-//! come from `rand_distr`'s ziggurat sampler in `f64`.
+//! fast as ChaCha12 (`rand`'s conservative `StdRng`). It is keyed from the
+//! operating system unless a seed is given for a test or a reproducible
+//! research run (a seeded run is marked as such in the model card: anyone
+//! who knows the seed can subtract the noise).
+//!
+//! # Normal deviates
+//! A DP iteration at rank 64 draws d(d+1)/2 + d ≈ 2,100 deviates for each
+//! item, tens of millions per iteration, so the sampler is a visible share
+//! of training time (`benches/noise.rs`, `benches/als_speed.py`). It is the
+//! 256-layer ziggurat of Marsaglia and Tsang (2000), the method
+//! `rand_distr::StandardNormal` also uses, with two changes for speed:
+//! - one 32-bit word per draw instead of 64 bits (8 bits pick the layer, 24
+//!   give the position in it), so the generator produces half the bytes;
+//! - words are generated in blocks and consumed in a tight loop.
+//!
+//! The layer index and the position come from disjoint bits of the word, so
+//! they are independent (the flaw Doornik, 2005, found in the original
+//! code, which reused bits). The rare slow paths (the wedges, about 1% of
+//! draws, and the tail beyond R ≈ 3.65) use fresh 64-bit uniforms, so the
+//! tail is sampled exactly by Marsaglia's method and not truncated.
 //!
 //! # Floating-point caveats
-//! A floating-point Gaussian is not exactly Gaussian: its support is a
-//! finite set of doubles and its tails are truncated near 8σ by the
-//! ziggurat. Mironov (2012) showed that the low-order bits of naive
-//! floating-point noise can leak the input of a released value. Here the
-//! noisy statistics are never released as such: each is summed into a
-//! matrix, symmetrized, regularized and passed through a linear solve, and
-//! only the `f32` item factors rounded from that solve are written out,
-//! which destroys the bit patterns the attack relies on. The residual
-//! risk is accepted and stated; an exact discrete Gaussian (OpenDP's
-//! `sample_discrete_gaussian`) would remove it but is more than 500 times
-//! slower (see `benches/noise.rs`), which at tens of millions of
-//! draws per iteration would dominate training.
+//! A floating-point Gaussian is not exactly Gaussian. Here the position in
+//! a layer has 2^24 values, so draws in the bulk of the distribution lie on
+//! a grid of spacing about 4·10⁻⁷σ; the tables are computed in `f64`.
+//! Mironov (2012) showed that the low-order bits of naive floating-point
+//! noise can leak the input of a released value. Here the noisy statistics
+//! are never released as such: each is summed into a matrix, symmetrized,
+//! regularized and passed through a linear solve, and only the `f32` item
+//! factors rounded from that solve are written out, which destroys the bit
+//! patterns the attack relies on. The residual risk is accepted and stated;
+//! an exact discrete Gaussian (OpenDP's `sample_discrete_gaussian`) would
+//! remove it but is more than 500 times slower (see `benches/noise.rs`),
+//! which at tens of millions of draws per iteration would dominate training.
 
-use rand::{Rng, SeedableRng};
+use std::sync::LazyLock;
+
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
+
+/// Layers of the ziggurat.
+const LAYERS: usize = 256;
+/// Where the tail starts, for 256 layers (Marsaglia and Tsang 2000).
+const TAIL_START: f64 = 3.654_152_885_361_009;
+/// The area of every layer, for 256 layers, under f(x) = exp(−x²/2).
+const LAYER_AREA: f64 = 4.928_673_233_974_655e-3;
+/// Words drawn from the generator at a time.
+const BLOCK: usize = 128;
+
+/// The ziggurat's layer edges and the density at them.
+struct Ziggurat {
+    /// `x[0]` = V/f(R) (the base layer's width were it a rectangle),
+    /// `x[1]` = R, …, decreasing to `x[256]` = 0.
+    x: [f64; LAYERS + 1],
+    /// `f[i]` = exp(−x[i]²/2).
+    f: [f64; LAYERS + 1],
+    /// `x` rounded to `f32`, for the fast path. Rounding moves a layer's
+    /// rectangle edge by a relative 6·10⁻⁸, where the wedge test accepts
+    /// with probability ≈ 1 anyway.
+    x32: [f32; LAYERS + 1],
+}
+
+/// Every layer has area V: the layer under edge `x[i]` spans
+/// `x[i]·(f(x[i+1]) − f(x[i])) = V`, which gives each edge from the one below.
+static ZIGGURAT: LazyLock<Ziggurat> = LazyLock::new(|| {
+    let density = |x: f64| (-0.5 * x * x).exp();
+    let mut x = [0.0; LAYERS + 1];
+    x[0] = LAYER_AREA / density(TAIL_START);
+    x[1] = TAIL_START;
+    for i in 2..LAYERS {
+        x[i] = (-2.0 * (LAYER_AREA / x[i - 1] + density(x[i - 1])).ln()).sqrt();
+    }
+    x[LAYERS] = 0.0;
+    Ziggurat { x, f: x.map(density), x32: x.map(|v| v as f32) }
+});
 
 /// A source of Gaussian noise with independent streams for parallel work.
 #[derive(Clone, Debug)]
@@ -63,23 +114,239 @@ impl NoiseSource {
     }
 
     /// One draw from N(0, std²).
-    #[inline]
     pub fn gaussian(&mut self, std: f64) -> f64 {
-        std * self.rng.sample::<f64, _>(StandardNormal)
+        let mut z = [0.0f32];
+        self.fill_standard(&mut z);
+        std * f64::from(z[0])
     }
 
     /// Adds independent N(0, std²) noise to every value.
-    #[inline]
     pub fn add_gaussian(&mut self, values: &mut [f64], std: f64) {
-        for v in values {
-            *v += std * self.rng.sample::<f64, _>(StandardNormal);
+        let mut z = [0.0f32; BLOCK];
+        for chunk in values.chunks_mut(BLOCK) {
+            let z = &mut z[..chunk.len()];
+            self.fill_standard(z);
+            for (v, &z) in chunk.iter_mut().zip(z.iter()) {
+                *v += std * f64::from(z);
+            }
+        }
+    }
+
+    /// Overwrites every `f32` value with an independent N(0, std²) draw.
+    pub fn fill_gaussian_f32(&mut self, values: &mut [f32], std: f64) {
+        let std = std as f32;
+        for chunk in values.chunks_mut(BLOCK) {
+            self.fill_standard(chunk);
+            chunk.iter_mut().for_each(|v| *v *= std);
+        }
+    }
+
+    /// Fills `out` (at most [`BLOCK`] long) with standard normal draws: one
+    /// word each through the fast path, then, in order, the rare draws that
+    /// need the slow path. Both fast paths compute the same `f32` values, so
+    /// a seeded run is reproducible on any machine.
+    fn fill_standard(&mut self, out: &mut [f32]) {
+        let mut words = [0u32; BLOCK];
+        let words = &mut words[..out.len()];
+        // (Zeroing 512 bytes per call costs under 2% of the draws it feeds.)
+        self.rng.fill(words);
+        let mut rejected = fast_path(words, out);
+        while rejected != 0 {
+            let lane = rejected.trailing_zeros() as usize;
+            out[lane] = self.standard_slow(words[lane]) as f32;
+            rejected &= rejected - 1;
+        }
+    }
+
+    /// The draw for a word the fast path rejected: the tail, a wedge test,
+    /// or a retry with fresh words.
+    #[cold]
+    fn standard_slow(&mut self, mut word: u32) -> f64 {
+        let zig = &*ZIGGURAT;
+        loop {
+            let layer = (word & 0xff) as usize;
+            let x = position(word) * zig.x[layer];
+            if x.abs() < zig.x[layer + 1] {
+                return x;
+            }
+            if layer == 0 {
+                return x.signum() * (TAIL_START + self.tail_excess());
+            }
+            // A wedge: accept where a uniform height falls under the curve.
+            let height = zig.f[layer] + (zig.f[layer + 1] - zig.f[layer]) * self.rng.random::<f64>();
+            if height < (-0.5 * x * x).exp() {
+                return x;
+            }
+            word = self.rng.next_u32();
+        }
+    }
+
+    /// How far beyond R a draw from the tail lies (Marsaglia 1964).
+    fn tail_excess(&mut self) -> f64 {
+        loop {
+            let x = -open_unit(&mut self.rng).ln() / TAIL_START;
+            let y = -open_unit(&mut self.rng).ln();
+            if 2.0 * y > x * x {
+                return x;
+            }
         }
     }
 }
 
+/// The position in a layer from a word's upper 24 bits: one of 2^24 values
+/// in (−1, 1), symmetric about 0.
+#[inline(always)]
+fn position(word: u32) -> f64 {
+    (f64::from(word >> 8) - 8_388_607.5) * (1.0 / 8_388_608.0)
+}
+
+/// The position of [`position`] in `f32`: exact, as 24-bit integers and
+/// powers of two are.
+#[inline(always)]
+fn position32(word: u32) -> f32 {
+    ((word >> 8) as f32 - 8_388_607.5) * (1.0 / 8_388_608.0)
+}
+
+/// The ziggurat's fast path for each of at most [`BLOCK`] words: the draw
+/// if it falls inside its layer's rectangle (about 99% of words). Returns
+/// the lanes left for the slow path as bits of a mask.
+fn fast_path(words: &[u32], out: &mut [f32]) -> u128 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { fast_path_avx2(words, out) };
+        }
+    }
+    fast_path_scalar(words, out)
+}
+
+fn fast_path_scalar(words: &[u32], out: &mut [f32]) -> u128 {
+    let zig = &*ZIGGURAT;
+    let mut rejected = 0u128;
+    for (lane, (z, &word)) in out.iter_mut().zip(words).enumerate() {
+        let layer = (word & 0xff) as usize;
+        let x = position32(word) * zig.x32[layer];
+        *z = x;
+        rejected |= u128::from(x.abs() >= zig.x32[layer + 1]) << lane;
+    }
+    rejected
+}
+
+/// [`fast_path_scalar`] eight words at a time: the layer edges are looked up
+/// with gathers, so the branch-free loop runs at the generator's pace.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fast_path_avx2(words: &[u32], out: &mut [f32]) -> u128 {
+    use std::arch::x86_64::*;
+    let zig = &*ZIGGURAT;
+    let n = words.len().min(out.len());
+    let lanes = n / 8 * 8;
+    let low_byte = _mm256_set1_epi32(0xff);
+    let centre = _mm256_set1_ps(8_388_607.5);
+    let scale = _mm256_set1_ps(1.0 / 8_388_608.0);
+    let magnitude = _mm256_set1_ps(f32::from_bits(0x7fff_ffff));
+    let mut rejected = 0u128;
+    for start in (0..lanes).step_by(8) {
+        // SAFETY: start + 8 <= n, within both slices; layer indices are at
+        // most 255, so `layer` and `layer + 1` are inside the 257 edges.
+        unsafe {
+            let word = _mm256_loadu_si256(words.as_ptr().add(start).cast());
+            let layer = _mm256_and_si256(word, low_byte);
+            let position =
+                _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<8>(word)), centre), scale);
+            let edge = _mm256_i32gather_ps::<4>(zig.x32.as_ptr(), layer);
+            let inner_edge = _mm256_i32gather_ps::<4>(zig.x32.as_ptr().add(1), layer);
+            let x = _mm256_mul_ps(position, edge);
+            let outside = _mm256_cmp_ps::<_CMP_NLT_UQ>(_mm256_and_ps(x, magnitude), inner_edge);
+            _mm256_storeu_ps(out.as_mut_ptr().add(start), x);
+            rejected |= u128::from(_mm256_movemask_ps(outside) as u8) << start;
+        }
+    }
+    if lanes < n {
+        rejected |= fast_path_scalar(&words[lanes..n], &mut out[lanes..n]) << lanes;
+    }
+    rejected
+}
+
+/// A uniform in (0, 1), never 0 (its logarithm is taken).
+fn open_unit(rng: &mut ChaCha8Rng) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    #[test]
+    fn the_ziggurat_matches_the_published_256_layer_tables() {
+        let zig = &*ZIGGURAT;
+        // Edges as tabulated by rand_distr (from Doornik's ZIGNOR construction).
+        for (i, expected) in [
+            (0, 3.910_757_959_537_09),
+            (2, 3.449_278_298_560_964),
+            (128, 1.535_342_571_438_843),
+            (255, 0.215_241_895_913_273_8),
+        ] {
+            assert!((zig.x[i] - expected).abs() < 1e-9, "x[{i}] = {} not {expected}", zig.x[i]);
+        }
+        // The top layer closes the ziggurat at the peak: it too has area V.
+        let top = zig.x[255] * (1.0 - zig.f[255]);
+        assert!((top - LAYER_AREA).abs() < 1e-6 * LAYER_AREA, "top layer area {top}");
+        assert!(zig.x.windows(2).all(|w| w[0] > w[1]), "edges decrease");
+    }
+
+    /// ∫ₐᵇ of the standard normal density, by composite Simpson's rule.
+    fn normal_mass(a: f64, b: f64) -> f64 {
+        let steps = 2000;
+        let h = (b - a) / steps as f64;
+        let pdf = |x: f64| (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let inner: f64 = (1..steps).map(|k| pdf(a + k as f64 * h) * if k % 2 == 1 { 4.0 } else { 2.0 }).sum();
+        (pdf(a) + inner + pdf(b)) * h / 3.0
+    }
+
+    #[test]
+    fn histogram_matches_the_normal_distribution_including_the_tail() {
+        let n = 2_000_000usize;
+        let mut draws = vec![0.0f64; n];
+        NoiseSource::seeded(21).add_gaussian(&mut draws, 1.0);
+        // 40 bins of width 0.25 over [−5, 5] and one for each side beyond.
+        let mut counts = [0usize; 42];
+        for &z in &draws {
+            let bin = if z < -5.0 {
+                0
+            } else if z >= 5.0 {
+                41
+            } else {
+                1 + ((z + 5.0) / 0.25) as usize
+            };
+            counts[bin] += 1;
+        }
+        let beyond = 0.5 - normal_mass(0.0, 5.0);
+        let mut chi_square = 0.0;
+        for (bin, &observed) in counts.iter().enumerate() {
+            let p = match bin {
+                0 | 41 => beyond,
+                _ => normal_mass(-5.0 + (bin - 1) as f64 * 0.25, -5.0 + bin as f64 * 0.25),
+            };
+            let expected = p * n as f64;
+            let gap = (observed as f64 - expected).abs();
+            assert!(gap <= 5.0 * expected.sqrt() + 2.0, "bin {bin}: {observed} draws, expected {expected:.1}");
+            chi_square += gap * gap / expected;
+        }
+        // 41 degrees of freedom: the 1 − 10⁻⁶ quantile is about 100.
+        assert!(chi_square < 100.0, "chi-square {chi_square}");
+        // The tail beyond R is drawn by its own method: its mass must be right too.
+        let tail = draws.iter().filter(|z| z.abs() > TAIL_START).count() as f64;
+        let expected_tail = 2.0 * (0.5 - normal_mass(0.0, TAIL_START)) * n as f64;
+        assert!(
+            (tail - expected_tail).abs() < 5.0 * expected_tail.sqrt(),
+            "{tail} tail draws, expected {expected_tail}"
+        );
+        assert!(draws.iter().any(|z| z.abs() > 4.5), "no draw beyond 4.5σ in 2M: the tail is truncated");
+    }
 
     #[test]
     fn empirical_moments_match_within_statistical_bounds() {
@@ -99,26 +366,43 @@ mod tests {
     #[test]
     fn streams_are_reproducible_and_independent() {
         let base = NoiseSource::seeded(5);
-        let a: Vec<f64> = (0..4)
-            .map({
-                let mut s = base.stream(1);
-                move |_| s.gaussian(1.0)
-            })
-            .collect();
-        let again: Vec<f64> = (0..4)
-            .map({
-                let mut s = base.stream(1);
-                move |_| s.gaussian(1.0)
-            })
-            .collect();
-        let other: Vec<f64> = (0..4)
-            .map({
-                let mut s = base.stream(2);
-                move |_| s.gaussian(1.0)
-            })
-            .collect();
-        assert_eq!(a, again);
-        assert_ne!(a, other);
+        let draw = |stream: u64| {
+            let mut values = vec![0.0; 4];
+            base.stream(stream).add_gaussian(&mut values, 1.0);
+            values
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
         assert!(base.is_seeded() && !NoiseSource::from_os_entropy().is_seeded());
+    }
+
+    proptest! {
+        /// The `f32` and `f64` paths draw the same deviates from the same
+        /// stream, whatever the length and scale, and every draw is finite.
+        #[test]
+        fn f32_and_f64_paths_agree(seed in any::<u64>(), len in 0usize..600, std in 1e-3f64..1e3) {
+            let mut wide = vec![0.0f64; len];
+            let mut narrow = vec![0.0f32; len];
+            NoiseSource::seeded(seed).add_gaussian(&mut wide, std);
+            NoiseSource::seeded(seed).fill_gaussian_f32(&mut narrow, std);
+            for (w, n) in wide.iter().zip(&narrow) {
+                prop_assert!(w.is_finite() && w.abs() < 40.0 * std);
+                prop_assert!((w - f64::from(*n)).abs() <= 1e-6 * w.abs(), "{} vs {}", w, n);
+            }
+        }
+
+        /// The vectorized fast path computes exactly what the scalar one does,
+        /// so a seeded run gives the same model on any CPU.
+        #[test]
+        fn vector_and_scalar_fast_paths_agree(words in prop::collection::vec(any::<u32>(), 0..BLOCK)) {
+            let mut scalar = vec![0.0f32; words.len()];
+            let mut dispatched = vec![0.0f32; words.len()];
+            fast_path(&words, &mut dispatched);
+            let scalar_rejected = fast_path_scalar(&words, &mut scalar);
+            prop_assert_eq!(fast_path(&words, &mut dispatched), scalar_rejected);
+            for (lane, (a, b)) in scalar.iter().zip(&dispatched).enumerate() {
+                prop_assert!(scalar_rejected >> lane & 1 == 1 || a.to_bits() == b.to_bits(), "{} vs {}", a, b);
+            }
+        }
     }
 }
