@@ -11,12 +11,22 @@
 //! and half the memory traffic of `f64`. Three CG steps do not need more
 //! precision; the caller keeps its master copies in `f64`.
 
+/// The dense symmetric part of a [`System`], row-major `n×n`.
+#[derive(Clone, Copy)]
+pub(crate) enum Gram<'a> {
+    /// Both triangles filled: the shared Gramian.
+    Full(&'a [f32]),
+    /// Only the upper triangle (diagonal included) is read: an item's noisy
+    /// Gramian, which then needs no mirroring.
+    Upper(&'a [f32]),
+}
+
 /// One weighted linear system, applied matrix-free.
 pub(crate) struct System<'a> {
     /// Dimension.
     pub n: usize,
-    /// Shared Gramian, full `n×n` row-major.
-    pub gram: &'a [f32],
+    /// The dense symmetric part.
+    pub gram: Gram<'a>,
     /// Factor matrix whose rows are the zᵢ (row stride `n`).
     pub factors: &'a [f32],
     /// (row index, value) pairs: row i has weight α·value in the matrix and
@@ -32,8 +42,27 @@ impl System<'_> {
     #[inline(always)]
     fn apply(&self, p: &[f32], out: &mut [f32]) {
         let n = self.n;
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot(&self.gram[i * n..(i + 1) * n], p) + self.ridge * p[i];
+        match self.gram {
+            Gram::Full(gram) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = dot(&gram[i * n..(i + 1) * n], p) + self.ridge * p[i];
+                }
+            }
+            Gram::Upper(gram) => {
+                // Row i's upper part gives out[i] (a dot) and, as the
+                // mirrored column, adds p[i]·a_ij to every later out[j].
+                for (o, pi) in out.iter_mut().zip(p) {
+                    *o = self.ridge * pi;
+                }
+                for i in 0..n {
+                    let row = &gram[i * n + i..(i + 1) * n];
+                    out[i] += dot(row, &p[i..]);
+                    let pi = p[i];
+                    for (o, a) in out[i + 1..].iter_mut().zip(&row[1..]) {
+                        *o += a * pi;
+                    }
+                }
+            }
         }
         for &(row, value) in self.rows {
             let z = &self.factors[row as usize * n..(row as usize + 1) * n];
@@ -138,7 +167,7 @@ mod tests {
         let factors = [1.0f32, 0.0, 1.0, 0.0, 2.0, 0.0];
         // Values 3 and 1 with alpha 1: matrix weights 3 and 1, confidences 4 and 2.
         let rows = [(0u32, 3.0f32), (1u32, 1.0)];
-        let system = System { n: 3, gram: &gram, factors: &factors, rows: &rows, alpha: 1.0, ridge: 0.5 };
+        let system = System { n: 3, gram: Gram::Full(&gram), factors: &factors, rows: &rows, alpha: 1.0, ridge: 0.5 };
         let base = [1.0f32, 2.0, 3.0];
         let mut x = vec![0.0; 3];
         system.solve(Some(&base), &mut x, 3);
@@ -147,6 +176,31 @@ mod tests {
         // b = base + 4·z0 + 2·z1 = [5, 6, 7]
         for (a, b) in ax.iter().zip(&[5.0, 6.0, 7.0]) {
             assert!((a - b).abs() < 1e-4, "{ax:?}");
+        }
+    }
+
+    #[test]
+    fn upper_triangle_applies_as_the_full_symmetric_matrix() {
+        let n = 11;
+        // A symmetric matrix, and a copy whose lower triangle is garbage that must not be read.
+        let full: Vec<f32> =
+            (0..n * n).map(|k| ((k / n).min(k % n) * 7 + (k / n).max(k % n) * 3) as f32 * 0.1 - 2.0).collect();
+        let mut upper = full.clone();
+        for i in 0..n {
+            for j in 0..i {
+                upper[i * n + j] = f32::NAN;
+            }
+        }
+        let factors = vec![0.5f32; 2 * n];
+        let rows = [(1u32, 2.0f32)];
+        let p: Vec<f32> = (0..n).map(|k| (k as f32 * 0.7).sin()).collect();
+        let apply = |gram| {
+            let mut out = vec![0.0; n];
+            System { n, gram, factors: &factors, rows: &rows, alpha: 1.0, ridge: 0.3 }.apply(&p, &mut out);
+            out
+        };
+        for (a, b) in apply(Gram::Full(&full)).iter().zip(apply(Gram::Upper(&upper))) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
     }
 }

@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
-use crate::foldin::{explicit_subject_step, NormalEquations, SubjectVector};
+use crate::foldin::{explicit_subject_step, NormalEquations};
 use crate::model::{DataProvenance, ModelMeta, PrivacyGuarantee};
 use crate::{cg, linalg, Error, Model, Result, TrainParams};
 
@@ -184,30 +184,27 @@ pub fn train(
     train_with_mechanics(set, &params, &mechanics, guarantee, progress)
 }
 
-/// Subject-major and item-major views of the (bounded, clipped) training data.
+/// Subject-major and item-major views of the (bounded, clipped) training
+/// data. Values stay `f32`, as in the feature set: sums over them are taken
+/// in `f64` where precision needs it, and one copy in the narrow type halves
+/// the memory a large run touches.
 struct Data {
     /// Per subject: (item, value).
-    subjects: Vec<Vec<(u32, f64)>>,
-    /// Per item: (subject, value).
-    items: Vec<Vec<(u32, f64)>>,
-}
-
-/// [`Data`] with `f32` values, for the implicit solves.
-struct Rows32 {
     subjects: Vec<Vec<(u32, f32)>>,
+    /// Per item: (subject, value).
     items: Vec<Vec<(u32, f32)>>,
 }
 
 fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -> Data {
-    let clip = |v: f32| -> f64 {
+    let clip = |v: f32| -> f32 {
         match set.meta.feedback {
-            Feedback::Explicit => f64::from(v).clamp(params.rating_min, params.rating_max),
-            Feedback::Implicit => f64::from(v).clamp(0.0, params.max_value),
+            Feedback::Explicit => f64::from(v).clamp(params.rating_min, params.rating_max) as f32,
+            Feedback::Implicit => f64::from(v).clamp(0.0, params.max_value) as f32,
         }
     };
-    let subjects: Vec<Vec<(u32, f64)>> = (0..set.n_subjects())
+    let subjects: Vec<Vec<(u32, f32)>> = (0..set.n_subjects())
         .map(|s| {
-            let mut row: Vec<(u32, f64)> = set.subject_interactions(s).map(|i| (i.item, clip(i.value))).collect();
+            let mut row: Vec<(u32, f32)> = set.subject_interactions(s).map(|i| (i.item, clip(i.value))).collect();
             if let Some(k) = mechanics.max_items.filter(|&k| row.len() > k) {
                 // The contribution bound, enforced again here: never trust the input to honour it.
                 let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ (s as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -218,7 +215,7 @@ fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -
             row
         })
         .collect();
-    let mut items: Vec<Vec<(u32, f64)>> = vec![Vec::new(); set.n_items()];
+    let mut items: Vec<Vec<(u32, f32)>> = vec![Vec::new(); set.n_items()];
     for (s, row) in subjects.iter().enumerate() {
         for &(i, v) in row {
             items[i as usize].push((s as u32, v));
@@ -252,14 +249,6 @@ pub fn train_with_mechanics(
         return Err(Error::Data("the training set has no interactions".into()));
     }
     let data = prepare_data(set, params, mechanics);
-    // The conjugate-gradient solves of implicit mode work in f32.
-    let narrow = |rows: &[Vec<(u32, f64)>]| -> Vec<Vec<(u32, f32)>> {
-        match feedback {
-            Feedback::Implicit => rows.iter().map(|r| r.iter().map(|&(i, v)| (i, v as f32)).collect()).collect(),
-            Feedback::Explicit => Vec::new(),
-        }
-    };
-    let rows32 = Rows32 { subjects: narrow(&data.subjects), items: narrow(&data.items) };
     let n_items = set.n_items();
     let d = params.rank;
     let noise = mechanics.noise.as_ref();
@@ -276,7 +265,7 @@ pub fn train_with_mechanics(
         Feedback::Explicit => {
             let mid = (params.rating_min + params.rating_max) / 2.0;
             let (mut sum, mut count) =
-                data.subjects.iter().flatten().fold((0.0, 0.0), |(s, c), &(_, r)| (s + r - mid, c + 1.0));
+                data.subjects.iter().flatten().fold((0.0, 0.0), |(s, c), &(_, r)| (s + f64::from(r) - mid, c + 1.0));
             if let Some(mut n) = next_stream() {
                 sum += n.gaussian(mechanics.preprocessing_std);
                 count += n.gaussian(mechanics.preprocessing_std);
@@ -295,7 +284,12 @@ pub fn train_with_mechanics(
     let init = Normal::new(0.0, 0.1 / (d as f64).sqrt()).expect("a valid normal");
     let mut item_factors: Vec<f64> = (0..n_items * d).map(|_| init.sample(&mut rng)).collect();
     let mut item_bias = vec![0.0f64; n_items];
-    let mut subject_vectors: Vec<SubjectVector> = Vec::new();
+    // Subject vectors live in flat buffers updated in place each iteration:
+    // a hundred thousand small vectors reallocated per iteration would cost
+    // allocator churn and freshly zeroed pages.
+    let mut subjects =
+        SubjectFactors { d, factors: vec![0.0; data.subjects.len() * d], bias: vec![0.0; data.subjects.len()] };
+    let mut subject_flat: Vec<f32> = Vec::new();
 
     for iteration in 1..=params.iterations {
         let _iteration = tracing::info_span!("iteration", iteration).entered();
@@ -310,54 +304,56 @@ pub fn train_with_mechanics(
         };
         let factors = &item_factors;
         let row = |i: usize, out: &mut [f64]| out.copy_from_slice(&factors[i * d..(i + 1) * d]);
-        let previous = &subject_vectors;
         let (gram32, item_factors32) = match feedback {
             Feedback::Implicit => (to_f32(&gram), to_f32(&item_factors)),
             Feedback::Explicit => (Vec::new(), Vec::new()),
         };
-        subject_vectors = data
-            .subjects
-            .par_iter()
-            .enumerate()
-            .map(|(s, interactions)| {
-                let iter = interactions.iter().map(|&(i, v)| (i as usize, v));
-                let mut v = match feedback {
-                    Feedback::Explicit => explicit_subject_step(d, params.lambda, mean, iter, row, |i| item_bias[i]),
+        subjects.factors.par_chunks_mut(d).zip(subjects.bias.par_iter_mut()).zip(data.subjects.par_iter()).for_each(
+            |((x, bias), interactions)| {
+                match feedback {
+                    Feedback::Explicit => {
+                        let iter = interactions.iter().map(|&(i, v)| (i as usize, f64::from(v)));
+                        let v = explicit_subject_step(d, params.lambda, mean, iter, row, |i| item_bias[i]);
+                        x.copy_from_slice(&v.factors);
+                        *bias = v.bias;
+                    }
                     Feedback::Implicit => {
-                        let warm = previous.get(s).map(|v| v.factors.as_slice()).unwrap_or(&[]);
-                        let factors = implicit_step_cg(
+                        // Warm start from the previous iteration's vector (zero at first).
+                        let solved = implicit_step_cg(
                             d,
                             params.alpha,
-                            &gram32,
+                            cg::Gram::Full(&gram32),
                             &item_factors32,
-                            &rows32.subjects[s],
-                            warm.iter().copied(),
+                            interactions,
+                            x.iter().copied(),
                             params.lambda,
                             None,
                         );
-                        SubjectVector { factors, bias: 0.0 }
+                        x.copy_from_slice(&solved);
                     }
-                };
-                clip_norm(&mut v.factors, mechanics.clip_norm);
-                v
-            })
-            .collect();
-        let loss = training_loss(feedback, &data, &subject_vectors, &item_factors, &item_bias, mean, d);
+                }
+                clip_norm(x, mechanics.clip_norm);
+            },
+        );
+        let loss = training_loss(feedback, &data, &subjects, &item_factors, &item_bias, mean);
 
         // Item step: noisy sufficient statistics, then a solve per item.
         let iteration_noise = next_stream();
-        let subject_flat: Vec<f32> = match feedback {
-            Feedback::Implicit => subject_vectors.iter().flat_map(|v| v.factors.iter().map(|&x| x as f32)).collect(),
-            Feedback::Explicit => Vec::new(),
-        };
+        // Reused across iterations, and sized up front: growing a buffer of
+        // n·d floats by doubling costs a copy and fresh pages at every step.
+        subject_flat.clear();
+        if feedback == Feedback::Implicit {
+            subject_flat.extend(subjects.factors.iter().map(|&x| x as f32));
+        }
         let global_gram = match feedback {
             Feedback::Implicit => {
-                let mut g = subject_vectors
-                    .par_chunks(4096)
+                let mut g = subjects
+                    .factors
+                    .par_chunks(4096 * d)
                     .map(|chunk| {
                         let mut g = vec![0.0; d * d];
-                        for v in chunk {
-                            linalg::add_outer_upper(&mut g, d, &v.factors, 1.0);
+                        for x in chunk.chunks_exact(d) {
+                            linalg::add_outer_upper(&mut g, d, x, 1.0);
                         }
                         g
                     })
@@ -373,19 +369,16 @@ pub fn train_with_mechanics(
         let global_gram32 = to_f32(&global_gram);
         let solved: Vec<(Vec<f64>, f64, f64)> = (0..n_items)
             .into_par_iter()
-            .map(|item| {
+            // One scratch matrix per rayon job for an item's noisy Gramian:
+            // 16 KB per item at rank 64 would otherwise churn the allocator.
+            .map_init(Vec::new, |noisy_gram, item| {
                 let mut item_noise = iteration_noise.as_ref().map(|n| n.stream(item as u64));
                 match feedback {
-                    Feedback::Explicit => explicit_item_step(
-                        &data.items[item],
-                        &subject_vectors,
-                        mean,
-                        params,
-                        mechanics,
-                        item_noise.as_mut(),
-                    ),
+                    Feedback::Explicit => {
+                        explicit_item_step(&data.items[item], &subjects, mean, params, mechanics, item_noise.as_mut())
+                    }
                     Feedback::Implicit => implicit_item_step(
-                        &rows32.items[item],
+                        &data.items[item],
                         &subject_flat,
                         &global_gram32,
                         &item_factors[item * d..(item + 1) * d],
@@ -393,6 +386,7 @@ pub fn train_with_mechanics(
                         mechanics,
                         item_noise.as_mut(),
                         popularity[item],
+                        noisy_gram,
                     ),
                 }
             })
@@ -407,7 +401,7 @@ pub fn train_with_mechanics(
         tracing::info!(iteration, loss, "iteration done");
         progress(IterationReport { iteration, of: params.iterations, loss });
     }
-    drop(subject_vectors);
+    drop(subjects);
 
     let mut model = Model {
         meta: ModelMeta {
@@ -479,8 +473,8 @@ const ITEM_BIAS_PRIOR_STD: f64 = 0.5;
 
 /// Explicit item step: returns (factors, bias, noisy count).
 fn explicit_item_step(
-    raters: &[(u32, f64)],
-    subjects: &[SubjectVector],
+    raters: &[(u32, f32)],
+    subjects: &SubjectFactors,
     mean: f64,
     params: &TrainParams,
     mechanics: &Mechanics,
@@ -492,9 +486,9 @@ fn explicit_item_step(
     let mut z = vec![0.0; n];
     z[d] = 1.0;
     for &(s, rating) in raters {
-        let v = &subjects[s as usize];
-        z[..d].copy_from_slice(&v.factors);
-        let target = (rating - mean - v.bias).clamp(-mechanics.residual_bound, mechanics.residual_bound);
+        z[..d].copy_from_slice(subjects.factors(s as usize));
+        let target = (f64::from(rating) - mean - subjects.bias[s as usize])
+            .clamp(-mechanics.residual_bound, mechanics.residual_bound);
         eq.add(&z, 1.0, target);
     }
     if let Some(noise) = noise {
@@ -538,7 +532,7 @@ const CG_STEPS: usize = 3;
 fn implicit_step_cg(
     d: usize,
     alpha: f64,
-    gram: &[f32],
+    gram: cg::Gram<'_>,
     factors: &[f32],
     interactions: &[(u32, f32)],
     warm: impl Iterator<Item = f64>,
@@ -571,6 +565,7 @@ fn implicit_item_step(
     mechanics: &Mechanics,
     noise: Option<&mut NoiseSource>,
     noisy_count: f64,
+    noisy_gram: &mut Vec<f32>,
 ) -> (Vec<f64>, f64, f64) {
     let d = params.rank;
     // Under DP the item's noisy Gram statistic is G + E_j: adding E_j to the
@@ -578,25 +573,31 @@ fn implicit_item_step(
     // every CG step would cost d² multiply-adds each time.
     let (gram, rhs_noise) = match noise {
         Some(noise) => {
-            // Noise on the upper triangle (diagonal included), mirrored: the
-            // same release as `add_symmetric_noise`, written straight into G + E.
-            // One pass: row i's upper part is G + E drawn now, its lower part
-            // mirrors the rows above, so each entry is written once.
-            let mut combined = vec![0.0f32; d * d];
-            let std = mechanics.item_gram_std;
+            // Noise on the upper triangle (diagonal included) of a symmetric
+            // matrix: the same release as `add_symmetric_noise`, written
+            // straight into G + E. The triangle's noise is drawn in one call,
+            // then the upper part of each row is G + E; the solve reads the
+            // upper triangle only, so nothing is mirrored.
+            let triangle = d * (d + 1) / 2;
+            noisy_gram.resize(d * d + triangle, 0.0);
+            let (combined, noise_upper) = noisy_gram.split_at_mut(d * d);
+            noise.fill_gaussian_f32(noise_upper, mechanics.item_gram_std);
+            let mut offset = 0;
             for i in 0..d {
-                for j in 0..i {
-                    combined[i * d + j] = combined[j * d + i];
+                let upper = i * d + i..(i + 1) * d;
+                let drawn = &noise_upper[offset..offset + (d - i)];
+                for ((cell, g), e) in combined[upper.clone()].iter_mut().zip(&global_gram[upper]).zip(drawn) {
+                    *cell = g + e;
                 }
-                for j in i..d {
-                    combined[i * d + j] = global_gram[i * d + j] + noise.gaussian(std) as f32;
-                }
+                offset += d - i;
             }
-            let mut rhs = vec![0.0; d];
-            noise.add_gaussian(&mut rhs, mechanics.item_rhs_std);
-            (std::borrow::Cow::Owned(combined), Some(to_f32(&rhs)))
+            let mut rhs = vec![0.0f32; d];
+            noise.fill_gaussian_f32(&mut rhs, mechanics.item_rhs_std);
+            (cg::Gram::Upper(&noisy_gram[..d * d]), Some(rhs))
         }
-        None => (std::borrow::Cow::Borrowed(global_gram), None),
+        // The twin reads the same upper triangle, so that with the noise
+        // forced to zero both do exactly the same arithmetic.
+        None => (cg::Gram::Upper(global_gram), None),
     };
     if noisy_count < params.min_noisy_count {
         return (vec![0.0; d], 0.0, noisy_count);
@@ -606,7 +607,7 @@ fn implicit_item_step(
     let factors = implicit_step_cg(
         d,
         params.alpha,
-        &gram,
+        gram,
         subject_factors,
         users,
         previous.iter().copied(),
@@ -616,33 +617,50 @@ fn implicit_item_step(
     (factors, 0.0, noisy_count)
 }
 
+/// The subject side of a run, in memory only: never released or stored.
+struct SubjectFactors {
+    /// Rank.
+    d: usize,
+    /// Row-major, one row of `d` per subject.
+    factors: Vec<f64>,
+    /// Per-subject bias (explicit mode; zero in implicit mode).
+    bias: Vec<f64>,
+}
+
+impl SubjectFactors {
+    fn factors(&self, subject: usize) -> &[f64] {
+        &self.factors[subject * self.d..(subject + 1) * self.d]
+    }
+}
+
 /// Subjects sampled for the per-iteration training loss.
 const LOSS_SAMPLE: usize = 10_000;
 
 fn training_loss(
     feedback: Feedback,
     data: &Data,
-    subjects: &[SubjectVector],
+    subjects: &SubjectFactors,
     item_factors: &[f64],
     item_bias: &[f64],
     mean: f64,
-    d: usize,
 ) -> f64 {
+    let d = subjects.d;
     // A fixed, evenly spread sample of at most LOSS_SAMPLE subjects: the loss
     // drives a progress bar, and a full pass would cost a tenth of an iteration.
     let stride = data.subjects.len().div_ceil(LOSS_SAMPLE).max(1);
     let (sum, count) = data
         .subjects
         .par_iter()
-        .zip(subjects)
+        .enumerate()
         .step_by(stride)
-        .map(|(row, v)| {
+        .map(|(s, row)| {
+            let x = subjects.factors(s);
             let mut sum = 0.0;
             for &(i, value) in row {
                 let i = i as usize;
-                let dot: f64 = v.factors.iter().zip(&item_factors[i * d..(i + 1) * d]).map(|(a, b)| a * b).sum();
+                let dot: f64 = x.iter().zip(&item_factors[i * d..(i + 1) * d]).map(|(a, b)| a * b).sum();
                 let err = match feedback {
-                    Feedback::Explicit => value - (mean + v.bias + item_bias[i] + dot),
+                    Feedback::Explicit => f64::from(value) - (mean + subjects.bias[s] + item_bias[i] + dot),
                     Feedback::Implicit => 1.0 - dot,
                 };
                 sum += err * err;
@@ -708,7 +726,7 @@ mod tests {
             let data = prepare_data(&set, &params, &mechanics);
             for (row, original) in data.subjects.iter().zip(&rows) {
                 prop_assert_eq!(row.len(), original.len().min(k));
-                prop_assert!(row.iter().all(|&(_, v)| (params.rating_min..=params.rating_max).contains(&v)));
+                prop_assert!(row.iter().all(|&(_, v)| (params.rating_min..=params.rating_max).contains(&f64::from(v))));
             }
             let per_item: usize = data.items.iter().map(Vec::len).sum();
             prop_assert_eq!(per_item, data.subjects.iter().map(Vec::len).sum::<usize>());
