@@ -32,34 +32,47 @@ pub fn mirror_upper(a: &mut [f64], n: usize) {
 }
 
 /// Solves `a x = b` for symmetric positive-definite `a` (row-major `n×n`,
-/// both triangles filled) by Cholesky, in place: `a` is overwritten by its
-/// factor and `b` by the solution. Returns `false`, leaving the buffers
-/// unspecified, if `a` is not positive definite.
+/// upper triangle read, lower triangle ignored) by Cholesky, `a = UᵀU`, in
+/// place: the upper triangle of `a` is overwritten by U and `b` by the
+/// solution. Returns `false`, leaving the buffers unspecified, if `a` is not
+/// positive definite.
+///
+/// The factorization is the right-looking one: each step scales a row of U
+/// and subtracts its outer product from the trailing rows, so every inner
+/// loop runs along a contiguous row and vectorizes, with no horizontal sums.
 #[inline(always)]
 pub fn cholesky_solve(a: &mut [f64], n: usize, b: &mut [f64]) -> bool {
     for j in 0..n {
-        let row_j = &a[j * n..j * n + j];
-        let d = a[j * n + j] - dot(row_j, row_j);
+        let d = a[j * n + j];
         if !(d > 0.0 && d.is_finite()) {
             return false;
         }
         let d = d.sqrt();
-        a[j * n + j] = d;
-        let (upto_j, below) = a.split_at_mut((j + 1) * n);
-        let row_j = &upto_j[j * n..j * n + j];
-        for i in j + 1..n {
-            let row_i = &mut below[(i - j - 1) * n..(i - j) * n];
-            row_i[j] = (row_i[j] - dot(&row_i[..j], row_j)) / d;
+        let (done, trailing) = a.split_at_mut((j + 1) * n);
+        let row_j = &mut done[j * n + j..];
+        row_j[0] = d;
+        row_j[1..].iter_mut().for_each(|u| *u /= d);
+        let row_j = &row_j[1..];
+        // Trailing update of the upper triangle: a_ik −= u_ji · u_jk for k ≥ i > j.
+        for (offset, &u_ji) in row_j.iter().enumerate() {
+            let i = j + 1 + offset;
+            let row_i = &mut trailing[(i - j - 1) * n + i..(i - j) * n];
+            for (cell, u_jk) in row_i.iter_mut().zip(&row_j[offset..]) {
+                *cell -= u_ji * u_jk;
+            }
         }
     }
+    // Uᵀ y = b, by rows of U: once y_i is known, remove it from the later equations.
     for i in 0..n {
-        b[i] = (b[i] - dot(&a[i * n..i * n + i], &b[..i])) / a[i * n + i];
-    }
-    for i in (0..n).rev() {
-        let mut s = b[i];
-        for k in i + 1..n {
-            s -= a[k * n + i] * b[k];
+        b[i] /= a[i * n + i];
+        let y_i = b[i];
+        for (bk, u_ik) in b[i + 1..].iter_mut().zip(&a[i * n + i + 1..(i + 1) * n]) {
+            *bk -= u_ik * y_i;
         }
+    }
+    // U x = y, backwards: each a dot product along a row of U.
+    for i in (0..n).rev() {
+        let s = b[i] - dot(&a[i * n + i + 1..(i + 1) * n], &b[i + 1..]);
         b[i] = s / a[i * n + i];
     }
     true
@@ -112,8 +125,8 @@ mod tests {
 
     #[test]
     fn solves_a_known_system() {
-        // A = [[4, 2], [2, 3]], x = [1, 2] → b = [8, 8]
-        let mut a = vec![4.0, 2.0, 2.0, 3.0];
+        // A = [[4, 2], [2, 3]], x = [1, 2] → b = [8, 8]; the lower triangle is not read.
+        let mut a = vec![4.0, 2.0, f64::NAN, 3.0];
         let mut b = vec![8.0, 8.0];
         assert!(cholesky_solve(&mut a, 2, &mut b));
         assert!((b[0] - 1.0).abs() < 1e-12 && (b[1] - 2.0).abs() < 1e-12);

@@ -120,6 +120,9 @@ pub struct Model {
     /// Implicit mode: the popularity prior of each item, derived; not stored.
     #[serde(skip)]
     pub(crate) popularity_prior: Vec<f64>,
+    /// The factors again in item panels for scoring, derived; not stored.
+    #[serde(skip)]
+    pub(crate) panels: crate::foldin::Panels,
 }
 
 impl Model {
@@ -153,6 +156,7 @@ impl Model {
             .iter()
             .map(|&p| if max > 0.0 { weight * f64::from(p).max(0.0).ln_1p() / max.ln_1p() } else { 0.0 })
             .collect();
+        self.panels = crate::foldin::Panels::of(self);
     }
 
     fn check_shape(&self) -> std::result::Result<(), String> {

@@ -286,16 +286,9 @@ async fn recommendations(
 /// the model's latent space, weighted by how strongly the subject engaged
 /// with them (the terms that dominate the item's score in the fold-in).
 fn explanation(model: &hush_mf::Model, item: usize, history: &BTreeMap<usize, (f32, &Event)>) -> Vec<Value> {
-    let target = model.factors(item);
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    let target_norm = norm(target);
     let mut contributions: Vec<(f32, usize, &Event)> = history
         .iter()
-        .map(|(&j, &(weight, event))| {
-            let other = model.factors(j);
-            let cosine = target.iter().zip(other).map(|(a, b)| a * b).sum::<f32>() / (target_norm * norm(other));
-            (weight * cosine, j, event)
-        })
+        .map(|(&j, &(weight, event))| (weight * model.cosine(item, j), j, event))
         .filter(|(c, _, _)| *c > 0.0)
         .collect();
     contributions.sort_by(|a, b| b.0.total_cmp(&a.0));
