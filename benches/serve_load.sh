@@ -38,7 +38,11 @@ for _ in $(seq 50); do curl -fs http://127.0.0.1:18181/healthz >/dev/null 2>&1 &
 run() { wrk -t2 -c64 -d"${seconds}s" --latency -H "Authorization: Bearer $key" "$1"; }
 recs=$(run "http://127.0.0.1:18181/v1/subjects/bench-subject/recommendations?k=10")
 health=$(run "http://127.0.0.1:18181/healthz")
-python3 - "$recs" "$health" <<'PY'
+# For context: the refusal path (key check and consent lookup, nothing
+# scored) and the non-personalized fallback, on the same server.
+refused=$(run "http://127.0.0.1:18181/v1/subjects/no-consent-subject/recommendations?k=10")
+popular=$(run "http://127.0.0.1:18181/v1/recommendations/popular?k=10")
+python3 - "$recs" "$health" "$refused" "$popular" <<'PY'
 import re, sys
 def parse(text):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -48,9 +52,11 @@ def parse(text):
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     return rps, pct(50), pct(99), int(non2xx.group(1)) if non2xx else 0
-r, h = parse(sys.argv[1]), parse(sys.argv[2])
+r, h, f, p = (parse(a) for a in sys.argv[1:5])
 print(f"recommendations: {r[0]:,.0f} req/s  p50 {r[1]:.2f} ms  p99 {r[2]:.2f} ms  non-2xx {r[3]}")
 print(f"healthz:         {h[0]:,.0f} req/s  p50 {h[1]:.2f} ms  p99 {h[2]:.2f} ms  non-2xx {h[3]}")
+print(f"403 consent_required (auth + consent lookup only): {f[0]:,.0f} req/s  p99 {f[2]:.2f} ms  non-2xx {f[3]}")
+print(f"popular fallback: {p[0]:,.0f} req/s  p99 {p[2]:.2f} ms  non-2xx {p[3]}")
 ratio = r[0] / h[0]
 print(f"recommendations / healthz throughput: {ratio:.2f}x (target >= 0.25x) {'PASS' if ratio >= 0.25 else 'FAIL'}")
 print(f"recommendations p99: {r[2]:.2f} ms (target <= 20 ms) {'PASS' if r[2] <= 20 else 'FAIL'}")
