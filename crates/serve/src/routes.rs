@@ -286,15 +286,22 @@ async fn recommendations(
 /// the model's latent space, weighted by how strongly the subject engaged
 /// with them (the terms that dominate the item's score in the fold-in).
 fn explanation(model: &hush_mf::Model, item: usize, history: &BTreeMap<usize, (f32, &Event)>) -> Vec<Value> {
-    let mut contributions: Vec<(f32, usize, &Event)> = history
-        .iter()
-        .map(|(&j, &(weight, event))| (weight * model.cosine(item, j), j, event))
-        .filter(|(c, _, _)| *c > 0.0)
-        .collect();
-    contributions.sort_by(|a, b| b.0.total_cmp(&a.0));
-    contributions
-        .into_iter()
-        .take(2)
+    // The two largest positive contributions, earlier items first on ties: one
+    // pass, as this runs for every recommended item of every request.
+    let mut best: [Option<(f32, usize, &Event)>; 2] = [None, None];
+    for (&j, &(weight, event)) in history {
+        let contribution = weight * model.cosine(item, j);
+        if contribution <= 0.0 {
+            continue;
+        }
+        if best[0].is_none_or(|(c, _, _)| contribution > c) {
+            best = [Some((contribution, j, event)), best[0]];
+        } else if best[1].is_none_or(|(c, _, _)| contribution > c) {
+            best[1] = Some((contribution, j, event));
+        }
+    }
+    best.into_iter()
+        .flatten()
         .map(|(_, j, event)| {
             let verb = match event.kind {
                 EventKind::View => "viewed",
