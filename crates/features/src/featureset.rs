@@ -134,6 +134,27 @@ pub struct FeatureMeta {
     pub split: Option<String>,
 }
 
+impl FeatureMeta {
+    /// Provenance of a feature set assembled in code rather than extracted
+    /// from events and a consent ledger (tests, benchmarks, examples): no
+    /// snapshot, no contribution bound, seed 0, no report digest, not split.
+    /// Change what differs with struct update syntax.
+    pub fn assembled(feedback: Feedback) -> FeatureMeta {
+        FeatureMeta {
+            feedback,
+            snapshot_at_ms: 0,
+            policy: ConsentPolicy::AsOfSnapshot,
+            research_only: false,
+            max_events_per_subject: None,
+            seed: 0,
+            report_digest: String::new(),
+            created_at_ms: 0,
+            hush_version: env!("CARGO_PKG_VERSION").into(),
+            split: None,
+        }
+    }
+}
+
 /// The minimized, pseudonymous training set.
 ///
 /// Subjects appear only as dense indices `0..n_subjects`; no identifier of

@@ -3,7 +3,7 @@
 //! `cargo bench -p hush-mf --bench foldin`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hush_features::{ConsentPolicy, FeatureMeta, FeatureSet, Feedback, Interaction};
+use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction};
 use hush_mf::{train, Privacy, TrainParams};
 use rand::{Rng, SeedableRng};
 
@@ -19,18 +19,7 @@ fn model() -> hush_mf::Model {
             chosen.into_iter().map(|item| Interaction { item, value: 1.0, time: 0 }).collect()
         })
         .collect();
-    let meta = FeatureMeta {
-        feedback: Feedback::Implicit,
-        snapshot_at_ms: 0,
-        policy: ConsentPolicy::AsOfSnapshot,
-        research_only: false,
-        max_events_per_subject: None,
-        seed: 3,
-        report_digest: String::new(),
-        created_at_ms: 0,
-        hush_version: String::new(),
-        split: None,
-    };
+    let meta = FeatureMeta { seed: 3, ..FeatureMeta::assembled(Feedback::Implicit) };
     let set = FeatureSet::from_subject_rows(meta, (0..items).map(|i| format!("sku-{i}")).collect(), &rows);
     let params = TrainParams { rank: 64, iterations: 2, lambda: 10.0, alpha: 1.0, ..TrainParams::default() };
     train(&set, &params, Privacy::NonPrivate, &mut |_| {}).expect("a model")

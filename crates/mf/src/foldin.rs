@@ -430,7 +430,7 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use hush_features::{ConsentPolicy, FeatureMeta, FeatureSet, Feedback, Interaction};
+    use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction};
     use proptest::prelude::*;
 
     use super::*;
@@ -438,18 +438,7 @@ mod tests {
 
     /// A model of `n` items and rank `d` whose factors and popularity are then replaced.
     fn model_with(n: usize, d: usize, factors: Vec<f32>, popularity: Vec<f32>) -> Model {
-        let meta = FeatureMeta {
-            feedback: Feedback::Implicit,
-            snapshot_at_ms: 0,
-            policy: ConsentPolicy::AsOfSnapshot,
-            research_only: false,
-            max_events_per_subject: None,
-            seed: 0,
-            report_digest: String::new(),
-            created_at_ms: 0,
-            hush_version: String::new(),
-            split: None,
-        };
+        let meta = FeatureMeta::assembled(Feedback::Implicit);
         let rows = vec![vec![Interaction { item: 0, value: 1.0, time: 0 }]];
         let set = FeatureSet::from_subject_rows(meta, (0..n).map(|i| i.to_string()).collect(), &rows);
         let params = TrainParams { rank: d, iterations: 1, ..TrainParams::default() };

@@ -674,7 +674,7 @@ fn training_loss(
 
 #[cfg(test)]
 mod tests {
-    use hush_features::{ConsentPolicy, FeatureMeta, Interaction};
+    use hush_features::{FeatureMeta, Interaction};
     use proptest::prelude::*;
 
     use super::*;
@@ -684,18 +684,7 @@ mod tests {
             .iter()
             .map(|r| r.iter().map(|&(item, value)| Interaction { item, value, time: 0 }).collect())
             .collect();
-        let meta = FeatureMeta {
-            feedback,
-            snapshot_at_ms: 0,
-            policy: ConsentPolicy::AsOfSnapshot,
-            research_only: false,
-            max_events_per_subject: None,
-            seed: 0,
-            report_digest: String::new(),
-            created_at_ms: 0,
-            hush_version: String::new(),
-            split: None,
-        };
+        let meta = FeatureMeta::assembled(feedback);
         FeatureSet::from_subject_rows(meta, (0..items).map(|i| i.to_string()).collect(), &rows)
     }
 

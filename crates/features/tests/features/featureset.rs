@@ -1,22 +1,11 @@
 //! The feature set file and the evaluation splits.
 
 use hush_features::split::split;
-use hush_features::{ConsentPolicy, FeatureMeta, FeatureSet, Feedback, Interaction, SplitSpec};
+use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction, SplitSpec};
 use proptest::prelude::*;
 
 fn meta() -> FeatureMeta {
-    FeatureMeta {
-        feedback: Feedback::Explicit,
-        snapshot_at_ms: 0,
-        policy: ConsentPolicy::AsOfSnapshot,
-        research_only: false,
-        max_events_per_subject: None,
-        seed: 1,
-        report_digest: "d".into(),
-        created_at_ms: 0,
-        hush_version: "test".into(),
-        split: None,
-    }
+    FeatureMeta { seed: 1, report_digest: "d".into(), ..FeatureMeta::assembled(Feedback::Explicit) }
 }
 
 fn set_from(rows: &[Vec<(u32, i64)>], n_items: u32) -> FeatureSet {

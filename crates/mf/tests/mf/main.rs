@@ -3,7 +3,7 @@
 mod model_file;
 mod training;
 
-use hush_features::{ConsentPolicy, FeatureMeta, FeatureSet, Feedback, Interaction};
+use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction};
 use rand::{Rng, SeedableRng};
 
 /// A small world with two taste clusters: subjects in cluster c mostly
@@ -39,17 +39,6 @@ pub fn clustered(subjects: usize, items: usize, per_subject: usize, feedback: Fe
                 .collect()
         })
         .collect();
-    let meta = FeatureMeta {
-        feedback,
-        snapshot_at_ms: 0,
-        policy: ConsentPolicy::AsOfSnapshot,
-        research_only: false,
-        max_events_per_subject: None,
-        seed,
-        report_digest: "test".into(),
-        created_at_ms: 0,
-        hush_version: "test".into(),
-        split: None,
-    };
+    let meta = FeatureMeta { seed, ..FeatureMeta::assembled(feedback) };
     FeatureSet::from_subject_rows(meta, (0..items).map(|i| format!("item-{i}")).collect(), &rows)
 }

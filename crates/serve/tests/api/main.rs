@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hush_consent::{Ledger, PseudonymKey};
-use hush_features::{ConsentPolicy, FeatureMeta, FeatureSet, Feedback, Interaction};
+use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction};
 use hush_mf::{train, Privacy, TrainParams};
 use hush_serve::{AppState, ServeConfig, ServeError};
 use serde_json::{json, Value};
@@ -20,18 +20,7 @@ fn model(research_only: bool) -> hush_mf::Model {
             (0..6).map(|k| Interaction { item: base + (s * 7 + k * 3) % 20, value: 1.0, time: 0 }).collect()
         })
         .collect();
-    let meta = FeatureMeta {
-        feedback: Feedback::Implicit,
-        snapshot_at_ms: 0,
-        policy: ConsentPolicy::AsOfSnapshot,
-        research_only,
-        max_events_per_subject: None,
-        seed: 1,
-        report_digest: "test".into(),
-        created_at_ms: 0,
-        hush_version: "test".into(),
-        split: None,
-    };
+    let meta = FeatureMeta { research_only, seed: 1, ..FeatureMeta::assembled(Feedback::Implicit) };
     let mut set = FeatureSet::from_subject_rows(meta, (0..40).map(|i| format!("sku-{i}")).collect(), &rows);
     // Dedup items within a row (the modulo above can repeat).
     set = FeatureSet::from_subject_rows(
