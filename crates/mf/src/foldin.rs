@@ -137,20 +137,39 @@ fn best_k(scores: &[f32], k: usize, exclude: impl Fn(usize) -> bool) -> Vec<usiz
     // Sorted best first; `better` orders by score, then by lower index.
     let better = |a: (f32, usize), b: (f32, usize)| a.0.total_cmp(&b.0).reverse().then(a.1.cmp(&b.1)).is_lt();
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-    for (i, &score) in scores.iter().enumerate() {
-        // Indices only grow, so an item that merely ties the k-th best loses
-        // the tie: `<=` is the exact test, and cheaper than the full order.
-        if best.len() == k && score.total_cmp(&best[k - 1].0).is_le() {
+    for (block, chunk) in scores.chunks(SKIP_BLOCK).enumerate() {
+        // Once k are held, most blocks lie wholly below the k-th best: one
+        // vector comparison skips them. (Strictly below, so ties, signed
+        // zeros and NaNs still take the exact path.)
+        if best.len() == k && below(chunk, best[k - 1].0) {
             continue;
         }
-        if exclude(i) {
-            continue;
+        for (offset, &score) in chunk.iter().enumerate() {
+            let i = block * SKIP_BLOCK + offset;
+            // Indices only grow, so an item that merely ties the k-th best
+            // loses the tie: `<=` is the exact test, and cheaper than the full order.
+            if best.len() == k && score.total_cmp(&best[k - 1].0).is_le() {
+                continue;
+            }
+            if exclude(i) {
+                continue;
+            }
+            let at = best.partition_point(|&b| better(b, (score, i)));
+            best.insert(at, (score, i));
+            best.truncate(k);
         }
-        let at = best.partition_point(|&b| better(b, (score, i)));
-        best.insert(at, (score, i));
-        best.truncate(k);
     }
     best.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Scores examined together when most can be skipped at once.
+const SKIP_BLOCK: usize = 16;
+
+/// Whether every score is strictly below `bound` (false for any NaN). No
+/// early exit, so the loop compiles to vector comparisons.
+#[inline(always)]
+fn below(scores: &[f32], bound: f32) -> bool {
+    scores.iter().fold(true, |all, &s| all & (s < bound))
 }
 
 /// Items per scoring panel: one AVX2 register of `f32`.
@@ -396,12 +415,20 @@ impl Model {
                     Some(&kth) => approximate[kth] - 2.0 * self.panels.error_bound(&factors),
                     _ => f32::NEG_INFINITY,
                 };
-                let mut candidates: Vec<(f32, usize)> = approximate
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, &score)| score >= threshold && !exclude(i))
-                    .map(|(i, _)| (self.rank_score(&factors, i), i))
-                    .collect();
+                // A non-finite subject vector gives no usable bound: rescore everything.
+                let threshold = if threshold.is_nan() { f32::NEG_INFINITY } else { threshold };
+                let mut candidates: Vec<(f32, usize)> = Vec::new();
+                for (block, chunk) in approximate.chunks(SKIP_BLOCK).enumerate() {
+                    if below(chunk, threshold) {
+                        continue;
+                    }
+                    for (offset, &score) in chunk.iter().enumerate() {
+                        let i = block * SKIP_BLOCK + offset;
+                        if score >= threshold && !exclude(i) {
+                            candidates.push((self.rank_score(&factors, i), i));
+                        }
+                    }
+                }
                 candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 candidates.into_iter().take(k).map(|(_, i)| i).collect()
             }

@@ -22,8 +22,11 @@ pub fn add_outer_upper(a: &mut [f64], n: usize, z: &[f64], weight: f64) {
 }
 
 /// [`add_outer_upper`] for four vectors at once: each cell is loaded and
-/// stored once for four updates instead of four times. The additions happen
-/// in the same order as four single calls, so the sums are the same.
+/// stored once for four updates instead of four times, and each update is a
+/// fused multiply-add. Fused operations round once, so the result is the
+/// same on every CPU; where the CPU lacks FMA they are library calls, much
+/// slower, which is why only the request-time fold-in (compiled for FMA
+/// where the CPU has it) uses this.
 #[inline(always)]
 pub fn add_outer_upper4(a: &mut [f64], n: usize, z: [&[f64]; 4], weight: [f64; 4]) {
     for i in 0..n {
@@ -32,10 +35,10 @@ pub fn add_outer_upper4(a: &mut [f64], n: usize, z: [&[f64]; 4], weight: [f64; 4
         let (z0, z1, z2, z3) = (&z[0][i..n], &z[1][i..n], &z[2][i..n], &z[3][i..n]);
         for (j, cell) in row.iter_mut().enumerate() {
             let mut c = *cell;
-            c += w[0] * z0[j];
-            c += w[1] * z1[j];
-            c += w[2] * z2[j];
-            c += w[3] * z3[j];
+            c = w[0].mul_add(z0[j], c);
+            c = w[1].mul_add(z1[j], c);
+            c = w[2].mul_add(z2[j], c);
+            c = w[3].mul_add(z3[j], c);
             *cell = c;
         }
     }
@@ -125,9 +128,8 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
 #[inline(always)]
 pub fn solve_with_ridge(a: &[f64], n: usize, diag: &[f64], ridge: f64, b: &[f64], x: &mut [f64]) -> f64 {
     let mut ridge = ridge.max(1e-9);
-    let mut work = vec![0.0; n * n];
+    let mut work = a.to_vec();
     loop {
-        work.copy_from_slice(a);
         for i in 0..n {
             work[i * n + i] += ridge * diag[i];
         }
@@ -136,6 +138,7 @@ pub fn solve_with_ridge(a: &[f64], n: usize, diag: &[f64], ridge: f64, b: &[f64]
             return ridge;
         }
         ridge *= 10.0;
+        work.copy_from_slice(a);
     }
 }
 
