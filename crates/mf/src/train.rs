@@ -569,6 +569,12 @@ fn implicit_item_step(
     noisy_gram: &mut Vec<f32>,
 ) -> (Vec<f64>, f64, f64) {
     let d = params.rank;
+    // The noisy count was released before training; an item it rules out
+    // needs no statistics, so none are drawn for it (each item has its own
+    // noise stream, so the others' draws are unchanged).
+    if noisy_count < params.min_noisy_count {
+        return (vec![0.0; d], 0.0, noisy_count);
+    }
     // Under DP the item's noisy Gram statistic is G + E_j: adding E_j to the
     // shared Gramian once costs d² additions, where applying it separately in
     // every CG step would cost d² multiply-adds each time.
@@ -600,9 +606,6 @@ fn implicit_item_step(
         // forced to zero both do exactly the same arithmetic.
         None => (cg::Gram::Upper(global_gram), None),
     };
-    if noisy_count < params.min_noisy_count {
-        return (vec![0.0; d], 0.0, noisy_count);
-    }
     // The ridge grows with the noise as in the explicit item step.
     let ridge = params.lambda + 2.0 * (mechanics.item_gram_std + mechanics.global_gram_std) * (d as f64).sqrt();
     let factors = implicit_step_cg(
