@@ -134,8 +134,8 @@ fn best_k(scores: &[f32], k: usize, exclude: impl Fn(usize) -> bool) -> Vec<usiz
     if k == 0 {
         return Vec::new();
     }
-    // Sorted best first; `better` orders by score, then by lower index.
-    let better = |a: (f32, usize), b: (f32, usize)| a.0.total_cmp(&b.0).reverse().then(a.1.cmp(&b.1)).is_lt();
+    // Sorted best first, in `ranking` order.
+    let better = |a: (f32, usize), b: (f32, usize)| ranking(a, b).is_lt();
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     for (block, chunk) in scores.chunks(SKIP_BLOCK).enumerate() {
         // Once k are held, most blocks lie wholly below the k-th best: one
@@ -160,6 +160,12 @@ fn best_k(scores: &[f32], k: usize, exclude: impl Fn(usize) -> bool) -> Vec<usiz
         }
     }
     best.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The order of every ranking hush returns: higher score first, ties by
+/// lower item index (`total_cmp`, so it is total even with NaNs).
+fn ranking(a: (f32, usize), b: (f32, usize)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// Scores examined together when most can be skipped at once.
@@ -226,8 +232,7 @@ impl Panels {
         let max_norm = norms.iter().fold(0.0f32, |m, &x| m.max(x));
         let mut by_popularity: Vec<u32> = (0..n as u32).collect();
         by_popularity.sort_by(|&a, &b| {
-            let popularity = |i: u32| model.popularity[i as usize];
-            popularity(b).total_cmp(&popularity(a)).then(a.cmp(&b))
+            ranking((model.popularity[a as usize], a as usize), (model.popularity[b as usize], b as usize))
         });
         Panels { factors, prior, norms, max_norm, usable: usable && max_norm.is_finite(), by_popularity }
     }
@@ -429,7 +434,7 @@ impl Model {
                         }
                     }
                 }
-                candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                candidates.sort_by(|&a, &b| ranking(a, b));
                 candidates.into_iter().take(k).map(|(_, i)| i).collect()
             }
             None => {
