@@ -195,7 +195,7 @@ const PANEL: usize = 8;
 /// [`Model::top_k`] uses that bound to rescore exactly every item that could
 /// still be in the top k, so the ranking is the exact one.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Panels {
+pub(crate) struct ServingIndex {
     /// `panels × rank × PANEL` half-float bits; items past the end are zero.
     factors: Vec<u16>,
     /// The ranking prior of each item ([`Model::prior`]), padded to whole panels.
@@ -210,8 +210,8 @@ pub(crate) struct Panels {
     by_popularity: Vec<u32>,
 }
 
-impl Panels {
-    pub(crate) fn of(model: &Model) -> Panels {
+impl ServingIndex {
+    pub(crate) fn of(model: &Model) -> ServingIndex {
         let (d, n) = (model.rank, model.n_items());
         let padded = n.div_ceil(PANEL) * PANEL;
         let mut factors = vec![0u16; padded * d];
@@ -234,7 +234,7 @@ impl Panels {
         by_popularity.sort_by(|&a, &b| {
             ranking((model.popularity[a as usize], a as usize), (model.popularity[b as usize], b as usize))
         });
-        Panels { factors, prior, norms, max_norm, usable: usable && max_norm.is_finite(), by_popularity }
+        ServingIndex { factors, prior, norms, max_norm, usable: usable && max_norm.is_finite(), by_popularity }
     }
 
     /// A bound on |approximate − exact| ranking score for subject factors `u`:
@@ -322,7 +322,7 @@ impl Model {
     /// The cosine similarity of two items' factors (0 if either is zero):
     /// how alike the model thinks they are, for explanations.
     pub fn cosine(&self, a: usize, b: usize) -> f32 {
-        let norms = self.panels.norms[a] * self.panels.norms[b];
+        let norms = self.serving.norms[a] * self.serving.norms[b];
         if norms > 0.0 {
             crate::cg::dot(self.factors(a), self.factors(b)) / norms
         } else {
@@ -342,7 +342,7 @@ impl Model {
     fn approximate_scores(&self, factors: &[f32]) -> Option<Vec<f32>> {
         #[cfg(target_arch = "x86_64")]
         {
-            if self.panels.usable
+            if self.serving.usable
                 && std::is_x86_feature_detected!("avx2")
                 && std::is_x86_feature_detected!("fma")
                 && std::is_x86_feature_detected!("f16c")
@@ -363,7 +363,7 @@ impl Model {
     unsafe fn approximate_scores_avx2(&self, factors: &[f32]) -> Vec<f32> {
         use std::arch::x86_64::*;
         let d = self.rank;
-        let panels = &self.panels;
+        let panels = &self.serving;
         let count = panels.prior.len() / PANEL;
         let mut scores = vec![0.0f32; count * PANEL];
         let quads = d / 4 * 4;
@@ -417,7 +417,7 @@ impl Model {
         let chosen = match self.approximate_scores(&factors) {
             Some(approximate) => {
                 let threshold = match best_k(&approximate, k, &exclude).last() {
-                    Some(&kth) => approximate[kth] - 2.0 * self.panels.error_bound(&factors),
+                    Some(&kth) => approximate[kth] - 2.0 * self.serving.error_bound(&factors),
                     _ => f32::NEG_INFINITY,
                 };
                 // A non-finite subject vector gives no usable bound: rescore everything.
@@ -449,7 +449,7 @@ impl Model {
     /// The order is computed once when the model is loaded: this is the
     /// answer to every visitor without consent, on every page view.
     pub fn popular(&self, k: usize, exclude: impl Fn(usize) -> bool) -> Vec<(usize, f64)> {
-        self.panels
+        self.serving
             .by_popularity
             .iter()
             .map(|&i| i as usize)

@@ -120,9 +120,10 @@ pub struct Model {
     /// Implicit mode: the popularity prior of each item, derived; not stored.
     #[serde(skip)]
     pub(crate) popularity_prior: Vec<f64>,
-    /// The factors again in item panels for scoring, derived; not stored.
+    /// What serving derives at load (half-float scoring panels, item norms,
+    /// popularity order); not stored.
     #[serde(skip)]
-    pub(crate) panels: crate::foldin::Panels,
+    pub(crate) serving: crate::foldin::ServingIndex,
 }
 
 impl Model {
@@ -156,7 +157,7 @@ impl Model {
             .iter()
             .map(|&p| if max > 0.0 { weight * f64::from(p).max(0.0).ln_1p() / max.ln_1p() } else { 0.0 })
             .collect();
-        self.panels = crate::foldin::Panels::of(self);
+        self.serving = crate::foldin::ServingIndex::of(self);
     }
 
     fn check_shape(&self) -> std::result::Result<(), String> {

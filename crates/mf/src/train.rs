@@ -430,7 +430,7 @@ pub fn train_with_mechanics(
         popularity: popularity.iter().map(|&v| v.max(0.0) as f32).collect(),
         gram: Vec::new(),
         popularity_prior: Vec::new(),
-        panels: Default::default(),
+        serving: Default::default(),
     };
     model.prepare();
     model.assign_id();
