@@ -178,75 +178,163 @@ fn below(scores: &[f32], bound: f32) -> bool {
     scores.iter().fold(true, |all, &s| all & (s < bound))
 }
 
-/// Items per scoring panel: one AVX2 register of `f32`.
-const PANEL: usize = 8;
+/// Items per scoring panel: one 512-bit register of `i32` lanes.
+const PANEL: usize = 16;
+
+/// Quantization levels of the item factors: ±(2¹⁴ − 1), so that with the
+/// query's levels every integer dot product fits an `i32` exactly.
+const ITEM_LEVELS: i32 = (1 << 14) - 1;
 
 /// The item factors again, laid out for a fast first scoring pass, and the
 /// other per-model state serving derives at load (norms, popularity order).
 ///
-/// Items come in panels of [`PANEL`], each panel column-major (dimension by
-/// dimension), so one multiply-add scores a whole panel on one dimension
-/// and no per-item horizontal sum is needed; values are IEEE half floats,
-/// so a 10k × 64 catalogue (1.3 MB) stays in a core's L2 cache where the
-/// `f32` matrix (2.6 MB) would stream from L3 on every request.
+/// Factors are quantized to 16-bit integers on one scale for the whole
+/// catalogue, and items come in panels of [`PANEL`]: for each pair of
+/// dimensions, the panel's items side by side, each holding its two
+/// values. One `vpdpwssd` (AVX-512 VNNI) then multiply-adds a pair of
+/// dimensions for sixteen items at once, exactly, in integers; AVX2 takes
+/// two `vpmaddwd`. A 10k × 64 catalogue is 1.3 MB, within a core's L2 cache
+/// where the `f32` matrix (2.6 MB) would stream from L3 on every request.
 ///
-/// Half floats round each factor by at most 2⁻¹¹ of its value (2⁻²⁵ below
-/// the normal range), which bounds the error of every approximate score;
-/// [`Model::top_k`] uses that bound to rescore exactly every item that could
-/// still be in the top k, so the ranking is the exact one.
+/// The integer dot products are exact, so an approximate score differs from
+/// the exact one only by the quantization of the item factors (known at
+/// load) and of the subject's factors (known per request), plus rounding in
+/// the final scaling. [`ServingIndex::error_bound`] bounds that difference,
+/// and [`Model::top_k`] uses the bound to rescore exactly every item that
+/// could still be in the top k, so the ranking is the exact one.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ServingIndex {
-    /// `panels × rank × PANEL` half-float bits; items past the end are zero.
-    factors: Vec<u16>,
+    /// `panels × pairs × PANEL × 2` quantized factors; items and the
+    /// dimension past an odd rank are zero.
+    quantized: Vec<i16>,
+    /// Dimension pairs per item: ⌈rank / 2⌉.
+    pairs: usize,
+    /// The value of one item quantization level.
+    item_scale: f32,
+    /// The largest quantization error of any item, as a norm: ‖v − scale·q‖.
+    item_error: f64,
     /// The ranking prior of each item ([`Model::prior`]), padded to whole panels.
     prior: Vec<f32>,
+    /// The largest |prior|.
+    max_prior: f32,
     /// Each item's factor norm.
     norms: Vec<f32>,
     /// The largest item factor norm.
     max_norm: f32,
-    /// Whether every factor fits the half-float range (else scoring is exact only).
+    /// Whether the quantized pass may be used (finite factors and scale).
     usable: bool,
     /// Item indices by (noisy) popularity, most popular first, ties by index.
     by_popularity: Vec<u32>,
 }
 
+/// A subject's factors quantized for the first scoring pass.
+struct QuantizedQuery {
+    /// Pairs of quantized factors, each packed in one `i32` (low half the
+    /// even dimension), as `vpdpwssd` and `vpmaddwd` read them.
+    pairs: Vec<i32>,
+    /// `query scale × item scale`: turns an integer dot product into a score.
+    scale: f32,
+    /// The bound on |approximate − exact| score.
+    error_bound: f32,
+}
+
 impl ServingIndex {
     pub(crate) fn of(model: &Model) -> ServingIndex {
         let (d, n) = (model.rank, model.n_items());
+        let pairs = d.div_ceil(2);
         let padded = n.div_ceil(PANEL) * PANEL;
-        let mut factors = vec![0u16; padded * d];
+        let largest = model.item_factors.iter().fold(0.0f32, |m, &f| m.max(f.abs()));
+        let item_scale = (f64::from(largest) / f64::from(ITEM_LEVELS)) as f32;
+        let mut quantized = vec![0i16; padded * pairs * 2];
         let mut prior = vec![0.0; padded];
         let mut norms = Vec::with_capacity(n);
-        let mut usable = true;
+        let mut item_error = 0.0f64;
         for (i, prior) in prior.iter_mut().enumerate().take(n) {
             let (panel, lane) = (i / PANEL, i % PANEL);
             let row = model.factors(i);
+            let mut error = 0.0f64;
             for (k, &f) in row.iter().enumerate() {
-                let half = half::f16::from_f32(f);
-                usable &= half.is_finite() && f.is_finite();
-                factors[(panel * d + k) * PANEL + lane] = half.to_bits();
+                let q = quantize(f, item_scale, ITEM_LEVELS);
+                quantized[((panel * pairs + k / 2) * PANEL + lane) * 2 + k % 2] = q as i16;
+                // Exact in f64: a 24-bit scale times a 15-bit integer.
+                let e = f64::from(f) - f64::from(item_scale) * f64::from(q);
+                error += e * e;
             }
+            item_error = item_error.max(error.sqrt());
             norms.push(row.iter().map(|x| x * x).sum::<f32>().sqrt());
             *prior = model.prior(i);
         }
         let max_norm = norms.iter().fold(0.0f32, |m, &x| m.max(x));
+        let max_prior = prior.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+        let usable = largest.is_finite() && item_scale.is_finite() && max_norm.is_finite() && max_prior.is_finite();
         let mut by_popularity: Vec<u32> = (0..n as u32).collect();
         by_popularity.sort_by(|&a, &b| {
             ranking((model.popularity[a as usize], a as usize), (model.popularity[b as usize], b as usize))
         });
-        ServingIndex { factors, prior, norms, max_norm, usable: usable && max_norm.is_finite(), by_popularity }
+        ServingIndex {
+            quantized,
+            pairs,
+            item_scale,
+            item_error,
+            prior,
+            max_prior,
+            norms,
+            max_norm,
+            usable,
+            by_popularity,
+        }
     }
 
-    /// A bound on |approximate − exact| ranking score for subject factors `u`:
-    /// half-float rounding (relative 2⁻¹¹, absolute 2⁻²⁵ for subnormals) by
-    /// Cauchy–Schwarz, plus the `f32` summation error of both computations,
-    /// with a 1% margin.
-    fn error_bound(&self, u: &[f32]) -> f32 {
-        let d = u.len() as f32;
-        let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let l1 = u.iter().map(|x| x.abs()).sum::<f32>();
-        let rounding = 2f32.powi(-11) + 2.0 * (d + 2.0) * f32::EPSILON;
-        1.01 * (norm * self.max_norm * rounding + l1 * 2f32.powi(-25))
+    /// Quantizes subject factors `u` on their own scale, with as many levels
+    /// as keep every integer dot product within `i32`, and bounds the error
+    /// of the scores that follow.
+    ///
+    /// With `u = s_u·q_u + e_u` and `v = s_v·q_v + e_v`,
+    /// `u·v = s_u·s_v·(q_u·q_v) + s_u·(q_u·e_v) + e_u·v`; Cauchy–Schwarz bounds
+    /// the last two terms by `s_u‖q_u‖·max‖e_v‖ + ‖e_u‖·max‖v‖`. To that come
+    /// the `f32` roundings of both scores: the conversion and scaling of the
+    /// integer product and the prior's addition here, the summation of the
+    /// exact dot product there. A 1% margin covers the bound's own arithmetic.
+    fn quantize_query(&self, u: &[f32]) -> QuantizedQuery {
+        let d = u.len();
+        let levels = (i32::MAX / (d.max(1) as i32 * ITEM_LEVELS)).min(ITEM_LEVELS);
+        let largest = u.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+        let query_scale = (f64::from(largest) / f64::from(levels)) as f32;
+        let mut pairs = vec![0i32; self.pairs];
+        let (mut q_norm, mut e_norm, mut u_norm) = (0.0f64, 0.0f64, 0.0f64);
+        for (k, &x) in u.iter().enumerate() {
+            let q = quantize(x, query_scale, levels);
+            pairs[k / 2] |= (i32::from(q as i16) & 0xffff) << (16 * (k % 2));
+            let e = f64::from(x) - f64::from(query_scale) * f64::from(q);
+            q_norm += f64::from(q) * f64::from(q);
+            e_norm += e * e;
+            u_norm += f64::from(x) * f64::from(x);
+        }
+        let (q_norm, e_norm, u_norm) = (q_norm.sqrt(), e_norm.sqrt(), u_norm.sqrt());
+        let max_norm = f64::from(self.max_norm);
+        let quantization = f64::from(query_scale) * q_norm * self.item_error + e_norm * max_norm;
+        // Largest magnitude of a scaled integer product, and of a score.
+        let product = (u_norm + e_norm) * (max_norm + self.item_error);
+        let score = product + f64::from(self.max_prior);
+        let unit = f64::from(f32::EPSILON);
+        let rounding = (d as f64 + 8.0) * unit * score;
+        // Underflow in the scaling, should the factors be tiny.
+        let underflow = 2f64.powi(-100);
+        let bound = 1.01 * (quantization + rounding) + underflow;
+        QuantizedQuery {
+            pairs,
+            scale: query_scale * self.item_scale,
+            error_bound: if bound.is_finite() { bound as f32 } else { f32::INFINITY },
+        }
+    }
+}
+
+/// `x / scale` rounded to the nearest integer within ±`levels` (0 for a zero scale).
+fn quantize(x: f32, scale: f32, levels: i32) -> i32 {
+    if scale > 0.0 {
+        (f64::from(x) / f64::from(scale)).round().clamp(-f64::from(levels), f64::from(levels)) as i32
+    } else {
+        0
     }
 }
 
@@ -269,6 +357,7 @@ impl Model {
         }
         self.fold_in_portable(interactions)
     }
+
 
     /// The same, compiled for AVX2+FMA: the rank-one updates and the
     /// Cholesky factorization are its inner loops.
@@ -336,59 +425,135 @@ impl Model {
         crate::cg::dot(self.factors(item), factors) + self.prior(item)
     }
 
-    /// Approximate ranking scores of every item from the half-float panels,
-    /// or `None` where the CPU lacks AVX2, FMA and F16C or the factors do not
-    /// fit half floats.
-    fn approximate_scores(&self, factors: &[f32]) -> Option<Vec<f32>> {
+    /// Approximate ranking scores of every item (padded to whole panels)
+    /// from the quantized panels, or `None` where the CPU has neither
+    /// AVX-512 VNNI nor AVX2, or the factors do not quantize.
+    fn approximate_scores(&self, query: &QuantizedQuery) -> Option<Vec<f32>> {
+        if !self.serving.usable {
+            return None;
+        }
         #[cfg(target_arch = "x86_64")]
         {
-            if self.serving.usable
-                && std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("f16c")
-            {
-                // SAFETY: the CPU supports all three features, checked just above.
-                return Some(unsafe { self.approximate_scores_avx2(factors) });
+            if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports both features, checked just above.
+                return Some(unsafe { self.approximate_scores_avx512(query) });
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports both features, checked just above.
+                return Some(unsafe { self.approximate_scores_avx2(query) });
             }
         }
-        let _ = factors;
+        let _ = query;
         None
     }
 
-    /// The panel scan: per panel, four accumulators over the dimensions
-    /// (so consecutive multiply-adds do not wait on each other), each step
-    /// converting eight half floats and multiply-adding them at once.
+    /// The panel scan on AVX-512 VNNI: per panel, four independent
+    /// accumulators over the dimension pairs (so consecutive `vpdpwssd` do
+    /// not wait on each other), then one conversion, scaling and prior.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn approximate_scores_avx2(&self, factors: &[f32]) -> Vec<f32> {
+    #[target_feature(enable = "avx512f,avx512vnni,fma")]
+    unsafe fn approximate_scores_avx512(&self, query: &QuantizedQuery) -> Vec<f32> {
         use std::arch::x86_64::*;
-        let d = self.rank;
-        let panels = &self.serving;
-        let count = panels.prior.len() / PANEL;
+        let index = &self.serving;
+        let pairs = index.pairs;
+        let count = index.prior.len() / PANEL;
         let mut scores = vec![0.0f32; count * PANEL];
-        let quads = d / 4 * 4;
+        let scale = _mm512_set1_ps(query.scale);
+        let (quads, rest) = query.pairs[..pairs].as_chunks::<4>();
         for p in 0..count {
-            // SAFETY: panel p spans factors[p·d·PANEL .. (p+1)·d·PANEL] and
-            // prior/scores[p·PANEL .. (p+1)·PANEL], all within their lengths.
+            // SAFETY: panel p spans quantized[p·pairs·2·PANEL ..][.. pairs·2·PANEL]
+            // and prior/scores[p·PANEL ..][.. PANEL], all within their lengths.
             unsafe {
-                let base = panels.factors.as_ptr().add(p * d * PANEL);
-                let column = |k: usize| _mm256_cvtph_ps(_mm_loadu_si128(base.add(k * PANEL).cast()));
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for k in (0..quads).step_by(4) {
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(_mm256_set1_ps(factors[k + j]), column(k + j), *acc);
+                let mut at = index.quantized.as_ptr().add(p * pairs * 2 * PANEL);
+                let mut next = || {
+                    let load = _mm512_loadu_si512(at.cast());
+                    at = at.add(2 * PANEL);
+                    load
+                };
+                let mut acc = [_mm512_setzero_si512(); 4];
+                for quad in quads {
+                    for (acc, &pair) in acc.iter_mut().zip(quad) {
+                        *acc = _mm512_dpwssd_epi32(*acc, next(), _mm512_set1_epi32(pair));
                     }
                 }
-                for (k, &u) in factors.iter().enumerate().take(d).skip(quads) {
-                    acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(u), column(k), acc[0]);
+                for &pair in rest {
+                    acc[0] = _mm512_dpwssd_epi32(acc[0], next(), _mm512_set1_epi32(pair));
                 }
-                let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                let prior = _mm256_loadu_ps(panels.prior.as_ptr().add(p * PANEL));
-                _mm256_storeu_ps(scores.as_mut_ptr().add(p * PANEL), _mm256_add_ps(sum, prior));
+                let sum = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+                let prior = _mm512_loadu_ps(index.prior.as_ptr().add(p * PANEL));
+                _mm512_storeu_ps(
+                    scores.as_mut_ptr().add(p * PANEL),
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, prior),
+                );
             }
         }
-        scores.truncate(self.n_items());
         scores
+    }
+
+    /// The same scan on AVX2: each panel as two halves of eight items, each
+    /// pair of dimensions a `vpmaddwd` and an add.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn approximate_scores_avx2(&self, query: &QuantizedQuery) -> Vec<f32> {
+        use std::arch::x86_64::*;
+        let index = &self.serving;
+        let pairs = index.pairs;
+        let count = index.prior.len() / PANEL;
+        let mut scores = vec![0.0f32; count * PANEL];
+        let duos = pairs / 2 * 2;
+        let scale = _mm256_set1_ps(query.scale);
+        for p in 0..count {
+            // SAFETY: as in the AVX-512 scan; each half is 8 of the panel's 16 lanes.
+            unsafe {
+                let base = index.quantized.as_ptr().add(p * pairs * 2 * PANEL);
+                let half = |m: usize, h: usize| _mm256_loadu_si256(base.add(m * 2 * PANEL + h * PANEL).cast());
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for m in (0..duos).step_by(2) {
+                    for j in 0..2 {
+                        let q = _mm256_set1_epi32(query.pairs[m + j]);
+                        for h in 0..2 {
+                            let a = &mut acc[2 * j + h];
+                            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(half(m + j, h), q));
+                        }
+                    }
+                }
+                for m in duos..pairs {
+                    let q = _mm256_set1_epi32(query.pairs[m]);
+                    for (h, acc) in acc.iter_mut().take(2).enumerate() {
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(half(m, h), q));
+                    }
+                }
+                for h in 0..2 {
+                    let sum = _mm256_add_epi32(acc[h], acc[2 + h]);
+                    let prior = _mm256_loadu_ps(index.prior.as_ptr().add(p * PANEL + h * 8));
+                    let score = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, prior);
+                    _mm256_storeu_ps(scores.as_mut_ptr().add(p * PANEL + h * 8), score);
+                }
+            }
+        }
+        scores
+    }
+
+    /// The same scores computed one item at a time: the reference the
+    /// vector scans must equal bit for bit (integer sums are exact, and the
+    /// final multiply-add rounds once everywhere).
+    #[cfg(test)]
+    fn approximate_scores_portable(&self, query: &QuantizedQuery) -> Vec<f32> {
+        let index = &self.serving;
+        (0..index.prior.len())
+            .map(|i| {
+                let (panel, lane) = (i / PANEL, i % PANEL);
+                let dot: i32 = (0..index.pairs)
+                    .map(|m| {
+                        let at = ((panel * index.pairs + m) * PANEL + lane) * 2;
+                        let (lo, hi) = (query.pairs[m] as i16, (query.pairs[m] >> 16) as i16);
+                        i32::from(index.quantized[at]) * i32::from(lo)
+                            + i32::from(index.quantized[at + 1]) * i32::from(hi)
+                    })
+                    .sum();
+                (dot as f32).mul_add(query.scale, index.prior[i])
+            })
+            .collect()
     }
 
     /// What ranking adds to the dot product: the item bias (explicit) or the popularity prior (implicit).
@@ -404,7 +569,7 @@ impl Model {
     /// The top `k` items for a subject, best first (ties by lower index),
     /// skipping items for which `exclude` is true.
     ///
-    /// A first pass scores the catalogue approximately from the half-float
+    /// A first pass scores the catalogue approximately from the quantized
     /// panels; every item whose approximate score is within twice the error
     /// bound of the k-th best is then rescored exactly, and those exact
     /// scores decide. An item left out is beaten, exactly, by k others, so
@@ -414,10 +579,12 @@ impl Model {
             return Vec::new();
         }
         let factors: Vec<f32> = subject.factors.iter().map(|&x| x as f32).collect();
-        let chosen = match self.approximate_scores(&factors) {
-            Some(approximate) => {
+        let query = self.serving.quantize_query(&factors);
+        let chosen = match self.approximate_scores(&query) {
+            Some(mut approximate) => {
+                approximate.truncate(self.n_items());
                 let threshold = match best_k(&approximate, k, &exclude).last() {
-                    Some(&kth) => approximate[kth] - 2.0 * self.serving.error_bound(&factors),
+                    Some(&kth) => approximate[kth] - 2.0 * query.error_bound,
                     _ => f32::NEG_INFINITY,
                 };
                 // A non-finite subject vector gives no usable bound: rescore everything.
@@ -500,14 +667,14 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
-        /// The half-float first pass never changes the answer: top_k equals
+        /// The quantized first pass never changes the answer: top_k equals
         /// an exact ranking of every item, even when scores nearly tie
-        /// (factors drawn from a few values plus tiny perturbations, some
-        /// in the half-float subnormal range).
+        /// (factors drawn from a few values plus perturbations far below
+        /// one quantization level).
         #[test]
         fn top_k_and_popular_are_the_exact_rankings(
             n in 1usize..300,
-            d in 1usize..20,
+            d in 1usize..80,
             seed in any::<u64>(),
             k in 0usize..15,
             modulus in 2usize..9,
@@ -538,6 +705,46 @@ mod tests {
             by_popularity.truncate(k);
             let popular: Vec<usize> = model.popular(k, exclude).into_iter().map(|(i, _)| i).collect();
             prop_assert_eq!(popular, by_popularity);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Every approximate score lies within the bound of the exact one,
+        /// and every vector scan this CPU runs gives the reference's bits.
+        #[test]
+        fn quantized_scores_are_within_the_bound(
+            n in 1usize..200,
+            d in 1usize..80,
+            seed in any::<u64>(),
+            spread in prop_oneof![Just(1e-3f32), Just(1.0f32), Just(1e4f32)],
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let factors: Vec<f32> = (0..n * d).map(|_| rng.random_range(-spread..spread)).collect();
+            let popularity: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..50.0).floor()).collect();
+            let model = model_with(n, d, factors, popularity);
+            let u: Vec<f32> = (0..d).map(|_| rng.random_range(-spread..spread)).collect();
+            let query = model.serving.quantize_query(&u);
+            let reference = model.approximate_scores_portable(&query);
+            for (i, &approximate) in reference.iter().enumerate().take(n) {
+                let exact = model.rank_score(&u, i);
+                prop_assert!(
+                    (approximate - exact).abs() <= query.error_bound,
+                    "item {i}: approximate {approximate}, exact {exact}, bound {}", query.error_bound
+                );
+            }
+            if let Some(fast) = model.approximate_scores(&query) {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&fast), bits(&reference));
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports both features, checked just above.
+                let avx2 = unsafe { model.approximate_scores_avx2(&query) };
+                prop_assert_eq!(avx2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    reference.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            }
         }
     }
 }

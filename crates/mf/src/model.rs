@@ -120,7 +120,7 @@ pub struct Model {
     /// Implicit mode: the popularity prior of each item, derived; not stored.
     #[serde(skip)]
     pub(crate) popularity_prior: Vec<f64>,
-    /// What serving derives at load (half-float scoring panels, item norms,
+    /// What serving derives at load (quantized scoring panels, item norms,
     /// popularity order); not stored.
     #[serde(skip)]
     pub(crate) serving: crate::foldin::ServingIndex,
