@@ -362,6 +362,15 @@ impl Ledger {
         on_backend!(&self.backend, s => s.events_of(subject))
     }
 
+    /// The subject's `limit` most recent events, newest first (ties by
+    /// arrival): what serving folds in, read without visiting older events.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the store fails.
+    pub fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
+        on_backend!(&self.backend, s => s.recent_events(subject, limit))
+    }
+
     /// Whether the subject was erased and is on the suppression list.
     ///
     /// # Errors

@@ -232,25 +232,55 @@ fn a_newer_schema_is_refused_with_a_clear_message(store) {
 on_both_backends! {
 fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     let mut ledger = store.open();
-    ledger.record_consent(&key().pseudonymize("alice"), &change(Purpose::Training, true, 10), t(10)).unwrap();
-    // Make it a version-2 store: the budget tables of migration 3 do not exist yet.
+    let alice = key().pseudonymize("alice");
+    ledger.record_consent(&alice, &change(Purpose::Training, true, 10), t(10)).unwrap();
+    ledger.ingest_events(&[event(alice, "sku-1", 11), event(alice, "sku-2", 12)], t(13)).unwrap();
+    // Make it a version-2 store: the budget tables of migration 3 and the
+    // covering event index of migration 4 do not exist yet.
+    let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps;
+                     DROP INDEX events_recent; CREATE INDEX events_by_subject ON events (subject_key, at);";
     match ledger.sqlite_path() {
         Some(path) => {
             let conn = rusqlite::Connection::open(path).unwrap();
-            conn.execute_batch("DROP TABLE budget_runs; DROP TABLE budget_caps; PRAGMA user_version = 2;").unwrap();
+            conn.execute_batch(&format!("{downgrade} PRAGMA user_version = 2;")).unwrap();
         }
         None => {
             let mut client = postgres::Client::connect(store.url(), postgres::NoTls).unwrap();
-            client
-                .batch_execute("DROP TABLE budget_runs; DROP TABLE budget_caps; UPDATE hush_schema SET version = 2;")
-                .unwrap();
+            client.batch_execute(&format!("{downgrade} UPDATE hush_schema SET version = 2;")).unwrap();
         }
     }
     drop(ledger);
     let ledger = store.open();
     assert_eq!(ledger.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(ledger.history(&key().pseudonymize("alice")).unwrap().len(), 1);
+    assert_eq!(ledger.history(&alice).unwrap().len(), 1);
     assert!(ledger.budget_spending().unwrap().is_empty());
+    let recent: Vec<String> = ledger.recent_events(&alice, 10).unwrap().into_iter().map(|e| e.item).collect();
+    assert_eq!(recent, ["sku-2", "sku-1"]);
+}
+}
+
+on_both_backends! {
+fn recent_events_are_the_newest_first_and_bounded(store) {
+    let mut ledger = store.open();
+    let (s, other) = (key().pseudonymize("recent"), key().pseudonymize("someone else"));
+    for subject in [s, other] {
+        ledger.record_consent(&subject, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+    }
+    // Out of time order, with a tie at 20 (broken by arrival), and another
+    // subject's events in between.
+    let batch = [
+        event(s, "at-20-first", 20),
+        event(other, "not-mine", 25),
+        event(s, "at-10", 10),
+        event(s, "at-30", 30),
+        event(s, "at-20-second", 20),
+    ];
+    ledger.ingest_events(&batch, t(40)).unwrap();
+    let items = |limit| -> Vec<String> { ledger.recent_events(&s, limit).unwrap().into_iter().map(|e| e.item).collect() };
+    assert_eq!(items(10), ["at-30", "at-20-second", "at-20-first", "at-10"]);
+    assert_eq!(items(2), ["at-30", "at-20-second"]);
+    assert!(items(0).is_empty());
+    assert_eq!(items(usize::MAX).len(), 4);
 }
 }
 
