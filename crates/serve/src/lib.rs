@@ -17,7 +17,6 @@ pub mod metrics;
 mod openapi;
 mod routes;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use error::{ApiError, ServeError};
@@ -47,7 +46,9 @@ const READERS: usize = 4;
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    /// At most this many of a subject's most recent events are folded in.
+    /// At most this many of a subject's most recent events are read per
+    /// request: they are folded in, and their items are not recommended
+    /// again. Bounds the work of a request however long the history.
     pub max_history: usize,
     /// Largest `k` a client may ask for.
     pub max_k: usize,
@@ -103,7 +104,7 @@ pub struct ServedModel {
     /// The model.
     pub model: Model,
     /// Catalogue id → item index.
-    pub index: HashMap<String, usize>,
+    pub index: foldhash::HashMap<String, usize>,
     /// The model card as Markdown, rendered once at load.
     pub card_markdown: String,
     /// The model card as a self-contained HTML page.

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, SubjectEvent, Timestamp};
 use hush_features::Feedback;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{Admin, Authorized, Ingest, Privacy, Recommend};
@@ -223,7 +224,7 @@ async fn recommendations(
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     let subject = state.key.pseudonymize(&id);
     let span = tracing::info_span!("recommendations", subject = %subject.short());
     let _entered = span.enter();
@@ -244,29 +245,19 @@ async fn recommendations(
             state.metrics.consent_refusals.inc();
             return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
         }
-        Ok(ledger.events_of(&subject)?)
+        Ok(ledger.recent_events(&subject, state.config.max_history)?)
     })?;
     let served = state.model();
     let model = &served.model;
-    let recent = events.iter().rev().take(state.config.max_history);
-    let mut history: BTreeMap<usize, (f32, &Event)> = BTreeMap::new();
-    for event in recent {
-        let value = fold_in_value(model.meta.feedback, &state.config.kind_weights, event);
-        if let (Some(&item), Some(value)) = (served.index.get(&event.item), value) {
-            let entry = history.entry(item).or_insert((0.0, event));
-            entry.0 = match model.meta.feedback {
-                Feedback::Explicit => entry.0.max(value),
-                Feedback::Implicit => entry.0 + value,
-            };
-        }
-    }
+    let events: Vec<(Option<usize>, &Event)> = events.iter().map(|e| (served.index.get(&e.item).copied(), e)).collect();
+    let history = History::of(model.meta.feedback, &events, |event| {
+        fold_in_value(model.meta.feedback, &state.config.kind_weights, event)
+    });
     let mut skip = excluded(&served, q.exclude.as_deref());
-    for item in events.iter().filter_map(|e| served.index.get(&e.item)) {
-        skip[*item] = true;
+    for item in events.iter().filter_map(|&(item, _)| item) {
+        skip[item] = true;
     }
-    // Negative feedback can cancel an item out entirely.
-    history.retain(|_, (weight, _)| *weight > 0.0);
-    let interactions: Vec<(u32, f32)> = history.iter().map(|(&i, &(v, _))| (i as u32, v)).collect();
+    let interactions: Vec<(u32, f32)> = history.0.iter().map(|&(i, v, _)| (i as u32, v)).collect();
     let personalized = !interactions.is_empty();
     let ranked = if personalized {
         let vector = model.fold_in(&interactions);
@@ -274,45 +265,104 @@ async fn recommendations(
     } else {
         model.popular(k, |i| skip[i])
     };
-    let items: Vec<Value> = ranked
+    let items = ranked
         .into_iter()
-        .map(|(i, score)| json!({ "item": model.items[i], "score": score, "because": explanation(model, i, &history) }))
+        .map(|(i, score)| Recommended { item: &model.items[i], score, because: history.explain(model, i) })
         .collect();
     tracing::info!(k, personalized, "scored");
-    Ok(Json(json!({ "items": items, "personalized": personalized, "model_id": model.meta.model_id })))
+    let body = RecommendationList { items, personalized, model_id: &model.meta.model_id };
+    Ok(Json(body).into_response())
 }
 
-/// Why an item was recommended: the subject's own items most similar to it in
-/// the model's latent space, weighted by how strongly the subject engaged
-/// with them (the terms that dominate the item's score in the fold-in).
-fn explanation(model: &hush_mf::Model, item: usize, history: &BTreeMap<usize, (f32, &Event)>) -> Vec<Value> {
-    // The two largest positive contributions, earlier items first on ties: one
-    // pass, as this runs for every recommended item of every request.
-    let mut best: [Option<(f32, usize, &Event)>; 2] = [None, None];
-    for (&j, &(weight, event)) in history {
-        let contribution = weight * model.cosine(item, j);
-        if contribution <= 0.0 {
-            continue;
+/// A response of `GET /v1/subjects/{id}/recommendations`.
+#[derive(Serialize)]
+struct RecommendationList<'a> {
+    items: Vec<Recommended<'a>>,
+    personalized: bool,
+    model_id: &'a str,
+}
+
+/// One recommended item, with why.
+#[derive(Serialize)]
+struct Recommended<'a> {
+    item: &'a str,
+    score: f64,
+    because: Vec<Because<'a>>,
+}
+
+/// One of the subject's own items behind a recommendation.
+#[derive(Serialize)]
+struct Because<'a> {
+    item: &'a str,
+    kind: &'a EventKind,
+    text: String,
+}
+
+/// What a subject's recent events say about each item they touched: its
+/// fold-in weight and its most recent event, in item order.
+struct History<'a>(Vec<(usize, f32, &'a Event)>);
+
+impl<'a> History<'a> {
+    /// From events newest first, each with its item index if the model
+    /// knows the item, and `value`, an event's fold-in weight (if it counts):
+    /// an explicit model keeps an item's highest rating, an implicit one sums
+    /// its weights. Items whose total is not positive (negative feedback can
+    /// cancel an item out) are left out.
+    fn of(feedback: Feedback, events: &[(Option<usize>, &'a Event)], value: impl Fn(&Event) -> Option<f32>) -> Self {
+        let mut entries: Vec<(usize, f32, &Event)> =
+            events.iter().filter_map(|&(item, event)| Some((item?, value(event)?, event))).collect();
+        // Stable, so an item's newest event stays first among its own.
+        entries.sort_by_key(|&(item, _, _)| item);
+        let mut merged: Vec<(usize, f32, &Event)> = Vec::with_capacity(entries.len());
+        for (item, value, event) in entries {
+            match merged.last_mut() {
+                Some(last) if last.0 == item => {
+                    last.1 = match feedback {
+                        Feedback::Explicit => last.1.max(value),
+                        Feedback::Implicit => last.1 + value,
+                    }
+                }
+                _ => merged.push((item, value, event)),
+            }
         }
-        if best[0].is_none_or(|(c, _, _)| contribution > c) {
-            best = [Some((contribution, j, event)), best[0]];
-        } else if best[1].is_none_or(|(c, _, _)| contribution > c) {
-            best[1] = Some((contribution, j, event));
-        }
+        merged.retain(|&(_, weight, _)| weight > 0.0);
+        History(merged)
     }
-    best.into_iter()
-        .flatten()
-        .map(|(_, j, event)| {
-            let verb = match event.kind {
-                EventKind::View => "viewed",
-                EventKind::Cart => "added to cart",
-                EventKind::Purchase => "bought",
-                EventKind::Rating => "rated",
-                EventKind::Other(_) => "interacted with",
-            };
-            json!({ "item": model.items[j], "kind": event.kind, "text": format!("because you {verb} {}", model.items[j]) })
-        })
-        .collect()
+
+    /// Why `item` was recommended: the subject's own items most similar to
+    /// it in the model's latent space, weighted by how strongly the subject
+    /// engaged with them (the terms that dominate the item's score in the
+    /// fold-in). The two largest positive contributions, lower item index
+    /// first on ties, in one pass: this runs for every recommended item of
+    /// every request.
+    fn explain(&self, model: &'a hush_mf::Model, item: usize) -> Vec<Because<'a>> {
+        let mut best: [Option<(f32, usize, &Event)>; 2] = [None, None];
+        for &(j, weight, event) in &self.0 {
+            let contribution = weight * model.cosine(item, j);
+            if contribution <= 0.0 {
+                continue;
+            }
+            if best[0].is_none_or(|(c, _, _)| contribution > c) {
+                best = [Some((contribution, j, event)), best[0]];
+            } else if best[1].is_none_or(|(c, _, _)| contribution > c) {
+                best[1] = Some((contribution, j, event));
+            }
+        }
+        best.into_iter()
+            .flatten()
+            .map(|(_, j, event)| {
+                let verb = match event.kind {
+                    EventKind::View => "viewed",
+                    EventKind::Cart => "added to cart",
+                    EventKind::Purchase => "bought",
+                    EventKind::Rating => "rated",
+                    EventKind::Other(_) => "interacted with",
+                };
+                let item = model.items[j].as_str();
+                Because { item, kind: &event.kind, text: format!("because you {verb} {item}") }
+            })
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]

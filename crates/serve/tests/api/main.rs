@@ -49,6 +49,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(ServeConfig::default()).await
+    }
+
+    async fn start_with(config: ServeConfig) -> Server {
         captured_logs();
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("hush.db");
@@ -62,7 +66,7 @@ impl Server {
         let model_path = dir.path().join("model.hmdl");
         model(false).save(&model_path).unwrap();
         let loaded = hush_mf::Model::load(&model_path).unwrap();
-        let state = AppState::new(loaded, ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default())
+        let state = AppState::new(loaded, ledger, PseudonymKey::from_bytes(KEY), config)
             .unwrap()
             .with_model_path(model_path.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -540,4 +544,28 @@ async fn negative_feedback_cancels_items_and_they_are_never_recommended() {
     let items: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
     assert_eq!(items.len(), 38);
     assert!(!items.contains(&"sku-0") && !items.contains(&"sku-1"));
+}
+
+#[tokio::test]
+async fn only_the_most_recent_events_are_folded_in_and_excluded() {
+    let server = Server::start_with(ServeConfig { max_history: 2, ..ServeConfig::default() }).await;
+    server.consent("hal", "personalization", true).await;
+    let events: Vec<Value> =
+        [("sku-3", "2025-01-01T00:00:00Z"), ("sku-5", "2025-01-02T00:00:00Z"), ("sku-7", "2025-01-03T00:00:00Z")]
+            .iter()
+            .map(|(item, at)| json!({ "subject_id": "hal", "item_id": item, "kind": "purchase", "timestamp": at }))
+            .collect();
+    let (status, report) = server.send(reqwest::Method::POST, "/v1/events", Some(json!({ "events": events }))).await;
+    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)), "{report}");
+    let (status, body) = server.get("/v1/subjects/hal/recommendations?k=40").await;
+    assert_eq!((status, &body["personalized"]), (200, &json!(true)), "{body}");
+    let items = body["items"].as_array().unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i["item"].as_str().unwrap()).collect();
+    // The window is the two newest events: their items are not recommended
+    // again, the older one is, and only the window explains anything.
+    assert_eq!(ids.len(), 38);
+    assert!(!ids.contains(&"sku-5") && !ids.contains(&"sku-7") && ids.contains(&"sku-3"), "{ids:?}");
+    let reasons: std::collections::BTreeSet<&str> =
+        items.iter().flat_map(|i| i["because"].as_array().unwrap()).map(|b| b["item"].as_str().unwrap()).collect();
+    assert!(!reasons.is_empty() && reasons.iter().all(|r| ["sku-5", "sku-7"].contains(r)), "{reasons:?}");
 }
