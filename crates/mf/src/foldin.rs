@@ -350,6 +350,15 @@ impl Model {
     pub fn fold_in(&self, interactions: &[(u32, f32)]) -> SubjectVector {
         #[cfg(target_arch = "x86_64")]
         {
+            if self.meta.feedback == Feedback::Implicit
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU supports both features, checked just above.
+                if let Some(vector) = unsafe { self.implicit_fold_in_avx512(interactions) } {
+                    return vector;
+                }
+            }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 // SAFETY: the CPU supports both features, checked just above.
                 return unsafe { self.fold_in_avx2(interactions) };
@@ -358,6 +367,27 @@ impl Model {
         self.fold_in_portable(interactions)
     }
 
+    /// Implicit fold-in by [`linalg::avx512::implicit_solve`], or `None` if
+    /// that system is not positive definite (the portable path raises the ridge).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn implicit_fold_in_avx512(&self, interactions: &[(u32, f32)]) -> Option<SubjectVector> {
+        let p = &self.meta.params;
+        let items: Vec<(&[f32], f64, f64)> = interactions
+            .iter()
+            .filter(|(i, _)| (*i as usize) < self.n_items())
+            .map(|&(i, value)| {
+                let confidence = 1.0 + p.alpha * f64::from(value).min(p.max_value);
+                (self.factors(i as usize), confidence - 1.0, confidence)
+            })
+            .collect();
+        if items.is_empty() {
+            return Some(SubjectVector { factors: vec![0.0; self.rank], bias: 0.0 });
+        }
+        // SAFETY: the caller checked AVX-512F and FMA.
+        let factors = unsafe { linalg::avx512::implicit_solve(&self.gram, self.rank, p.lambda, &items) }?;
+        Some(SubjectVector { factors, bias: 0.0 })
+    }
 
     /// The same, compiled for AVX2+FMA: the rank-one updates and the
     /// Cholesky factorization are its inner loops.
@@ -744,6 +774,43 @@ mod tests {
                 let avx2 = unsafe { model.approximate_scores_avx2(&query) };
                 prop_assert_eq!(avx2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                     reference.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Every fold-in path this CPU runs solves the same system: the
+        /// vector path agrees with the portable one to within rounding.
+        #[test]
+        fn fold_in_paths_agree(
+            n in 2usize..120,
+            d in 1usize..70,
+            seed in any::<u64>(),
+            events in 1usize..60,
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let factors: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let model = model_with(n, d, factors, vec![1.0; n]);
+            let interactions: Vec<(u32, f32)> =
+                (0..events).map(|_| (rng.random_range(0..n as u32 + 3), rng.random_range(0.5f32..6.0))).collect();
+            let portable = model.fold_in_portable(&interactions);
+            let mut paths = vec![model.fold_in(&interactions)];
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports both features, checked just above.
+                let vector = unsafe { model.implicit_fold_in_avx512(&interactions) };
+                // λ > 0 and positive weights: the system is positive definite.
+                prop_assert!(vector.is_some());
+                paths.extend(vector);
+            }
+            let scale = portable.factors.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+            for vector in paths {
+                prop_assert_eq!(vector.factors.len(), d);
+                for (a, b) in vector.factors.iter().zip(&portable.factors) {
+                    prop_assert!((a - b).abs() <= 1e-9 * scale, "{a} vs {b}");
+                }
             }
         }
     }

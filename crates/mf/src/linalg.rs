@@ -260,3 +260,186 @@ mod tests {
         assert!(ridge > 0.0 && x.iter().all(|v| v.is_finite()));
     }
 }
+
+/// The implicit subject solve of request-time fold-in on AVX-512, formed and
+/// factored in registers.
+///
+/// The portable path adds each item's outer product to the whole matrix
+/// and factors it right-looking: both stream the matrix through memory once
+/// per item or step. Here every row is computed once, as a combination of
+/// rows held in L1: row `i` of the matrix is `G_i + λe_i + Σ_t w_t v_t[i] v_t`,
+/// and row `i` of the Cholesky factor is that row minus `Σ_{k<i} U_ki U_k`,
+/// scaled. Each combination accumulates up to 32 columns in four registers
+/// while the rows stream past, so a cell is loaded and stored once.
+/// Rounding differs from the portable path (fused operations, another
+/// order); the result is the same solution to within `f64` rounding.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Solves `(G + λI + Σ_t w_t v_t v_tᵀ) x = Σ_t c_t v_t` for the `d×d`
+    /// row-major Gramian `gram` (upper triangle read) and items
+    /// `(v_t, w_t, c_t)`, or `None` if the system is not positive definite
+    /// (the caller then takes the portable path, which raises the ridge).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(crate) unsafe fn implicit_solve(
+        gram: &[f64],
+        d: usize,
+        lambda: f64,
+        items: &[(&[f32], f64, f64)],
+    ) -> Option<Vec<f64>> {
+        // Rows padded to whole registers with zeros, so no loop has a tail.
+        let stride = d.div_ceil(8) * 8;
+        let m = items.len();
+        let mut a = vec![0.0f64; d * stride];
+        for i in 0..d {
+            a[i * stride + i..i * stride + d].copy_from_slice(&gram[i * d + i..(i + 1) * d]);
+            a[i * stride + i] += lambda;
+        }
+        // Item vectors scaled by √w_t: Σ_t w_t v_t v_tᵀ = Σ_t s_t s_tᵀ, so one
+        // matrix gives both the coefficients (column i) and the rows. A
+        // negative weight has no square root: the portable path takes it.
+        if items.iter().any(|&(_, weight, _)| weight.is_nan() || weight < 0.0) {
+            return None;
+        }
+        let mut scaled = vec![0.0f64; m * stride];
+        let mut b = vec![0.0f64; stride];
+        for (t, &(factors, weight, confidence)) in items.iter().enumerate() {
+            let root = weight.sqrt();
+            let scaled = &mut scaled[t * stride..t * stride + d];
+            for ((s, b), &f) in scaled.iter_mut().zip(b.iter_mut()).zip(&factors[..d]) {
+                let f = f64::from(f);
+                *s = root * f;
+                *b += confidence * f;
+            }
+        }
+        for i in 0..d {
+            let first = i / 8 * 8;
+            // SAFETY: every pointer stays within its buffer: rows of `stride`
+            // columns, combinations over columns first..stride.
+            unsafe {
+                let row = a.as_mut_ptr().add(i * stride + first);
+                combine::<true>(row, stride - first, scaled.as_ptr().add(i), scaled.as_ptr().add(first), stride, m);
+            }
+        }
+        // Up-looking Cholesky, a = UᵀU: row i of U from the rows above it.
+        // Columns left of the diagonal are never read for the upper triangle,
+        // so whatever lands there is harmless.
+        for i in 0..d {
+            let first = i / 8 * 8;
+            // SAFETY: as above; rows 0..i are complete before row i reads them.
+            unsafe {
+                let row = a.as_mut_ptr().add(i * stride + first);
+                combine::<false>(row, stride - first, a.as_ptr().add(i), a.as_ptr().add(first), stride, i);
+            }
+            let pivot = a[i * stride + i];
+            if !(pivot > 0.0 && pivot.is_finite()) {
+                return None;
+            }
+            let pivot = pivot.sqrt();
+            a[i * stride + i] = pivot;
+            // One division, then multiplications: a vector division per
+            // element cost more than the rest of the row.
+            let inverse = 1.0 / pivot;
+            a[i * stride + i + 1..i * stride + d].iter_mut().for_each(|u| *u *= inverse);
+        }
+        // Uᵀ y = b, then U x = y.
+        for i in 0..d {
+            b[i] /= a[i * stride + i];
+            let y_i = b[i];
+            for (bk, u_ik) in b[i + 1..d].iter_mut().zip(&a[i * stride + i + 1..i * stride + d]) {
+                *bk -= u_ik * y_i;
+            }
+        }
+        for i in (0..d).rev() {
+            let s: f64 = a[i * stride + i + 1..i * stride + d].iter().zip(&b[i + 1..d]).map(|(u, x)| u * x).sum();
+            b[i] = (b[i] - s) / a[i * stride + i];
+        }
+        b.truncate(d);
+        Some(b)
+    }
+
+    /// `dst[c] ± Σ_{t<count} coef[t·stride] · rows[t·stride + c]` for `c < len`
+    /// (`len` a multiple of 8; added if `ADD`, else subtracted), 32 columns at
+    /// a time in registers.
+    ///
+    /// # Safety
+    /// All the addressed elements must lie within their buffers, and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn combine<const ADD: bool>(
+        dst: *mut f64,
+        len: usize,
+        coef: *const f64,
+        rows: *const f64,
+        stride: usize,
+        count: usize,
+    ) {
+        let mut g = 0;
+        while g < len {
+            // SAFETY: forwarded from the caller, for columns g..g + 8·B ≤ len.
+            unsafe {
+                match (len - g) / 8 {
+                    1 => group::<1, ADD>(dst.add(g), coef, rows.add(g), stride, count),
+                    2 => group::<2, ADD>(dst.add(g), coef, rows.add(g), stride, count),
+                    3 => group::<3, ADD>(dst.add(g), coef, rows.add(g), stride, count),
+                    _ => group::<4, ADD>(dst.add(g), coef, rows.add(g), stride, count),
+                }
+            }
+            g += 32;
+        }
+    }
+
+    /// [`combine`] for `8·B` columns held in `B` registers.
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    unsafe fn group<const B: usize, const ADD: bool>(
+        dst: *mut f64,
+        coef: *const f64,
+        rows: *const f64,
+        stride: usize,
+        count: usize,
+    ) {
+        // c·x added to or subtracted from the accumulator, fused.
+        #[inline(always)]
+        fn step<const ADD: bool>(c: __m512d, x: __m512d, acc: __m512d) -> __m512d {
+            // SAFETY: only reached from `group`, compiled for AVX-512F and FMA.
+            unsafe {
+                if ADD {
+                    _mm512_fmadd_pd(c, x, acc)
+                } else {
+                    _mm512_fnmadd_pd(c, x, acc)
+                }
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            // Two sets of accumulators, even and odd rows, so that up to eight
+            // multiply-adds are in flight instead of one chain per register.
+            let mut even: [__m512d; B] = std::array::from_fn(|r| _mm512_loadu_pd(dst.add(8 * r)));
+            let mut odd: [__m512d; B] = [_mm512_setzero_pd(); B];
+            for p in 0..count / 2 {
+                let (t0, t1) = (2 * p, 2 * p + 1);
+                let (c0, c1) = (_mm512_set1_pd(*coef.add(t0 * stride)), _mm512_set1_pd(*coef.add(t1 * stride)));
+                let (row0, row1) = (rows.add(t0 * stride), rows.add(t1 * stride));
+                for (r, (even, odd)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                    *even = step::<ADD>(c0, _mm512_loadu_pd(row0.add(8 * r)), *even);
+                    *odd = step::<ADD>(c1, _mm512_loadu_pd(row1.add(8 * r)), *odd);
+                }
+            }
+            if count % 2 == 1 {
+                let t = count - 1;
+                let c = _mm512_set1_pd(*coef.add(t * stride));
+                let row = rows.add(t * stride);
+                for (r, even) in even.iter_mut().enumerate() {
+                    *even = step::<ADD>(c, _mm512_loadu_pd(row.add(8 * r)), *even);
+                }
+            }
+            for (r, (even, odd)) in even.iter().zip(&odd).enumerate() {
+                _mm512_storeu_pd(dst.add(8 * r), _mm512_add_pd(*even, *odd));
+            }
+        }
+    }
+}
