@@ -74,16 +74,9 @@ pub fn cholesky_solve(a: &mut [f64], n: usize, b: &mut [f64]) -> bool {
     while start < n {
         let end = (start + BLOCK).min(n);
         for j in start..end {
-            let d = a[j * n + j];
-            if !(d > 0.0 && d.is_finite()) {
+            let Some((row_j, later)) = pivot_row(a, n, j) else {
                 return false;
-            }
-            let d = d.sqrt();
-            let (done, later) = a.split_at_mut((j + 1) * n);
-            let row_j = &mut done[j * n + j..];
-            row_j[0] = d;
-            row_j[1..].iter_mut().for_each(|u| *u /= d);
-            let row_j = &row_j[1..];
+            };
             // The block's later rows: a_ik −= u_ji · u_jk for k ≥ i.
             for i in j + 1..end {
                 let u_ji = row_j[i - j - 1];
@@ -136,6 +129,24 @@ pub fn cholesky_solve(a: &mut [f64], n: usize, b: &mut [f64]) -> bool {
         b[i] = s / a[i * n + i];
     }
     true
+}
+
+/// Step `j` of the factorization: row j of U is the pivot row scaled by the
+/// square root of its diagonal. Returns U's row j right of the diagonal and
+/// the rows below, or `None` if the pivot is not positive (the matrix is not
+/// positive definite).
+#[inline(always)]
+fn pivot_row(a: &mut [f64], n: usize, j: usize) -> Option<(&[f64], &mut [f64])> {
+    let d = a[j * n + j];
+    if !(d > 0.0 && d.is_finite()) {
+        return None;
+    }
+    let d = d.sqrt();
+    let (done, later) = a.split_at_mut((j + 1) * n);
+    let row_j = &mut done[j * n + j..];
+    row_j[0] = d;
+    row_j[1..].iter_mut().for_each(|u| *u /= d);
+    Some((&row_j[1..], later))
 }
 
 /// Factorization steps taken together in [`cholesky_solve`].
@@ -191,16 +202,9 @@ mod tests {
     /// The factorization one step at a time, as it was before blocking.
     fn cholesky_one_step_at_a_time(a: &mut [f64], n: usize) -> bool {
         for j in 0..n {
-            let d = a[j * n + j];
-            if !(d > 0.0 && d.is_finite()) {
+            let Some((row_j, trailing)) = pivot_row(a, n, j) else {
                 return false;
-            }
-            let d = d.sqrt();
-            let (done, trailing) = a.split_at_mut((j + 1) * n);
-            let row_j = &mut done[j * n + j..];
-            row_j[0] = d;
-            row_j[1..].iter_mut().for_each(|u| *u /= d);
-            let row_j = &row_j[1..];
+            };
             for (offset, &u_ji) in row_j.iter().enumerate() {
                 let i = j + 1 + offset;
                 let row_i = &mut trailing[(i - j - 1) * n + i..(i - j) * n];
