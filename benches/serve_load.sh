@@ -25,6 +25,7 @@ printf '[train]\nrank = 64\niterations = 3\nlambda = 10.0\nalpha = 1.0\n' > trai
 $hush extract --input shop/events.csv --config "$OLDPWD/models/sample.toml" --out f.hfs -q >/dev/null
 $hush train --features f.hfs --config train.toml --non-private --out model.hmdl -q >/dev/null
 $hush consent grant --subject bench-subject --purpose personalization --notice-version bench -q >/dev/null
+$hush consent grant --subject bench-newcomer --purpose personalization --notice-version bench -q >/dev/null
 {
   echo "subject_id,item_id,kind,value,timestamp"
   for i in $(seq 0 49); do echo "bench-subject,sku-$(printf %06d $((i * 37 % 10000))),view,1,1735689600"; done
@@ -42,7 +43,10 @@ health=$(run "http://127.0.0.1:18181/healthz")
 # scored) and the non-personalized fallback, on the same server.
 refused=$(run "http://127.0.0.1:18181/v1/subjects/no-consent-subject/recommendations?k=10")
 popular=$(run "http://127.0.0.1:18181/v1/recommendations/popular?k=10")
-python3 - "$recs" "$health" "$refused" "$popular" <<'PY'
+# A consented subject with no stored events: the same route and reads, and
+# the same 10-item answer, without the fold-in and the scoring.
+newcomer=$(run "http://127.0.0.1:18181/v1/subjects/bench-newcomer/recommendations?k=10")
+python3 - "$recs" "$health" "$refused" "$popular" "$newcomer" <<'PY'
 import re, sys
 def parse(text):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -52,11 +56,12 @@ def parse(text):
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     return rps, pct(50), pct(99), int(non2xx.group(1)) if non2xx else 0
-r, h, f, p = (parse(a) for a in sys.argv[1:5])
+r, h, f, p, n = (parse(a) for a in sys.argv[1:6])
 print(f"recommendations: {r[0]:,.0f} req/s  p50 {r[1]:.2f} ms  p99 {r[2]:.2f} ms  non-2xx {r[3]}")
 print(f"healthz:         {h[0]:,.0f} req/s  p50 {h[1]:.2f} ms  p99 {h[2]:.2f} ms  non-2xx {h[3]}")
 print(f"403 consent_required (auth + consent lookup only): {f[0]:,.0f} req/s  p99 {f[2]:.2f} ms  non-2xx {f[3]}")
 print(f"popular fallback: {p[0]:,.0f} req/s  p99 {p[2]:.2f} ms  non-2xx {p[3]}")
+print(f"consented, no stored events (no fold-in or scoring): {n[0]:,.0f} req/s  p99 {n[2]:.2f} ms  non-2xx {n[3]}")
 ratio = r[0] / h[0]
 print(f"recommendations / healthz throughput: {ratio:.2f}x (target >= 0.25x) {'PASS' if ratio >= 0.25 else 'FAIL'}")
 print(f"recommendations p99: {r[2]:.2f} ms (target <= 20 ms) {'PASS' if r[2] <= 20 else 'FAIL'}")
