@@ -98,9 +98,6 @@ const MIGRATIONS: &[&str] = &[
          created_at BIGINT NOT NULL
      );
      CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
-    // 4: a subject's recent events by an index-only scan (as on SQLite).
-    "CREATE INDEX events_recent ON events (subject_key, at, id) INCLUDE (subject, item, kind, value);
-     DROP INDEX events_by_subject;",
 ];
 
 /// Advisory lock id that serializes schema migrations of one database.

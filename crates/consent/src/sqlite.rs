@@ -93,12 +93,6 @@ const MIGRATIONS: &[&str] = &[
          created_at INTEGER NOT NULL
      );
      CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
-    // 4: a subject's recent events from one contiguous index range. The
-    // index holds every column a request reads, so serving never visits the
-    // table, where one subject's events lie scattered among everyone's (one
-    // B-tree descent per event before). It costs a second copy of each event.
-    "CREATE INDEX events_recent ON events (subject_key, at, id, subject, item, kind, value);
-     DROP INDEX events_by_subject;",
 ];
 
 /// The newest schema version this build understands.
@@ -238,7 +232,8 @@ impl SqliteStore {
     }
 
     /// The subject's `limit` most recent events, newest first (ties by
-    /// arrival), read from the covering index alone.
+    /// arrival): a backward walk of the subject's range of `events_by_subject`
+    /// that stops after `limit` rows.
     ///
     /// # Errors
     /// [`Error::Database`] if SQLite fails.
