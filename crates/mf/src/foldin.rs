@@ -211,7 +211,7 @@ const QUERY_OFFSET: i32 = 64;
 /// the final scaling. [`ServingIndex::quantize_query`] bounds that
 /// difference, and [`Model::top_k`] uses the bound to rescore exactly every
 /// item that could still be in the top k, so the ranking is the exact one.
-/// Coarse levels only widen the set rescored (about 40 items for a top 10
+/// Coarse levels only widen the set rescored (48 items for a top 10
 /// of 10k at rank 64, against 11 with 16-bit levels), while the pass itself
 /// reads half the memory.
 #[derive(Clone, Debug, Default, PartialEq)]
