@@ -105,7 +105,7 @@ pub(crate) fn implicit_subject_step(
     for (item, value) in interactions {
         let z = &mut batch[pending * rank..(pending + 1) * rank];
         item_factors(item, z);
-        let confidence = 1.0 + alpha * value;
+        let confidence = confidence(alpha, value);
         for (bi, zi) in eq.b.iter_mut().zip(z.iter()) {
             *bi += confidence * zi;
         }
@@ -125,6 +125,12 @@ pub(crate) fn implicit_subject_step(
         return SubjectVector { factors: vec![0.0; rank], bias: 0.0 };
     }
     SubjectVector { factors: eq.solve(&vec![lambda; rank]), bias: 0.0 }
+}
+
+/// The confidence of an observed implicit interaction: `1 + α·value`.
+#[inline(always)]
+fn confidence(alpha: f64, value: f64) -> f64 {
+    1.0 + alpha * value
 }
 
 /// The indices of the `k` largest scores, best first (ties by index), skipping
@@ -274,7 +280,7 @@ impl ServingIndex {
                 let q = quantize(f, item_scale, ITEM_LEVELS);
                 quantized[((panel * quads + k / 4) * PANEL + lane) * 4 + k % 4] = q as i8;
                 offset_terms[i] += QUERY_OFFSET * q;
-                // Exact in f64: a 24-bit scale times a 15-bit integer.
+                // Exact in f64: a 24-bit scale times an 8-bit integer.
                 let e = f64::from(f) - f64::from(item_scale) * f64::from(q);
                 error += e * e;
             }
@@ -284,7 +290,7 @@ impl ServingIndex {
         }
         let max_norm = norms.iter().fold(0.0f32, |m, &x| m.max(x));
         let max_prior = prior.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
-        let usable = largest.is_finite() && item_scale.is_finite() && max_norm.is_finite() && max_prior.is_finite();
+        let usable = largest.is_finite() && max_norm.is_finite() && max_prior.is_finite();
         let mut by_popularity: Vec<u32> = (0..n as u32).collect();
         by_popularity.sort_by(|&a, &b| {
             ranking((model.popularity[a as usize], a as usize), (model.popularity[b as usize], b as usize))
@@ -393,12 +399,11 @@ impl Model {
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn implicit_fold_in_avx512(&self, interactions: &[(u32, f32)]) -> Option<SubjectVector> {
         let p = &self.meta.params;
-        let items: Vec<(&[f32], f64, f64)> = interactions
-            .iter()
-            .filter(|(i, _)| (*i as usize) < self.n_items())
-            .map(|&(i, value)| {
-                let confidence = 1.0 + p.alpha * f64::from(value).min(p.max_value);
-                (self.factors(i as usize), confidence - 1.0, confidence)
+        let items: Vec<(&[f32], f64, f64)> = self
+            .known_implicit(interactions)
+            .map(|(i, value)| {
+                let confidence = confidence(p.alpha, value);
+                (self.factors(i), confidence - 1.0, confidence)
             })
             .collect();
         if items.is_empty() {
@@ -418,11 +423,19 @@ impl Model {
     }
 
     #[inline(always)]
+    /// The interactions with items this model knows, as (item, value).
+    fn known<'a>(&'a self, interactions: &'a [(u32, f32)]) -> impl Iterator<Item = (usize, f64)> + 'a {
+        interactions.iter().filter(|(i, _)| (*i as usize) < self.n_items()).map(|&(i, v)| (i as usize, f64::from(v)))
+    }
+
+    /// The same for an implicit model, each value capped at the training cap.
+    fn known_implicit<'a>(&'a self, interactions: &'a [(u32, f32)]) -> impl Iterator<Item = (usize, f64)> + 'a {
+        let cap = self.meta.params.max_value;
+        self.known(interactions).map(move |(i, v)| (i, v.min(cap)))
+    }
+
     fn fold_in_portable(&self, interactions: &[(u32, f32)]) -> SubjectVector {
-        let known = interactions
-            .iter()
-            .filter(|(i, _)| (*i as usize) < self.n_items())
-            .map(|&(i, v)| (i as usize, f64::from(v)));
+        let known = self.known(interactions);
         let p = &self.meta.params;
         match self.meta.feedback {
             Feedback::Explicit => explicit_subject_step(
@@ -438,7 +451,7 @@ impl Model {
                 p.lambda,
                 p.alpha,
                 &self.gram,
-                known.map(|(i, v)| (i, v.min(p.max_value))),
+                self.known_implicit(interactions),
                 |i, out| self.item_row(i, out),
             ),
         }
@@ -775,6 +788,7 @@ mod tests {
             let u: Vec<f32> = (0..d).map(|_| rng.random_range(-spread..spread)).collect();
             let query = model.serving.quantize_query(&u);
             let reference = model.approximate_scores_portable(&query);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for (i, &approximate) in reference.iter().enumerate().take(n) {
                 let exact = model.rank_score(&u, i);
                 prop_assert!(
@@ -783,15 +797,13 @@ mod tests {
                 );
             }
             if let Some(fast) = model.approximate_scores(&query) {
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 prop_assert_eq!(bits(&fast), bits(&reference));
             }
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 // SAFETY: the CPU supports both features, checked just above.
                 let avx2 = unsafe { model.approximate_scores_avx2(&query) };
-                prop_assert_eq!(avx2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    reference.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+                prop_assert_eq!(bits(&avx2), bits(&reference));
             }
         }
     }

@@ -115,20 +115,28 @@ pub fn cholesky_solve(a: &mut [f64], n: usize, b: &mut [f64]) -> bool {
         }
         start = end;
     }
+    substitute(a, n, n, b);
+    true
+}
+
+/// Solves `UᵀU x = b` in place for the `n×n` upper-triangular factor `u`,
+/// stored by rows `stride` apart: `b` (length `n`) becomes `x`.
+#[inline(always)]
+fn substitute(u: &[f64], n: usize, stride: usize, b: &mut [f64]) {
+    let row = |i: usize| &u[i * stride + i + 1..i * stride + n];
     // Uᵀ y = b, by rows of U: once y_i is known, remove it from the later equations.
     for i in 0..n {
-        b[i] /= a[i * n + i];
+        b[i] /= u[i * stride + i];
         let y_i = b[i];
-        for (bk, u_ik) in b[i + 1..].iter_mut().zip(&a[i * n + i + 1..(i + 1) * n]) {
+        for (bk, u_ik) in b[i + 1..n].iter_mut().zip(row(i)) {
             *bk -= u_ik * y_i;
         }
     }
     // U x = y, backwards: each a dot product along a row of U.
     for i in (0..n).rev() {
-        let s = b[i] - dot(&a[i * n + i + 1..(i + 1) * n], &b[i + 1..]);
-        b[i] = s / a[i * n + i];
+        let s = b[i] - dot(row(i), &b[i + 1..n]);
+        b[i] = s / u[i * stride + i];
     }
-    true
 }
 
 /// Step `j` of the factorization: row j of U is the pivot row scaled by the
@@ -350,19 +358,8 @@ pub(crate) mod avx512 {
             let inverse = 1.0 / pivot;
             a[i * stride + i + 1..i * stride + d].iter_mut().for_each(|u| *u *= inverse);
         }
-        // Uᵀ y = b, then U x = y.
-        for i in 0..d {
-            b[i] /= a[i * stride + i];
-            let y_i = b[i];
-            for (bk, u_ik) in b[i + 1..d].iter_mut().zip(&a[i * stride + i + 1..i * stride + d]) {
-                *bk -= u_ik * y_i;
-            }
-        }
-        for i in (0..d).rev() {
-            let s: f64 = a[i * stride + i + 1..i * stride + d].iter().zip(&b[i + 1..d]).map(|(u, x)| u * x).sum();
-            b[i] = (b[i] - s) / a[i * stride + i];
-        }
         b.truncate(d);
+        super::substitute(&a, d, stride, &mut b);
         Some(b)
     }
 
