@@ -303,6 +303,10 @@ pub(crate) mod avx512 {
         lambda: f64,
         items: &[(&[f32], f64, f64)],
     ) -> Option<Vec<f64>> {
+        // A negative weight has no square root (below): the portable path takes it.
+        if items.iter().any(|&(_, weight, _)| weight.is_nan() || weight < 0.0) {
+            return None;
+        }
         // Rows padded to whole registers with zeros, so no loop has a tail.
         let stride = d.div_ceil(8) * 8;
         let m = items.len();
@@ -312,11 +316,7 @@ pub(crate) mod avx512 {
             a[i * stride + i] += lambda;
         }
         // Item vectors scaled by √w_t: Σ_t w_t v_t v_tᵀ = Σ_t s_t s_tᵀ, so one
-        // matrix gives both the coefficients (column i) and the rows. A
-        // negative weight has no square root: the portable path takes it.
-        if items.iter().any(|&(_, weight, _)| weight.is_nan() || weight < 0.0) {
-            return None;
-        }
+        // matrix gives both the coefficients (column i) and the rows.
         let mut scaled = vec![0.0f64; m * stride];
         let mut b = vec![0.0f64; stride];
         for (t, &(factors, weight, confidence)) in items.iter().enumerate() {
