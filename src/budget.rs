@@ -150,19 +150,26 @@ pub fn purpose_for(
     asked: Option<BudgetPurposeArg>,
     budget: Option<Budget>,
     seeded_noise: bool,
-    research_only: bool,
+    data: &hush_features::FeatureMeta,
 ) -> Result<BudgetPurpose> {
-    let releasable = budget.is_some() && !seeded_noise && !research_only;
+    let blocker = if budget.is_none() {
+        Some("it is non-private")
+    } else if seeded_noise {
+        Some("its noise is seeded")
+    } else if data.research_only {
+        Some("it is trained on research data")
+    } else if data.sampling_seeded {
+        Some("its per-subject sampling is seeded (extracted with --sampling-seed)")
+    } else if data.catalogue.is_none() {
+        Some("its item list comes from private rows: extract with a --catalogue")
+    } else {
+        None
+    };
+    let releasable = blocker.is_none();
     match asked.map(purpose_of) {
         Some(BudgetPurpose::Release) if !releasable => bail!(
             "--purpose release: this model can never be released ({}); use --purpose evaluation",
-            if budget.is_none() {
-                "it is non-private"
-            } else if seeded_noise {
-                "its noise is seeded"
-            } else {
-                "it is trained on research data"
-            }
+            blocker.unwrap_or_default()
         ),
         Some(purpose) => Ok(purpose),
         None if releasable => Ok(BudgetPurpose::Release),

@@ -192,6 +192,12 @@ pub struct DataArgs {
     /// A TOML config with [extract] and [train] tables (see models/).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The catalogue for on-the-fly extraction (overrides the config's).
+    #[arg(long)]
+    pub catalogue: Option<PathBuf>,
+    /// Seed per-subject sampling for on-the-fly extraction (research only).
+    #[arg(long)]
+    pub sampling_seed: Option<u64>,
 }
 
 /// The privacy choice for training: a budget, or the non-private twin.
@@ -529,9 +535,15 @@ pub struct ExtractArgs {
     /// No contribution bound (research only: DP training needs one).
     #[arg(long, conflicts_with = "max_events_per_subject")]
     pub unbounded: bool,
-    /// Seed of the contribution-bound sampling.
+    /// Seed per-subject sampling (contribution bound, splits) for reproducible
+    /// research: the output is then not releasable. Default: a secret from the OS.
     #[arg(long)]
-    pub seed: Option<u64>,
+    pub sampling_seed: Option<u64>,
+    /// The storefront's catalogue (CSV with a header; the item id column is
+    /// `item_id`, `item` or `movieId`, else the first): the public item
+    /// universe. Events about other items are dropped as `unknown_item`.
+    #[arg(long)]
+    pub catalogue: Option<PathBuf>,
     /// Research data without a consent ledger: include every subject, mark the output research-only.
     #[arg(long)]
     pub research_data: bool,

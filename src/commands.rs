@@ -366,9 +366,11 @@ impl ConfigFile {
     }
 }
 
+/// Reads a config file; a relative `catalogue` path is taken relative to
+/// the config file, so a config works from any working directory.
 pub fn read_config(path: &Path) -> Result<ConfigFile> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
+    let mut config: ConfigFile = toml::from_str(&text).map_err(|e| {
         let location = e
             .span()
             .map(|span| {
@@ -377,7 +379,11 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
             })
             .unwrap_or_default();
         anyhow::anyhow!("config {}{location}: {}", path.display(), e.message())
-    })
+    })?;
+    if let Some(catalogue) = config.extract.catalogue.as_mut().filter(|c| c.is_relative()) {
+        *catalogue = path.parent().unwrap_or(Path::new(".")).join(&*catalogue);
+    }
+    Ok(config)
 }
 
 fn extract_params(args: &ExtractArgs) -> Result<ExtractParams> {
@@ -409,8 +415,11 @@ fn extract_params(args: &ExtractArgs) -> Result<ExtractParams> {
     if args.unbounded {
         params.max_events_per_subject = None;
     }
-    if let Some(seed) = args.seed {
-        params.seed = seed;
+    if args.sampling_seed.is_some() {
+        params.sampling_seed = args.sampling_seed;
+    }
+    if args.catalogue.is_some() {
+        params.catalogue.clone_from(&args.catalogue);
     }
     params.research_data |= args.research_data;
     params.strict |= args.tolerance.strict;
@@ -699,7 +708,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let mut ledger = open_ledger(&g)?;
     let lenient = ImportOptions::default();
 
-    println!("== 1/5 consent ledger: importing {}", sample.join("consent.csv").display());
+    println!("== 1/6 consent ledger: importing {}", sample.join("consent.csv").display());
     let report = import::import_consent(
         &mut ledger,
         &key,
@@ -711,7 +720,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "consent records", &report)?;
 
-    println!("== 2/5 event store: importing {}", sample.join("events.csv").display());
+    println!("== 2/6 event store: importing {}", sample.join("events.csv").display());
     let format = EventFormat::Csv(CsvMapping::default());
     let report = import::import_events(
         &mut ledger,
@@ -724,7 +733,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "events", &report)?;
 
-    println!("== 3/5 erasure requests: {}", sample.join("erasure_requests.csv").display());
+    println!("== 3/6 erasure requests: {}", sample.join("erasure_requests.csv").display());
     let erased = erase_all(&mut ledger, &key, &erasure_requests(&sample.join("erasure_requests.csv"))?)?;
     println!(
         "erased {} subjects ({} consent records, {} events deleted); they are suppressed from now on",
@@ -732,7 +741,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     );
     drop(ledger);
 
-    println!("== 4/5 consent-filtered extraction (config {})", args.config.display());
+    println!("== 4/6 consent-filtered extraction (config {})", args.config.display());
     let extract_args = ExtractArgs {
         inputs: vec![sample.join("events.csv")],
         format: FormatArgs { format: "csv".into(), mapping: None },
@@ -744,7 +753,8 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         retention_days: None,
         max_events_per_subject: None,
         unbounded: false,
-        seed: None,
+        sampling_seed: None,
+        catalogue: Some(sample.join("items.csv")),
         research_data: false,
         tolerance: ImportTolerance { strict: false, max_malformed: 0.01 },
         out: args.dir.join("features.hfs"),
@@ -753,18 +763,21 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     };
     extract(&g, &extract_args)?;
 
-    println!("== 5/5 training on the train split: DP model (epsilon 4, delta 1e-6) and its non-private twin");
+    println!(
+        "== 5/6 evaluation on the train split (private report, evaluation budget): DP model (epsilon 4, delta \
+         1e-6) and its non-private twin"
+    );
     let config = read_config(&args.config)?;
     let train_set = FeatureSet::load(&args.dir.join("features.train.hfs"))?;
     let test_set = FeatureSet::load(&args.dir.join("features.test.hfs"))?;
-    let dp = crate::learn::train_and_report(
+    crate::learn::train_and_report(
         &g,
         &train_set,
         &test_set,
         &config.train_params(true)?,
         &config.budget,
         Some(4.0),
-        &args.dir.join("model.hmdl"),
+        &args.dir.join("eval-dp.hmdl"),
     )?;
     crate::learn::train_and_report(
         &g,
@@ -773,7 +786,16 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &config.train_params(false)?,
         &config.budget,
         None,
-        &args.dir.join("model-nonprivate.hmdl"),
+        &args.dir.join("eval-nonprivate.hmdl"),
+    )?;
+    println!("== 6/6 the release: DP model (epsilon 4, delta 1e-6) on the whole feature set, release budget");
+    let dp = crate::learn::train_for_release(
+        &g,
+        &FeatureSet::load(&args.dir.join("features.hfs"))?,
+        &config.train_params(true)?,
+        &config.budget,
+        hush_privacy::Budget::new(4.0, 1e-6)?,
+        &args.dir.join("model.hmdl"),
     )?;
     println!("{}", crate::budget::release_line(&g, &config.budget.dataset)?);
     println!(

@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use hush_consent::BudgetPurpose;
 use hush_consent::Timestamp;
 use hush_features::split::split;
 use hush_features::{ExtractionReport, FeatureSet, Feedback, SplitSpec};
 use hush_mf::eval::{self, Baselines, EvalOptions, Evaluation};
-use hush_mf::{Model, Privacy, PrivacyGuarantee, TrainParams};
+use hush_mf::{Model, ModelPurpose, Privacy, PrivacyGuarantee, TrainParams};
 use hush_privacy::{Budget, NoiseSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -44,7 +45,8 @@ pub fn load_data_with_report(
             Ok(text) => {
                 let report: ExtractionReport = serde_json::from_str(&text)
                     .with_context(|| format!("{}: not an extraction report", report_path.display()))?;
-                if report.digest() != set.meta.report_digest {
+                // Research sets are digested under a throwaway key: nothing to check them against.
+                if !set.meta.research_only && report.digest(&crate::commands::load_key(g)?) != set.meta.report_digest {
                     bail!(
                         "{} is not the extraction report of {} (its digest differs from the one the feature set records)",
                         report_path.display(),
@@ -71,6 +73,12 @@ pub fn load_data_with_report(
     }
     if data.as_of.is_some() {
         params.snapshot_at = data.as_of.clone();
+    }
+    if data.catalogue.is_some() {
+        params.catalogue.clone_from(&data.catalogue);
+    }
+    if data.sampling_seed.is_some() {
+        params.sampling_seed = data.sampling_seed;
     }
     let now = Timestamp::now();
     let extract = params.validate(now)?;
@@ -123,8 +131,15 @@ fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: Priv
     Ok(model)
 }
 
-/// The metrics object with the stable keys scripts rely on.
-fn metrics_json(model: &Model, evaluation: &Evaluation, baselines: &Baselines) -> Value {
+/// The metrics object with the stable keys scripts rely on. Exact
+/// statistics of private data: printed for the operator, never put in a model.
+fn metrics_json(
+    model: &Model,
+    train: &FeatureSet,
+    train_seconds: Option<f64>,
+    evaluation: &Evaluation,
+    baselines: &Baselines,
+) -> Value {
     let (epsilon, delta, rho) = match &model.meta.privacy {
         PrivacyGuarantee::NonPrivate => (Value::Null, Value::Null, Value::Null),
         PrivacyGuarantee::Dp { epsilon, delta, rho, .. } => (json!(epsilon), json!(delta), json!(rho)),
@@ -145,9 +160,9 @@ fn metrics_json(model: &Model, evaluation: &Evaluation, baselines: &Baselines) -
         format!("map_at_{k}"): evaluation.ranking.map,
         "coverage": evaluation.coverage,
         "popularity_bias": evaluation.popularity_bias,
-        "train_seconds": model.meta.train_seconds,
-        "subjects": model.meta.data.subjects,
-        "interactions": model.meta.data.interactions,
+        "train_seconds": train_seconds,
+        "subjects": train.n_subjects(),
+        "interactions": train.nnz(),
         "items": model.n_items(),
         "by_activity": evaluation.by_activity,
         "by_item_popularity": evaluation.by_item_popularity,
@@ -213,23 +228,50 @@ pub fn train_and_report(
     let budget = epsilon.map(|e| Budget::new(e, 1e-6)).transpose()?;
     let run = RunSpec {
         dataset: &budget_config.dataset,
-        purpose: crate::budget::purpose_for(None, budget, false, train.meta.research_only)?,
+        purpose: BudgetPurpose::Evaluation,
         budget,
         set: train,
         params,
         run_key: crate::budget::new_run_key("train"),
     };
     let privacy = privacy_with(budget, NoiseSource::from_os_entropy());
-    let mut model =
-        crate::budget::train_claimed(g, Some(budget_config), run, || train_model(g, train, params, privacy))?;
+    let model = crate::budget::train_claimed(g, Some(budget_config), run, || {
+        let mut model = train_model(g, train, params, privacy)?;
+        model.set_purpose(ModelPurpose::Evaluation);
+        Ok(model)
+    })?;
     let options = EvalOptions::default();
     let evaluation = eval::evaluate(&model, train, test, options);
     let baselines = eval::baselines(train, test, options);
-    let metrics = metrics_json(&model, &evaluation, &baselines);
-    model.meta.evaluation = Some(evaluation);
-    let cards = save_with_card(&model, out)?;
+    let metrics = metrics_json(&model, train, None, &evaluation, &baselines);
+    let cards = save_with_card(&model, out, Some(&evaluation))?;
     println!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
     print_metrics(&metrics);
+    Ok(model)
+}
+
+/// Trains the model to serve: DP on the whole feature set, spending from
+/// the release budget.
+pub fn train_for_release(
+    g: &Global,
+    set: &FeatureSet,
+    params: &TrainParams,
+    budget_config: &BudgetConfig,
+    budget: Budget,
+    out: &Path,
+) -> Result<Model> {
+    let run = RunSpec {
+        dataset: &budget_config.dataset,
+        purpose: crate::budget::purpose_for(Some(BudgetPurposeArg::Release), Some(budget), false, &set.meta)?,
+        budget: Some(budget),
+        set,
+        params,
+        run_key: crate::budget::new_run_key("release"),
+    };
+    let privacy = privacy_with(Some(budget), NoiseSource::from_os_entropy());
+    let model = crate::budget::train_claimed(g, Some(budget_config), run, || train_model(g, set, params, privacy))?;
+    let cards = save_with_card(&model, out, None)?;
+    println!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
     Ok(model)
 }
 
@@ -246,9 +288,18 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
     };
     let params = config.train_params(budget.is_some())?;
     let research_only = train_part.meta.research_only;
+    // A model trained on a split is there to be evaluated: it is never released.
+    let asked = match (args.purpose, test_part.is_some()) {
+        (Some(BudgetPurposeArg::Release), true) => {
+            bail!("--purpose release: a model trained on a split is for evaluation; train on the whole feature set to release")
+        }
+        (None | Some(BudgetPurposeArg::Evaluation), true) => Some(BudgetPurposeArg::Evaluation),
+        (asked, false) => asked,
+    };
+    let purpose = crate::budget::purpose_for(asked, budget, args.privacy.noise_seed.is_some(), &train_part.meta)?;
     let run = RunSpec {
         dataset: args.dataset.as_deref().unwrap_or(&config.budget.dataset),
-        purpose: crate::budget::purpose_for(args.purpose, budget, args.privacy.noise_seed.is_some(), research_only)?,
+        purpose,
         budget,
         set: &train_part,
         params: &params,
@@ -258,16 +309,22 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
     // it has no storefront budget to spend from.
     let budget_config = (!research_only).then_some(&config.budget);
     let privacy = privacy_with(budget, noise_of(&args.privacy));
-    let mut model =
-        crate::budget::train_claimed(g, budget_config, run, || train_model(g, &train_part, &params, privacy))?;
-    let metrics = test_part.as_ref().map(|test| {
+    let model = crate::budget::train_claimed(g, budget_config, run, || {
+        let mut model = train_model(g, &train_part, &params, privacy)?;
+        if purpose == BudgetPurpose::Evaluation {
+            model.set_purpose(ModelPurpose::Evaluation);
+        }
+        Ok(model)
+    })?;
+    let evaluated = test_part.as_ref().map(|test| {
         let options = EvalOptions::default();
         let evaluation = eval::evaluate(&model, &train_part, test, options);
         let baselines = eval::baselines(&train_part, test, options);
-        model.meta.evaluation = Some(evaluation.clone());
-        metrics_json(&model, &evaluation, &baselines)
+        let metrics = metrics_json(&model, &train_part, None, &evaluation, &baselines);
+        (evaluation, metrics)
     });
-    let cards = save_with_card(&model, &args.out)?;
+    let cards = save_with_card(&model, &args.out, evaluated.as_ref().map(|(e, _)| e))?;
+    let metrics = evaluated.map(|(_, m)| m);
     if g.json {
         return print_json(&json!({
             "model": args.out,
@@ -285,13 +342,18 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
 }
 
 /// Saves the model and writes its card beside it (`X.card.md`, `X.card.html`
-/// for `X.hmdl`); returns the card paths.
-fn save_with_card(model: &Model, out: &Path) -> Result<Vec<String>> {
+/// for `X.hmdl`), and an evaluation's private report (`X.evaluation.md`,
+/// `X.evaluation.json`); returns the paths written besides the model.
+fn save_with_card(model: &Model, out: &Path, evaluation: Option<&Evaluation>) -> Result<Vec<String>> {
     model.save(out)?;
+    let mut files =
+        vec![("card.md", hush_report::card::markdown(model)), ("card.html", hush_report::card::html(model))];
+    if let Some(e) = evaluation {
+        files.push(("evaluation.md", hush_report::card::evaluation_markdown(model, e)));
+        files.push(("evaluation.json", serde_json::to_string_pretty(e)?));
+    }
     let mut written = Vec::new();
-    for (extension, text) in
-        [("card.md", hush_report::card::markdown(model)), ("card.html", hush_report::card::html(model))]
-    {
+    for (extension, text) in files {
         let path = out.with_extension(extension);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         written.push(path.display().to_string());
@@ -322,11 +384,13 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     if let Some(dir) = &args.write_split {
         write_split_csv(dir, &parts.train, &parts.test)?;
     }
-    let model = match &args.model {
-        Some(path) => Model::load(path)?,
+    let started = std::time::Instant::now();
+    let (model, train_seconds) = match &args.model {
+        Some(path) => (Model::load(path)?, None),
         None => {
             let params = config.train_params(args.privacy.epsilon.is_some())?;
-            train_model(g, &parts.train, &params, privacy_of(&args.privacy)?)?
+            let model = train_model(g, &parts.train, &params, privacy_of(&args.privacy)?)?;
+            (model, Some(started.elapsed().as_secs_f64()))
         }
     };
     if model.n_items() != parts.train.n_items() {
@@ -339,7 +403,7 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     let options = EvalOptions { k: args.k, ..EvalOptions::default() };
     let evaluation = eval::evaluate(&model, &parts.train, &parts.test, options);
     let baselines = eval::baselines(&parts.train, &parts.test, options);
-    let metrics = metrics_json(&model, &evaluation, &baselines);
+    let metrics = metrics_json(&model, &parts.train, train_seconds, &evaluation, &baselines);
     if g.json {
         return print_json(&metrics);
     }
@@ -427,27 +491,19 @@ fn print_card(model: &Model, path: &Path) {
     println!("{}: hush model {} (hush {})", path.display(), m.model_id, m.hush_version);
     println!("  privacy: {}", guarantee_line(model));
     println!(
-        "  data: {} subjects, {} interactions, {} items, consent snapshot {}{}",
-        m.data.subjects,
-        m.data.interactions,
+        "  data: {} items ({}), consent snapshot {}",
         model.n_items(),
+        m.data.catalogue.as_deref().unwrap_or("seen in private rows"),
         Timestamp::from_unix_millis(m.data.snapshot_at_ms),
-        if m.data.research_only { ", RESEARCH DATA: not servable" } else { "" }
     );
     println!(
-        "  training: {:?} feedback, rank {}, {} iterations, lambda {}, {:.1}s",
-        m.feedback, model.rank, m.params.iterations, m.params.lambda, m.train_seconds
+        "  training: {:?} feedback, rank {}, {} iterations, lambda {}, purpose {:?}",
+        m.feedback, model.rank, m.params.iterations, m.params.lambda, m.purpose
     );
-    if let Some(e) = &m.evaluation {
-        if let Some(r) = e.rating {
-            println!("  evaluation: RMSE {:.4}, MAE {:.4}", r.rmse, r.mae);
-        }
-        println!(
-            "  evaluation: recall@{k} {:.4}, ndcg@{k} {:.4}, coverage {:.3}",
-            e.ranking.recall,
-            e.ranking.ndcg,
-            e.coverage,
-            k = e.ranking.k
-        );
+    let blockers = model.not_releasable_because();
+    if blockers.is_empty() {
+        println!("  release: may be served (with the store's release entry)");
+    } else {
+        println!("  release: NOT servable: {}", blockers.join("; "));
     }
 }

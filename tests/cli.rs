@@ -238,10 +238,20 @@ fn quickstart_runs_the_main_job() {
     let quickstart = || common::sample_store(dir.path());
     let out = quickstart();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("== 4/5 consent-filtered extraction"), "{text}");
+    assert!(text.contains("== 4/6 consent-filtered extraction"), "{text}");
     assert!(text.contains("(DP epsilon 4.000, delta 1e-6)") && text.contains("(NON-PRIVATE twin)"), "{text}");
     assert!(text.contains("privacy budget of `sample-storefront`: epsilon 4.000 of a lifetime 10 spent"), "{text}");
-    assert!(dir.path().join("qs/model.hmdl").exists() && dir.path().join("qs/model-nonprivate.hmdl").exists());
+    for file in ["model.hmdl", "model.card.md", "eval-dp.hmdl", "eval-dp.evaluation.md", "eval-nonprivate.hmdl"] {
+        assert!(dir.path().join("qs").join(file).exists(), "{file}");
+    }
+    // The release is servable; the evaluation models are not, and the
+    // release's card holds no evaluation.
+    let inspect = |m: &str| String::from_utf8_lossy(&ok(dir.path(), &["model", "inspect", m]).stdout).into_owned();
+    assert!(inspect("qs/model.hmdl").contains("release: may be served"));
+    assert!(inspect("qs/eval-dp.hmdl").contains("NOT servable: it was trained for evaluation"));
+    assert!(inspect("qs/eval-nonprivate.hmdl").contains("NOT servable: it is the non-private twin"));
+    let card = std::fs::read_to_string(dir.path().join("qs/model.card.md")).unwrap();
+    assert!(!card.contains("Recall@") && !card.contains("Customers in training"), "{card}");
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
     assert!(report["subjects"].as_u64().unwrap() > 1000);
@@ -301,9 +311,12 @@ fn train_evaluate_recommend_and_inspect_on_real_files() {
     let card = json(&ok(d, &["model", "inspect", "dp.hmdl", "--json"]));
     assert_eq!(card["meta"]["data"]["research_only"], true);
     assert_eq!(card["meta"]["privacy"]["dp"]["noise_seeded"], false);
-    assert!(card["meta"]["evaluation"]["rating"]["rmse"].is_number());
+    assert!(card["meta"].get("evaluation").is_none(), "evaluation stays out of the model: {card}");
+    let evaluation: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("dp.evaluation.json")).unwrap()).unwrap();
+    assert!(evaluation["rating"]["rmse"].is_number());
     let text = String::from_utf8_lossy(&ok(d, &["model", "inspect", "dp.hmdl"]).stdout).into_owned();
-    assert!(text.contains("RESEARCH DATA: not servable"), "{text}");
+    assert!(text.contains("NOT servable: it was trained on research data"), "{text}");
     // The card beside the model: intended use, guarantee in numbers and words, fairness breakdown.
     let card = std::fs::read_to_string(d.join("dp.card.md")).unwrap();
     assert_eq!(trained["card"][0], "dp.card.md");
@@ -311,15 +324,20 @@ fn train_evaluate_recommend_and_inspect_on_real_files() {
         "**Research only.** Trained on research data",
         "| ε (achieved; target 8) |",
         "| Contribution bound | at most",
-        "**In plain words.** Whether or not any one customer's data was used",
-        "| customers: light |",
-        "| items: tail |",
+        "**In plain words.** For any set of possible models",
+        "## Outside the guarantee",
         "## Known limitations",
     ] {
         assert!(card.contains(part), "{part} missing from the card:\n{card}");
     }
+    // The evaluation, with its fairness breakdown, is a private report beside the model.
+    let private = std::fs::read_to_string(d.join("dp.evaluation.md")).unwrap();
+    for part in ["| customers: light |", "| items: tail |", "not covered by the model's privacy guarantee"] {
+        assert!(private.contains(part), "{part} missing from the evaluation report:\n{private}");
+    }
     let rmse = trained["metrics"]["rmse"].as_f64().unwrap();
-    assert!(card.contains(&format!("| RMSE | {rmse:.4} |")), "the card's RMSE is the evaluation's");
+    assert!(private.contains(&format!("| RMSE | {rmse:.4} |")), "the report's RMSE is the evaluation's");
+    assert!(!card.contains("| RMSE |"), "the card holds no evaluation");
     let html = String::from_utf8_lossy(&ok(d, &["model", "card", "dp.hmdl", "--html"]).stdout).into_owned();
     assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<h2>Privacy guarantee</h2>"));
     assert_eq!(html, std::fs::read_to_string(d.join("dp.card.html")).unwrap());
@@ -457,7 +475,10 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     let d = dir.path();
     ok(d, &["synth", "--out", "shop", "--subjects", "300", "--items", "60", "--seed", "5", "-q"]);
     ok(d, &["consent", "import", "shop/consent.csv", "-q"]);
-    ok(d, &["extract", "--input", "shop/events.csv", "--out", "f.hfs", "-q", "--json"]);
+    ok(
+        d,
+        &["extract", "--input", "shop/events.csv", "--catalogue", "shop/items.csv", "--out", "f.hfs", "-q", "--json"],
+    );
     std::fs::write(
         d.join("fast.toml"),
         "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n\n[train_dp]\nrank = 2\n\n\
@@ -541,11 +562,17 @@ fn serve_reloads_on_sighup_refuses_bad_files_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     common::sample_store(d);
+    let root_config = root().join("models/sample.toml").display().to_string();
     let store = ["--db", "qs/hush.db", "--key-file", "qs/hush.key"];
     let mut args = store.to_vec();
     args.extend(["keys", "create", "--name", "ops", "--scopes", "admin"]);
     let key = String::from_utf8(ok(d, &args).stdout).unwrap().trim().to_string();
-    let ids: Vec<String> = ["qs/model.hmdl", "qs/model-nonprivate.hmdl"]
+    // A second release to reload to, from the same store and its budget.
+    let mut args = store.to_vec();
+    args.extend(["train", "--features", "qs/features.hfs", "--epsilon", "2", "--out", "qs/model2.hmdl", "-q"]);
+    args.extend(["--config", root_config.as_str()]);
+    ok(d, &args);
+    let ids: Vec<String> = ["qs/model.hmdl", "qs/model2.hmdl"]
         .iter()
         .map(|m| json(&ok(d, &["model", "inspect", m, "--json"]))["meta"]["model_id"].as_str().unwrap().to_string())
         .collect();
@@ -574,9 +601,14 @@ fn serve_reloads_on_sighup_refuses_bad_files_and_stops_gracefully_on_sigterm() {
     assert_eq!(served_model_id(port, &key), ids[0]);
 
     // SIGHUP reloads the file: the new model is served.
-    std::fs::copy(d.join("qs/model-nonprivate.hmdl"), d.join("serving.hmdl")).unwrap();
+    std::fs::copy(d.join("qs/model2.hmdl"), d.join("serving.hmdl")).unwrap();
     signal(pid, "-HUP");
     wait_until("the reload", &|| served_model_id(port, &key) == ids[1]);
+    // A model that is not a release (the non-private twin) is refused; the current one keeps serving.
+    std::fs::copy(d.join("qs/eval-nonprivate.hmdl"), d.join("serving.hmdl")).unwrap();
+    signal(pid, "-HUP");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(served_model_id(port, &key), ids[1]);
     // A corrupt file is refused and the current model keeps serving.
     std::fs::write(d.join("serving.hmdl"), b"HUSHMODL not a model").unwrap();
     signal(pid, "-HUP");

@@ -128,10 +128,11 @@ fn a_sweep_reports_what_results_json_holds_and_resumes_without_recomputing() {
     let budget = json(&ok(d, &["--db", "qs/hush.db", "--key-file", "qs/hush.key", "budget", "show", "--json"]));
     let rows = budget.as_array().unwrap();
     let evaluation = rows.iter().find(|r| r["purpose"] == "evaluation").unwrap();
-    // The quickstart recorded its twin; the first sweep its 4 DP cells and 2 twins.
-    assert_eq!((spent_before["private_runs"].as_u64(), spent_before["non_private_runs"].as_u64()), (Some(4), Some(3)));
+    // The quickstart recorded its DP evaluation run and its twin; the first
+    // sweep its 4 DP cells and 2 twins.
+    assert_eq!((spent_before["private_runs"].as_u64(), spent_before["non_private_runs"].as_u64()), (Some(5), Some(3)));
     // The recomputed cell did not pay again; epsilon 8 added two runs.
-    assert_eq!((evaluation["private_runs"].as_u64(), evaluation["non_private_runs"].as_u64()), (Some(6), Some(3)));
+    assert_eq!((evaluation["private_runs"].as_u64(), evaluation["non_private_runs"].as_u64()), (Some(7), Some(3)));
     let release = rows.iter().find(|r| r["purpose"] == "release").unwrap();
     assert_eq!(release["private_runs"], 1, "only the quickstart's DP model is on the release budget");
 

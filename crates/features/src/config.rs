@@ -44,10 +44,17 @@ pub struct ExtractParams {
     pub feedback: Feedback,
     /// Drop events older than this many days before the snapshot.
     pub retention_days: Option<u32>,
-    /// At most this many interactions (distinct items) per subject, sampled with `seed`.
+    /// At most this many interactions (distinct items) per subject, sampled
+    /// uniformly with each subject's own key.
     pub max_events_per_subject: Option<u32>,
-    /// Seed for the contribution-bound sampling.
-    pub seed: u64,
+    /// A seed for per-subject sampling, for reproducible research runs only:
+    /// it makes the output not releasable. Unset (the default): a secret from
+    /// the operating system, never written down.
+    pub sampling_seed: Option<u64>,
+    /// The catalogue (CSV item file with a header) that is the public item
+    /// universe (in a config file, relative to that file). Without one, items come
+    /// from the private rows and the output is not releasable.
+    pub catalogue: Option<std::path::PathBuf>,
     /// Weight of each event kind in implicit mode; kinds not listed are dropped.
     pub kind_weights: BTreeMap<String, f32>,
     /// In implicit mode, a rating counts as a positive signal only at or above this value.
@@ -71,7 +78,8 @@ impl Default for ExtractParams {
             // 500 distinct items covers all but the heaviest few percent of
             // storefront subjects while keeping the DP sensitivity bounded.
             max_events_per_subject: Some(500),
-            seed: 42,
+            sampling_seed: None,
+            catalogue: None,
             // Purchase intent is stronger evidence than a glance; the ratios
             // follow common storefront practice (Hu et al.'s confidence idea).
             kind_weights: [("view", 1.0), ("cart", 3.0), ("purchase", 5.0), ("rating", 4.0)]
@@ -103,8 +111,12 @@ pub struct ExtractConfig {
     pub retention_days: Option<u32>,
     /// Contribution bound on distinct items per subject.
     pub max_events_per_subject: Option<u32>,
-    /// Sampling seed.
-    pub seed: u64,
+    /// The per-run secret that per-subject randomness is keyed by.
+    pub secret: crate::SubjectSecret,
+    /// The seed the secret came from, if any (recorded in the report).
+    pub sampling_seed: Option<u64>,
+    /// The public item universe, if one was given.
+    pub catalogue: Option<crate::Catalogue>,
     /// Implicit weights by kind.
     pub kind_weights: BTreeMap<EventKind, f32>,
     /// Rating threshold for implicit positives.
@@ -118,7 +130,8 @@ pub struct ExtractConfig {
 }
 
 impl ExtractParams {
-    /// Checks every field and fixes the snapshot time (`now` when unset).
+    /// Checks every field, fixes the snapshot time (`now` when unset), reads
+    /// the catalogue and draws the per-run sampling secret.
     ///
     /// # Errors
     /// [`Error::InvalidParam`] naming the field and its allowed range.
@@ -168,7 +181,9 @@ impl ExtractParams {
             feedback: self.feedback,
             retention_days: self.retention_days,
             max_events_per_subject: self.max_events_per_subject,
-            seed: self.seed,
+            secret: self.sampling_seed.map_or_else(crate::SubjectSecret::from_os, crate::SubjectSecret::seeded),
+            sampling_seed: self.sampling_seed,
+            catalogue: self.catalogue.as_deref().map(crate::Catalogue::load).transpose()?,
             kind_weights,
             rating_positive_threshold: self.rating_positive_threshold,
             strict: self.strict,

@@ -14,13 +14,11 @@ use std::path::Path;
 
 use hush_consent::formats::{EventFormat, EventReader, RawFields};
 use hush_consent::{EventKind, Ledger, Pseudonym, PseudonymKey, RowError, Timestamp};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::report::InputSummary;
 use crate::{
     ConsentView, DropReason, Error, ExtractConfig, ExtractionReport, FeatureMeta, FeatureSet, Feedback, Inclusion,
-    Interaction, Result,
+    Interaction, Result, SubjectKey,
 };
 
 /// How many malformed rows the report quotes in full.
@@ -144,6 +142,8 @@ fn parse_batches(
 
 struct SubjectSlot {
     inclusion: Inclusion,
+    /// The subject's key, for included subjects only.
+    key: Option<SubjectKey>,
 }
 
 /// Turns inputs into a [`FeatureSet`]; see the module docs.
@@ -155,8 +155,11 @@ pub struct Extractor<'a> {
     raw_slots: FastMap<String, u32>,
     pseudonym_slots: FastMap<Pseudonym, u32>,
     slots: Vec<SubjectSlot>,
+    /// Item id → slot: the catalogue index when there is a catalogue.
     item_slots: FastMap<String, u32>,
     item_names: Vec<String>,
+    /// Whether `item_slots` is the fixed catalogue (unknown items are dropped).
+    fixed_items: bool,
     /// Codes of kinds beyond the four built-in ones (which are 0..=3).
     custom_kinds: FastMap<String, u16>,
     events: Vec<Compact>,
@@ -171,6 +174,10 @@ impl<'a> Extractor<'a> {
     /// A new extraction under `config`, deciding consent with `view` and
     /// pseudonymizing raw ids with `key`.
     pub fn new(config: &'a ExtractConfig, view: &'a ConsentView, key: &'a PseudonymKey) -> Self {
+        let (item_slots, item_names) = match &config.catalogue {
+            Some(c) => (c.items.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect(), c.items.clone()),
+            None => (FastMap::default(), Vec::new()),
+        };
         Extractor {
             config,
             view,
@@ -178,8 +185,9 @@ impl<'a> Extractor<'a> {
             raw_slots: FastMap::default(),
             pseudonym_slots: FastMap::default(),
             slots: Vec::new(),
-            item_slots: FastMap::default(),
-            item_names: Vec::new(),
+            item_slots,
+            item_names,
+            fixed_items: config.catalogue.is_some(),
             custom_kinds: FastMap::default(),
             events: Vec::new(),
             rows_in: 0,
@@ -330,11 +338,17 @@ impl<'a> Extractor<'a> {
             return slot;
         }
         let inclusion = self.view.decide(&subject);
-        if let Inclusion::Excluded(reason) = inclusion {
-            *self.dropped_subjects.entry(reason).or_default() += 1;
-        }
+        let key = match inclusion {
+            Inclusion::Excluded(reason) => {
+                *self.dropped_subjects.entry(reason).or_default() += 1;
+                None
+            }
+            Inclusion::Included { .. } => Some(self.config.secret.key(&subject)),
+        };
+        // A slot is only where this run keeps the subject's events: nothing
+        // random is keyed by it, so excluded subjects influence nobody.
         let slot = self.slots.len() as u32;
-        self.slots.push(SubjectSlot { inclusion });
+        self.slots.push(SubjectSlot { inclusion, key });
         self.pseudonym_slots.insert(subject, slot);
         slot
     }
@@ -380,6 +394,10 @@ impl<'a> Extractor<'a> {
         };
         let item = match self.item_slots.get(item) {
             Some(&i) => i,
+            None if self.fixed_items => {
+                self.drop_row(DropReason::UnknownItem);
+                return Ok(());
+            }
             None => {
                 let i = self.item_names.len() as u32;
                 self.item_slots.insert(item.to_string(), i);
@@ -431,16 +449,47 @@ impl<'a> Extractor<'a> {
         let mut events = group_by_subject(std::mem::take(&mut self.events), self.slots.len());
         let config = self.config;
         // Each subject's events are independent: sort, merge and bound them in parallel.
-        let subjects: Vec<SubjectOutcome> =
-            subject_runs(&mut events).into_par_iter().map(|run| process_subject(config, run)).collect();
+        let slots = &self.slots;
+        let names = &self.item_names;
+        let subjects: Vec<(SubjectKey, SubjectOutcome)> = subject_runs(&mut events)
+            .into_par_iter()
+            .map(|run| {
+                let key = slots[run[0].subject as usize].key.expect("only included subjects have events");
+                (key, process_subject(config, key, names, run))
+            })
+            .collect();
         drop(events);
 
-        // Dense item ids are handed out in subject order, serially, so the output is deterministic.
+        // The item universe in canonical order: the catalogue as given
+        // (sorted, items nobody touched included), or else the items seen,
+        // sorted. Never first-appearance order, which would encode who came first.
+        let item_dense: Vec<u32> = if self.fixed_items {
+            (0..self.item_names.len() as u32).collect()
+        } else {
+            let mut seen = vec![false; self.item_names.len()];
+            for (_, outcome) in &subjects {
+                for m in &outcome.merged {
+                    seen[m.interaction.item as usize] = true;
+                }
+            }
+            let mut order: Vec<u32> = (0..self.item_names.len() as u32).filter(|&i| seen[i as usize]).collect();
+            order.sort_unstable_by(|&a, &b| self.item_names[a as usize].cmp(&self.item_names[b as usize]));
+            let mut dense = vec![u32::MAX; self.item_names.len()];
+            for (rank, &slot) in order.iter().enumerate() {
+                dense[slot as usize] = rank as u32;
+            }
+            dense
+        };
+        let mut items: Vec<String> = vec![String::new(); item_dense.iter().filter(|&&d| d != u32::MAX).count()];
+        for (slot, &d) in item_dense.iter().enumerate() {
+            if d != u32::MAX {
+                items[d as usize] = std::mem::take(&mut self.item_names[slot]);
+            }
+        }
         let mut rows: Vec<Vec<Interaction>> = Vec::new();
+        let mut keys: Vec<SubjectKey> = Vec::new();
         let mut events_kept = 0u64;
-        let mut item_dense: Vec<u32> = vec![u32::MAX; self.item_names.len()];
-        let mut items: Vec<String> = Vec::new();
-        for outcome in subjects {
+        for (key, outcome) in subjects {
             for (reason, count) in [
                 (DropReason::Duplicate, outcome.duplicates),
                 (DropReason::Superseded, outcome.superseded),
@@ -456,15 +505,11 @@ impl<'a> Extractor<'a> {
                 .iter()
                 .map(|m| {
                     events_kept += u64::from(m.events);
-                    let slot = m.interaction.item as usize;
-                    if item_dense[slot] == u32::MAX {
-                        item_dense[slot] = items.len() as u32;
-                        items.push(std::mem::take(&mut self.item_names[slot]));
-                    }
-                    Interaction { item: item_dense[slot], ..m.interaction }
+                    Interaction { item: item_dense[m.interaction.item as usize], ..m.interaction }
                 })
                 .collect();
             rows.push(row);
+            keys.push(key);
         }
 
         let report = ExtractionReport {
@@ -474,7 +519,8 @@ impl<'a> Extractor<'a> {
             policy: self.config.policy,
             feedback: self.config.feedback,
             research_data: self.config.research_data,
-            seed: self.config.seed,
+            sampling_seed: self.config.sampling_seed,
+            catalogue: self.config.catalogue.as_ref().map(|c| c.source.clone()),
             max_events_per_subject: self.config.max_events_per_subject,
             retention_days: self.config.retention_days,
             inputs: self.inputs,
@@ -494,8 +540,9 @@ impl<'a> Extractor<'a> {
             policy: self.config.policy,
             research_only: self.config.research_data,
             max_events_per_subject: self.config.max_events_per_subject,
-            seed: self.config.seed,
-            report_digest: report.digest(),
+            sampling_seeded: self.config.secret.is_seeded(),
+            catalogue: report.catalogue.clone(),
+            report_digest: report.digest(self.key),
             created_at_ms: now.as_unix_millis(),
             hush_version: env!("CARGO_PKG_VERSION").into(),
             split: None,
@@ -507,7 +554,7 @@ impl<'a> Extractor<'a> {
             dropped = report.dropped_total(),
             "extraction finished"
         );
-        Ok((FeatureSet::from_subject_rows(meta, items, &rows), report))
+        Ok((FeatureSet::from_keyed_rows(meta, items, &rows, keys), report))
     }
 }
 
@@ -566,8 +613,12 @@ fn subject_runs(mut events: &mut [Compact]) -> Vec<&mut [Compact]> {
 }
 
 /// Sorts, deduplicates, merges and bounds one subject's events.
-fn process_subject(config: &ExtractConfig, events: &mut [Compact]) -> SubjectOutcome {
-    let subject = events[0].subject;
+fn process_subject(
+    config: &ExtractConfig,
+    key: SubjectKey,
+    names: &[String],
+    events: &mut [Compact],
+) -> SubjectOutcome {
     events.sort_unstable_by_key(|e| (e.item, e.time, e.kind, e.seq));
     let mut outcome = SubjectOutcome::default();
     let mut previous: Option<&Compact> = None;
@@ -601,28 +652,35 @@ fn process_subject(config: &ExtractConfig, events: &mut [Compact]) -> SubjectOut
             }),
         }
     }
-    outcome.over_bound = bound_contribution(config, subject, &mut outcome.merged);
+    outcome.over_bound = bound_contribution(config, key, names, &mut outcome.merged);
     outcome.merged.sort_unstable_by_key(|m| m.first_seq);
     outcome
 }
 
 /// Keeps at most `max_events_per_subject` interactions, chosen uniformly at
-/// random with an RNG seeded by (seed, subject slot); returns the events dropped.
+/// random with the subject's own key; returns the events dropped.
 ///
 /// # Privacy
 /// This is what bounds one subject's influence on the model: with at most
 /// k interactions each, the sensitivities of the per-item statistics in
 /// DP-ALS are finite and stated in terms of k. Sampling uniformly (rather
 /// than keeping the most recent) avoids a bias towards recent tastes.
-fn bound_contribution(config: &ExtractConfig, subject: u32, merged: &mut Vec<Merged>) -> u64 {
+fn bound_contribution(config: &ExtractConfig, key: SubjectKey, names: &[String], merged: &mut Vec<Merged>) -> u64 {
     let Some(bound) = config.max_events_per_subject.map(|b| b as usize) else { return 0 };
     if merged.len() <= bound {
         return 0;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(config.seed, u64::from(subject)));
+    // Positions are sampled in item-name order: item slots follow the order
+    // items were first read, which other subjects decide, and the sample
+    // must depend on this subject's data and key alone.
+    let mut by_name: Vec<usize> = (0..merged.len()).collect();
+    by_name.sort_unstable_by(|&a, &b| {
+        names[merged[a].interaction.item as usize].cmp(&names[merged[b].interaction.item as usize])
+    });
+    let mut rng = key.rng(b"extract-bound", 0);
     let mut keep = vec![false; merged.len()];
     for i in rand::seq::index::sample(&mut rng, merged.len(), bound) {
-        keep[i] = true;
+        keep[by_name[i]] = true;
     }
     let mut dropped = 0;
     let mut index = 0;
@@ -635,12 +693,4 @@ fn bound_contribution(config: &ExtractConfig, subject: u32, merged: &mut Vec<Mer
         kept
     });
     dropped
-}
-
-/// SplitMix64 finalizer over (seed, subject): independent streams per subject.
-fn mix(seed: u64, subject: u64) -> u64 {
-    let mut z = seed ^ subject.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, Kind};
-use crate::{ConsentPolicy, Error, Feedback, Result};
+use crate::{ConsentPolicy, Error, Feedback, Result, SubjectKey};
 
 /// The envelope kind of feature set files.
-pub const FEATURE_SET_KIND: Kind = Kind { name: "hush feature set", magic: *b"HUSHFSET", version: 1 };
+pub const FEATURE_SET_KIND: Kind = Kind { name: "hush feature set", magic: *b"HUSHFSET", version: 2 };
 
 /// One interaction of a subject with an item.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,9 +122,15 @@ pub struct FeatureMeta {
     pub research_only: bool,
     /// Contribution bound (distinct items per subject) enforced.
     pub max_events_per_subject: Option<u32>,
-    /// Sampling seed of the contribution bound.
-    pub seed: u64,
-    /// SHA-256 of the extraction report.
+    /// Whether per-subject randomness (contribution bound, splits, training
+    /// samples) came from a seed anyone who knows it can replay, rather than
+    /// a per-run secret from the operating system. Seeded sets are not releasable.
+    pub sampling_seeded: bool,
+    /// Where the item universe came from: a public catalogue's source, or
+    /// `None` when it is the set of items seen in private rows (not releasable).
+    pub catalogue: Option<String>,
+    /// HMAC-SHA-256 of the extraction report under the store's key: lets the
+    /// operator match a model to its report; nobody else can confirm a guess.
     pub report_digest: String,
     /// When the feature set was made, unix milliseconds.
     pub created_at_ms: i64,
@@ -137,7 +143,8 @@ pub struct FeatureMeta {
 impl FeatureMeta {
     /// Provenance of a feature set assembled in code rather than extracted
     /// from events and a consent ledger (tests, benchmarks, examples): no
-    /// snapshot, no contribution bound, seed 0, no report digest, not split.
+    /// snapshot, no contribution bound, seeded sampling, no catalogue, no
+    /// report digest, not split.
     /// Change what differs with struct update syntax.
     pub fn assembled(feedback: Feedback) -> FeatureMeta {
         FeatureMeta {
@@ -146,7 +153,8 @@ impl FeatureMeta {
             policy: ConsentPolicy::AsOfSnapshot,
             research_only: false,
             max_events_per_subject: None,
-            seed: 0,
+            sampling_seeded: true,
+            catalogue: None,
             report_digest: String::new(),
             created_at_ms: 0,
             hush_version: env!("CARGO_PKG_VERSION").into(),
@@ -168,6 +176,9 @@ pub struct FeatureSet {
     pub items: Vec<String>,
     /// Interactions by subject (rows are subjects, columns items).
     pub by_subject: Csr,
+    /// Each subject's key (see [`SubjectKey`]): what per-subject random
+    /// choices downstream (splits, training samples) are drawn from.
+    pub subject_keys: Vec<SubjectKey>,
     /// The same interactions by item (rows are items, columns subjects).
     /// Derived from `by_subject`: not written to disk, rebuilt on load.
     #[serde(skip)]
@@ -175,11 +186,28 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
-    /// Builds a feature set from each subject's interactions.
+    /// Builds a feature set assembled in code (tests, benchmarks): subject
+    /// keys are derived from row positions, so `meta.sampling_seeded` must
+    /// stay true (as [`FeatureMeta::assembled`] sets it).
     pub fn from_subject_rows(meta: FeatureMeta, items: Vec<String>, rows: &[Vec<Interaction>]) -> Self {
+        let keys = (0..rows.len() as u64).map(SubjectKey::assembled).collect();
+        Self::from_keyed_rows(meta, items, rows, keys)
+    }
+
+    /// Builds a feature set from each subject's interactions and key.
+    ///
+    /// # Panics
+    /// If `keys` and `rows` differ in length (a programming error).
+    pub fn from_keyed_rows(
+        meta: FeatureMeta,
+        items: Vec<String>,
+        rows: &[Vec<Interaction>],
+        subject_keys: Vec<SubjectKey>,
+    ) -> Self {
+        assert_eq!(rows.len(), subject_keys.len(), "one key per subject");
         let by_subject = Csr::from_rows(rows);
         let by_item = by_subject.transpose(items.len());
-        FeatureSet { meta, items, by_subject, by_item }
+        FeatureSet { meta, items, by_subject, subject_keys, by_item }
     }
 
     /// Number of subjects.
@@ -254,6 +282,9 @@ impl FeatureSet {
             || csr.indptr.windows(2).any(|w| w[0] > w[1])
         {
             return Err("row offsets are not a valid CSR".into());
+        }
+        if self.subject_keys.len() != csr.rows() {
+            return Err("subject keys and rows differ in number".into());
         }
         if csr.indices.iter().any(|&c| c as usize >= self.items.len()) {
             return Err("an item index is out of range".into());

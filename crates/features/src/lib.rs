@@ -13,19 +13,23 @@
 //! - [`split`]: the seeded evaluation splits the trainer and evaluator share.
 #![deny(missing_docs)]
 
+mod catalogue;
 mod config;
 mod consent_view;
 pub mod envelope;
 mod error;
 mod extract;
 mod featureset;
+mod keyed;
 mod report;
 pub mod split;
 
+pub use catalogue::Catalogue;
 pub use config::{ConsentPolicy, ExtractConfig, ExtractParams, Feedback};
 pub use consent_view::{ConsentView, Inclusion};
 pub use error::{Error, Result};
 pub use extract::Extractor;
 pub use featureset::{Csr, FeatureMeta, FeatureSet, Interaction};
+pub use keyed::{SubjectKey, SubjectSecret};
 pub use report::{DropReason, ExtractionReport, InputSummary};
 pub use split::{Split, SplitSpec};

@@ -2,9 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use hush_consent::{RowError, Timestamp};
+use hush_consent::{PseudonymKey, RowError, Timestamp};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::{ConsentPolicy, Feedback};
 
@@ -30,6 +29,8 @@ pub enum DropReason {
     ExcludedKind,
     /// In implicit mode, a rating below the positive threshold.
     BelowRatingThreshold,
+    /// The item is not in the catalogue (the public item universe).
+    UnknownItem,
     /// An exact duplicate (same subject, item, kind and time) of an earlier row.
     Duplicate,
     /// In explicit mode, an older rating of an item the subject rated again.
@@ -51,6 +52,7 @@ impl DropReason {
             DropReason::Retention => "retention",
             DropReason::ExcludedKind => "excluded_kind",
             DropReason::BelowRatingThreshold => "below_rating_threshold",
+            DropReason::UnknownItem => "unknown_item",
             DropReason::Duplicate => "duplicate",
             DropReason::Superseded => "superseded",
             DropReason::OverContributionBound => "over_contribution_bound",
@@ -58,7 +60,7 @@ impl DropReason {
     }
 
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::NoConsent,
         DropReason::Withdrawn,
@@ -68,6 +70,7 @@ impl DropReason {
         DropReason::Retention,
         DropReason::ExcludedKind,
         DropReason::BelowRatingThreshold,
+        DropReason::UnknownItem,
         DropReason::Duplicate,
         DropReason::Superseded,
         DropReason::OverContributionBound,
@@ -101,8 +104,11 @@ pub struct ExtractionReport {
     pub feedback: Feedback,
     /// Whether this was research data without a consent ledger.
     pub research_data: bool,
-    /// Contribution-bound sampling seed.
-    pub seed: u64,
+    /// The seed of per-subject sampling, for research runs; `None`: a
+    /// secret from the operating system that was never written down.
+    pub sampling_seed: Option<u64>,
+    /// The catalogue the item universe came from (`None`: items seen in the rows).
+    pub catalogue: Option<String>,
     /// Contribution bound (distinct items per subject).
     pub max_events_per_subject: Option<u32>,
     /// Retention window in days.
@@ -133,11 +139,17 @@ impl ExtractionReport {
         self.dropped_events.values().sum()
     }
 
-    /// SHA-256 of the report's JSON, recorded in feature sets and models so
-    /// a model can be traced to the exact extraction behind it.
-    pub fn digest(&self) -> String {
-        let json = serde_json::to_vec(self).expect("a report always serializes");
-        hex::encode(Sha256::digest(json))
+    /// HMAC-SHA-256 of the report's JSON under the store's pseudonym key,
+    /// recorded in feature sets and models so the operator can trace a model
+    /// to the exact extraction behind it.
+    ///
+    /// # Privacy
+    /// The report holds exact counts (subjects, withdrawals, erasures). An
+    /// unkeyed digest would let anyone holding a model confirm a guessed
+    /// report, and with it those counts; keyed, only the key holder can.
+    pub fn digest(&self, key: &PseudonymKey) -> String {
+        let json = serde_json::to_string(self).expect("a report always serializes");
+        key.pseudonymize(&format!("hush extraction report v1\n{json}")).to_hex()
     }
 }
 

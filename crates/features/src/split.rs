@@ -5,24 +5,24 @@ use std::fmt;
 use std::str::FromStr;
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::{Error, FeatureSet, Interaction, Result};
 
 /// How to split a feature set into train and test.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum SplitSpec {
-    /// Per-subject random holdout: for each subject in index order, one seeded
-    /// RNG permutes that subject's interactions and `round(fraction · n)`, at
-    /// least 1, go to test.
+    /// Per-subject random holdout: each subject's interactions are permuted
+    /// by a generator keyed by that subject's key and `seed`, and
+    /// `round(fraction · n)`, at least 1, go to test.
     Holdout {
         /// Share of each subject's interactions held out.
         fraction: f64,
         /// RNG seed.
         seed: u64,
     },
-    /// Temporal: the latest `fraction` of all interactions (by time) go to test.
+    /// Temporal, per subject: the latest `round(fraction · n)`, at least 1,
+    /// of each subject's own interactions go to test. (A global time cutoff
+    /// would make every subject's split depend on everyone else's times.)
     Temporal {
         /// Share of interactions held out.
         fraction: f64,
@@ -68,43 +68,37 @@ pub struct Split {
     pub test: FeatureSet,
 }
 
-/// Splits `set` as `spec` says. Every interaction lands in exactly one part.
+/// Splits `set` as `spec` says. Every interaction lands in exactly one part,
+/// and each subject's split depends on that subject's data and key alone.
 pub fn split(set: &FeatureSet, spec: &SplitSpec) -> Split {
     let n = set.n_subjects();
     let mut train_rows: Vec<Vec<Interaction>> = Vec::with_capacity(n);
     let mut test_rows: Vec<Vec<Interaction>> = Vec::with_capacity(n);
-    match *spec {
-        SplitSpec::Holdout { fraction, seed } => {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            for s in 0..n {
-                let mut row: Vec<Interaction> = set.subject_interactions(s).collect();
-                row.shuffle(&mut rng);
-                let n_test = ((fraction * row.len() as f64).round() as usize).max(1).min(row.len());
-                let train = row.split_off(n_test);
-                test_rows.push(row);
-                train_rows.push(train);
+    for s in 0..n {
+        let mut row: Vec<Interaction> = set.subject_interactions(s).collect();
+        let fraction = match *spec {
+            SplitSpec::Holdout { fraction, seed } => {
+                // A canonical order first (by item), so the permutation does
+                // not depend on the order rows were read in.
+                row.sort_unstable_by_key(|i| i.item);
+                row.shuffle(&mut set.subject_keys[s].rng(b"holdout", seed));
+                fraction
             }
-        }
-        SplitSpec::Temporal { fraction } => {
-            let mut times = set.by_subject.times.clone();
-            let cutoff = if times.is_empty() {
-                i64::MAX
-            } else {
-                let k = ((1.0 - fraction) * times.len() as f64).floor() as usize;
-                let k = k.min(times.len() - 1);
-                *times.select_nth_unstable(k).1
-            };
-            for s in 0..n {
-                let (test, train): (Vec<_>, Vec<_>) = set.subject_interactions(s).partition(|i| i.time >= cutoff);
-                train_rows.push(train);
-                test_rows.push(test);
+            SplitSpec::Temporal { fraction } => {
+                // Latest first; ties broken by item so the split is deterministic.
+                row.sort_unstable_by_key(|i| (std::cmp::Reverse(i.time), i.item));
+                fraction
             }
-        }
+        };
+        let n_test = ((fraction * row.len() as f64).round() as usize).max(1).min(row.len());
+        let train = row.split_off(n_test);
+        test_rows.push(row);
+        train_rows.push(train);
     }
     let part = |rows: &[Vec<Interaction>], name: &str| {
         let mut meta = set.meta.clone();
         meta.split = Some(format!("{name} of {spec}"));
-        FeatureSet::from_subject_rows(meta, set.items.clone(), rows)
+        FeatureSet::from_keyed_rows(meta, set.items.clone(), rows, set.subject_keys.clone())
     };
     Split { train: part(&train_rows, "train"), test: part(&test_rows, "test") }
 }

@@ -19,7 +19,7 @@ fn model() -> hush_mf::Model {
             chosen.into_iter().map(|item| Interaction { item, value: 1.0, time: 0 }).collect()
         })
         .collect();
-    let meta = FeatureMeta { seed: 3, ..FeatureMeta::assembled(Feedback::Implicit) };
+    let meta = FeatureMeta { ..FeatureMeta::assembled(Feedback::Implicit) };
     let set = FeatureSet::from_subject_rows(meta, (0..items).map(|i| format!("sku-{i}")).collect(), &rows);
     let params = TrainParams { rank: 64, iterations: 2, lambda: 10.0, alpha: 1.0, ..TrainParams::default() };
     train(&set, &params, Privacy::NonPrivate, &mut |_| {}).expect("a model")

@@ -17,10 +17,12 @@ pub mod eval;
 mod foldin;
 mod linalg;
 mod model;
+mod release;
 mod train;
 
 pub use config::TrainParams;
 pub use error::{Error, Result};
 pub use foldin::SubjectVector;
-pub use model::{DataProvenance, Model, ModelMeta, PrivacyGuarantee, MODEL_KIND};
-pub use train::{plan, train, train_with_mechanics, IterationReport, Mechanics, Privacy};
+pub use model::{DataProvenance, Model, ModelMeta, ModelPurpose, PrivacyGuarantee, MODEL_KIND};
+pub use release::{plan, ReleaseKind, ReleaseLog, ReleasedState, RATING_QUANTUM};
+pub use train::{train, train_with_mechanics, IterationReport, Mechanics, Privacy};

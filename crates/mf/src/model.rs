@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result, TrainParams};
 
 /// The envelope kind of model files.
-pub const MODEL_KIND: Kind = Kind { name: "hush model", magic: *b"HUSHMODL", version: 1 };
+pub const MODEL_KIND: Kind = Kind { name: "hush model", magic: *b"HUSHMODL", version: 2 };
 
 /// The privacy guarantee a model was trained under.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,8 +22,12 @@ pub enum PrivacyGuarantee {
     Dp {
         /// The target ε.
         target_epsilon: f64,
-        /// ε achieved at δ (OpenDP's conversion of ρ).
+        /// ε at δ: the better of the two certificates below.
         epsilon: f64,
+        /// ε by the exact Gaussian-DP curve (Balle and Wang; Dong, Roth and Su).
+        epsilon_gdp: f64,
+        /// ε by OpenDP's conversion of the total ρ (zCDP).
+        epsilon_zcdp: f64,
         /// δ.
         delta: f64,
         /// Total ρ (zCDP) of every release.
@@ -60,16 +64,28 @@ impl PrivacyGuarantee {
 pub struct DataProvenance {
     /// Consent snapshot time of the feature set, unix milliseconds.
     pub snapshot_at_ms: i64,
-    /// SHA-256 of the extraction report.
+    /// HMAC of the extraction report under the store's key (only the store
+    /// can match it to a report).
     pub report_digest: String,
     /// Research data without a consent ledger: the server refuses such a model.
     pub research_only: bool,
+    /// Per-subject sampling came from a published seed: not releasable.
+    pub sampling_seeded: bool,
+    /// The public catalogue the item list is; `None`: the items seen in
+    /// private rows, which is itself a release (not releasable).
+    pub catalogue: Option<String>,
     /// The split the model was trained on, if any (e.g. `train of holdout:0.2:42`).
     pub split: Option<String>,
-    /// Subjects in the training data.
-    pub subjects: u64,
-    /// Interactions in the training data (after the contribution bound).
-    pub interactions: u64,
+}
+
+/// What a model was trained for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelPurpose {
+    /// To be served: needs a committed release entry in the store's ledger.
+    Release,
+    /// An evaluation or tuning run: never served.
+    Evaluation,
 }
 
 /// Everything a model card states besides the numbers the model itself holds.
@@ -89,10 +105,8 @@ pub struct ModelMeta {
     pub privacy: PrivacyGuarantee,
     /// Provenance of the data.
     pub data: DataProvenance,
-    /// Seconds spent training.
-    pub train_seconds: f64,
-    /// The evaluation on the held-out part of the split, when trained on one.
-    pub evaluation: Option<crate::eval::Evaluation>,
+    /// What it was trained for.
+    pub purpose: ModelPurpose,
 }
 
 /// The trained model: item side and aggregates only. No subject vector,
@@ -127,6 +141,49 @@ pub struct Model {
 }
 
 impl Model {
+    /// Why this model may not be released or served, if anything: an empty
+    /// list means it may (subject to the store's signature and ledger).
+    ///
+    /// # Privacy
+    /// Each reason voids the stated guarantee or was never covered by it:
+    /// no noise, noise or sampling anyone can replay from a published seed,
+    /// data without consent, an item list taken from private rows, or a
+    /// model trained (and perhaps chosen) for evaluation.
+    pub fn not_releasable_because(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        match &self.meta.privacy {
+            PrivacyGuarantee::NonPrivate => reasons.push("it is the non-private twin (no noise)"),
+            PrivacyGuarantee::Dp { noise_seeded: true, .. } => reasons.push("its noise is seeded"),
+            PrivacyGuarantee::Dp { .. } => {}
+        }
+        let data = &self.meta.data;
+        if data.sampling_seeded {
+            reasons.push("its per-subject sampling is seeded");
+        }
+        if data.research_only {
+            reasons.push("it was trained on research data without consent");
+        }
+        if data.catalogue.is_none() {
+            reasons.push("its item list comes from private rows, not a catalogue");
+        }
+        if self.meta.purpose == ModelPurpose::Evaluation {
+            reasons.push("it was trained for evaluation");
+        }
+        reasons
+    }
+
+    /// Marks what the model is for; its content-derived id changes with it.
+    pub fn set_purpose(&mut self, purpose: ModelPurpose) {
+        self.meta.purpose = purpose;
+        self.assign_id();
+    }
+
+    /// The item factors as an items × rank matrix (a view, no copy).
+    pub fn item_factor_matrix(&self) -> ndarray::ArrayView2<'_, f32> {
+        ndarray::ArrayView2::from_shape((self.items.len(), self.rank), &self.item_factors)
+            .expect("the shape is checked when a model is built or loaded")
+    }
+
     /// Number of items.
     pub fn n_items(&self) -> usize {
         self.items.len()

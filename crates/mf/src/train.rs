@@ -11,7 +11,8 @@
 //! Subject vectors are computed exactly from each subject's own data, in
 //! memory, and never released (joint DP). Each subject's influence is
 //! bounded by
-//! - at most `k = max_items_per_subject` interactions (sampled with a seed),
+//! - at most `k = max_items_per_subject` interactions on distinct items,
+//!   sampled with the subject's own key (never by position),
 //! - subject vectors clipped to `‖x‖ ≤ C` (`clip_norm`),
 //! - explicit: ratings clipped to the rating range and residual targets to
 //!   `±B` (`residual_bound`); implicit: values clipped to `max_value`.
@@ -25,13 +26,18 @@
 //! (sum of `r − m` and count, `m` the range midpoint) `Δ = k·√((r_max − m)² + 1)`.
 //! Implicit mode releases `G = Σ x xᵀ` (`Δ = C²`), `A_j = Σ (c − 1) x xᵀ`
 //! (`Δ = C²·α·v_max·√k`), `b_j = Σ c x` (`Δ = C·(1 + α·v_max)·√k`) and
-//! noisy item counts (`Δ = √k`). Each release is a Gaussian mechanism; ρ adds
-//! up over releases and iterations and is converted to (ε, δ) by OpenDP.
+//! noisy item counts (`Δ = √k`). Every (release kind, iteration, item) draws
+//! from its own noise stream ([`ReleaseKind::stream`]). Counts and the
+//! rating sum are integers released with exact discrete Gaussian noise; the
+//! rest are Gaussian mechanisms that compose exactly as one Gaussian (GDP).
+//! See [`crate::release::plan`] for the sensitivities and
+//! [`hush_privacy::PrivacyLoss`] for the accounting.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use hush_features::{FeatureSet, Feedback};
-use hush_privacy::{Budget, Calibration, NoiseSource, Plan};
+use hush_privacy::{Budget, Calibration, NoiseSource, NoiseStream};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -40,6 +46,8 @@ use rayon::prelude::*;
 
 use crate::foldin::{explicit_subject_step, NormalEquations};
 use crate::model::{DataProvenance, ModelMeta, PrivacyGuarantee};
+use crate::release::plan;
+use crate::release::{ReleaseKind, ReleaseLog, ReleasedState, RATING_QUANTUM};
 use crate::{cg, linalg, Error, Model, Result, TrainParams};
 
 /// How a model is to be trained.
@@ -59,7 +67,8 @@ pub enum Privacy {
 ///
 /// [`train`] derives it from a [`Privacy`] choice; tests build it directly,
 /// e.g. to check that DP training with the noise forced to zero and no
-/// clipping is exactly the non-private twin.
+/// clipping is exactly the non-private twin, or to record and replay
+/// releases for neighbour tests.
 #[derive(Clone, Debug)]
 pub struct Mechanics {
     /// Subject vectors are clipped to this norm (∞: no clipping).
@@ -68,8 +77,10 @@ pub struct Mechanics {
     pub residual_bound: f64,
     /// At most this many interactions per subject (`None`: no bound).
     pub max_items: Option<usize>,
-    /// Noise std of the preprocessing release (global mean or item counts).
-    pub preprocessing_std: f64,
+    /// Discrete noise scale of the rating sum and count (explicit).
+    pub rating_sum_std: f64,
+    /// Discrete noise scale of each item count.
+    pub item_count_std: f64,
     /// Noise std of each entry of the per-item Gram matrices.
     pub item_gram_std: f64,
     /// Noise std of each entry of the per-item right-hand sides.
@@ -78,6 +89,11 @@ pub struct Mechanics {
     pub global_gram_std: f64,
     /// The noise source; `None` adds no noise.
     pub noise: Option<NoiseSource>,
+    /// Records every release's pre-noise value and the released states.
+    pub log: Option<ReleaseLog>,
+    /// Released states of another run to condition on, step by step
+    /// (neighbour tests: the same history, one subject fewer).
+    pub replay: Option<Arc<Vec<ReleasedState>>>,
 }
 
 impl Mechanics {
@@ -87,11 +103,55 @@ impl Mechanics {
             clip_norm: f64::INFINITY,
             residual_bound: f64::INFINITY,
             max_items: None,
-            preprocessing_std: 0.0,
+            rating_sum_std: 0.0,
+            item_count_std: 0.0,
             item_gram_std: 0.0,
             item_rhs_std: 0.0,
             global_gram_std: 0.0,
             noise: None,
+            log: None,
+            replay: None,
+        }
+    }
+
+    /// The bounds of `params` and the noise scales of `calibration`.
+    ///
+    /// # Errors
+    /// [`Error::Privacy`] if the calibration lacks a release this feedback
+    /// mode makes: a missing release is an error, never zero noise.
+    pub fn calibrated(
+        feedback: Feedback,
+        params: &TrainParams,
+        calibration: &Calibration,
+        noise: NoiseSource,
+    ) -> Result<Self> {
+        let std = |kind: ReleaseKind| -> Result<f64> { Ok(calibration.release(kind.code())?.noise_std) };
+        let (rating_sum_std, global_gram_std) = match feedback {
+            Feedback::Explicit => (std(ReleaseKind::RatingSum)?, 0.0),
+            Feedback::Implicit => (0.0, std(ReleaseKind::GlobalGram)?),
+        };
+        Ok(Mechanics {
+            clip_norm: params.clip_norm,
+            residual_bound: params.residual_bound,
+            max_items: Some(params.max_items_per_subject),
+            rating_sum_std,
+            item_count_std: std(ReleaseKind::ItemCounts)?,
+            item_gram_std: std(ReleaseKind::ItemGram)?,
+            item_rhs_std: std(ReleaseKind::ItemRhs)?,
+            global_gram_std,
+            noise: Some(noise),
+            log: None,
+            replay: None,
+        })
+    }
+
+    fn stream(&self, kind: ReleaseKind, iteration: u32, index: u64) -> Option<NoiseStream> {
+        self.noise.as_ref().map(|n| n.stream(kind.stream(iteration, index)))
+    }
+
+    fn record(&self, kind: ReleaseKind, iteration: u32, index: u64, values: impl FnOnce() -> Vec<f64>) {
+        if let Some(log) = &self.log {
+            log.record(kind.stream(iteration, index), values());
         }
     }
 }
@@ -106,36 +166,6 @@ pub struct IterationReport {
     /// Training loss after the subject step: RMSE on training ratings
     /// (explicit) or on observed preferences (implicit).
     pub loss: f64,
-}
-
-/// The privacy plan of a run: every release with its sensitivity and share of ρ.
-pub fn plan(feedback: Feedback, params: &TrainParams) -> Plan {
-    let k = params.max_items_per_subject as f64;
-    let c = params.clip_norm;
-    let t = params.iterations;
-    let pre = params.rho_share_preprocessing;
-    let rest = 1.0 - pre;
-    match feedback {
-        Feedback::Explicit => {
-            let half_range = (params.rating_max - params.rating_min) / 2.0;
-            Plan::default()
-                .with("global_mean", k * (half_range * half_range + 1.0).sqrt(), 1, pre)
-                .with("item_gram", (c * c + 1.0) * k.sqrt(), t, rest / 2.0)
-                .with("item_rhs", params.residual_bound * (c * c + 1.0).sqrt() * k.sqrt(), t, rest / 2.0)
-        }
-        Feedback::Implicit => {
-            let a = params.alpha * params.max_value;
-            Plan::default()
-                .with("item_counts", k.sqrt(), 1, pre)
-                .with("global_gram", c * c, t, rest * 0.1)
-                .with("item_gram", (c * c * a * k.sqrt()).max(f64::MIN_POSITIVE), t, rest * 0.45)
-                .with("item_rhs", c * (1.0 + a) * k.sqrt(), t, rest * 0.45)
-        }
-    }
-}
-
-fn noise_std(calibration: &Calibration, name: &str) -> f64 {
-    calibration.releases.iter().find(|r| r.name == name).map_or(0.0, |r| r.noise_std)
 }
 
 /// Trains a model on `set` (a training split or a whole feature set).
@@ -155,19 +185,13 @@ pub fn train(
         Privacy::NonPrivate => (Mechanics::non_private(), PrivacyGuarantee::NonPrivate),
         Privacy::Dp { budget, noise } => {
             let calibration = plan(feedback, &params).calibrate(budget)?;
-            let mechanics = Mechanics {
-                clip_norm: params.clip_norm,
-                residual_bound: params.residual_bound,
-                max_items: Some(params.max_items_per_subject),
-                preprocessing_std: noise_std(&calibration, "global_mean").max(noise_std(&calibration, "item_counts")),
-                item_gram_std: noise_std(&calibration, "item_gram"),
-                item_rhs_std: noise_std(&calibration, "item_rhs"),
-                global_gram_std: noise_std(&calibration, "global_gram"),
-                noise: Some((*noise).clone()),
-            };
+            let noise_seeded = noise.is_seeded();
+            let mechanics = Mechanics::calibrated(feedback, &params, &calibration, *noise)?;
             let guarantee = PrivacyGuarantee::Dp {
                 target_epsilon: budget.epsilon.value(),
                 epsilon: calibration.epsilon,
+                epsilon_gdp: calibration.epsilon_gdp,
+                epsilon_zcdp: calibration.epsilon_zcdp,
                 delta: calibration.delta,
                 rho: calibration.rho,
                 epsilon_simple_bound: calibration.epsilon_simple_bound,
@@ -176,7 +200,7 @@ pub fn train(
                 residual_bound: params.residual_bound,
                 max_items_per_subject: params.max_items_per_subject,
                 iterations: params.iterations,
-                noise_seeded: noise.is_seeded(),
+                noise_seeded,
             };
             (mechanics, guarantee)
         }
@@ -195,7 +219,7 @@ struct Data {
     items: Vec<Vec<(u32, f32)>>,
 }
 
-fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -> Data {
+fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -> Result<Data> {
     let clip = |v: f32| -> f32 {
         match set.meta.feedback {
             Feedback::Explicit => f64::from(v).clamp(params.rating_min, params.rating_max) as f32,
@@ -205,29 +229,47 @@ fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -
     let subjects: Vec<Vec<(u32, f32)>> = (0..set.n_subjects())
         .map(|s| {
             let mut row: Vec<(u32, f32)> = set.subject_interactions(s).map(|i| (i.item, clip(i.value))).collect();
+            // The √k sensitivities assume k *distinct* items per subject.
+            row.sort_unstable_by_key(|&(item, _)| item);
+            if row.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(Error::Data(format!(
+                    "subject {s} has an item twice; interactions must be merged per item"
+                )));
+            }
             if let Some(k) = mechanics.max_items.filter(|&k| row.len() > k) {
-                // The contribution bound, enforced again here: never trust the input to honour it.
-                let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ (s as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                // The contribution bound, enforced again here: never trust the
+                // input to honour it. The sample is keyed by this subject's
+                // own key, drawn over its items in canonical order, so it
+                // does not depend on any other subject or on positions.
+                let mut rng = set.subject_keys[s].rng(b"train-bound", params.seed);
                 let mut keep: Vec<usize> = sample(&mut rng, row.len(), k).into_vec();
                 keep.sort_unstable();
                 row = keep.into_iter().map(|i| row[i]).collect();
             }
-            row
+            Ok(row)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut items: Vec<Vec<(u32, f32)>> = vec![Vec::new(); set.n_items()];
     for (s, row) in subjects.iter().enumerate() {
         for &(i, v) in row {
             items[i as usize].push((s as u32, v));
         }
     }
-    Data { subjects, items }
+    Ok(Data { subjects, items })
+}
+
+/// Adds exact discrete Gaussian noise to an integer statistic.
+fn add_discrete(value: i64, stream: Option<&mut NoiseStream>, sigma: f64) -> i64 {
+    match stream {
+        Some(n) => value.saturating_add(n.discrete_gaussian(sigma)),
+        None => value,
+    }
 }
 
 /// Trains with explicitly given mechanics. See [`train`].
 ///
 /// # Errors
-/// [`Error::Data`] for an empty training set.
+/// [`Error::Data`] for an empty training set or a subject with an item twice.
 pub fn train_with_mechanics(
     set: &FeatureSet,
     params: &TrainParams,
@@ -248,35 +290,43 @@ pub fn train_with_mechanics(
     if set.nnz() == 0 {
         return Err(Error::Data("the training set has no interactions".into()));
     }
-    let data = prepare_data(set, params, mechanics);
+    let data = prepare_data(set, params, mechanics)?;
     let n_items = set.n_items();
     let d = params.rank;
-    let noise = mechanics.noise.as_ref();
 
-    // Preprocessing release: the global mean (explicit) or item counts (implicit).
-    let mut stream_index = 0u64;
-    let mut next_stream = || {
-        stream_index += 1;
-        noise.map(|n| n.stream(stream_index << 32))
-    };
+    // Preprocessing releases (iteration 0): item counts, and in explicit
+    // mode the rating sum and count. All are integers with exact discrete
+    // Gaussian noise, so no floating-point grid shows in what is released.
+    let popularity: Vec<f64> = (0..n_items)
+        .map(|item| {
+            let count = data.items[item].len() as i64;
+            mechanics.record(ReleaseKind::ItemCounts, 0, item as u64, || vec![count as f64]);
+            let mut stream = mechanics.stream(ReleaseKind::ItemCounts, 0, item as u64);
+            let noisy = add_discrete(count, stream.as_mut(), mechanics.item_count_std);
+            if let Some(log) = &mechanics.log {
+                log.record_noise(ReleaseKind::ItemCounts.stream(0, item as u64), vec![(noisy - count) as f64]);
+            }
+            // A count cannot be negative: clamping is post-processing.
+            noisy.max(0) as f64
+        })
+        .collect();
     let mut mean = 0.0;
-    let mut popularity: Vec<f64> = data.items.iter().map(|r| r.len() as f64).collect();
-    match feedback {
-        Feedback::Explicit => {
-            let mid = (params.rating_min + params.rating_max) / 2.0;
-            let (mut sum, mut count) =
-                data.subjects.iter().flatten().fold((0.0, 0.0), |(s, c), &(_, r)| (s + f64::from(r) - mid, c + 1.0));
-            if let Some(mut n) = next_stream() {
-                sum += n.gaussian(mechanics.preprocessing_std);
-                count += n.gaussian(mechanics.preprocessing_std);
-            }
-            mean = (mid + sum / count.max(1.0)).clamp(params.rating_min, params.rating_max);
-        }
-        Feedback::Implicit => {
-            if let Some(mut n) = next_stream() {
-                n.add_gaussian(&mut popularity, mechanics.preprocessing_std);
-            }
-        }
+    if feedback == Feedback::Explicit {
+        let mid = (params.rating_min + params.rating_max) / 2.0;
+        let (sum, count) =
+            data.subjects.iter().flatten().fold((0i64, 0i64), |(s, c), &(_, r)| {
+                (s + ((f64::from(r) - mid) / RATING_QUANTUM).round() as i64, c + 1)
+            });
+        mechanics.record(ReleaseKind::RatingSum, 0, 0, || vec![sum as f64, count as f64]);
+        let mut stream = mechanics.stream(ReleaseKind::RatingSum, 0, 0);
+        let sum = add_discrete(sum, stream.as_mut(), mechanics.rating_sum_std);
+        let count = add_discrete(count, stream.as_mut(), mechanics.rating_sum_std);
+        mean = (mid + sum as f64 * RATING_QUANTUM / count.max(1) as f64).clamp(params.rating_min, params.rating_max);
+    }
+    let mut popularity = popularity;
+    if let Some(state) = mechanics.replay.as_ref().and_then(|r| r.first()) {
+        mean = state.mean;
+        popularity.clone_from(&state.popularity);
     }
 
     // Data-independent initialization: costs no privacy.
@@ -284,6 +334,14 @@ pub fn train_with_mechanics(
     let init = Normal::new(0.0, 0.1 / (d as f64).sqrt()).expect("a valid normal");
     let mut item_factors: Vec<f64> = (0..n_items * d).map(|_| init.sample(&mut rng)).collect();
     let mut item_bias = vec![0.0f64; n_items];
+    if let Some(log) = &mechanics.log {
+        log.push_state(ReleasedState {
+            item_factors: Vec::new(),
+            item_bias: Vec::new(),
+            mean,
+            popularity: popularity.clone(),
+        });
+    }
     // Subject vectors live in flat buffers updated in place each iteration:
     // a hundred thousand small vectors reallocated per iteration would cost
     // allocator churn and freshly zeroed pages.
@@ -338,7 +396,6 @@ pub fn train_with_mechanics(
         let loss = training_loss(feedback, &data, &subjects, &item_factors, &item_bias, mean);
 
         // Item step: noisy sufficient statistics, then a solve per item.
-        let iteration_noise = next_stream();
         // Reused across iterations, and sized up front: growing a buffer of
         // n·d floats by doubling costs a copy and fresh pages at every step.
         subject_flat.clear();
@@ -358,8 +415,9 @@ pub fn train_with_mechanics(
                         g
                     })
                     .reduce(|| vec![0.0; d * d], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
-                if let Some(n) = &iteration_noise {
-                    add_symmetric_noise(&mut g, d, &mut n.stream(u64::MAX), mechanics.global_gram_std);
+                mechanics.record(ReleaseKind::GlobalGram, iteration, 0, || upper_triangle(&g, d));
+                if let Some(mut n) = mechanics.stream(ReleaseKind::GlobalGram, iteration, 0) {
+                    add_symmetric_noise(&mut g, d, &mut n, mechanics.global_gram_std);
                 }
                 linalg::mirror_upper(&mut g, d);
                 g
@@ -367,41 +425,48 @@ pub fn train_with_mechanics(
             Feedback::Explicit => Vec::new(),
         };
         let global_gram32 = to_f32(&global_gram);
-        let solved: Vec<(Vec<f64>, f64, f64)> = (0..n_items)
+        let solved: Vec<(Vec<f64>, f64)> = (0..n_items)
             .into_par_iter()
             // One scratch matrix per rayon job for an item's noisy Gramian:
             // 16 KB per item at rank 64 would otherwise churn the allocator.
             .map_init(Vec::new, |noisy_gram, item| {
-                let mut item_noise = iteration_noise.as_ref().map(|n| n.stream(item as u64));
+                let step = ItemStep { item, iteration, mechanics, params };
                 match feedback {
-                    Feedback::Explicit => {
-                        explicit_item_step(&data.items[item], &subjects, mean, params, mechanics, item_noise.as_mut())
-                    }
-                    Feedback::Implicit => implicit_item_step(
+                    Feedback::Explicit => step.explicit(&data.items[item], &subjects, mean),
+                    Feedback::Implicit => step.implicit(
                         &data.items[item],
                         &subject_flat,
                         &global_gram32,
                         &item_factors[item * d..(item + 1) * d],
-                        params,
-                        mechanics,
-                        item_noise.as_mut(),
                         popularity[item],
                         noisy_gram,
                     ),
                 }
             })
             .collect();
-        for (item, (factors, bias, noisy_count)) in solved.into_iter().enumerate() {
+        for (item, (factors, bias)) in solved.into_iter().enumerate() {
             item_factors[item * d..(item + 1) * d].copy_from_slice(&factors);
             item_bias[item] = bias;
-            if feedback == Feedback::Explicit {
-                popularity[item] = noisy_count;
-            }
+        }
+        if let Some(state) = mechanics.replay.as_ref().and_then(|r| r.get(iteration as usize)) {
+            item_factors.clone_from(&state.item_factors);
+            item_bias.clone_from(&state.item_bias);
+        }
+        if let Some(log) = &mechanics.log {
+            log.push_state(ReleasedState {
+                item_factors: item_factors.clone(),
+                item_bias: item_bias.clone(),
+                mean,
+                popularity: popularity.clone(),
+            });
         }
         tracing::info!(iteration, loss, "iteration done");
         progress(IterationReport { iteration, of: params.iterations, loss });
     }
     drop(subjects);
+    // How long training took stays in the log: in a released model it
+    // would hint at how much private data there was.
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "training done");
 
     let mut model = Model {
         meta: ModelMeta {
@@ -415,12 +480,11 @@ pub fn train_with_mechanics(
                 snapshot_at_ms: set.meta.snapshot_at_ms,
                 report_digest: set.meta.report_digest.clone(),
                 research_only: set.meta.research_only,
+                sampling_seeded: set.meta.sampling_seeded,
+                catalogue: set.meta.catalogue.clone(),
                 split: set.meta.split.clone(),
-                subjects: data.subjects.len() as u64,
-                interactions: data.subjects.iter().map(|r| r.len() as u64).sum(),
             },
-            train_seconds: started.elapsed().as_secs_f64(),
-            evaluation: None,
+            purpose: crate::ModelPurpose::Release,
         },
         items: set.items.clone(),
         rank: d,
@@ -435,6 +499,11 @@ pub fn train_with_mechanics(
     model.prepare();
     model.assign_id();
     Ok(model)
+}
+
+/// The upper triangle (diagonal included) of a row-major n × n matrix, row by row.
+fn upper_triangle(a: &[f64], n: usize) -> Vec<f64> {
+    (0..n).flat_map(|i| a[i * n + i..(i + 1) * n].iter().copied()).collect()
 }
 
 fn now_ms() -> i64 {
@@ -462,7 +531,7 @@ fn clip_norm(x: &mut [f64], c: f64) {
 }
 
 /// Adds N(0, std²) to each upper-triangle entry (diagonal included); the caller mirrors.
-fn add_symmetric_noise(a: &mut [f64], n: usize, noise: &mut NoiseSource, std: f64) {
+fn add_symmetric_noise(a: &mut [f64], n: usize, noise: &mut NoiseStream, std: f64) {
     for i in 0..n {
         noise.add_gaussian(&mut a[i * n + i..(i + 1) * n], std);
     }
@@ -472,55 +541,162 @@ fn add_symmetric_noise(a: &mut [f64], n: usize, noise: &mut NoiseSource, std: f6
 /// item means spread by about half a star around the global mean.
 const ITEM_BIAS_PRIOR_STD: f64 = 0.5;
 
-/// Explicit item step: returns (factors, bias, noisy count).
-fn explicit_item_step(
-    raters: &[(u32, f32)],
-    subjects: &SubjectFactors,
-    mean: f64,
-    params: &TrainParams,
-    mechanics: &Mechanics,
-    noise: Option<&mut NoiseSource>,
-) -> (Vec<f64>, f64, f64) {
-    let d = params.rank;
-    let n = d + 1;
-    let mut eq = NormalEquations::new(n);
-    let mut z = vec![0.0; n];
-    z[d] = 1.0;
-    for &(s, rating) in raters {
-        z[..d].copy_from_slice(subjects.factors(s as usize));
-        let target = (f64::from(rating) - mean - subjects.bias[s as usize])
-            .clamp(-mechanics.residual_bound, mechanics.residual_bound);
-        eq.add(&z, 1.0, target);
+/// One item's step in one iteration: its releases (each from its own noise
+/// stream) and its solve.
+struct ItemStep<'a> {
+    item: usize,
+    iteration: u32,
+    mechanics: &'a Mechanics,
+    params: &'a TrainParams,
+}
+
+impl ItemStep<'_> {
+    fn stream(&self, kind: ReleaseKind) -> Option<NoiseStream> {
+        self.mechanics.stream(kind, self.iteration, self.item as u64)
     }
-    if let Some(noise) = noise {
-        add_symmetric_noise(&mut eq.a, n, noise, mechanics.item_gram_std);
-        noise.add_gaussian(&mut eq.b, mechanics.item_rhs_std);
+
+    fn record(&self, kind: ReleaseKind, values: impl FnOnce() -> Vec<f64>) {
+        self.mechanics.record(kind, self.iteration, self.item as u64, values);
     }
-    // The count is the Gram matrix's last diagonal entry: noisy under DP, exact
-    // otherwise. A count cannot be negative: clamping it is post-processing.
-    let count = eq.a[d * n + d].max(0.0);
-    eq.a[d * n + d] = count;
-    // Under DP the ridge also grows with the noise: a symmetric Gaussian matrix
-    // of entry scale σ has spectral norm about 2σ√n, so this keeps the system
-    // positive definite and shrinks items whose statistics are mostly noise
-    // towards zero (post-processing: no privacy cost).
-    // The bias coordinate is shrunk as a Gaussian prior b ~ N(0, τ²) would
-    // (τ = ITEM_BIAS_PRIOR_STD, public and data-independent): with noise of
-    // std σ on the bias numerator the posterior mean divides by count + (σ/τ)²,
-    // so an item's bias is trusted only when its raters outweigh the noise.
-    let base = params.lambda * count.max(1.0);
-    let factor_reg = base + 2.0 * mechanics.item_gram_std * (n as f64).sqrt();
-    let bias_reg = base + (mechanics.item_rhs_std / ITEM_BIAS_PRIOR_STD).powi(2);
-    if count < params.min_noisy_count.max(f64::MIN_POSITIVE) {
-        // Too few (noisy) raters for factors to be signal: keep a shrunk bias only.
-        let bias = eq.b[d] / (count.max(0.0) + bias_reg);
-        return (vec![0.0; d], bias, count);
+
+    /// Explicit item step: returns (factors, bias).
+    fn explicit(&self, raters: &[(u32, f32)], subjects: &SubjectFactors, mean: f64) -> (Vec<f64>, f64) {
+        let (params, mechanics) = (self.params, self.mechanics);
+        let d = params.rank;
+        let n = d + 1;
+        let mut eq = NormalEquations::new(n);
+        let mut z = vec![0.0; n];
+        z[d] = 1.0;
+        for &(s, rating) in raters {
+            z[..d].copy_from_slice(subjects.factors(s as usize));
+            let target = (f64::from(rating) - mean - subjects.bias[s as usize])
+                .clamp(-mechanics.residual_bound, mechanics.residual_bound);
+            eq.add(&z, 1.0, target);
+        }
+        self.record(ReleaseKind::ItemGram, || upper_triangle(&eq.a, n));
+        self.record(ReleaseKind::ItemRhs, || eq.b.clone());
+        if let Some(mut noise) = self.stream(ReleaseKind::ItemGram) {
+            add_symmetric_noise(&mut eq.a, n, &mut noise, mechanics.item_gram_std);
+        }
+        if let Some(mut noise) = self.stream(ReleaseKind::ItemRhs) {
+            let before = self.mechanics.log.as_ref().map(|_| eq.b.clone());
+            noise.add_gaussian(&mut eq.b, mechanics.item_rhs_std);
+            if let (Some(log), Some(before)) = (&self.mechanics.log, before) {
+                let drawn = eq.b.iter().zip(&before).map(|(a, b)| a - b).collect();
+                log.record_noise(ReleaseKind::ItemRhs.stream(self.iteration, self.item as u64), drawn);
+            }
+        }
+        // The count is the Gram matrix's last diagonal entry: noisy under DP, exact
+        // otherwise. A count cannot be negative: clamping it is post-processing.
+        let count = eq.a[d * n + d].max(0.0);
+        eq.a[d * n + d] = count;
+        // Under DP the ridge also grows with the noise: a symmetric Gaussian matrix
+        // of entry scale σ has spectral norm about 2σ√n, so this keeps the system
+        // positive definite and shrinks items whose statistics are mostly noise
+        // towards zero (post-processing: no privacy cost).
+        // The bias coordinate is shrunk as a Gaussian prior b ~ N(0, τ²) would
+        // (τ = ITEM_BIAS_PRIOR_STD, public and data-independent): with noise of
+        // std σ on the bias numerator the posterior mean divides by count + (σ/τ)²,
+        // so an item's bias is trusted only when its raters outweigh the noise.
+        let base = params.lambda * count.max(1.0);
+        let factor_reg = base + 2.0 * mechanics.item_gram_std * (n as f64).sqrt();
+        let bias_reg = base + (mechanics.item_rhs_std / ITEM_BIAS_PRIOR_STD).powi(2);
+        if count < params.min_noisy_count.max(f64::MIN_POSITIVE) {
+            // Too few (noisy) raters for factors to be signal: keep a shrunk bias only.
+            let bias = eq.b[d] / (count.max(0.0) + bias_reg);
+            return (vec![0.0; d], bias);
+        }
+        let mut reg = vec![factor_reg; n];
+        reg[d] = bias_reg;
+        let mut w = eq.solve(&reg);
+        let bias = w.pop().expect("rank + 1 coordinates");
+        (w, bias)
     }
-    let mut reg = vec![factor_reg; n];
-    reg[d] = bias_reg;
-    let mut w = eq.solve(&reg);
-    let bias = w.pop().expect("rank + 1 coordinates");
-    (w, bias, count)
+
+    /// Implicit item step: returns (factors, 0).
+    ///
+    /// Under DP the noise is a symmetric Gaussian matrix E_j and a vector e_j on
+    /// the item's statistics; they enter the conjugate-gradient solve exactly as
+    /// if A_j + E_j had been formed, without forming A_j.
+    fn implicit(
+        &self,
+        users: &[(u32, f32)],
+        subject_factors: &[f32],
+        global_gram: &[f32],
+        previous: &[f64],
+        noisy_count: f64,
+        noisy_gram: &mut Vec<f32>,
+    ) -> (Vec<f64>, f64) {
+        let (params, mechanics) = (self.params, self.mechanics);
+        let d = params.rank;
+        if mechanics.log.is_some() {
+            // Only for neighbour tests: the solve never forms A_j.
+            let alpha = params.alpha;
+            let (mut a, mut b) = (vec![0.0; d * d], vec![0.0; d]);
+            for &(s, v) in users {
+                let x: Vec<f64> =
+                    subject_factors[s as usize * d..(s as usize + 1) * d].iter().map(|&x| f64::from(x)).collect();
+                linalg::add_outer_upper(&mut a, d, &x, alpha * f64::from(v));
+                b.iter_mut().zip(&x).for_each(|(b, x)| *b += (1.0 + alpha * f64::from(v)) * x);
+            }
+            self.record(ReleaseKind::ItemGram, || upper_triangle(&a, d));
+            self.record(ReleaseKind::ItemRhs, || b);
+        }
+        // The noisy count was released before training; an item it rules out
+        // needs no statistics, so none are drawn for it (each item has its own
+        // noise stream, so the others' draws are unchanged).
+        if noisy_count < params.min_noisy_count {
+            return (vec![0.0; d], 0.0);
+        }
+        // Under DP the item's noisy Gram statistic is G + E_j: adding E_j to the
+        // shared Gramian once costs d² additions, where applying it separately in
+        // every CG step would cost d² multiply-adds each time.
+        let (gram, rhs_noise) = match (self.stream(ReleaseKind::ItemGram), self.stream(ReleaseKind::ItemRhs)) {
+            (Some(mut gram_noise), Some(mut rhs_noise)) => {
+                // Noise on the upper triangle (diagonal included) of a symmetric
+                // matrix: the same release as `add_symmetric_noise`, written
+                // straight into G + E. The triangle's noise is drawn in one call,
+                // then the upper part of each row is G + E; the solve reads the
+                // upper triangle only, so nothing is mirrored.
+                let triangle = d * (d + 1) / 2;
+                noisy_gram.resize(d * d + triangle, 0.0);
+                let (combined, noise_upper) = noisy_gram.split_at_mut(d * d);
+                gram_noise.fill_gaussian_f32(noise_upper, mechanics.item_gram_std);
+                let mut offset = 0;
+                for i in 0..d {
+                    let upper = i * d + i..(i + 1) * d;
+                    let drawn = &noise_upper[offset..offset + (d - i)];
+                    for ((cell, g), e) in combined[upper.clone()].iter_mut().zip(&global_gram[upper]).zip(drawn) {
+                        *cell = g + e;
+                    }
+                    offset += d - i;
+                }
+                let mut rhs = vec![0.0f32; d];
+                rhs_noise.fill_gaussian_f32(&mut rhs, mechanics.item_rhs_std);
+                if let Some(log) = &mechanics.log {
+                    let id = ReleaseKind::ItemRhs.stream(self.iteration, self.item as u64);
+                    log.record_noise(id, rhs.iter().map(|&v| f64::from(v)).collect());
+                }
+                (cg::Gram::Upper(&noisy_gram[..d * d]), Some(rhs))
+            }
+            // The twin reads the same upper triangle, so that with the noise
+            // forced to zero both do exactly the same arithmetic.
+            _ => (cg::Gram::Upper(global_gram), None),
+        };
+        // The ridge grows with the noise as in the explicit item step.
+        let ridge = params.lambda + 2.0 * (mechanics.item_gram_std + mechanics.global_gram_std) * (d as f64).sqrt();
+        let factors = implicit_step_cg(
+            d,
+            params.alpha,
+            gram,
+            subject_factors,
+            users,
+            previous.iter().copied(),
+            ridge,
+            rhs_noise.as_deref(),
+        );
+        (factors, 0.0)
+    }
 }
 
 /// Conjugate-gradient steps per weighted-ALS solve: what `implicit` uses by default.
@@ -549,76 +725,6 @@ fn implicit_step_cg(
 
 fn to_f32(values: &[f64]) -> Vec<f32> {
     values.iter().map(|&v| v as f32).collect()
-}
-
-/// Implicit item step: returns (factors, 0, popularity).
-///
-/// Under DP the noise is a symmetric Gaussian matrix E_j and a vector e_j on
-/// the item's statistics; they enter the conjugate-gradient solve exactly as
-/// if A_j + E_j had been formed, without forming A_j.
-#[allow(clippy::too_many_arguments)]
-fn implicit_item_step(
-    users: &[(u32, f32)],
-    subject_factors: &[f32],
-    global_gram: &[f32],
-    previous: &[f64],
-    params: &TrainParams,
-    mechanics: &Mechanics,
-    noise: Option<&mut NoiseSource>,
-    noisy_count: f64,
-    noisy_gram: &mut Vec<f32>,
-) -> (Vec<f64>, f64, f64) {
-    let d = params.rank;
-    // The noisy count was released before training; an item it rules out
-    // needs no statistics, so none are drawn for it (each item has its own
-    // noise stream, so the others' draws are unchanged).
-    if noisy_count < params.min_noisy_count {
-        return (vec![0.0; d], 0.0, noisy_count);
-    }
-    // Under DP the item's noisy Gram statistic is G + E_j: adding E_j to the
-    // shared Gramian once costs d² additions, where applying it separately in
-    // every CG step would cost d² multiply-adds each time.
-    let (gram, rhs_noise) = match noise {
-        Some(noise) => {
-            // Noise on the upper triangle (diagonal included) of a symmetric
-            // matrix: the same release as `add_symmetric_noise`, written
-            // straight into G + E. The triangle's noise is drawn in one call,
-            // then the upper part of each row is G + E; the solve reads the
-            // upper triangle only, so nothing is mirrored.
-            let triangle = d * (d + 1) / 2;
-            noisy_gram.resize(d * d + triangle, 0.0);
-            let (combined, noise_upper) = noisy_gram.split_at_mut(d * d);
-            noise.fill_gaussian_f32(noise_upper, mechanics.item_gram_std);
-            let mut offset = 0;
-            for i in 0..d {
-                let upper = i * d + i..(i + 1) * d;
-                let drawn = &noise_upper[offset..offset + (d - i)];
-                for ((cell, g), e) in combined[upper.clone()].iter_mut().zip(&global_gram[upper]).zip(drawn) {
-                    *cell = g + e;
-                }
-                offset += d - i;
-            }
-            let mut rhs = vec![0.0f32; d];
-            noise.fill_gaussian_f32(&mut rhs, mechanics.item_rhs_std);
-            (cg::Gram::Upper(&noisy_gram[..d * d]), Some(rhs))
-        }
-        // The twin reads the same upper triangle, so that with the noise
-        // forced to zero both do exactly the same arithmetic.
-        None => (cg::Gram::Upper(global_gram), None),
-    };
-    // The ridge grows with the noise as in the explicit item step.
-    let ridge = params.lambda + 2.0 * (mechanics.item_gram_std + mechanics.global_gram_std) * (d as f64).sqrt();
-    let factors = implicit_step_cg(
-        d,
-        params.alpha,
-        gram,
-        subject_factors,
-        users,
-        previous.iter().copied(),
-        ridge,
-        rhs_noise.as_deref(),
-    );
-    (factors, 0.0, noisy_count)
 }
 
 /// The subject side of a run, in memory only: never released or stored.
@@ -716,7 +822,7 @@ mod tests {
             let set = set_with(&rows, 60, Feedback::Explicit);
             let params = TrainParams::default();
             let mechanics = Mechanics { max_items: Some(k), ..Mechanics::non_private() };
-            let data = prepare_data(&set, &params, &mechanics);
+            let data = prepare_data(&set, &params, &mechanics).unwrap();
             for (row, original) in data.subjects.iter().zip(&rows) {
                 prop_assert_eq!(row.len(), original.len().min(k));
                 prop_assert!(row.iter().all(|&(_, v)| (params.rating_min..=params.rating_max).contains(&f64::from(v))));

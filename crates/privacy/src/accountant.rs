@@ -15,7 +15,7 @@ use opendp::measures::ZeroConcentratedDivergence;
 use opendp::metrics::AbsoluteDistance;
 use serde::{Deserialize, Serialize};
 
-use crate::{Budget, Delta, Error, Result, Rho};
+use crate::{Budget, Delta, Error, PrivacyLoss, Result, Rho};
 
 fn opendp_error(e: opendp::error::Error) -> Error {
     Error::OpenDp(e.to_string())
@@ -34,7 +34,9 @@ fn opendp_error(e: opendp::error::Error) -> Error {
 /// [`Error::OpenDp`] if OpenDP refuses the parameters.
 pub fn epsilon_for_rho(rho: Rho, delta: Delta) -> Result<f64> {
     let mut scale = (1.0 / (2.0 * rho.value())).sqrt();
-    loop {
+    // Each step lowers the scale by one ulp; OpenDP's ρ is within a few ulps
+    // of 1/(2·scale²), so a handful of steps always suffice.
+    for _ in 0..64 {
         let gaussian = make_gaussian::<_, _, ZeroConcentratedDivergence>(
             AtomDomain::<f64>::new_non_nan(),
             AbsoluteDistance::<f64>::default(),
@@ -49,6 +51,7 @@ pub fn epsilon_for_rho(rho: Rho, delta: Delta) -> Result<f64> {
         }
         scale = scale.next_down();
     }
+    Err(Error::OpenDp(format!("no Gaussian scale reproduces rho {} within 64 ulps", rho.value())))
 }
 
 /// The simple, looser conversion ε = ρ + 2√(ρ ln(1/δ)) (Bun and Steinke 2016, Prop. 1.3).
@@ -93,6 +96,30 @@ pub fn epsilon_closed_form(rho: Rho, delta: Delta) -> f64 {
     hi
 }
 
+/// ε at δ for ρ-zCDP by the same bound in its ε form (Canonne, Kamath and
+/// Steinke 2020, Cor. 13): the infimum over α > 1 of
+/// αρ + (ln(1/δ) + (α−1)·ln(1−1/α) − ln α)/(α−1), minimized by
+/// golden-section search on ln(α−1). Every α gives a valid bound, so an
+/// inexact minimum can only overstate ε. Cheap enough for inner loops.
+pub fn epsilon_cks(rho: f64, delta: f64) -> f64 {
+    let f = |log_am1: f64| {
+        let a = 1.0 + log_am1.exp();
+        a * rho + ((1.0 / delta).ln() + (a - 1.0) * (-1.0 / a).ln_1p() - a.ln()) / (a - 1.0)
+    };
+    let (mut lo, mut hi) = (-12.0f64, 16.0f64);
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..90 {
+        let m1 = hi - g * (hi - lo);
+        let m2 = lo + g * (hi - lo);
+        if f(m1) < f(m2) {
+            hi = m2;
+        } else {
+            lo = m1;
+        }
+    }
+    f((lo + hi) / 2.0).max(0.0)
+}
+
 /// The largest ρ whose OpenDP ε at `budget.delta` is at most `budget.epsilon`,
 /// by bisection (ε is increasing in ρ).
 ///
@@ -122,17 +149,33 @@ pub fn rho_for_epsilon(budget: Budget) -> Result<Rho> {
     Rho::new(lo)
 }
 
+/// How a release is perturbed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseKind {
+    /// Continuous Gaussian noise on real-valued statistics: exactly
+    /// (Δ/σ)-GDP per release.
+    Gaussian,
+    /// The exact discrete Gaussian on integer statistics (counts):
+    /// Δ²/(2σ²)-zCDP per release (Canonne, Kamath and Steinke 2020, Thm. 14).
+    DiscreteGaussian,
+}
+
 /// One kind of statistic a training run releases, before calibration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedRelease {
-    /// What is released, e.g. `item_gram` or `item_rhs`.
+    /// What is released, e.g. `item_gram`: for people.
     pub name: String,
+    /// The release kind's stable code: what noise streams and lookups use.
+    pub code: u32,
+    /// Continuous or discrete noise.
+    pub noise: NoiseKind,
     /// L2 sensitivity of one release: how far one subject's data can move it.
     pub l2_sensitivity: f64,
     /// How many times it is released (e.g. once per iteration).
     pub count: u32,
-    /// The share of the total ρ spent on all `count` releases.
-    pub rho_share: f64,
+    /// The share of the run's privacy loss spent on all `count` releases.
+    pub share: f64,
 }
 
 /// A calibrated release: what the trainer adds noise with.
@@ -140,18 +183,27 @@ pub struct PlannedRelease {
 pub struct Release {
     /// What is released.
     pub name: String,
+    /// The release kind's stable code.
+    pub code: u32,
+    /// Continuous or discrete noise.
+    pub noise: NoiseKind,
     /// L2 sensitivity of one release.
     pub l2_sensitivity: f64,
     /// How many times it is released.
     pub count: u32,
-    /// Standard deviation of the Gaussian noise added to each coordinate.
+    /// Standard deviation of the noise added to each coordinate.
     pub noise_std: f64,
 }
 
 impl Release {
-    /// ρ of all `count` releases: count · Δ² / (2σ²).
+    /// count · Δ²/σ²: this release's part of μ² (continuous) or of 2ρ (discrete).
+    pub fn mu_squared(&self) -> f64 {
+        f64::from(self.count) * self.l2_sensitivity.powi(2) / self.noise_std.powi(2)
+    }
+
+    /// ρ of all `count` releases as zCDP: count · Δ² / (2σ²).
     pub fn rho(&self) -> f64 {
-        f64::from(self.count) * self.l2_sensitivity.powi(2) / (2.0 * self.noise_std.powi(2))
+        self.mu_squared() / 2.0
     }
 }
 
@@ -160,6 +212,8 @@ impl Release {
 pub struct Plan {
     /// The releases, in the order they happen.
     pub releases: Vec<PlannedRelease>,
+    /// δ spent outside the Gaussian releases (e.g. thresholding an item set).
+    pub delta_extra: f64,
 }
 
 /// A plan calibrated to a budget.
@@ -167,21 +221,60 @@ pub struct Plan {
 pub struct Calibration {
     /// The releases with their noise scales.
     pub releases: Vec<Release>,
-    /// Total ρ of the run (zCDP composition: the sum over releases).
+    /// The run's loss in the parts that compose exactly.
+    pub loss: PrivacyLoss,
+    /// Total ρ of the run as zCDP (μ²/2 + ρ of the discrete releases).
     pub rho: f64,
-    /// ε achieved at `delta`, by OpenDP: never above the target.
+    /// The stated ε at `delta`: never above the target.
     pub epsilon: f64,
+    /// ε by the GDP certificate (see [`PrivacyLoss::epsilon_at`]).
+    pub epsilon_gdp: f64,
+    /// ε by OpenDP's conversion of ρ, the cross-check.
+    pub epsilon_zcdp: f64,
     /// δ.
     pub delta: f64,
     /// ε by the simple bound ρ + 2√(ρ ln 1/δ), for comparison.
     pub epsilon_simple_bound: f64,
 }
 
+impl Calibration {
+    /// The release with this code.
+    ///
+    /// # Errors
+    /// [`Error::Plan`] if the plan has no such release: a trainer asking for
+    /// a release that was never planned must fail, not add no noise.
+    pub fn release(&self, code: u32) -> Result<&Release> {
+        self.releases
+            .iter()
+            .find(|r| r.code == code)
+            .ok_or_else(|| Error::Plan(format!("no release with code {code} was planned")))
+    }
+}
+
+/// The loss of a set of calibrated releases.
+pub fn loss_of(releases: &[Release], delta_extra: f64) -> PrivacyLoss {
+    let mut loss = PrivacyLoss { delta_extra, ..PrivacyLoss::default() };
+    for r in releases {
+        match r.noise {
+            NoiseKind::Gaussian => loss.mu_squared += r.mu_squared(),
+            NoiseKind::DiscreteGaussian => loss.rho_discrete += r.rho(),
+        }
+    }
+    loss
+}
+
 impl Plan {
     /// Adds a release.
     #[must_use]
-    pub fn with(mut self, name: &str, l2_sensitivity: f64, count: u32, rho_share: f64) -> Self {
-        self.releases.push(PlannedRelease { name: name.into(), l2_sensitivity, count, rho_share });
+    pub fn with(mut self, release: PlannedRelease) -> Self {
+        self.releases.push(release);
+        self
+    }
+
+    /// Reserves δ for a step outside the Gaussian releases.
+    #[must_use]
+    pub fn with_delta_extra(mut self, delta: f64) -> Self {
+        self.delta_extra = delta;
         self
     }
 
@@ -189,66 +282,107 @@ impl Plan {
         if self.releases.is_empty() {
             return Err(Error::Plan("no releases to calibrate".into()));
         }
-        for r in &self.releases {
+        for (i, r) in self.releases.iter().enumerate() {
             if !(r.l2_sensitivity.is_finite() && r.l2_sensitivity > 0.0) {
                 return Err(Error::Plan(format!(
                     "{}: sensitivity must be finite and > 0, found {}",
                     r.name, r.l2_sensitivity
                 )));
             }
-            if !(r.rho_share > 0.0 && r.rho_share <= 1.0) || r.count == 0 {
+            if !(r.share > 0.0 && r.share <= 1.0) || r.count == 0 {
                 return Err(Error::Plan(format!("{}: share must be in (0, 1] and count >= 1", r.name)));
             }
+            if self.releases[..i].iter().any(|earlier| earlier.code == r.code) {
+                return Err(Error::Plan(format!("{}: code {} is used twice", r.name, r.code)));
+            }
         }
-        let total: f64 = self.releases.iter().map(|r| r.rho_share).sum();
+        let total: f64 = self.releases.iter().map(|r| r.share).sum();
         if (total - 1.0).abs() > 1e-9 {
-            return Err(Error::Plan(format!("rho shares add up to {total}, not 1")));
+            return Err(Error::Plan(format!("shares add up to {total}, not 1")));
+        }
+        if !(self.delta_extra.is_finite() && self.delta_extra >= 0.0) {
+            return Err(Error::Plan(format!("extra delta must be >= 0, found {}", self.delta_extra)));
         }
         Ok(())
     }
 
-    /// Noise scales for the given total ρ: release i gets ρᵢ = shareᵢ · ρ and
-    /// σᵢ = Δᵢ · √(countᵢ / (2ρᵢ)).
-    ///
-    /// # Errors
-    /// [`Error::Plan`] for an invalid plan.
-    pub fn with_rho(&self, rho: Rho) -> Result<Vec<Release>> {
-        self.check()?;
-        Ok(self
-            .releases
+    /// Noise scales for a total loss of `m` (in units of μ²): release i gets
+    /// countᵢ·Δᵢ²/σᵢ² = shareᵢ · m.
+    fn scales_for(&self, m: f64) -> Vec<Release> {
+        self.releases
             .iter()
             .map(|r| Release {
                 name: r.name.clone(),
+                code: r.code,
+                noise: r.noise,
                 l2_sensitivity: r.l2_sensitivity,
                 count: r.count,
-                noise_std: r.l2_sensitivity * (f64::from(r.count) / (2.0 * r.rho_share * rho.value())).sqrt(),
+                noise_std: r.l2_sensitivity * (f64::from(r.count) / (r.share * m)).sqrt(),
             })
-            .collect())
+            .collect()
     }
 
     /// Finds noise scales that meet `budget`.
     ///
     /// # Privacy
-    /// Composition is by summing ρ (zCDP); the conversion to (ε, δ) is
-    /// OpenDP's. After rounding, the total ρ is recomputed from the noise
-    /// scales actually returned, and the scales are enlarged until OpenDP's ε
-    /// for that ρ is at or below the target.
+    /// The releases compose as described in [`PrivacyLoss::epsilon_at`].
+    /// The total loss is found by bisection, then recomputed from the
+    /// noise scales actually returned, and the scales are enlarged until
+    /// the stated ε for that loss is at or below the target.
     ///
     /// # Errors
-    /// [`Error::Plan`] for an invalid plan, [`Error::OpenDp`] if OpenDP fails.
+    /// [`Error::Plan`] for an invalid plan or a δ the plan's extra δ uses
+    /// up, [`Error::OpenDp`] if OpenDP fails.
     pub fn calibrate(&self, budget: Budget) -> Result<Calibration> {
-        let rho = rho_for_epsilon(budget)?;
-        let mut releases = self.with_rho(rho)?;
+        self.check()?;
+        if self.delta_extra >= budget.delta.value() {
+            return Err(Error::Plan(format!(
+                "the plan spends delta {} outside its Gaussian releases, all of the budget's {}",
+                self.delta_extra,
+                budget.delta.value()
+            )));
+        }
+        let target = budget.epsilon.value();
+        let epsilon_of = |m: f64| -> Result<f64> {
+            Ok(loss_of(&self.scales_for(m), self.delta_extra).epsilon_at(budget.delta)?.epsilon)
+        };
+        let (mut low, mut high) = (0.0f64, 1.0f64);
+        while epsilon_of(high)? <= target {
+            low = high;
+            high *= 2.0;
+            if high > 1e12 {
+                return Err(Error::Plan(format!("epsilon {target} needs no noise at all")));
+            }
+        }
+        for _ in 0..100 {
+            let mid = 0.5 * (low + high);
+            if mid <= low || mid >= high {
+                break;
+            }
+            if epsilon_of(mid)? <= target {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        if low <= 0.0 {
+            return Err(Error::Plan(format!("no noise scale meets epsilon {target}")));
+        }
+        let mut releases = self.scales_for(low);
         loop {
-            let total: f64 = releases.iter().map(Release::rho).sum();
-            let epsilon = epsilon_for_rho(Rho::new(total)?, budget.delta)?;
-            if epsilon <= budget.epsilon.value() {
+            let loss = loss_of(&releases, self.delta_extra);
+            let at = loss.epsilon_at(budget.delta)?;
+            if at.epsilon <= target {
+                let rho = loss.rho();
                 return Ok(Calibration {
-                    rho: total,
-                    epsilon,
-                    delta: budget.delta.value(),
-                    epsilon_simple_bound: epsilon_simple_bound(Rho::new(total)?, budget.delta),
                     releases,
+                    loss,
+                    rho,
+                    epsilon: at.epsilon,
+                    epsilon_gdp: at.epsilon_gdp,
+                    epsilon_zcdp: at.epsilon_zcdp,
+                    delta: budget.delta.value(),
+                    epsilon_simple_bound: epsilon_simple_bound(Rho::new(rho)?, budget.delta),
                 });
             }
             for r in &mut releases {
@@ -279,21 +413,76 @@ mod tests {
         assert!((eps - 0.6880024554878085).abs() < 1e-9, "{eps}");
     }
 
+    fn planned(name: &str, code: u32, noise: NoiseKind, l2_sensitivity: f64, count: u32, share: f64) -> PlannedRelease {
+        PlannedRelease { name: name.into(), code, noise, l2_sensitivity, count, share }
+    }
+
+    fn plan() -> Plan {
+        Plan::default()
+            .with(planned("counts", 1, NoiseKind::DiscreteGaussian, 4.0, 1, 0.1))
+            .with(planned("gram", 2, NoiseKind::Gaussian, 4.0, 3, 0.45))
+            .with(planned("rhs", 3, NoiseKind::Gaussian, 2.0, 3, 0.45))
+    }
+
     #[test]
     fn calibrated_plan_meets_the_target_and_composes() {
-        let plan = Plan::default().with("mean", 100.0, 1, 0.1).with("gram", 4.0, 3, 0.45).with("rhs", 2.0, 3, 0.45);
         let budget = Budget::new(1.0, 1e-6).unwrap();
-        let c = plan.calibrate(budget).unwrap();
+        let c = plan().calibrate(budget).unwrap();
         assert!(c.epsilon <= 1.0, "{}", c.epsilon);
         assert!(c.epsilon > 0.99, "calibration should spend nearly all of the budget: {}", c.epsilon);
-        let summed: f64 =
-            c.releases.iter().map(|r| r.count as f64 * r.l2_sensitivity.powi(2) / (2.0 * r.noise_std.powi(2))).sum();
+        let summed: f64 = c.releases.iter().map(Release::rho).sum();
         assert!((summed - c.rho).abs() < 1e-12);
-        assert!(c.epsilon_simple_bound > c.epsilon);
+        let continuous: f64 = c.releases[1..].iter().map(Release::mu_squared).sum();
+        assert!((continuous - c.loss.mu_squared).abs() < 1e-12);
+        assert!((c.releases[0].rho() - c.loss.rho_discrete).abs() < 1e-15);
+        // The shares hold: each release spends its share of the loss.
+        let total: f64 = c.releases.iter().map(Release::mu_squared).sum();
+        for (r, share) in c.releases.iter().zip([0.1, 0.45, 0.45]) {
+            assert!((r.mu_squared() / total - share).abs() < 1e-9, "{}", r.name);
+        }
+        // The stated ε is the better of the two certificates, both recorded.
+        assert_eq!(c.epsilon, c.epsilon_gdp.min(c.epsilon_zcdp), "{c:?}");
+        // Without a discrete release it is the exact GDP one, below OpenDP's.
+        let continuous = Plan::default()
+            .with(planned("gram", 2, NoiseKind::Gaussian, 4.0, 3, 0.5))
+            .with(planned("rhs", 3, NoiseKind::Gaussian, 2.0, 3, 0.5))
+            .calibrate(budget)
+            .unwrap();
+        assert!(continuous.epsilon_gdp < continuous.epsilon_zcdp && continuous.epsilon == continuous.epsilon_gdp);
+        assert!(continuous.epsilon > 0.99 && continuous.epsilon <= 1.0, "{continuous:?}");
+        assert!(c.epsilon_simple_bound > c.epsilon_zcdp);
+        assert_eq!(c.release(2).unwrap().name, "gram");
+        assert!(c.release(9).is_err(), "an unplanned release is an error, not zero noise");
         assert_eq!(
-            plan.clone().with("extra", 1.0, 1, 0.5).calibrate(budget).unwrap_err(),
-            Error::Plan("rho shares add up to 1.5, not 1".into())
+            plan().with(planned("extra", 4, NoiseKind::Gaussian, 1.0, 1, 0.5)).calibrate(budget).unwrap_err(),
+            Error::Plan("shares add up to 1.5, not 1".into())
         );
+        assert!(matches!(
+            Plan::default().with(planned("a", 1, NoiseKind::Gaussian, 1.0, 1, 0.5))
+                .with(planned("b", 1, NoiseKind::Gaussian, 1.0, 1, 0.5)).calibrate(budget),
+            Err(Error::Plan(m)) if m.contains("used twice")
+        ));
+    }
+
+    #[test]
+    fn gdp_calibration_adds_less_noise_than_zcdp_calibration() {
+        // The whole point of exact accounting: at the same target, less noise.
+        let continuous = Plan::default().with(planned("gram", 2, NoiseKind::Gaussian, 4.0, 10, 1.0));
+        let budget = Budget::new(2.0, 1e-6).unwrap();
+        let exact = continuous.calibrate(budget).unwrap();
+        let rho = rho_for_epsilon(budget).unwrap().value();
+        let zcdp_sigma = 4.0 * (10.0 / (2.0 * rho)).sqrt();
+        let saving = 1.0 - exact.releases[0].noise_std / zcdp_sigma;
+        assert!((0.03..0.12).contains(&saving), "noise saving {saving}");
+    }
+
+    #[test]
+    fn extra_delta_is_reserved() {
+        let budget = Budget::new(1.0, 1e-6).unwrap();
+        let with_extra = plan().with_delta_extra(1e-7).calibrate(budget).unwrap();
+        assert!(with_extra.epsilon <= 1.0 && with_extra.loss.delta_extra == 1e-7);
+        assert!(with_extra.releases[1].noise_std > plan().calibrate(budget).unwrap().releases[1].noise_std);
+        assert!(plan().with_delta_extra(1e-6).calibrate(budget).is_err());
     }
 
     proptest! {
@@ -308,6 +497,9 @@ mod tests {
             let closed = epsilon_closed_form(r, d);
             prop_assert!((opendp - closed).abs() <= 1e-6 * closed.max(1.0), "opendp {} closed form {}", opendp, closed);
             prop_assert!(opendp <= epsilon_simple_bound(r, d) + 1e-12);
+            // The fast ε form never understates OpenDP's and stays within 1e-6 of it.
+            let fast = epsilon_cks(r.value(), d.value());
+            prop_assert!(fast >= opendp * (1.0 - 1e-9) && fast - opendp <= 1e-6 * opendp.max(1.0), "opendp {} fast {}", opendp, fast);
         }
 
         /// ε grows with ρ and shrinks with δ.
@@ -321,10 +513,13 @@ mod tests {
         /// Calibrated noise never exceeds the target ε, at any budget.
         #[test]
         fn calibration_never_exceeds_target(eps in 0.05f64..32.0, d in 1e-9f64..1e-3, iterations in 1u32..8) {
-            let plan = Plan::default().with("a", 3.0, iterations, 0.5).with("b", 0.7, iterations, 0.5);
+            let plan = Plan::default()
+                .with(planned("a", 1, NoiseKind::Gaussian, 3.0, iterations, 0.5))
+                .with(planned("b", 2, NoiseKind::DiscreteGaussian, 0.7, 1, 0.5));
             let c = plan.calibrate(Budget::new(eps, d).unwrap()).unwrap();
             prop_assert!(c.epsilon <= eps);
-            prop_assert!(epsilon_for_rho(rho(c.releases.iter().map(Release::rho).sum()), delta(d)).unwrap() <= eps);
+            let recomputed = loss_of(&c.releases, 0.0).epsilon_at(delta(d)).unwrap();
+            prop_assert!(recomputed.epsilon <= eps && recomputed.epsilon_zcdp >= recomputed.epsilon);
         }
     }
 }

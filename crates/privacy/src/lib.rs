@@ -2,28 +2,33 @@
 //!
 //! The privacy unit is **one subject**: neighbouring datasets differ in all of
 //! one subject's interactions (user-level DP). Every release in training is a
-//! Gaussian mechanism, accounted in zero-concentrated DP (zCDP), where
-//! releases compose by adding their ρ. The total ρ is converted to
-//! (ε, δ)-DP with OpenDP's conversion (`make_zCDP_to_approxDP`, the tight
-//! bound of Canonne, Kamath and Steinke 2020), cross-checked in tests
-//! against a closed form computed here.
+//! Gaussian mechanism: continuous Gaussian noise on real-valued statistics,
+//! the exact discrete Gaussian on counts. The continuous releases compose
+//! exactly into one Gaussian mechanism (μ-GDP, Dong, Roth and Su 2019) whose
+//! (ε, δ) curve is known in closed form (Balle and Wang 2018); the discrete
+//! ones are ρ-zCDP. [`PrivacyLoss`] keeps both parts and states ε by the
+//! tighter of two certificates, one of them OpenDP's zCDP conversion.
 //!
 //! - [`Epsilon`], [`Delta`], [`Rho`]: validated parameters; [`Budget`] a target.
 //! - [`Plan`]: the statistics a training run releases, with their L2
-//!   sensitivities and shares of ρ; [`Plan::calibrate`] finds the noise scales
-//!   for a budget by bisection, and the achieved ε never exceeds the target.
-//! - [`NoiseSource`]: the Gaussian sampler used in training.
+//!   sensitivities and shares of the loss; [`Plan::calibrate`] finds the noise
+//!   scales for a budget by bisection, and the stated ε never exceeds the target.
+//! - [`NoiseSource`]: the run's noise key; [`NoiseSource::stream`] opens the
+//!   stream of one (release, iteration, index), never shared with another.
 #![deny(missing_docs)]
 
 mod accountant;
+mod discrete;
+mod gdp;
 mod noise;
 mod params;
 
 pub use accountant::{
-    epsilon_closed_form, epsilon_for_rho, epsilon_simple_bound, rho_for_epsilon, Calibration, Plan, PlannedRelease,
-    Release,
+    epsilon_closed_form, epsilon_for_rho, epsilon_simple_bound, loss_of, rho_for_epsilon, Calibration, NoiseKind, Plan,
+    PlannedRelease, Release,
 };
-pub use noise::NoiseSource;
+pub use gdp::{gaussian_delta, gaussian_epsilon, normal_cdf, EpsilonAt, PrivacyLoss};
+pub use noise::{NoiseSource, NoiseStream, StreamId};
 pub use params::{Budget, Delta, Epsilon, Rho};
 
 /// Result alias of this crate.

@@ -30,19 +30,24 @@
 //! a layer has 2^24 values, so draws in the bulk of the distribution lie on
 //! a grid of spacing about 4·10⁻⁷σ; the tables are computed in `f64`.
 //! Mironov (2012) showed that the low-order bits of naive floating-point
-//! noise can leak the input of a released value. Here the noisy statistics
-//! are never released as such: each is summed into a matrix, symmetrized,
-//! regularized and passed through a linear solve, and only the `f32` item
-//! factors rounded from that solve are written out, which destroys the bit
-//! patterns the attack relies on. The residual risk is accepted and stated;
-//! an exact discrete Gaussian (OpenDP's `sample_discrete_gaussian`) would
-//! remove it but is more than 500 times slower (see `benches/noise.rs`),
-//! which at tens of millions of draws per iteration would dominate training.
+//! noise can leak the input of a released value. So no floating-point noisy
+//! value is released as such:
+//! - integer releases (counts, the quantized rating sum) use the exact
+//!   discrete Gaussian of [`NoiseStream::discrete_gaussian`], whose draws are
+//!   integers with no grid below them;
+//! - the floating-point releases (the per-item Gram matrices and right-hand
+//!   sides) are only ever summed into a linear system, regularized and
+//!   solved; what is written out is the `f32` rounding of the solution, a
+//!   non-linear function of many noisy entries, which destroys the bit
+//!   patterns the attack reads. That residual risk is stated, not hidden:
+//!   an exact sampler for the tens of millions of draws per iteration would
+//!   cost more than 500 times as much (see `benches/noise.rs`).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
 
 /// Layers of the ziggurat.
 const LAYERS: usize = 256;
@@ -80,22 +85,62 @@ static ZIGGURAT: LazyLock<Ziggurat> = LazyLock::new(|| {
     Ziggurat { x, f: x.map(density), x32: x.map(|v| v as f32) }
 });
 
-/// A source of Gaussian noise with independent streams for parallel work.
+/// Which noise stream a release draws from: one per (release, iteration,
+/// index). Streams are derived injectively from these three numbers, so no
+/// two releases of one run ever share noise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct StreamId {
+    /// The release kind's stable code (see the trainer's release kinds).
+    pub release: u32,
+    /// The iteration (0 for releases made once, before training).
+    pub iteration: u32,
+    /// The coordinate block within the release, e.g. the item.
+    pub index: u64,
+}
+
+/// The key all of a run's noise streams are derived from.
+///
+/// # Privacy
+/// Every stream is ChaCha8 under its own 256-bit key, SHA-256 of this source's
+/// key and the stream's (release, iteration), with the stream's index as the
+/// ChaCha stream number. Distinct [`StreamId`]s therefore never share a
+/// keystream (different keys, or one key and different stream numbers), which
+/// is what lets each release be accounted as an independent Gaussian
+/// mechanism. A source keyed from the operating system is private; a seeded
+/// one is reproducible by anyone who knows the seed and is marked as such.
 #[derive(Clone, Debug)]
 pub struct NoiseSource {
-    rng: ChaCha8Rng,
+    key: [u8; 32],
     seeded: bool,
+    /// Every stream opened, when recording (tests that prove streams are never reused).
+    log: Option<Arc<Mutex<Vec<StreamId>>>>,
 }
 
 impl NoiseSource {
     /// A source keyed from the operating system's randomness: what training uses.
     pub fn from_os_entropy() -> Self {
-        NoiseSource { rng: ChaCha8Rng::from_os_rng(), seeded: false }
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.try_fill_bytes(&mut key).expect("the operating system's random number generator failed");
+        NoiseSource { key, seeded: false, log: None }
     }
 
     /// A reproducible source, for tests and research runs only.
     pub fn seeded(seed: u64) -> Self {
-        NoiseSource { rng: ChaCha8Rng::seed_from_u64(seed), seeded: true }
+        let mut key = [0u8; 32];
+        ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut key);
+        NoiseSource { key, seeded: true, log: None }
+    }
+
+    /// The same source, recording every stream it opens (see [`NoiseSource::opened_streams`]).
+    #[must_use]
+    pub fn with_stream_log(mut self) -> Self {
+        self.log = Some(Arc::new(Mutex::new(Vec::new())));
+        self
+    }
+
+    /// Every stream opened so far, in order, when recording; empty otherwise.
+    pub fn opened_streams(&self) -> Vec<StreamId> {
+        self.log.as_ref().map(|log| log.lock().unwrap_or_else(|e| e.into_inner()).clone()).unwrap_or_default()
     }
 
     /// Whether the noise is reproducible from a seed (and so not private against whoever knows it).
@@ -103,16 +148,31 @@ impl NoiseSource {
         self.seeded
     }
 
-    /// An independent stream number `index`: the same key, another ChaCha
-    /// stream. Parallel work draws from `stream(item)` so results do not
-    /// depend on thread scheduling.
-    pub fn stream(&self, index: u64) -> NoiseSource {
-        let mut rng = self.rng.clone();
-        rng.set_stream(index);
-        rng.set_word_pos(0);
-        NoiseSource { rng, seeded: self.seeded }
+    /// The stream of one release block. Opening the same id twice gives the
+    /// same draws (that is what a test of reuse looks for in the log).
+    pub fn stream(&self, id: StreamId) -> NoiseStream {
+        if let Some(log) = &self.log {
+            log.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(b"hush noise stream v1");
+        hasher.update(self.key);
+        hasher.update(id.release.to_le_bytes());
+        hasher.update(id.iteration.to_le_bytes());
+        let mut rng = ChaCha8Rng::from_seed(hasher.finalize().into());
+        rng.set_stream(id.index);
+        NoiseStream { rng }
     }
+}
 
+/// One stream of noise: Gaussian draws in floating point, and exact
+/// discrete Gaussian draws for integer releases.
+#[derive(Clone, Debug)]
+pub struct NoiseStream {
+    rng: ChaCha8Rng,
+}
+
+impl NoiseStream {
     /// One draw from N(0, std²).
     pub fn gaussian(&mut self, std: f64) -> f64 {
         let mut z = [0.0f32];
@@ -139,6 +199,17 @@ impl NoiseSource {
             self.fill_standard(chunk);
             chunk.iter_mut().for_each(|v| *v *= std);
         }
+    }
+
+    /// One exact draw from the discrete Gaussian N_Z(0, σ²) (Canonne, Kamath
+    /// and Steinke 2020), for integer releases such as counts.
+    ///
+    /// # Privacy
+    /// The draw is exact: the sampler works in rational arithmetic on the
+    /// exact binary value of `sigma` (an `f64` is a dyadic rational), so
+    /// no floating-point grid appears in the released integer.
+    pub fn discrete_gaussian(&mut self, sigma: f64) -> i64 {
+        crate::discrete::sample_discrete_gaussian(&mut self.rng, sigma)
     }
 
     /// Fills `out` (at most [`BLOCK`] long) with standard normal draws: one
@@ -311,7 +382,7 @@ mod tests {
     fn histogram_matches_the_normal_distribution_including_the_tail() {
         let n = 2_000_000usize;
         let mut draws = vec![0.0f64; n];
-        NoiseSource::seeded(21).add_gaussian(&mut draws, 1.0);
+        NoiseSource::seeded(21).stream(stream(0)).add_gaussian(&mut draws, 1.0);
         // 40 bins of width 0.25 over [−5, 5] and one for each side beyond.
         let mut counts = [0usize; 42];
         for &z in &draws {
@@ -352,7 +423,7 @@ mod tests {
     fn empirical_moments_match_within_statistical_bounds() {
         let n = 400_000;
         let std = 2.5;
-        let mut source = NoiseSource::seeded(11);
+        let mut source = NoiseSource::seeded(11).stream(stream(0));
         let draws: Vec<f64> = (0..n).map(|_| source.gaussian(std)).collect();
         let mean = draws.iter().sum::<f64>() / n as f64;
         let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
@@ -363,17 +434,57 @@ mod tests {
         assert!((within_one - 0.682_689).abs() < 0.004, "share within one sigma {within_one}");
     }
 
+    fn stream(index: u64) -> StreamId {
+        StreamId { release: 1, iteration: 0, index }
+    }
+
+    fn draws(source: &NoiseSource, id: StreamId) -> Vec<f64> {
+        let mut values = vec![0.0; 8];
+        source.stream(id).add_gaussian(&mut values, 1.0);
+        values
+    }
+
     #[test]
-    fn streams_are_reproducible_and_independent() {
+    fn streams_are_reproducible_and_every_coordinate_of_an_id_gets_its_own() {
         let base = NoiseSource::seeded(5);
-        let draw = |stream: u64| {
-            let mut values = vec![0.0; 4];
-            base.stream(stream).add_gaussian(&mut values, 1.0);
-            values
-        };
-        assert_eq!(draw(1), draw(1));
-        assert_ne!(draw(1), draw(2));
+        assert_eq!(draws(&base, stream(1)), draws(&base, stream(1)));
+        // Each of the three coordinates of an id changes the stream, including
+        // the pairs the old derivation conflated (a replaced stream number
+        // made (iteration t, item i) the same stream for every t).
+        let ids = [
+            StreamId { release: 1, iteration: 1, index: 0 },
+            StreamId { release: 1, iteration: 2, index: 0 },
+            StreamId { release: 2, iteration: 1, index: 0 },
+            StreamId { release: 1, iteration: 1, index: 1 },
+            StreamId { release: 1, iteration: 0, index: 1 << 32 },
+            StreamId { release: 1, iteration: 0, index: u64::MAX },
+            StreamId { release: 0, iteration: 1, index: 0 },
+        ];
+        let all: Vec<Vec<f64>> = ids.iter().map(|&id| draws(&base, id)).collect();
+        for (a, x) in all.iter().enumerate() {
+            for (b, y) in all.iter().enumerate().skip(a + 1) {
+                assert!(x.iter().zip(y).all(|(p, q)| p != q), "{:?} and {:?} share draws", ids[a], ids[b]);
+            }
+        }
+        assert_ne!(draws(&NoiseSource::seeded(6), stream(1)), draws(&base, stream(1)));
         assert!(base.is_seeded() && !NoiseSource::from_os_entropy().is_seeded());
+        assert_ne!(
+            draws(&NoiseSource::from_os_entropy(), stream(1)),
+            draws(&NoiseSource::from_os_entropy(), stream(1))
+        );
+    }
+
+    #[test]
+    fn the_stream_log_records_every_opened_stream_in_order() {
+        let plain = NoiseSource::seeded(5);
+        let _ = plain.stream(stream(3));
+        assert!(plain.opened_streams().is_empty(), "no log unless asked for");
+        let logged = NoiseSource::seeded(5).with_stream_log();
+        let copy = logged.clone();
+        let _ = logged.stream(stream(3));
+        let _ = copy.stream(stream(4));
+        assert_eq!(logged.opened_streams(), vec![stream(3), stream(4)], "clones share the log");
+        assert_eq!(draws(&logged, stream(9)), draws(&plain, stream(9)), "logging does not change the noise");
     }
 
     proptest! {
@@ -383,8 +494,8 @@ mod tests {
         fn f32_and_f64_paths_agree(seed in any::<u64>(), len in 0usize..600, std in 1e-3f64..1e3) {
             let mut wide = vec![0.0f64; len];
             let mut narrow = vec![0.0f32; len];
-            NoiseSource::seeded(seed).add_gaussian(&mut wide, std);
-            NoiseSource::seeded(seed).fill_gaussian_f32(&mut narrow, std);
+            NoiseSource::seeded(seed).stream(stream(0)).add_gaussian(&mut wide, std);
+            NoiseSource::seeded(seed).stream(stream(0)).fill_gaussian_f32(&mut narrow, std);
             for (w, n) in wide.iter().zip(&narrow) {
                 prop_assert!(w.is_finite() && w.abs() < 40.0 * std);
                 prop_assert!((w - f64::from(*n)).abs() <= 1e-6 * w.abs(), "{} vs {}", w, n);

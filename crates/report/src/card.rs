@@ -29,13 +29,16 @@ pub fn markdown(model: &Model) -> String {
     };
     let _ = writeln!(
         md,
-        "Matrix factorization (alternating least squares) on {kind}. Trained {} by hush {} in {:.2} s.\n",
+        "Matrix factorization (alternating least squares) on {kind}. Trained {} by hush {}.\n",
         utc(m.created_at_ms),
         md_text(&m.hush_version),
-        m.train_seconds
     );
 
     md.push_str("## Intended use\n\n");
+    let blockers = model.not_releasable_because();
+    if !blockers.is_empty() {
+        let _ = writeln!(md, "**Not for release**: {}. `hush serve` refuses it.\n", blockers.join("; "));
+    }
     match (&m.privacy, m.data.research_only) {
         (_, true) => md.push_str(
             "**Research only.** Trained on research data without a consent ledger: hush refuses to serve it. Use it \
@@ -70,11 +73,22 @@ pub fn markdown(model: &Model) -> String {
                 .to_string()
         }
     );
-    let _ = writeln!(md, "| Customers in training | {} |", m.data.subjects);
-    let _ = writeln!(md, "| Interactions in training | {} |", m.data.interactions);
-    let _ = writeln!(md, "| Items | {} |", model.n_items());
+    let _ = writeln!(
+        md,
+        "| Items | {} ({}) |",
+        model.n_items(),
+        m.data.catalogue.as_deref().map_or("seen in the private rows: not a public catalogue".into(), |c| format!(
+            "the public catalogue `{}`",
+            md_text(c)
+        ))
+    );
     let _ = writeln!(md, "| Split | {} |", m.data.split.as_deref().map_or("whole feature set".into(), md_text));
-    let _ = writeln!(md, "| Extraction report digest (SHA-256) | `{}` |\n", m.data.report_digest);
+    let _ = writeln!(md, "| Extraction report digest (HMAC under the store's key) | `{}` |\n", m.data.report_digest);
+    md.push_str(
+        "How many customers and interactions were used, and how well the model did on held-out data, are exact \
+         statistics of private data: they are not in this card. Evaluation goes to a private report beside the \
+         model file, which the server never serves.\n\n",
+    );
 
     md.push_str("## Privacy guarantee\n\n");
     match &m.privacy {
@@ -84,6 +98,8 @@ pub fn markdown(model: &Model) -> String {
         PrivacyGuarantee::Dp {
             target_epsilon,
             epsilon,
+            epsilon_gdp,
+            epsilon_zcdp,
             delta,
             rho,
             epsilon_simple_bound,
@@ -98,6 +114,8 @@ pub fn markdown(model: &Model) -> String {
             let _ = writeln!(md, "| Privacy unit | one customer (user-level) |");
             let _ = writeln!(md, "| ε (achieved; target {target_epsilon}) | {epsilon:.4} |");
             let _ = writeln!(md, "| δ | {delta:e} |");
+            let _ = writeln!(md, "| ε by the exact Gaussian-DP curve | {epsilon_gdp:.4} |");
+            let _ = writeln!(md, "| ε by OpenDP's zCDP conversion | {epsilon_zcdp:.4} |");
             let _ = writeln!(md, "| ρ (zero-concentrated DP) | {rho:.6} |");
             let _ = writeln!(md, "| ε by the simple bound ρ + 2√(ρ ln 1/δ) | {epsilon_simple_bound:.4} |");
             let _ = writeln!(md, "| Contribution bound | at most {max_items_per_subject} items per customer |");
@@ -108,12 +126,16 @@ pub fn markdown(model: &Model) -> String {
             let _ = writeln!(md, "| Iterations (releases of the item statistics) | {iterations} |");
             let _ =
                 writeln!(md, "| Noise | {} |\n", if *noise_seeded { "SEEDED: research only" } else { "OS entropy" });
-            md.push_str("| Release | L2 sensitivity | times | noise σ |\n|---|---:|---:|---:|\n");
+            md.push_str("| Release | noise | L2 sensitivity | times | noise σ |\n|---|---|---:|---:|---:|\n");
             for r in releases {
                 let _ = writeln!(
                     md,
-                    "| {} | {:.4} | {} | {:.4} |",
+                    "| {} | {} | {:.4} | {} | {:.4} |",
                     md_text(&r.name),
+                    match r.noise {
+                        hush_privacy::NoiseKind::Gaussian => "Gaussian",
+                        hush_privacy::NoiseKind::DiscreteGaussian => "exact discrete Gaussian",
+                    },
                     r.l2_sensitivity,
                     r.count,
                     r.noise_std
@@ -128,11 +150,11 @@ pub fn markdown(model: &Model) -> String {
         }
     }
 
-    md.push_str("## Evaluation\n\n");
-    match &m.evaluation {
-        Some(e) => evaluation_section(&mut md, e),
-        None => md.push_str("Not evaluated: the model was trained on a whole feature set, with no held-out part.\n\n"),
+    md.push_str("## Outside the guarantee\n\n");
+    for item in words::outside_the_guarantee() {
+        let _ = writeln!(md, "- {item}");
     }
+    md.push('\n');
 
     md.push_str("## Known limitations\n\n");
     let mut limits = vec![
@@ -152,6 +174,19 @@ pub fn markdown(model: &Model) -> String {
     for l in limits {
         let _ = writeln!(md, "- {l}");
     }
+    md
+}
+
+/// The private evaluation report of a model: exact metrics on held-out
+/// private data. Written beside the model file; never served or released.
+pub fn evaluation_markdown(model: &Model, e: &Evaluation) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Private evaluation of hush model `{}`\n", model.meta.model_id);
+    md.push_str(
+        "Exact metrics on held-out private data: **not covered by the model's privacy guarantee**. Keep this \
+         report with the operator; `hush serve` never serves it.\n\n",
+    );
+    evaluation_section(&mut md, e);
     md
 }
 

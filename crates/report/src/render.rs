@@ -332,7 +332,6 @@ fn data_story(r: &SweepResults) -> String {
         }
         md.push('\n');
     }
-    let _ = writeln!(md, "Extraction report digest: `{}`.\n", x.digest());
     md
 }
 
@@ -349,7 +348,7 @@ fn privacy_impact(r: &SweepResults) -> String {
         "| epsilon | outcomes can shift by at most (e^ε) | an attacker at 50% odds ends at most at |\n|---:|---:|---:|\n",
     );
     for e in epsilons(r) {
-        let _ = writeln!(md, "| {e} | {}× | {} |", words::format_factor(e.exp()), words::worst_confidence(e));
+        let _ = writeln!(md, "| {e} | {}× | {} |", words::format_factor(e.exp()), words::worst_confidence(e, s.delta));
     }
     let subjects = r.data.train_subjects.max(1);
     let _ = writeln!(

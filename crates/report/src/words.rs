@@ -6,11 +6,11 @@
 pub fn epsilon_in_words(epsilon: f64, delta: f64) -> String {
     let factor = epsilon.exp();
     format!(
-        "Whether or not any one customer's data was used, the probability of any result of training changes \
-         by at most a factor of e^ε = {factor}, except with probability δ = {delta:e}. Put differently: someone \
-         who knew everything else about the data and started at even odds (50%) on whether one customer was in it \
-         could end, after seeing the model, at no more than {} confidence.",
-        worst_confidence(epsilon),
+        "For any set of possible models, the probability that training produces one in it is at most e^ε = \
+         {factor} times what it would be without any one customer's data, plus δ = {delta:e}. Put differently: \
+         someone who knew everything else about the data and had to guess whether one customer was in it, \
+         starting from even odds (50%), would guess right with probability at most {}.",
+        worst_confidence(epsilon, delta),
         factor = format_factor(factor),
     )
 }
@@ -24,12 +24,13 @@ pub fn format_factor(factor: f64) -> String {
     }
 }
 
-/// The most an adversary who knows everything else, starting at even odds
-/// that a customer's data was used, can believe after seeing the model
-/// (ignoring δ): e^ε / (1 + e^ε).
-pub fn worst_confidence(epsilon: f64) -> String {
+/// The best accuracy of any guess, from the model, of whether one customer's
+/// data was used, starting at even odds: (e^ε + δ) / (1 + e^ε), since any
+/// test's true-positive rate is at most e^ε times its false-positive rate
+/// plus δ under (ε, δ)-DP.
+pub fn worst_confidence(epsilon: f64, delta: f64) -> String {
     let factor = epsilon.exp();
-    let percent = 100.0 * factor / (1.0 + factor);
+    let percent = 100.0 * ((factor + delta) / (1.0 + factor)).min(1.0);
     if percent > 99.9 {
         "over 99.9%".into()
     } else {
@@ -49,9 +50,14 @@ pub fn assumptions(max_items_per_subject: usize, clip_norm: f64, iterations: u32
              much any one customer can move the released statistics, which is what makes the noise sufficient."
         ),
         format!(
-            "Every one of the {iterations} iterations releases the item-side statistics with Gaussian noise; the \
-             releases compose in zero-concentrated DP (ρ adds up) and are converted to (ε, δ) by OpenDP."
+            "Every one of the {iterations} iterations releases the item-side statistics with Gaussian noise, each \
+             from its own noise stream; item counts and the rating total are released once, as integers, with \
+             exact discrete Gaussian noise. The Gaussian releases compose exactly into one Gaussian mechanism \
+             (Gaussian DP); the stated ε is the smaller of that exact curve's and OpenDP's zCDP conversion."
         ),
+        "Every random choice about a customer (which items the contribution bound keeps, which are held out) \
+         depends on that customer's data and a secret drawn for the run alone, never on other customers."
+            .into(),
         "Only the item side is released. A customer's own vector is computed at request time from their own \
          events and is never stored, so recommendations shown to one customer are not covered by, and do not \
          need, the guarantee towards the others (joint differential privacy)."
@@ -62,5 +68,20 @@ pub fn assumptions(max_items_per_subject: usize, clip_norm: f64, iterations: u32
         "Several models trained on the same customers add up: the budget ledger (`hush budget`) sums their ρ \
          against the dataset's lifetime cap."
             .into(),
+    ]
+}
+
+/// What a model or its card reveals that the guarantee does not cover.
+pub fn outside_the_guarantee() -> Vec<&'static str> {
+    vec![
+        "The item list: the storefront's public catalogue, in sorted order (models whose item list came from \
+         private rows are refused by the server).",
+        "The settings (rank, bounds, budget, iterations) and the consent snapshot time: public choices. Settings \
+         tuned on private held-out data would leak through them; hush tunes on research or synthetic data, or \
+         charges evaluation runs to the budget ledger.",
+        "When the model was trained and by which hush version.",
+        "What this model reveals about customers who did not grant training consent: nothing, since none of \
+         their data is read.",
+        "Recommendations shown to a customer, which use that customer's own data (joint DP).",
     ]
 }

@@ -8,11 +8,14 @@ use serde_json::json;
 /// Why the server cannot start or swap a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The model was trained on research data without a consent ledger.
-    #[error("model {model_id} was trained on research data without a consent ledger and must not be served")]
-    ResearchOnlyModel {
+    /// The model is not a release: non-private, seeded, research, evaluation,
+    /// or with an item list from private rows.
+    #[error("model {model_id} must not be served: {reasons}")]
+    NotReleasable {
         /// The refused model.
         model_id: String,
+        /// Why, in words.
+        reasons: String,
     },
     /// The model file could not be loaded.
     #[error(transparent)]

@@ -115,11 +115,16 @@ impl ServedModel {
     /// Wraps a model for serving.
     ///
     /// # Errors
-    /// [`ServeError::ResearchOnlyModel`] for a model trained on research data
-    /// without a consent ledger: it must never serve real subjects.
+    /// [`ServeError::NotReleasable`] for a model whose guarantee does not
+    /// hold or was never claimed (see [`Model::not_releasable_because`]):
+    /// it must never serve real subjects.
     pub fn new(model: Model) -> Result<Self, ServeError> {
-        if model.meta.data.research_only {
-            return Err(ServeError::ResearchOnlyModel { model_id: model.meta.model_id.clone() });
+        let reasons = model.not_releasable_because();
+        if !reasons.is_empty() {
+            return Err(ServeError::NotReleasable {
+                model_id: model.meta.model_id.clone(),
+                reasons: reasons.join("; "),
+            });
         }
         let index = model.items.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
         let card_markdown = hush_report::card::markdown(&model);

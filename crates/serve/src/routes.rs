@@ -152,7 +152,7 @@ async fn model_card(
         "data": m.meta.data,
         "snapshot_at": Timestamp::from_unix_millis(m.meta.data.snapshot_at_ms),
         "params": m.meta.params,
-        "evaluation": m.meta.evaluation,
+        "purpose": m.meta.purpose,
         "items": m.n_items(),
         "rank": m.rank,
         "card_markdown": served.card_markdown,

@@ -261,7 +261,7 @@ proptest! {
         }
         let file = dir.path().join("events.csv");
         write_events(&file, &rows);
-        let p = ExtractParams { max_events_per_subject: Some(w.bound), seed: w.seed, ..params(w.snapshot) };
+        let p = ExtractParams { max_events_per_subject: Some(w.bound), sampling_seed: Some(w.seed), ..params(w.snapshot) };
         let (set, report) = run(&ledger, &file, &p, now);
 
         let included: BTreeSet<usize> = set.items.iter().map(|i| i[1..i.find('-').unwrap()].parse().unwrap()).collect();
@@ -277,6 +277,121 @@ proptest! {
 
         let (again, again_report) = run(&ledger, &file, &p, now);
         prop_assert_eq!(&set, &again);
-        prop_assert_eq!(report.digest(), again_report.digest());
+        prop_assert_eq!(report.digest(&key()), again_report.digest(&key()));
     }
+}
+
+/// An event row: subject, item, kind, value, unix seconds.
+type Row = (String, String, &'static str, f32, i64);
+
+/// A storefront of `n` consenting subjects (and one who never consented),
+/// each with more items than the bound, in a catalogue of 40 items.
+fn neighbour_world(dir: &Path, n: usize) -> (Ledger, Vec<Row>, std::path::PathBuf) {
+    let mut ledger = Ledger::open(dir.join("hush.db")).unwrap();
+    let mut rows = Vec::new();
+    for s in 0..n {
+        let name = format!("c{s}");
+        grant(&mut ledger, &name, Purpose::Training, true, 1);
+        for k in 0..(8 + s % 7) {
+            rows.push((name.clone(), format!("sku-{:02}", (s * 7 + k * 3) % 40), "view", 1.0, 10 + k as i64));
+        }
+    }
+    // Never consented: their rows come first, so they would take the first slot.
+    for k in 0..12 {
+        rows.insert(0, ("never".to_string(), format!("sku-{:02}", (k * 5) % 40), "view", 1.0, 10));
+    }
+    let catalogue = dir.join("items.csv");
+    let mut text = String::from("item_id,category\n");
+    for i in (0..40).rev() {
+        text.push_str(&format!("sku-{i:02},x\n"));
+    }
+    std::fs::write(&catalogue, text).unwrap();
+    (ledger, rows, catalogue)
+}
+
+/// Each subject's kept interactions, by key.
+fn rows_by_key(set: &FeatureSet) -> BTreeMap<hush_features::SubjectKey, Vec<(String, f32)>> {
+    (0..set.n_subjects())
+        .map(|s| {
+            let mut row: Vec<(String, f32)> =
+                set.subject_interactions(s).map(|i| (set.items[i.item as usize].clone(), i.value)).collect();
+            row.sort_by(|a, b| a.0.cmp(&b.0));
+            (set.subject_keys[s], row)
+        })
+        .collect()
+}
+
+/// Neighbouring inputs: removing one subject changes only that subject's
+/// rows (the contribution bound of everyone else is unchanged), removing a
+/// subject without consent changes nothing at all, and the item universe is
+/// the catalogue in sorted order whoever is present.
+#[test]
+fn per_subject_sampling_and_the_item_universe_do_not_depend_on_other_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, rows, catalogue) = neighbour_world(dir.path(), 30);
+    let p = ExtractParams {
+        max_events_per_subject: Some(5),
+        sampling_seed: Some(7),
+        catalogue: Some(catalogue),
+        ..params(100)
+    };
+    let full_file = dir.path().join("full.csv");
+    write_events(&full_file, &rows);
+    let (full, report) = run(&ledger, &full_file, &p, 200);
+    assert_eq!(full.items, (0..40).map(|i| format!("sku-{i:02}")).collect::<Vec<_>>());
+    assert!(
+        report.dropped_events[&DropReason::OverContributionBound] > 0,
+        "the bound must bite for this test to mean anything"
+    );
+    let full_rows = rows_by_key(&full);
+
+    for removed in ["c0", "c15", "c29", "never"] {
+        let kept: Vec<_> = rows.iter().filter(|r| r.0 != removed).cloned().collect();
+        let file = dir.path().join(format!("without-{removed}.csv"));
+        write_events(&file, &kept);
+        let (neighbour, _) = run(&ledger, &file, &p, 200);
+        assert_eq!(neighbour.items, full.items, "the item universe never depends on who is present");
+        if removed == "never" {
+            // Only the private report differs (it counts the rows read).
+            let mut neighbour = neighbour;
+            neighbour.meta.report_digest.clone_from(&full.meta.report_digest);
+            assert_eq!(neighbour, full, "a subject without consent influences nothing, bit for bit");
+            continue;
+        }
+        let mut expected = full_rows.clone();
+        assert_eq!(expected.len(), neighbour.n_subjects() + 1);
+        let neighbour_rows = rows_by_key(&neighbour);
+        expected.retain(|k, _| neighbour_rows.contains_key(k));
+        assert_eq!(neighbour_rows, expected, "removing {removed} changed another subject's sample");
+    }
+
+    // Without a seed the secret is fresh each run: samples differ, and the
+    // output says it is not seeded.
+    let fresh = ExtractParams { sampling_seed: None, ..p.clone() };
+    let (a, _) = run(&ledger, &full_file, &fresh, 200);
+    let (b, _) = run(&ledger, &full_file, &fresh, 200);
+    assert!(!a.meta.sampling_seeded && full.meta.sampling_seeded);
+    assert_ne!(a.subject_keys, b.subject_keys);
+    assert_eq!(a.meta.catalogue, full.meta.catalogue);
+}
+
+#[test]
+fn items_outside_the_catalogue_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path().join("hush.db")).unwrap();
+    grant(&mut ledger, "a", Purpose::Training, true, 1);
+    let catalogue = dir.path().join("items.csv");
+    std::fs::write(&catalogue, "item_id\nx\ny\n").unwrap();
+    let file = dir.path().join("events.csv");
+    let s = |x: &str| x.to_string();
+    write_events(&file, &[(s("a"), s("y"), "view", 1.0, 5), (s("a"), s("secret-item"), "view", 1.0, 6)]);
+    let p = ExtractParams { catalogue: Some(catalogue), ..params(100) };
+    let (set, report) = run(&ledger, &file, &p, 200);
+    assert_eq!(set.items, ["x", "y"]);
+    assert_eq!(report.dropped_events[&DropReason::UnknownItem], 1);
+    assert_eq!(report.rows_in, report.events_kept + report.dropped_total());
+    // Without a catalogue the items seen are sorted, and the set says where they came from.
+    let (set, _) = run(&ledger, &file, &params(100), 200);
+    assert_eq!(set.items, ["secret-item", "y"]);
+    assert_eq!(set.meta.catalogue, None);
 }

@@ -5,7 +5,7 @@ use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction, SplitSpec};
 use proptest::prelude::*;
 
 fn meta() -> FeatureMeta {
-    FeatureMeta { seed: 1, report_digest: "d".into(), ..FeatureMeta::assembled(Feedback::Explicit) }
+    FeatureMeta { sampling_seeded: false, report_digest: "d".into(), ..FeatureMeta::assembled(Feedback::Explicit) }
 }
 
 fn set_from(rows: &[Vec<(u32, i64)>], n_items: u32) -> FeatureSet {

@@ -1,6 +1,7 @@
 //! Integration tests of `hush-mf`: training, the model file, fold-in and evaluation.
 
 mod model_file;
+mod neighbours;
 mod training;
 
 use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction};
@@ -39,6 +40,6 @@ pub fn clustered(subjects: usize, items: usize, per_subject: usize, feedback: Fe
                 .collect()
         })
         .collect();
-    let meta = FeatureMeta { seed, ..FeatureMeta::assembled(feedback) };
+    let meta = FeatureMeta::assembled(feedback);
     FeatureSet::from_subject_rows(meta, (0..items).map(|i| format!("item-{i}")).collect(), &rows)
 }

@@ -39,7 +39,7 @@ fn seeded_training_is_deterministic_and_noise_changes_it() {
             assert!(*noise_seeded);
             assert_eq!(
                 releases.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-                ["global_mean", "item_gram", "item_rhs"]
+                ["rating_sum", "item_counts", "item_gram", "item_rhs"]
             );
         }
         other => panic!("expected a DP guarantee, found {other:?}"),

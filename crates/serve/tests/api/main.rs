@@ -5,25 +5,49 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hush_consent::{Ledger, PseudonymKey};
-use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction};
-use hush_mf::{train, Privacy, TrainParams};
+use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction, SubjectKey};
+use hush_mf::{train, ModelPurpose, Privacy, TrainParams};
+use hush_privacy::{Budget, NoiseSource};
 use hush_serve::{AppState, ServeConfig, ServeError};
 use serde_json::{json, Value};
 
 const KEY: [u8; 32] = [9; 32];
 
-/// A small implicit model over items sku-0..sku-39 in two taste clusters.
+/// What makes a test model unfit for release, if anything.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Unfit {
+    No,
+    ResearchData,
+    NonPrivate,
+    SeededNoise,
+    SeededSampling,
+    NoCatalogue,
+    Evaluation,
+}
+
+/// A small releasable implicit model over items sku-0..sku-39 in two taste clusters.
 fn model(research_only: bool) -> hush_mf::Model {
+    model_with(if research_only { Unfit::ResearchData } else { Unfit::No })
+}
+
+fn model_with(unfit: Unfit) -> hush_mf::Model {
     let rows: Vec<Vec<Interaction>> = (0..200u32)
         .map(|s| {
             let base = if s % 2 == 0 { 0 } else { 20 };
             (0..6).map(|k| Interaction { item: base + (s * 7 + k * 3) % 20, value: 1.0, time: 0 }).collect()
         })
         .collect();
-    let meta = FeatureMeta { research_only, seed: 1, ..FeatureMeta::assembled(Feedback::Implicit) };
+    let meta = FeatureMeta {
+        research_only: unfit == Unfit::ResearchData,
+        sampling_seeded: unfit == Unfit::SeededSampling,
+        catalogue: (unfit != Unfit::NoCatalogue).then(|| "test catalogue".to_string()),
+        ..FeatureMeta::assembled(Feedback::Implicit)
+    };
     let mut set = FeatureSet::from_subject_rows(meta, (0..40).map(|i| format!("sku-{i}")).collect(), &rows);
     // Dedup items within a row (the modulo above can repeat).
-    set = FeatureSet::from_subject_rows(
+    // Keys as extraction would draw them: from a fresh secret, never from positions.
+    let keys = (0..set.n_subjects()).map(|_| SubjectKey(rand::random::<u128>())).collect();
+    set = FeatureSet::from_keyed_rows(
         set.meta.clone(),
         set.items.clone(),
         &(0..set.n_subjects())
@@ -32,9 +56,20 @@ fn model(research_only: bool) -> hush_mf::Model {
                 set.subject_interactions(s).filter(|i| seen.insert(i.item)).collect()
             })
             .collect::<Vec<_>>(),
+        keys,
     );
     let params = TrainParams { rank: 4, iterations: 4, lambda: 1.0, alpha: 2.0, ..TrainParams::default() };
-    train(&set, &params, Privacy::NonPrivate, &mut |_| {}).unwrap()
+    let noise = if unfit == Unfit::SeededNoise { NoiseSource::seeded(1) } else { NoiseSource::from_os_entropy() };
+    // A loose budget keeps the two taste clusters apart for the API tests.
+    let privacy = match unfit {
+        Unfit::NonPrivate => Privacy::NonPrivate,
+        _ => Privacy::Dp { budget: Budget::new(500.0, 1e-6).unwrap(), noise: Box::new(noise) },
+    };
+    let mut model = train(&set, &params, privacy, &mut |_| {}).unwrap();
+    if unfit == Unfit::Evaluation {
+        model.set_purpose(ModelPurpose::Evaluation);
+    }
+    model
 }
 
 struct Server {
@@ -223,7 +258,11 @@ async fn erasure_leaves_nothing_and_refuses_new_events() {
     let (status, receipt) = server.send(reqwest::Method::DELETE, &format!("/v1/subjects/{raw}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(receipt["receipt"]["events_deleted"], 2);
-    assert!(receipt["model"].as_str().unwrap().contains("non-private"));
+    let promise = receipt["model"].as_str().unwrap();
+    assert!(
+        promise.contains("user-level (500.000, 1e-6)-DP") && promise.contains("bounded by that guarantee"),
+        "{promise}"
+    );
     let (status, body) = server.get(&format!("/v1/subjects/{raw}/export")).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
     let (_, report) = server.events(raw, &["sku-3"]).await;
@@ -294,11 +333,19 @@ async fn model_card_health_and_research_models_refused() {
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
     let (status, card) = server.get("/v1/model").await;
     assert_eq!(status, 200);
-    assert_eq!(card["privacy"], "non_private");
+    assert!(card["privacy"]["dp"]["epsilon"].as_f64().unwrap() <= 500.0, "{card}");
+    assert_eq!(card["purpose"], "release");
+    for private in ["subjects", "interactions", "evaluation", "train_seconds"] {
+        assert!(card.get(private).is_none() && card["data"].get(private).is_none(), "{private} is served: {card}");
+    }
     assert_eq!(card["model_id"], ready["model_id"]);
     let markdown = card["card_markdown"].as_str().unwrap();
     assert!(markdown.starts_with(&format!("# Model card: hush model `{}`", card["model_id"].as_str().unwrap())));
-    assert!(markdown.contains("**Evaluation only.** This is the non-private twin"), "{markdown}");
+    assert!(markdown.contains("Personalized recommendations in a storefront"), "{markdown}");
+    assert!(
+        !markdown.contains("Customers in training") && !markdown.contains("Recall@"),
+        "no exact private figures: {markdown}"
+    );
 
     // The same card as Markdown or HTML, by Accept header or ?format=.
     let url = format!("{}/v1/model", server.base);
@@ -318,8 +365,23 @@ async fn model_card_health_and_research_models_refused() {
 
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path().join("h.db")).unwrap();
-    let refused = AppState::new(model(true), ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default());
-    assert!(matches!(refused, Err(ServeError::ResearchOnlyModel { .. })));
+    // Every model that is not a release is refused, each with its reason.
+    for (unfit, reason) in [
+        (Unfit::ResearchData, "research data"),
+        (Unfit::NonPrivate, "non-private twin"),
+        (Unfit::SeededNoise, "noise is seeded"),
+        (Unfit::SeededSampling, "sampling is seeded"),
+        (Unfit::NoCatalogue, "not a catalogue"),
+        (Unfit::Evaluation, "trained for evaluation"),
+    ] {
+        let ledger = ledger.reopen().unwrap();
+        let refused = AppState::new(model_with(unfit), ledger, PseudonymKey::from_bytes(KEY), ServeConfig::default());
+        match refused {
+            Err(e @ ServeError::NotReleasable { .. }) => assert!(e.to_string().contains(reason), "{unfit:?}: {e}"),
+            Err(e) => panic!("{unfit:?}: refused for the wrong reason: {e}"),
+            Ok(_) => panic!("{unfit:?}: a model that is not a release was accepted"),
+        }
+    }
 }
 
 #[tokio::test]
