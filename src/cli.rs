@@ -323,6 +323,19 @@ pub enum ModelCommand {
     Inspect(InspectArgs),
     /// Print a model's full card (Markdown, or HTML with --html).
     Card(CardArgs),
+    /// Print every array a model file releases, exactly as stored, as JSON:
+    /// items, item factors, item biases, popularity, the global mean and the
+    /// metadata. What anyone receiving the model receives, nothing more.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The model file.
+    pub model: PathBuf,
+    /// JSON output (the only format; the flag makes scripts explicit).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recommend(args) => crate::learn::recommend(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
         Command::Model(ModelCommand::Card(args)) => crate::learn::card(args),
+        Command::Model(ModelCommand::Dump(args)) => crate::learn::dump(args),
         Command::Serve(args) => serve(g, args),
         Command::Budget(command) => crate::budget::run(g, command),
         Command::Keys(command) => keys(g, command),

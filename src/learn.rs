@@ -477,6 +477,23 @@ pub fn card(args: &CardArgs) -> Result<()> {
     Ok(())
 }
 
+/// `hush model dump`: the released arrays exactly as stored. The factors
+/// are written row by row from the model's items × rank matrix; every value
+/// is the stored `f32`, printed in its shortest round-tripping form.
+pub fn dump(args: &DumpArgs) -> Result<()> {
+    let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let factors: Vec<Vec<f32>> = model.item_factor_matrix().rows().into_iter().map(|r| r.to_vec()).collect();
+    print_json(&json!({
+        "meta": model.meta,
+        "rank": model.rank,
+        "items": model.items,
+        "item_factors": factors,
+        "item_bias": model.item_bias,
+        "popularity": model.popularity,
+        "global_mean": model.global_mean,
+    }))
+}
+
 pub fn inspect(g: &Global, args: &InspectArgs) -> Result<()> {
     let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     if g.json {

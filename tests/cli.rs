@@ -252,6 +252,26 @@ fn quickstart_runs_the_main_job() {
     assert!(inspect("qs/eval-nonprivate.hmdl").contains("NOT servable: it is the non-private twin"));
     let card = std::fs::read_to_string(dir.path().join("qs/model.card.md")).unwrap();
     assert!(!card.contains("Recall@") && !card.contains("Customers in training"), "{card}");
+    // What the release contains, exactly: the catalogue in sorted order and
+    // item-side arrays only, with integer (discrete-noise) counts.
+    let dump = json(&ok(dir.path(), &["model", "dump", "qs/model.hmdl", "--json"]));
+    let mut catalogue: Vec<String> = std::fs::read_to_string(sample.join("items.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    catalogue.sort();
+    let items: Vec<String> =
+        dump["items"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(items, catalogue);
+    let rank = dump["rank"].as_u64().unwrap() as usize;
+    let factors = dump["item_factors"].as_array().unwrap();
+    assert_eq!(factors.len(), items.len());
+    assert!(factors.iter().all(|row| row.as_array().unwrap().len() == rank));
+    assert!(dump["popularity"].as_array().unwrap().iter().all(|p| p.as_f64().unwrap().fract() == 0.0));
+    let keys: Vec<&String> = dump.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["global_mean", "item_bias", "item_factors", "items", "meta", "popularity", "rank"]);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("qs/extraction-report.json")).unwrap()).unwrap();
     assert!(report["subjects"].as_u64().unwrap() > 1000);
