@@ -181,16 +181,24 @@ pub fn purpose_for(
 /// `config` is `None`: research data spends from no storefront's budget),
 /// runs `train`, and records the model against the claim. A training that
 /// fails gives the reservation back.
+///
+/// A release is sealed with the store's signing key once its budget entry is
+/// committed: `hush serve` admits only models this store sealed and recorded.
 pub fn train_claimed(
     g: &Global,
     config: Option<&BudgetConfig>,
     run: RunSpec<'_>,
     train: impl FnOnce() -> Result<Model>,
 ) -> Result<Model> {
+    let release = run.purpose == BudgetPurpose::Release;
     let claim = config.map(|config| claim(g, config, run)).transpose()?;
-    let model = train()?;
+    let mut model = train()?;
     if let Some(claim) = claim {
         claim.commit(&model.meta.model_id)?;
+        if release {
+            let key = crate::commands::load_key(g)?;
+            model.seal(&key.derive(hush_mf::SIGNING_PURPOSE));
+        }
     }
     Ok(model)
 }

@@ -55,7 +55,8 @@ fn crash_under_load(dir: &Path, store: &str) {
         .trim()
         .to_string();
 
-    let mut server = start_server(dir, store, "qs/model.hmdl");
+    let model = common::release_on(dir, store);
+    let mut server = start_server(dir, store, &model);
     let port = server.port;
 
     // Clients: event batches (one subject each) and consent grants, each

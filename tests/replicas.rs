@@ -175,10 +175,11 @@ fn a_withdrawal_or_erasure_acknowledged_by_one_replica_holds_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (url, key) = shared_store(d);
-    let a = start_server(d, &url, "qs/model.hmdl");
-    let b = start_server(d, &url, "qs/model.hmdl");
+    let model = common::release_on(d, &url);
+    let a = start_server(d, &url, &model);
+    let b = start_server(d, &url, &model);
     // Both replicas report the model version they serve, in /readyz and /metrics.
-    let model_id = json(&ok(d, &["model", "inspect", "qs/model.hmdl", "--json"]))["meta"]["model_id"].clone();
+    let model_id = json(&ok(d, &["model", "inspect", &model, "--json"]))["meta"]["model_id"].clone();
     for replica in [&a, &b] {
         let (status, body) = call(replica.port, "GET", "/readyz", &key, None);
         let ready: Value = serde_json::from_str(&body).unwrap();

@@ -104,3 +104,32 @@ pub fn start_server(dir: &Path, store: &str, model: &str) -> Server {
     }
     Server { child, port }
 }
+
+/// Trains a release of the quickstart's features on `store` (which must
+/// hold the quickstart's key, `qs/hush.key`): `hush serve` on a store admits
+/// only that store's own recorded, signed releases. Returns the model path.
+#[allow(dead_code)]
+pub fn release_on(dir: &Path, store: &str) -> String {
+    let out = "qs/store-release.hmdl";
+    let config = root().join("models/sample.toml");
+    ok(
+        dir,
+        &[
+            "--db",
+            store,
+            "--key-file",
+            "qs/hush.key",
+            "train",
+            "--features",
+            "qs/features.hfs",
+            "--config",
+            config.to_str().unwrap(),
+            "--epsilon",
+            "4",
+            "--out",
+            out,
+            "-q",
+        ],
+    );
+    out.to_string()
+}

@@ -45,6 +45,16 @@ impl PseudonymKey {
         Ok(Self::from_bytes(bytes))
     }
 
+    /// A 32-byte secret derived from this key for one purpose (e.g. the
+    /// store's model-signing seed): HMAC-SHA-256 under the key, domain-separated
+    /// from pseudonyms, so one key file is the store's one secret.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes).expect("HMAC accepts keys of any length");
+        mac.update(b"hush derived key v1\n");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// A key from raw bytes (tests and embedding).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         let keyed = <Hmac<Sha256> as Mac>::new_from_slice(&bytes).expect("HMAC accepts keys of any length");

@@ -23,6 +23,9 @@ mod train;
 pub use config::TrainParams;
 pub use error::{Error, Result};
 pub use foldin::SubjectVector;
-pub use model::{DataProvenance, Model, ModelMeta, ModelPurpose, PrivacyGuarantee, MODEL_KIND};
+pub use model::{
+    DataProvenance, Model, ModelMeta, ModelPurpose, PrivacyGuarantee, ReleaseSeal, SealError, MODEL_KIND,
+    SIGNING_PURPOSE,
+};
 pub use release::{plan, ReleaseKind, ReleaseLog, ReleasedState, RATING_QUANTUM};
 pub use train::{train, train_with_mechanics, IterationReport, Mechanics, Privacy};

@@ -78,6 +78,39 @@ pub struct DataProvenance {
     pub split: Option<String>,
 }
 
+/// The purpose a store derives its model-signing seed for from its key
+/// (`PseudonymKey::derive(SIGNING_PURPOSE)`).
+pub const SIGNING_PURPOSE: &str = "hush model release signing v1";
+
+/// A store's signature over a released model: Ed25519 over the SHA-256 of
+/// everything else in the model file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSeal {
+    /// The signing store's public key, hex: the store's identity.
+    pub store: String,
+    /// The signature, hex.
+    pub signature: String,
+}
+
+/// Why a model's seal does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// No seal: the model was never released by a store.
+    #[error("it is not signed by any store (only releases are)")]
+    Unsigned,
+    /// Signed by another store.
+    #[error("it was released by another store (key {found}, this store's is {expected})")]
+    OtherStore {
+        /// The signer.
+        found: String,
+        /// This store.
+        expected: String,
+    },
+    /// The signature does not match the content: altered after release.
+    #[error("its signature does not match its content: it was altered after release")]
+    BadSignature,
+}
+
 /// What a model was trained for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,6 +161,8 @@ pub struct Model {
     pub global_mean: f32,
     /// Item popularity (interaction counts), noisy under DP: the non-personalized fallback.
     pub popularity: Vec<f32>,
+    /// The store's signature, on releases only (see [`Model::seal`]).
+    pub seal: Option<ReleaseSeal>,
     /// `Vᵀ V`, derived from the factors for implicit fold-in; not stored.
     #[serde(skip)]
     pub(crate) gram: Vec<f64>,
@@ -170,6 +205,49 @@ impl Model {
             reasons.push("it was trained for evaluation");
         }
         reasons
+    }
+
+    /// SHA-256 of the model's encoding without its seal: what a seal signs.
+    pub fn content_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut unsealed = self.clone();
+        unsealed.seal = None;
+        Sha256::digest(unsealed.encode().expect("a model always encodes")).into()
+    }
+
+    /// Signs the model as a release of the store whose signing seed this is
+    /// (see `PseudonymKey::derive`): `hush serve` on that store accepts it,
+    /// any other store refuses it.
+    pub fn seal(&mut self, store_seed: &[u8; 32]) {
+        use ed25519_dalek::Signer;
+        let key = ed25519_dalek::SigningKey::from_bytes(store_seed);
+        let signature = key.sign(&self.content_digest());
+        self.seal = Some(ReleaseSeal {
+            store: hex::encode(key.verifying_key().as_bytes()),
+            signature: hex::encode(signature.to_bytes()),
+        });
+    }
+
+    /// The public identity of the store with this signing seed.
+    pub fn store_identity(store_seed: &[u8; 32]) -> String {
+        hex::encode(ed25519_dalek::SigningKey::from_bytes(store_seed).verifying_key().as_bytes())
+    }
+
+    /// Checks that the store with this signing seed released this model, unaltered.
+    ///
+    /// # Errors
+    /// [`SealError`] saying which check failed.
+    pub fn verify_seal(&self, store_seed: &[u8; 32]) -> std::result::Result<(), SealError> {
+        let seal = self.seal.as_ref().ok_or(SealError::Unsigned)?;
+        let key = ed25519_dalek::SigningKey::from_bytes(store_seed).verifying_key();
+        let expected = hex::encode(key.as_bytes());
+        if seal.store != expected {
+            return Err(SealError::OtherStore { found: seal.store.clone(), expected });
+        }
+        let mut bytes = [0u8; 64];
+        hex::decode_to_slice(&seal.signature, &mut bytes).map_err(|_| SealError::BadSignature)?;
+        key.verify_strict(&self.content_digest(), &ed25519_dalek::Signature::from_bytes(&bytes))
+            .map_err(|_| SealError::BadSignature)
     }
 
     /// Marks what the model is for; its content-derived id changes with it.
@@ -244,10 +322,8 @@ impl Model {
 
     /// Sets `meta.model_id` from the content (with the id field blank).
     pub(crate) fn assign_id(&mut self) {
-        use sha2::{Digest, Sha256};
         self.meta.model_id.clear();
-        let bytes = self.encode().expect("a model always encodes");
-        self.meta.model_id = hex::encode(&Sha256::digest(bytes)[..8]);
+        self.meta.model_id = hex::encode(&self.content_digest()[..8]);
     }
 
     /// Writes the model in its checksummed envelope, atomically.

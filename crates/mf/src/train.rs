@@ -492,6 +492,7 @@ pub fn train_with_mechanics(
         item_bias: item_bias.iter().map(|&v| v as f32).collect(),
         global_mean: mean as f32,
         popularity: popularity.iter().map(|&v| v.max(0.0) as f32).collect(),
+        seal: None,
         gram: Vec::new(),
         popularity_prior: Vec::new(),
         serving: Default::default(),

@@ -17,6 +17,15 @@ pub enum ServeError {
         /// Why, in words.
         reasons: String,
     },
+    /// The model is not this store's release: unsigned, another store's,
+    /// altered, or without a committed release entry in the budget ledger.
+    #[error("model {model_id} must not be served: {reason}")]
+    NotThisStoresRelease {
+        /// The refused model.
+        model_id: String,
+        /// Why.
+        reason: String,
+    },
     /// The model file could not be loaded.
     #[error(transparent)]
     Model(#[from] hush_mf::Error),

@@ -111,6 +111,29 @@ pub struct ServedModel {
     pub card_html: String,
 }
 
+/// Admits a model for serving on this store: it must be a release (see
+/// [`ServedModel::new`]), carry this store's valid seal, and have a
+/// committed release entry in the store's budget ledger.
+///
+/// # Errors
+/// [`ServeError::NotReleasable`] or [`ServeError::NotThisStoresRelease`].
+pub fn admit(model: Model, key: &PseudonymKey, ledger: &Ledger) -> Result<ServedModel, ServeError> {
+    let served = ServedModel::new(model)?;
+    let model = &served.model;
+    let refuse = |reason: String| ServeError::NotThisStoresRelease { model_id: model.meta.model_id.clone(), reason };
+    model.verify_seal(&key.derive(hush_mf::SIGNING_PURPOSE)).map_err(|e| refuse(e.to_string()))?;
+    let runs = ledger.budget_runs(None)?;
+    let released = runs.iter().any(|r| {
+        r.purpose == hush_consent::BudgetPurpose::Release
+            && r.state == hush_consent::RunState::Committed
+            && r.model_id.as_deref() == Some(model.meta.model_id.as_str())
+    });
+    if !released {
+        return Err(refuse("the store's budget ledger has no committed release of it".into()));
+    }
+    Ok(served)
+}
+
 impl ServedModel {
     /// Wraps a model for serving.
     ///
@@ -157,7 +180,7 @@ impl AppState {
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
         let readers = (0..READERS).map(|_| ledger.reopen().map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(AppState {
-            model: RwLock::new(Arc::new(ServedModel::new(model)?)),
+            model: RwLock::new(Arc::new(admit(model, &key, &ledger)?)),
             model_path: None,
             ledger: Mutex::new(ledger),
             readers,
@@ -197,7 +220,7 @@ impl AppState {
     /// # Errors
     /// As [`ServedModel::new`]; the old model keeps serving then.
     pub fn swap_model(&self, model: Model) -> Result<String, ServeError> {
-        let served = Arc::new(ServedModel::new(model)?);
+        let served = Arc::new(self.read(|ledger| admit(model, &self.key, ledger))?);
         let id = served.model.meta.model_id.clone();
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = served;
         self.metrics.model_swaps.inc();

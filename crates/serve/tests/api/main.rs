@@ -72,6 +72,28 @@ fn model_with(unfit: Unfit) -> hush_mf::Model {
     model
 }
 
+/// Releases `model` as this store would: a committed release entry in the
+/// budget ledger, then the store's seal (see `hush train`).
+fn release(model: &mut hush_mf::Model, ledger: &mut Ledger) {
+    let run_key = format!("release-{}", model.meta.model_id);
+    let guarantee = match &model.meta.privacy {
+        hush_mf::PrivacyGuarantee::Dp { epsilon, delta, rho, .. } => {
+            Some(hush_consent::RunGuarantee { epsilon: *epsilon, delta: *delta, rho: *rho })
+        }
+        hush_mf::PrivacyGuarantee::NonPrivate => None,
+    };
+    let request = hush_consent::BudgetRequest {
+        run_key: run_key.clone(),
+        dataset: "default".into(),
+        purpose: hush_consent::BudgetPurpose::Release,
+        guarantee,
+        snapshot_at: hush_consent::Timestamp::from_unix_millis(model.meta.data.snapshot_at_ms),
+    };
+    ledger.reserve_budget(&request, hush_consent::Timestamp::now()).unwrap();
+    ledger.commit_budget(&run_key, &model.meta.model_id).unwrap();
+    model.seal(&PseudonymKey::from_bytes(KEY).derive(hush_mf::SIGNING_PURPOSE));
+}
+
 struct Server {
     base: String,
     db: PathBuf,
@@ -99,7 +121,9 @@ impl Server {
             keys.insert(scope, key);
         }
         let model_path = dir.path().join("model.hmdl");
-        model(false).save(&model_path).unwrap();
+        let mut released = model(false);
+        release(&mut released, &mut ledger);
+        released.save(&model_path).unwrap();
         let loaded = hush_mf::Model::load(&model_path).unwrap();
         let state = AppState::new(loaded, ledger, PseudonymKey::from_bytes(KEY), config)
             .unwrap()
@@ -429,10 +453,35 @@ async fn models_swap_under_load_and_bad_files_are_refused() {
             statuses
         }));
     }
-    // A different model (other seed) replaces the file; the admin endpoint swaps it in.
+    // Models that are not this store's recorded releases are refused, each
+    // with its reason, and the current model keeps serving.
+    let mut ledger = Ledger::open(&server.db).unwrap();
     let mut other = model(false);
-    other.meta.params.seed = 99;
-    other.popularity.reverse();
+    let reload = || async {
+        let (status, body) = server.send(reqwest::Method::POST, "/v1/admin/model/reload", None).await;
+        (status, body["message"].as_str().unwrap_or_default().to_string())
+    };
+    other.save(&server.model_path).unwrap();
+    let (status, message) = reload().await;
+    assert!(status == 422 && message.contains("not signed by any store"), "{status} {message}");
+    let mut foreign = other.clone();
+    foreign.seal(&PseudonymKey::from_bytes([1; 32]).derive(hush_mf::SIGNING_PURPOSE));
+    foreign.save(&server.model_path).unwrap();
+    let (status, message) = reload().await;
+    assert!(status == 422 && message.contains("released by another store"), "{status} {message}");
+    let mut unrecorded = other.clone();
+    unrecorded.seal(&PseudonymKey::from_bytes(KEY).derive(hush_mf::SIGNING_PURPOSE));
+    unrecorded.save(&server.model_path).unwrap();
+    let (status, message) = reload().await;
+    assert!(status == 422 && message.contains("no committed release"), "{status} {message}");
+    // A released model altered afterwards (say, its popularity rewritten) is refused.
+    release(&mut other, &mut ledger);
+    let mut altered = other.clone();
+    altered.popularity.reverse();
+    altered.save(&server.model_path).unwrap();
+    let (status, message) = reload().await;
+    assert!(status == 422 && message.contains("altered after release"), "{status} {message}");
+    // The store's own recorded release replaces the file; the admin endpoint swaps it in.
     other.save(&server.model_path).unwrap();
     let (status, swapped) = server.send(reqwest::Method::POST, "/v1/admin/model/reload", None).await;
     assert_eq!(status, 200, "{swapped}");
