@@ -11,31 +11,44 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{BudgetCommand, BudgetPurposeArg, Global, SetCapArgs};
 use crate::commands::{open_ledger, print_json};
 
+/// The lifetime cap a store gets at its first run when no config sets one:
+/// every release and evaluation on the store's data together, ε at δ = 1e-6.
+pub const DEFAULT_LIFETIME_EPSILON: f64 = 10.0;
+
 /// The `[budget]` table of a config file.
+///
+/// # Privacy
+/// There is one budget per store, named after the store's signing identity
+/// (see [`store_dataset`]): no free-form name, so a new name cannot open a
+/// new budget. A lifetime cap always exists; evaluation runs on the store's
+/// data spend from it too (tuning on private data is charged), and have a
+/// sub-cap of their own.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
-    /// The dataset the runs of this config spend from (default `default`:
-    /// the ledger's own event store).
-    #[serde(default = "default_dataset")]
-    pub dataset: String,
-    /// A lifetime release cap set on the dataset at its first run, when it
-    /// has none yet. Afterwards the stored cap rules; change it with
-    /// `hush budget set-cap`.
+    /// The lifetime cap set on the store at its first run, when it has none
+    /// yet (default [`DEFAULT_LIFETIME_EPSILON`]). Afterwards the stored cap
+    /// rules; change it with `hush budget set-cap`.
     pub lifetime_epsilon: Option<f64>,
     /// δ of the lifetime cap.
     #[serde(default = "default_delta")]
     pub lifetime_delta: f64,
+    /// The sub-cap of evaluation runs (default: the lifetime cap).
+    pub evaluation_epsilon: Option<f64>,
 }
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        BudgetConfig { dataset: default_dataset(), lifetime_epsilon: None, lifetime_delta: default_delta() }
+        BudgetConfig { lifetime_epsilon: None, lifetime_delta: default_delta(), evaluation_epsilon: None }
     }
 }
 
-fn default_dataset() -> String {
-    "default".into()
+/// The budget's name for this store: `store-` and the first 16 hex digits of
+/// its model-signing public key. Derived from the store's key, not chosen.
+pub fn store_dataset(g: &Global) -> Result<String> {
+    let key = crate::commands::load_key(g)?;
+    let identity = Model::store_identity(&key.derive(hush_mf::SIGNING_PURPOSE));
+    Ok(format!("store-{}", &identity[..16]))
 }
 
 fn default_delta() -> f64 {
@@ -89,10 +102,8 @@ impl Drop for Claim {
     }
 }
 
-/// What a training run asks the ledger for.
+/// What a training run asks the ledger for (the dataset is the store's).
 pub struct RunSpec<'a> {
-    /// The dataset, from the flag or the config.
-    pub dataset: &'a str,
     /// Release or evaluation.
     pub purpose: BudgetPurpose,
     /// `None` for the non-private twin.
@@ -109,20 +120,24 @@ pub struct RunSpec<'a> {
 /// if the dataset has none, computes the run's ρ from its calibrated plan,
 /// and refuses (with the numbers) a run that would pass the cap.
 fn claim(g: &Global, config: &BudgetConfig, run: RunSpec<'_>) -> Result<Claim> {
+    let dataset = store_dataset(g)?;
     let mut ledger = open_ledger(g)?;
     let now = Timestamp::now();
-    if let Some(epsilon) = config.lifetime_epsilon {
-        if ledger.budget_cap(run.dataset, BudgetPurpose::Release)?.is_none() {
+    let lifetime = config.lifetime_epsilon.unwrap_or(DEFAULT_LIFETIME_EPSILON);
+    for (purpose, epsilon) in
+        [(BudgetPurpose::Release, lifetime), (BudgetPurpose::Evaluation, config.evaluation_epsilon.unwrap_or(lifetime))]
+    {
+        if ledger.budget_cap(&dataset, purpose)?.is_none() {
             let cap = BudgetCap {
-                dataset: run.dataset.to_string(),
-                purpose: BudgetPurpose::Release,
+                dataset: dataset.clone(),
+                purpose,
                 epsilon,
                 delta: config.lifetime_delta,
                 rho: cap_rho(epsilon, config.lifetime_delta)?,
                 set_at: now,
             };
             ledger.set_budget_cap(&cap)?;
-            tracing::info!(dataset = run.dataset, epsilon, "set the lifetime release cap from the config");
+            tracing::info!(dataset, epsilon, purpose = purpose.as_str(), "set a lifetime cap");
         }
     }
     let guarantee = match run.budget {
@@ -133,9 +148,25 @@ fn claim(g: &Global, config: &BudgetConfig, run: RunSpec<'_>) -> Result<Claim> {
         }
         None => None,
     };
+    // Releases and evaluations together stay within the lifetime cap: a
+    // setting chosen on private evaluations is paid for.
+    if let (Some(g), Some(cap)) = (guarantee, ledger.budget_cap(&dataset, BudgetPurpose::Release)?) {
+        let spent: f64 = ledger.budget_spending()?.iter().filter(|s| s.dataset == dataset).map(|s| s.spent_rho).sum();
+        if spent + g.rho > cap.rho * (1.0 + 1e-12) {
+            bail!(
+                "this run (rho {:.6}) would exceed the lifetime budget of this store ({dataset}): releases and \
+                 evaluations together have spent rho {spent:.6} of epsilon {} at delta {:e} (rho {:.6}); see \
+                 `hush budget show`",
+                g.rho,
+                cap.epsilon,
+                cap.delta,
+                cap.rho
+            );
+        }
+    }
     let request = BudgetRequest {
         run_key: run.run_key.clone(),
-        dataset: run.dataset.to_string(),
+        dataset,
         purpose: run.purpose,
         guarantee,
         snapshot_at: Timestamp::from_unix_millis(run.set.meta.snapshot_at_ms),
@@ -240,10 +271,11 @@ pub fn run(g: &Global, command: &BudgetCommand) -> Result<()> {
 }
 
 fn set_cap(g: &Global, args: &SetCapArgs) -> Result<()> {
+    let dataset = store_dataset(g)?;
     let mut ledger = open_ledger(g)?;
     let purpose = purpose_of(args.purpose);
     let cap = BudgetCap {
-        dataset: args.dataset.clone(),
+        dataset: dataset.clone(),
         purpose,
         epsilon: args.epsilon,
         delta: args.delta,
@@ -253,13 +285,12 @@ fn set_cap(g: &Global, args: &SetCapArgs) -> Result<()> {
     let spent = ledger
         .budget_spending()?
         .into_iter()
-        .find(|s| s.dataset == args.dataset && s.purpose == purpose)
+        .find(|s| s.dataset == dataset && s.purpose == purpose)
         .map_or(0.0, |s| s.spent_rho);
     if spent > cap.rho && !args.force {
         bail!(
-            "dataset `{}` has already spent rho {spent:.6} of its {purpose} budget, more than the new cap's rho {:.6}; \
+            "`{dataset}` has already spent rho {spent:.6} of its {purpose} budget, more than the new cap's rho {:.6}; \
              pass --force to set it anyway (no further run will fit)",
-            args.dataset,
             cap.rho
         );
     }
@@ -300,23 +331,22 @@ fn summary(s: &BudgetSpend) -> Result<SpendSummary<'_>> {
     })
 }
 
-/// One line on what a dataset's release budget has spent and has left.
-pub fn release_line(g: &Global, dataset: &str) -> Result<String> {
-    let spending = open_ledger(g)?.budget_spending()?;
-    let Some(s) = spending.iter().find(|s| s.dataset == dataset && s.purpose == BudgetPurpose::Release) else {
-        return Ok(format!("privacy budget of `{dataset}`: nothing spent"));
-    };
-    let row = summary(s)?;
-    Ok(match &s.cap {
+/// One line on what this store's lifetime budget has spent (releases and
+/// evaluations together) and has left.
+pub fn release_line(g: &Global) -> Result<String> {
+    let dataset = store_dataset(g)?;
+    let ledger = open_ledger(g)?;
+    let spent: f64 = ledger.budget_spending()?.iter().filter(|s| s.dataset == dataset).map(|s| s.spent_rho).sum();
+    Ok(match ledger.budget_cap(&dataset, BudgetPurpose::Release)? {
         Some(cap) => format!(
-            "privacy budget of `{dataset}`: epsilon {:.3} of a lifetime {} spent (delta {:e}); one more run of up to \
-             epsilon {:.3} fits (`hush budget show`)",
-            row.spent_epsilon,
+            "privacy budget of this store ({dataset}): epsilon {:.3} of a lifetime {} spent by releases and \
+             evaluations together (delta {:e}); one more run of up to epsilon {:.3} fits (`hush budget show`)",
+            epsilon_of(spent, cap.delta)?,
             cap.epsilon,
             cap.delta,
-            row.remaining_epsilon_for_one_run.unwrap_or(0.0)
+            epsilon_of((cap.rho - spent).max(0.0), cap.delta)?
         ),
-        None => format!("privacy budget of `{dataset}`: epsilon {:.3} spent, no lifetime cap set", row.spent_epsilon),
+        None => format!("privacy budget of this store ({dataset}): nothing spent, no lifetime cap set yet"),
     })
 }
 
@@ -327,9 +357,7 @@ fn show(g: &Global) -> Result<()> {
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!(
-            "no training runs and no caps recorded; set one with `hush budget set-cap --dataset NAME --epsilon E`"
-        );
+        println!("no training runs and no caps recorded; set one with `hush budget set-cap --epsilon E`");
     }
     for row in &rows {
         let s = row.spend;

@@ -95,10 +95,8 @@ pub enum BudgetCommand {
 
 #[derive(Debug, Args)]
 pub struct SetCapArgs {
-    /// The dataset (the name training runs give with --dataset or [budget] dataset).
-    #[arg(long)]
-    pub dataset: String,
-    /// Lifetime epsilon of all runs of this purpose together.
+    /// Lifetime epsilon of all runs of this purpose together, on this store
+    /// (the release cap bounds releases and evaluations together).
     #[arg(long)]
     pub epsilon: f64,
     /// Delta of the cap.
@@ -229,9 +227,6 @@ pub struct TrainArgs {
     /// Where to write the model.
     #[arg(long, default_value = "model.hmdl")]
     pub out: PathBuf,
-    /// The dataset whose privacy budget the run spends (default: the config's [budget] dataset).
-    #[arg(long)]
-    pub dataset: Option<String>,
     /// Which budget the run spends: release (default for DP models) or evaluation.
     /// Non-private, seeded-noise and research-data models are never for release.
     #[arg(long, value_enum)]
@@ -289,10 +284,6 @@ pub struct SweepArgs {
     /// The recommendation's tolerance: the smallest epsilon within this relative distance of the twin.
     #[arg(long, default_value_t = 0.05)]
     pub tolerance: f64,
-    /// The dataset whose evaluation budget the sweep's runs are recorded against
-    /// (default: the config's [budget] dataset). Research data is not recorded.
-    #[arg(long)]
-    pub dataset: Option<String>,
     /// Output directory: report.html, results.csv, results.json, cells/.
     #[arg(long)]
     pub out: PathBuf,

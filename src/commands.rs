@@ -798,7 +798,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         hush_privacy::Budget::new(4.0, 1e-6)?,
         &args.dir.join("model.hmdl"),
     )?;
-    println!("{}", crate::budget::release_line(&g, &config.budget.dataset)?);
+    println!("{}", crate::budget::release_line(&g)?);
     println!(
         "done: the store is {}, the key {}, the model {} (id {})",
         db.display(),

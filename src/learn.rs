@@ -227,7 +227,6 @@ pub fn train_and_report(
 ) -> Result<Model> {
     let budget = epsilon.map(|e| Budget::new(e, 1e-6)).transpose()?;
     let run = RunSpec {
-        dataset: &budget_config.dataset,
         purpose: BudgetPurpose::Evaluation,
         budget,
         set: train,
@@ -261,7 +260,6 @@ pub fn train_for_release(
     out: &Path,
 ) -> Result<Model> {
     let run = RunSpec {
-        dataset: &budget_config.dataset,
         purpose: crate::budget::purpose_for(Some(BudgetPurposeArg::Release), Some(budget), false, &set.meta)?,
         budget: Some(budget),
         set,
@@ -297,14 +295,8 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
         (asked, false) => asked,
     };
     let purpose = crate::budget::purpose_for(asked, budget, args.privacy.noise_seed.is_some(), &train_part.meta)?;
-    let run = RunSpec {
-        dataset: args.dataset.as_deref().unwrap_or(&config.budget.dataset),
-        purpose,
-        budget,
-        set: &train_part,
-        params: &params,
-        run_key: crate::budget::new_run_key("train"),
-    };
+    let run =
+        RunSpec { purpose, budget, set: &train_part, params: &params, run_key: crate::budget::new_run_key("train") };
     // Research data has no consent ledger and its models are never served:
     // it has no storefront budget to spend from.
     let budget_config = (!research_only).then_some(&config.budget);
@@ -384,15 +376,28 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     if let Some(dir) = &args.write_split {
         write_split_csv(dir, &parts.train, &parts.test)?;
     }
-    let started = std::time::Instant::now();
-    let (model, train_seconds) = match &args.model {
-        Some(path) => (Model::load(path)?, None),
-        None => {
-            let params = config.train_params(args.privacy.epsilon.is_some())?;
-            let model = train_model(g, &parts.train, &params, privacy_of(&args.privacy)?)?;
-            (model, Some(started.elapsed().as_secs_f64()))
-        }
+    // Evaluating on the store's data is recorded on its evaluation budget
+    // (a given model's exact metrics as a non-private run); research data
+    // belongs to no store.
+    let params = config.train_params(args.privacy.epsilon.is_some())?;
+    let run = RunSpec {
+        purpose: BudgetPurpose::Evaluation,
+        budget: if args.model.is_some() { None } else { budget_of(&args.privacy)? },
+        set: &parts.train,
+        params: &params,
+        run_key: crate::budget::new_run_key("evaluate"),
     };
+    let budget_config = (!parts.train.meta.research_only).then_some(&config.budget);
+    let started = std::time::Instant::now();
+    let mut train_seconds = None;
+    let model = crate::budget::train_claimed(g, budget_config, run, || match &args.model {
+        Some(path) => Ok(Model::load(path)?),
+        None => {
+            let model = train_model(g, &parts.train, &params, privacy_of(&args.privacy)?)?;
+            train_seconds = Some(started.elapsed().as_secs_f64());
+            Ok(model)
+        }
+    })?;
     if model.n_items() != parts.train.n_items() {
         bail!(
             "the model has {} items but the data has {}: evaluate a model on the feature set it was trained from",

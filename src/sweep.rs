@@ -73,7 +73,7 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
     let parts = split(&set, &split_spec);
     let (train, test) = (parts.train, parts.test);
     let research_only = set.meta.research_only;
-    let dataset = args.dataset.clone().unwrap_or_else(|| config.budget.dataset.clone());
+    let dataset = if research_only { String::new() } else { crate::budget::store_dataset(g)? };
     let name = args.data.config.as_deref().and_then(Path::file_stem).and_then(|s| s.to_str()).unwrap_or("sweep");
     let spec = SweepSpec {
         name: name.to_string(),
@@ -151,7 +151,7 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
         delta: args.delta,
         options,
         fingerprint: &fingerprint,
-        budget: (!research_only).then_some((&config.budget, dataset.as_str())),
+        budget: (!research_only).then_some(&config.budget),
     };
     // Cells run in parallel on rayon's pool (one thread per core); each
     // model's own training is parallel too, and rayon shares the cores.
@@ -220,8 +220,8 @@ struct CellContext<'a> {
     delta: f64,
     options: EvalOptions,
     fingerprint: &'a str,
-    /// The budget config and dataset, unless the data is research data.
-    budget: Option<(&'a crate::budget::BudgetConfig, &'a str)>,
+    /// The budget config, unless the data is research data.
+    budget: Option<&'a crate::budget::BudgetConfig>,
 }
 
 fn compute(cx: &CellContext<'_>, job: &Job) -> Result<Cell> {
@@ -246,7 +246,6 @@ fn compute(cx: &CellContext<'_>, job: &Job) -> Result<Cell> {
     // Exploratory runs spend the evaluation budget, once per cell: the run key
     // is the cell's, so a resumed sweep does not pay again.
     let run = RunSpec {
-        dataset: cx.budget.map_or("", |(_, dataset)| dataset),
         purpose: BudgetPurpose::Evaluation,
         budget,
         set: cx.train,
@@ -256,9 +255,7 @@ fn compute(cx: &CellContext<'_>, job: &Job) -> Result<Cell> {
     let noise = NoiseSource::seeded(noise_seed(seed, job.epsilon.unwrap_or(0.0)));
     let privacy = privacy_with(budget, noise);
     let started = std::time::Instant::now();
-    let model = train_claimed(cx.g, cx.budget.map(|(config, _)| config), run, || {
-        Ok(hush_mf::train(cx.train, &params, privacy, &mut |_| {})?)
-    })?;
+    let model = train_claimed(cx.g, cx.budget, run, || Ok(hush_mf::train(cx.train, &params, privacy, &mut |_| {})?))?;
     let train_seconds = started.elapsed().as_secs_f64();
     let evaluation = eval::evaluate(&model, cx.train, cx.test, cx.options);
     let (achieved_epsilon, rho) = match &model.meta.privacy {

@@ -240,7 +240,9 @@ fn quickstart_runs_the_main_job() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== 4/6 consent-filtered extraction"), "{text}");
     assert!(text.contains("(DP epsilon 4.000, delta 1e-6)") && text.contains("(NON-PRIVATE twin)"), "{text}");
-    assert!(text.contains("privacy budget of `sample-storefront`: epsilon 4.000 of a lifetime 10 spent"), "{text}");
+    // The evaluation run (epsilon 4) and the release (epsilon 4) both spent from the store's lifetime cap.
+    assert!(text.contains("privacy budget of this store (store-"), "{text}");
+    assert!(text.contains("of a lifetime 10 spent by releases and evaluations together"), "{text}");
     for file in ["model.hmdl", "model.card.md", "eval-dp.hmdl", "eval-dp.evaluation.md", "eval-nonprivate.hmdl"] {
         assert!(dir.path().join("qs").join(file).exists(), "{file}");
     }
@@ -501,8 +503,7 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     );
     std::fs::write(
         d.join("fast.toml"),
-        "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n\n[train_dp]\nrank = 2\n\n\
-         [budget]\ndataset = \"shop\"\n",
+        "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n\n[train_dp]\nrank = 2\n",
     )
     .unwrap();
     let train = |epsilon: &str, out: &str, extra: &[&str]| {
@@ -515,7 +516,7 @@ fn the_budget_ledger_caps_what_training_may_spend() {
         args.extend(extra);
         hush(d, &args)
     };
-    ok(d, &["budget", "set-cap", "--dataset", "shop", "--epsilon", "3"]);
+    ok(d, &["budget", "set-cap", "--epsilon", "3"]);
 
     // zCDP composes by adding rho: one run of epsilon 2.5 fits under a
     // lifetime cap of 3, a second does not, and nothing is written for it.
@@ -523,8 +524,11 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     let refused = train("2.5", "b.hmdl", &[]);
     assert!(!refused.status.success());
     let message = stderr(&refused);
-    assert!(message.contains("would exceed the lifetime release budget of dataset `shop`"), "{message}");
+    assert!(message.contains("would exceed the lifetime budget of this store (store-"), "{message}");
     assert!(!d.join("b.hmdl").exists());
+    // Evaluations spend from the same lifetime cap: an evaluation run cannot sidestep it.
+    let refused = train("2.5", "e.hmdl", &["--purpose", "evaluation"]);
+    assert!(stderr(&refused).contains("would exceed the lifetime budget of this store"), "{}", stderr(&refused));
     // The non-private twin is recorded, on the evaluation budget only.
     assert!(train("non-private", "twin.hmdl", &[]).status.success());
     let out = train("non-private", "c.hmdl", &["--purpose", "release"]);
@@ -533,7 +537,7 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     let budget = json(&ok(d, &["budget", "show", "--json"]));
     let rows = budget.as_array().unwrap();
     let release = rows.iter().find(|r| r["purpose"] == "release").unwrap();
-    assert_eq!(release["dataset"], "shop");
+    assert!(release["dataset"].as_str().unwrap().starts_with("store-"), "the budget is the store's: {release}");
     assert_eq!(release["private_runs"], 1);
     let spent = release["spent_epsilon"].as_f64().unwrap();
     assert!(spent > 2.4 && spent <= 2.5, "one run of epsilon 2.5 is spent: {spent}");
@@ -556,8 +560,27 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     // A smaller run still fits in what is left; lowering the cap below the
     // spent amount needs --force.
     assert!(train("1", "d.hmdl", &[]).status.success());
-    let out = hush(d, &["budget", "set-cap", "--dataset", "shop", "--epsilon", "1"]);
+    let out = hush(d, &["budget", "set-cap", "--epsilon", "1"]);
     assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
+    // `hush evaluate` on the store's data is recorded on its evaluation budget.
+    let before = json(&ok(d, &["budget", "runs", "--json"])).as_array().unwrap().len();
+    ok(
+        d,
+        &[
+            "evaluate",
+            "--features",
+            "f.hfs",
+            "--config",
+            "fast.toml",
+            "--split",
+            "holdout:0.2:1",
+            "--non-private",
+            "-q",
+        ],
+    );
+    let runs = json(&ok(d, &["budget", "runs", "--json"]));
+    let last = runs.as_array().unwrap().last().unwrap().clone();
+    assert_eq!((runs.as_array().unwrap().len(), last["purpose"].as_str()), (before + 1, Some("evaluation")));
 }
 
 /// Sends `signal` (e.g. `-HUP`) to a process with the system's `kill`.

@@ -96,7 +96,7 @@ fn every_command_runs_on_postgres_and_extraction_matches_sqlite() {
     // Budget ledger and consent commands on PostgreSQL.
     let store = ["--db", url.as_str(), "--key-file", "qs/hush.key"];
     let mut args = store.to_vec();
-    args.extend(["budget", "set-cap", "--dataset", "shop", "--epsilon", "2"]);
+    args.extend(["budget", "set-cap", "--epsilon", "2"]);
     ok(d, &args);
     let mut args = store.to_vec();
     args.extend(["consent", "status", "--subject", "cust-0000000", "--json"]);

@@ -77,8 +77,8 @@ pub fn outside_the_guarantee() -> Vec<&'static str> {
         "The item list: the storefront's public catalogue, in sorted order (models whose item list came from \
          private rows are refused by the server).",
         "The settings (rank, bounds, budget, iterations) and the consent snapshot time: public choices. Settings \
-         tuned on private held-out data would leak through them; hush tunes on research or synthetic data, or \
-         charges evaluation runs to the budget ledger.",
+         tuned on private held-out data leak through them: hush charges every evaluation and sweep run on the \
+         store's data to the same lifetime cap as its releases (`hush budget show`), and research data to none.",
         "When the model was trained and by which hush version.",
         "What this model reveals about customers who did not grant training consent: nothing, since none of \
          their data is read.",
