@@ -67,9 +67,13 @@ fn cks_delta(rho: f64, epsilon: f64) -> f64 {
         let a = 1.0 + log_am1.exp();
         ((a - 1.0) * (a * rho - epsilon) + a * (-1.0 / a).ln_1p() - (a - 1.0).ln()).exp()
     };
-    let (mut lo, mut hi) = (-12.0f64, 12.0f64);
+    f(golden_section_argmin(&f, -12.0, 12.0, 200)).min(1.0)
+}
+
+/// The argument minimizing a unimodal `f` on [lo, hi], by golden-section search.
+fn golden_section_argmin(f: &dyn Fn(f64) -> f64, mut lo: f64, mut hi: f64, steps: usize) -> f64 {
     let g = (5f64.sqrt() - 1.0) / 2.0;
-    for _ in 0..200 {
+    for _ in 0..steps {
         let m1 = hi - g * (hi - lo);
         let m2 = lo + g * (hi - lo);
         if f(m1) < f(m2) {
@@ -78,7 +82,7 @@ fn cks_delta(rho: f64, epsilon: f64) -> f64 {
             lo = m1;
         }
     }
-    f((lo + hi) / 2.0).min(1.0)
+    (lo + hi) / 2.0
 }
 
 /// ε at δ for ρ-zCDP from the Canonne–Kamath–Steinke bound, computed
@@ -106,18 +110,7 @@ pub fn epsilon_cks(rho: f64, delta: f64) -> f64 {
         let a = 1.0 + log_am1.exp();
         a * rho + ((1.0 / delta).ln() + (a - 1.0) * (-1.0 / a).ln_1p() - a.ln()) / (a - 1.0)
     };
-    let (mut lo, mut hi) = (-12.0f64, 16.0f64);
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    for _ in 0..90 {
-        let m1 = hi - g * (hi - lo);
-        let m2 = lo + g * (hi - lo);
-        if f(m1) < f(m2) {
-            hi = m2;
-        } else {
-            lo = m1;
-        }
-    }
-    f((lo + hi) / 2.0).max(0.0)
+    f(golden_section_argmin(&f, -12.0, 16.0, 90)).max(0.0)
 }
 
 /// The largest ρ whose OpenDP ε at `budget.delta` is at most `budget.epsilon`,
