@@ -146,6 +146,42 @@ async fn the_consent_gate_refuses_grants_and_withdraws() {
     assert_eq!((status, body["items"].as_array().unwrap().len()), (200, 3));
 }
 
+/// The reproductions: a backdated withdrawal, and a future-dated grant
+/// racing a withdrawal. The latest decision wins; the far future is refused.
+#[tokio::test]
+async fn a_withdrawal_is_never_undone_by_a_clock() {
+    let server = Server::start().await;
+    let put = |subject: &'static str, granted: bool, effective_at: String| {
+        let body = json!({ "purpose": "personalization", "granted": granted, "notice_version": "v1", "effective_at": effective_at });
+        let server = &server;
+        async move { server.send(reqwest::Method::PUT, &format!("/v1/subjects/{subject}/consent"), Some(body)).await }
+    };
+    let now = hush_consent::Timestamp::now().as_unix_millis();
+    let at = |seconds: i64| hush_consent::Timestamp::from_unix_millis(now + seconds * 1000).to_rfc3339();
+
+    assert_eq!(put("ada", true, at(0)).await.0, 200);
+    assert_eq!(put("ada", false, at(-86_400)).await.0, 200);
+    let (status, body) = server.get("/v1/subjects/ada/recommendations").await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("withdrawn")), "{body}");
+    let (_, consent) = server.get("/v1/subjects/ada/consent").await;
+    assert_eq!(consent["status"][0]["state"], "withdrawn", "{consent}");
+
+    assert_eq!(put("bob", true, at(0)).await.0, 200);
+    assert_eq!(put("bob", true, at(2)).await.0, 200);
+    assert_eq!(put("bob", false, at(0)).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, body) = server.get("/v1/subjects/bob/recommendations").await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("withdrawn")), "{body}");
+
+    for effective_at in [at(3600), "9999-12-31T23:59:59Z".to_string(), "0001-01-01T00:00:00Z".to_string()] {
+        let (status, body) = put("cy", true, effective_at.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_field")), "{effective_at}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("effective_at"), "{body}");
+    }
+    let (_, consent) = server.get("/v1/subjects/cy/consent").await;
+    assert_eq!(consent["history"].as_array().map(Vec::len), Some(0), "{consent}");
+}
+
 /// Many concurrent requests while consent is withdrawn (or the subject erased):
 /// no request sent after the acknowledgement is ever scored.
 async fn race(erase: bool) {
