@@ -44,8 +44,9 @@ impl<S: Scope + Send + Sync> FromRequestParts<Arc<AppState>> for Authorized<S> {
         let presented = header("authorization")
             .and_then(|v| v.strip_prefix("Bearer ").map(str::trim))
             .or_else(|| header("x-api-key"))
-            .ok_or(ApiError::Unauthorized { code: "missing_api_key" })?;
-        match state.read(|ledger| keys::check(ledger, presented, S::NAME))? {
+            .ok_or(ApiError::Unauthorized { code: "missing_api_key" })?
+            .to_string();
+        match state.read(move |ledger| keys::check(ledger, &presented, S::NAME)).await?? {
             Ok(_) => Ok(Authorized(PhantomData)),
             Err(KeyCheck::Invalid) => Err(ApiError::Unauthorized { code: "invalid_api_key" }),
             Err(KeyCheck::MissingScope) => Err(ApiError::InsufficientScope { scope: S::NAME }),

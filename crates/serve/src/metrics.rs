@@ -22,6 +22,10 @@ pub struct Metrics {
     pub consent_refusals: IntCounter,
     /// Model swaps since start.
     pub model_swaps: IntCounter,
+    /// Connections accepted and closed at once because `max_connections` were open.
+    pub connections_refused: IntCounter,
+    /// Connections open now.
+    pub open_connections: IntGauge,
 }
 
 impl Metrics {
@@ -44,15 +48,24 @@ impl Metrics {
                 .expect("valid metric");
         let model_swaps =
             IntCounter::new("hush_model_swaps_total", "Models swapped in since start").expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "hush_connections_refused_total",
+            "Connections closed on accept because max_connections were open",
+        )
+        .expect("valid metric");
+        let open_connections =
+            IntGauge::new("hush_open_connections", "HTTP connections open now").expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(consent_refusals.clone()),
             Box::new(model_swaps.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(open_connections.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
-        Metrics { registry, requests, latency, consent_refusals, model_swaps }
+        Metrics { registry, requests, latency, consent_refusals, model_swaps, connections_refused, open_connections }
     }
 
     /// The Prometheus text exposition, with the served model's id.

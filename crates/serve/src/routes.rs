@@ -12,6 +12,7 @@ use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, Subj
 use hush_features::Feedback;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::auth::{Admin, Authorized, Ingest, Privacy, Recommend};
 use crate::{ApiError, AppState, ServedModel};
@@ -54,13 +55,14 @@ pub fn app(state: Arc<AppState>) -> Router {
     let document = Arc::new(crate::openapi::document(&documented));
     router
         .layer(axum::Extension(document))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(overload_or_timeout))
                 .timeout(std::time::Duration::from_millis(state.config.request_timeout_ms))
                 .concurrency_limit(state.config.max_concurrent_requests),
         )
+        // Outside the timeout, so a request answered 503 `timeout` is counted and logged too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -107,8 +109,9 @@ async fn reload(_: Authorized<Admin>, State(state): State<Arc<AppState>>) -> Api
 
 async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let model = state.model();
-    state.read(|ledger| ledger.stats()).map_err(ApiError::from)?;
-    Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id })))
+    // One read of the schema version: proves the store answers, costs no scan.
+    let schema_version = state.read(|ledger| ledger.schema_version()).await??;
+    Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id, "schema_version": schema_version })))
 }
 
 #[derive(Deserialize)]
@@ -227,7 +230,16 @@ async fn recommendations(
 ) -> Result<Response, ApiError> {
     let subject = state.key.pseudonymize(&id);
     let span = tracing::info_span!("recommendations", subject = %subject.short());
-    let _entered = span.enter();
+    recommend(state, subject, q, headers).instrument(span).await
+}
+
+/// The body of [`recommendations`], inside the request's span.
+async fn recommend(
+    state: Arc<AppState>,
+    subject: hush_consent::Pseudonym,
+    q: ListQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     // Global Privacy Control: an objection to personalization for this request.
     if headers.get("sec-gpc").and_then(|v| v.to_str().ok()).map(str::trim) == Some("1") {
@@ -235,18 +247,25 @@ async fn recommendations(
         return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
     }
     let now = Timestamp::now();
-    let events = state.read(|ledger| {
-        let status = ledger.status(&subject, Purpose::Personalization, now)?;
-        if !status.is_granted() {
-            let reason = match status.state {
-                hush_consent::ConsentState::Withdrawn => "withdrawn",
-                _ => "not_granted",
-            };
-            state.metrics.consent_refusals.inc();
-            return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
-        }
-        Ok(ledger.recent_events(&subject, state.config.max_history)?)
-    })?;
+    let max_history = state.config.max_history;
+    let events = state
+        .read(move |ledger| {
+            let status = ledger.status(&subject, Purpose::Personalization, now)?;
+            if !status.is_granted() {
+                let reason = match status.state {
+                    hush_consent::ConsentState::Withdrawn => "withdrawn",
+                    _ => "not_granted",
+                };
+                return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
+            }
+            Ok(ledger.recent_events(&subject, max_history)?)
+        })
+        .await?
+        .inspect_err(|e| {
+            if matches!(e, ApiError::ConsentRequired { .. }) {
+                state.metrics.consent_refusals.inc();
+            }
+        })?;
     let served = state.model();
     let model = &served.model;
     let events: Vec<(Option<usize>, &Event)> = events.iter().map(|e| (served.index.get(&e.item).copied(), e)).collect();
@@ -387,7 +406,7 @@ async fn put_consent(
 ) -> ApiResult {
     let body = json_body(body)?;
     let subject = state.key.pseudonymize(&id);
-    let _span = tracing::info_span!("put_consent", subject = %subject.short()).entered();
+    let span = tracing::info_span!("put_consent", subject = %subject.short());
     let now = Timestamp::now();
     let change = ConsentChange {
         purpose: body.purpose.parse()?,
@@ -405,30 +424,33 @@ async fn put_consent(
     };
     // The write commits (synchronously, durably) before this handler returns:
     // the acknowledgement is sent only after every later request will see it.
-    let record = state.write(|ledger| ledger.record_consent(&subject, &change, now))?;
+    let record = state.write(move |ledger| ledger.record_consent(&subject, &change, now)).instrument(span).await??;
     Ok(Json(json!({ "recorded": record })))
 }
 
 async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
     let now = Timestamp::now();
-    let (status, history) = state.read(|ledger| -> hush_consent::Result<_> {
-        let status = Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<Result<Vec<_>, _>>()?;
-        Ok((status, ledger.history(&subject)?))
-    })?;
+    let (status, history) = state
+        .read(move |ledger| -> hush_consent::Result<_> {
+            let status =
+                Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<Result<Vec<_>, _>>()?;
+            Ok((status, ledger.history(&subject)?))
+        })
+        .await??;
     Ok(Json(json!({ "status": status, "history": history })))
 }
 
 async fn export(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let export = state.read(|ledger| ledger.export(&subject, Timestamp::now()))?;
+    let export = state.read(move |ledger| ledger.export(&subject, Timestamp::now())).await??;
     Ok(Json(serde_json::to_value(export).map_err(|_| ApiError::Internal)?))
 }
 
 async fn erase(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let _span = tracing::info_span!("erase", subject = %subject.short()).entered();
-    let receipt = state.write(|ledger| ledger.erase(&subject, Timestamp::now()))?;
+    let span = tracing::info_span!("erase", subject = %subject.short());
+    let receipt = state.write(move |ledger| ledger.erase(&subject, Timestamp::now())).instrument(span).await??;
     let served = state.model();
     let guarantee = match served.model.meta.privacy.epsilon() {
         Some(eps) => format!(
@@ -497,6 +519,6 @@ async fn ingest(
             event: Event { item: e.item_id, kind, value, at },
         });
     }
-    let report = state.write(|ledger| ledger.ingest_events(&batch, now))?;
+    let report = state.write(move |ledger| ledger.ingest_events(&batch, now)).await??;
     Ok(Json(serde_json::to_value(report).map_err(|_| ApiError::Internal)?))
 }

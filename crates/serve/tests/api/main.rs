@@ -605,3 +605,87 @@ async fn only_the_most_recent_events_are_folded_in_and_excluded() {
         items.iter().flat_map(|i| i["because"].as_array().unwrap()).map(|b| b["item"].as_str().unwrap()).collect();
     assert!(!reasons.is_empty() && reasons.iter().all(|r| ["sku-5", "sku-7"].contains(r)), "{reasons:?}");
 }
+
+/// Reads until the server closes the connection; how long that took, or
+/// `None` if it was still open after `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Slowloris, silent sockets and idle keep-alive connections are closed after
+/// the header read timeout, and connections past the cap are closed at once,
+/// on a real server on 127.0.0.1.
+#[tokio::test]
+async fn slow_silent_and_surplus_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let timeout = std::time::Duration::from_millis(600);
+    let config = ServeConfig { header_read_timeout_ms: 600, max_connections: 6, ..ServeConfig::default() };
+    let server = Server::start_with(config).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let connect = || tokio::net::TcpStream::connect(address.clone());
+
+    // A client trickling a header line every 100 ms never finishes its head.
+    let mut slow = connect().await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for n in 0..40 {
+            if slow.write_all(format!("X-Slow-{n}: y\r\n").as_bytes()).await.is_err() {
+                return (slow, true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        (slow, false)
+    });
+    // A socket that never sends a byte.
+    let mut silent = connect().await.unwrap();
+    // A keep-alive connection that goes idle after one request.
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+
+    let limit = timeout * 4;
+    let silent_closed = closed_within(&mut silent, limit).await;
+    assert!(silent_closed.is_some_and(|t| t >= timeout / 2), "silent socket: {silent_closed:?}");
+    // The idle connection got its answer first, then was closed.
+    let idle_closed = closed_within(&mut idle, limit).await;
+    assert!(idle_closed.is_some(), "idle keep-alive connection still open");
+    let (mut slow, write_failed) = trickle.await.unwrap();
+    assert!(write_failed || closed_within(&mut slow, limit).await.is_some(), "slowloris connection still open");
+
+    // The cap: six connections held open, a seventh is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(connect().await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut surplus = connect().await.unwrap();
+    let surplus_closed = closed_within(&mut surplus, timeout / 2).await;
+    assert!(surplus_closed.is_some(), "a connection beyond the cap was kept open");
+    // Once the held ones time out, the server serves again.
+    for stream in &mut held {
+        assert!(closed_within(stream, limit).await.is_some());
+    }
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let refused = metrics.lines().find(|l| l.starts_with("hush_connections_refused_total")).unwrap();
+    assert_ne!(refused, "hush_connections_refused_total 0", "{metrics}");
+}
+
+/// A readiness probe is one cheap read, and says which schema it found.
+#[tokio::test]
+async fn readyz_answers_from_the_schema_version() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["schema_version"], hush_consent::ledger::SCHEMA_VERSION);
+}
