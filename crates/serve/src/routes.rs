@@ -54,6 +54,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
     let document = Arc::new(crate::openapi::document(&documented));
     router
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::map_response_with_state(state.clone(), no_store_for_subjects))
         .layer(axum::Extension(document))
         .layer(
             tower::ServiceBuilder::new()
@@ -65,6 +68,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Responses about one subject (recommendations, consent, export, erasure
+/// receipts) carry personal data: no cache may keep them.
+async fn no_store_for_subjects(
+    State(_): State<Arc<AppState>>,
+    path: Option<axum::extract::MatchedPath>,
+    mut response: Response,
+) -> Response {
+    if path.is_some_and(|p| p.as_str().starts_with("/v1/subjects/") || p.as_str() == "/v1/events") {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// What a request that timed out (or failed in the middleware) gets: the same JSON shape as every error.
@@ -89,7 +107,12 @@ type ApiResult = Result<Json<Value>, ApiError>;
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v).map_err(|rejection| match rejection {
-        JsonRejection::BytesRejection(_) => ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES },
+        // Only an over-long body is 413; a body that cannot be read (a
+        // malformed chunked encoding) is the client's syntax error.
+        JsonRejection::BytesRejection(r) if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }
+        }
+        JsonRejection::BytesRejection(r) => ApiError::bad("unreadable_body", r.body_text()),
         other => ApiError::bad("invalid_json", other.body_text()),
     })
 }
@@ -242,7 +265,8 @@ async fn recommend(
 ) -> Result<Response, ApiError> {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     // Global Privacy Control: an objection to personalization for this request.
-    if headers.get("sec-gpc").and_then(|v| v.to_str().ok()).map(str::trim) == Some("1") {
+    // Every instance counts: `Sec-GPC: 0` followed by `Sec-GPC: 1` is an objection.
+    if headers.get_all("sec-gpc").iter().any(|v| v.to_str().ok().map(str::trim) == Some("1")) {
         state.metrics.consent_refusals.inc();
         return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
     }
@@ -415,9 +439,16 @@ async fn put_consent(
             Some(t) => Timestamp::parse(t)?,
             None => now,
         },
-        source: match &body.source {
-            Some(s) => s.parse()?,
-            None => ConsentSource::Api,
+        // The channel is a fact hush knows, not a claim a client makes: the
+        // append-only ledger must not say `cli` or `import` for an API call.
+        source: match body.source.as_deref() {
+            None | Some("api") => ConsentSource::Api,
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "invalid_field",
+                    "invalid source: records made through the API always have source `api`; omit the field",
+                ))
+            }
         },
         notice_version: body.notice_version,
         proof_ref: body.proof_ref,
@@ -485,8 +516,19 @@ struct EventBody {
     #[serde(default)]
     value: Option<f32>,
     #[serde(default)]
-    timestamp: Option<String>,
+    timestamp: Option<TimestampField>,
 }
+
+/// An event time as the README documents it: RFC 3339 text or integer unix seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimestampField {
+    Seconds(i64),
+    Text(String),
+}
+
+/// The latest event time accepted: the end of year 9999, the last one RFC 3339 can write.
+const LATEST_EVENT_MS: i64 = 253_402_300_799_999;
 
 async fn ingest(
     _: Authorized<Ingest>,
@@ -505,9 +547,13 @@ async fn ingest(
             return Err(bad("subject_id must be 1 to 256 bytes".into()));
         }
         let at = match &e.timestamp {
-            Some(t) => Timestamp::parse(t).map_err(|x| bad(x.to_string()))?,
+            Some(TimestampField::Seconds(s)) => Timestamp::from_unix_seconds(*s),
+            Some(TimestampField::Text(t)) => Timestamp::parse(t).map_err(|x| bad(x.to_string()))?,
             None => now,
         };
+        if !(0..=LATEST_EVENT_MS).contains(&at.as_unix_millis()) {
+            return Err(bad("timestamp must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z".into()));
+        }
         let value = match (e.value, &kind) {
             (Some(v), _) if v.is_finite() => v,
             (Some(_), _) => return Err(bad("value must be a finite number".into())),
@@ -520,5 +566,9 @@ async fn ingest(
         });
     }
     let report = state.write(move |ledger| ledger.ingest_events(&batch, now)).await??;
-    Ok(Json(serde_json::to_value(report).map_err(|_| ApiError::Internal)?))
+    // The answer must not depend on who consented or was erased: per-event or
+    // per-reason counts would let an ingest-only key probe any subject with a
+    // one-event batch. The operator sees the outcomes in `/metrics`.
+    state.metrics.record_ingestion(&report);
+    Ok(Json(json!({ "received": report.received })))
 }

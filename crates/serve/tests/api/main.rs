@@ -118,7 +118,9 @@ async fn the_consent_gate_refuses_grants_and_withdraws() {
 
     assert_eq!(server.consent("ada", "personalization", true).await.0, 200);
     let (status, report) = server.events("ada", &["sku-0", "sku-2", "sku-4"]).await;
-    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)));
+    assert_eq!((status, report["received"].as_u64()), (200, Some(3)));
+    let (_, export) = server.get("/v1/subjects/ada/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(3), "{export}");
     let (status, body) = server.get("/v1/subjects/ada/recommendations?k=5&exclude=sku-6").await;
     assert_eq!(status, 200, "{body}");
     let items: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
@@ -262,8 +264,14 @@ async fn erasure_leaves_nothing_and_refuses_new_events() {
     assert!(receipt["model"].as_str().unwrap().contains("non-private"));
     let (status, body) = server.get(&format!("/v1/subjects/{raw}/export")).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let (_, report) = server.events(raw, &["sku-3"]).await;
-    assert_eq!((report["stored"].as_u64(), report["dropped_suppressed"].as_u64()), (Some(0), Some(1)));
+    let (status, report) = server.events(raw, &["sku-3"]).await;
+    // The answer does not tell an erased subject from a stored one ...
+    assert_eq!((status, report), (200, json!({ "received": 1 })));
+    // ... but nothing was stored, and the operator's metrics count why.
+    let (status, _) = server.get(&format!("/v1/subjects/{raw}/export")).await;
+    assert_eq!(status, 404);
+    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("hush_events_total{outcome=\"suppressed\"} 1"), "{metrics}");
     let hex = pseudonym.as_bytes().to_vec();
     let bytes = hex::decode(&pseudonym).unwrap();
     for file in database_files(&server.db) {
@@ -572,7 +580,9 @@ async fn negative_feedback_cancels_items_and_they_are_never_recommended() {
         { "subject_id": "gus", "item_id": "sku-1", "kind": "return" },
     ]});
     let (status, report) = server.send(reqwest::Method::POST, "/v1/events", Some(events)).await;
-    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)));
+    assert_eq!((status, report["received"].as_u64()), (200, Some(3)));
+    let (_, export) = server.get("/v1/subjects/gus/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(3), "{export}");
     let (status, body) = server.get("/v1/subjects/gus/recommendations?k=40").await;
     assert_eq!(status, 200);
     // view (+1) and dislike (-5) cancel sku-0 out; the return cancels sku-1: nothing positive is left.
@@ -592,7 +602,9 @@ async fn only_the_most_recent_events_are_folded_in_and_excluded() {
             .map(|(item, at)| json!({ "subject_id": "hal", "item_id": item, "kind": "purchase", "timestamp": at }))
             .collect();
     let (status, report) = server.send(reqwest::Method::POST, "/v1/events", Some(json!({ "events": events }))).await;
-    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)), "{report}");
+    assert_eq!((status, report["received"].as_u64()), (200, Some(3)), "{report}");
+    let (_, export) = server.get("/v1/subjects/hal/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(3), "{export}");
     let (status, body) = server.get("/v1/subjects/hal/recommendations?k=40").await;
     assert_eq!((status, &body["personalized"]), (200, &json!(true)), "{body}");
     let items = body["items"].as_array().unwrap();
@@ -688,4 +700,91 @@ async fn readyz_answers_from_the_schema_version() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
     assert_eq!(body["schema_version"], hush_consent::ledger::SCHEMA_VERSION);
+}
+
+/// Sends raw bytes on a fresh connection and returns the status code and body of the answer.
+async fn raw_exchange(server: &Server, request: String) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// The small holes a hostile client found: each answered precisely now.
+#[tokio::test]
+async fn hostile_client_details_are_answered_precisely() {
+    let server = Server::start().await;
+    let admin = server.keys["admin"].clone();
+    let privacy = reqwest::Client::new();
+
+    // `bearer` in lower case is the same scheme.
+    let r = privacy
+        .get(format!("{}/v1/model", server.base))
+        .header("authorization", format!("bearer {admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Every Sec-GPC instance counts.
+    assert_eq!(server.consent("gpc", "personalization", true).await.0, 200);
+    let r = server
+        .client
+        .get(format!("{}/v1/subjects/gpc/recommendations", server.base))
+        .header("Sec-GPC", "0")
+        .header("Sec-GPC", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Personal data is never cached; the model card may be.
+    for path in ["/v1/subjects/gpc/recommendations", "/v1/subjects/gpc/consent", "/v1/subjects/gpc/export"] {
+        let r = server.client.get(format!("{}{path}", server.base)).send().await.unwrap();
+        assert_eq!(r.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{path}");
+    }
+
+    // The consent source is not the client's to choose.
+    let forged = json!({ "purpose": "training", "granted": true, "notice_version": "v1", "source": "cli" });
+    let (status, body) = server.send(reqwest::Method::PUT, "/v1/subjects/gpc/consent", Some(forged)).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_field")), "{body}");
+    let honest = json!({ "purpose": "training", "granted": true, "notice_version": "v1", "source": "api" });
+    assert_eq!(server.send(reqwest::Method::PUT, "/v1/subjects/gpc/consent", Some(honest)).await.0, 200);
+    let (_, consent) = server.get("/v1/subjects/gpc/consent").await;
+    assert!(consent["history"].as_array().unwrap().iter().all(|r| r["source"] == "api"), "{consent}");
+
+    // 404 and 405 are JSON like every other error.
+    let (status, body) = server.get("/v1/nowhere").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("no_route")), "{body}");
+    let (status, body) = server.send(reqwest::Method::PATCH, "/v1/events", None).await;
+    assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")), "{body}");
+
+    // A malformed chunked body is a 400, not a 413.
+    let (status, text) = raw_exchange(
+        &server,
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(!text.contains("body_too_large"), "{text}");
+
+    // Integer unix seconds are accepted, as the README says; the ends of time are not.
+    let event = |timestamp: Value| json!({ "events": [{ "subject_id": "gpc", "item_id": "sku-1", "kind": "view", "timestamp": timestamp }] });
+    let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(event(json!(1_735_689_600)))).await;
+    assert_eq!((status, body["received"].as_u64()), (200, Some(1)), "{body}");
+    let (_, export) = server.get("/v1/subjects/gpc/export").await;
+    assert_eq!(export["events"][0]["at"], "2025-01-01T00:00:00Z", "{export}");
+    for bad in [json!(i64::MAX), json!(-1), json!("0000-01-01T00:00:00Z"), json!(1.5)] {
+        let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(event(bad.clone()))).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, export) = server.get("/v1/subjects/gpc/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(1), "{export}");
 }
