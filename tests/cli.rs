@@ -191,6 +191,15 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
     assert!(message.contains("invalid effective_at: 2999-01-01T00:00:00Z is in the future"), "{message}");
     let history = json(&ok(d, &["consent", "history", "--subject", "grace@example.org", "--json"]));
     assert_eq!(history.as_array().unwrap().len(), 2);
+
+    // The store and an export of personal data are readable by their owner only.
+    ok(d, &["export", "--subject", "grace@example.org", "--out", "grace.json"]);
+    #[cfg(unix)]
+    for file in ["hush.db", "grace.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
 }
 
 #[test]

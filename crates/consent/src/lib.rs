@@ -19,6 +19,7 @@
 pub mod budget;
 mod error;
 pub mod event;
+pub mod files;
 pub mod formats;
 pub mod import;
 pub mod keys;

@@ -127,6 +127,15 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
         }
+        // Owner-only before SQLite opens it: the WAL and shared-memory files
+        // SQLite creates beside it take the database file's mode.
+        crate::files::prepare_owner_only(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", path.display()));
+            if side.exists() {
+                crate::files::prepare_owner_only(&side).map_err(|source| Error::Io { path: side.clone(), source })?;
+            }
+        }
         let conn = Connection::open(&path).map_err(Error::db(&path))?;
         let mut ledger = SqliteStore { conn, path };
         ledger.configure()?;

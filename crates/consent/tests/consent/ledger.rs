@@ -537,3 +537,23 @@ proptest! {
         check_latest_decision_wins(&mut ledger, &key().pseudonymize(&format!("prop-{case}")), &records, &probes)?;
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_sqlite_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store").join("hush.db");
+    let mut ledger = Ledger::open(&db).unwrap();
+    ledger.record_consent(&key().pseudonymize("a"), &change(Purpose::Training, true, 1), t(1)).unwrap();
+    let files = ["", "-wal", "-shm"].map(|s| std::path::PathBuf::from(format!("{}{s}", db.display())));
+    for file in &files {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    // A store made loose by hand is tightened when next opened.
+    drop(ledger);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _ledger = Ledger::open(&db).unwrap();
+    assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
+}
