@@ -161,7 +161,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HUSH_BIND")]
     pub bind: Option<String>,
     /// A TOML file with a [serve] table: model, bind, max_history, max_k,
-    /// max_concurrent_requests, request_timeout_ms, kind_weights. Flags and
+    /// max_concurrent_requests, request_timeout_ms, header_read_timeout_ms,
+    /// max_connections, kind_weights. Flags and
     /// environment variables win over it.
     #[arg(long, env = "HUSH_SERVE_CONFIG")]
     pub config: Option<PathBuf>,

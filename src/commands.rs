@@ -260,7 +260,8 @@ fn export(g: &Global, args: &ExportArgs) -> Result<()> {
     let json = serde_json::to_string_pretty(&export)?;
     match &args.out {
         Some(path) => {
-            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+            hush_consent::files::write_owner_only(path, json.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             if !g.json {
                 println!(
                     "wrote {} consent records and {} events to {}",

@@ -167,6 +167,42 @@ fn consent_commands_record_and_answer() {
 }
 
 #[test]
+fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let subject = ["--subject", "grace@example.org", "--purpose", "training"];
+    let with = |command: &'static str, extra: &[&'static str]| {
+        let mut args = vec!["consent", command];
+        args.extend(subject);
+        args.extend(extra);
+        args
+    };
+    ok(d, &with("grant", &[]));
+    let out = ok(d, &with("withdraw", &["--effective-at", "2024-06-01T00:00:00Z"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recorded"));
+    let status = json(&ok(d, &["consent", "status", "--subject", "grace@example.org", "--json"]));
+    assert_eq!(status[1]["state"], "withdrawn", "{status}");
+    let status = json(&ok(d, &with("status", &["--as-of", "2025-01-01T00:00:00Z", "--json"])));
+    assert_eq!(status[0]["state"], "withdrawn", "the withdrawal widens back to its effective time: {status}");
+
+    let out = hush(d, &with("grant", &["--effective-at", "2999-01-01T00:00:00Z"]));
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains("invalid effective_at: 2999-01-01T00:00:00Z is in the future"), "{message}");
+    let history = json(&ok(d, &["consent", "history", "--subject", "grace@example.org", "--json"]));
+    assert_eq!(history.as_array().unwrap().len(), 2);
+
+    // The store and an export of personal data are readable by their owner only.
+    ok(d, &["export", "--subject", "grace@example.org", "--out", "grace.json"]);
+    #[cfg(unix)]
+    for file in ["hush.db", "grace.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+}
+
+#[test]
 fn malformed_input_names_file_line_and_field_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -167,7 +167,7 @@ fn grant_with_events(port: u16, key: &str, subject: &str) {
     let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
     let (status, report) = call(port, "POST", "/v1/events", key, Some(&body));
     assert_eq!(status, 200, "{report}");
-    assert!(report.contains(r#""stored":20"#), "{report}");
+    assert!(report.contains(r#""received":20"#), "{report}");
 }
 
 #[test]

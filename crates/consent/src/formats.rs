@@ -748,6 +748,8 @@ pub struct RawConsent {
     pub subject_id: String,
     /// The decision (source is always `import`).
     pub change: ConsentChange,
+    /// 1-based line of the row, for errors found when it is stored.
+    pub line: u64,
 }
 
 const CONSENT_COLUMNS: [&str; 6] = ["subject_id", "purpose", "granted", "effective_at", "notice_version", "proof_ref"];
@@ -955,5 +957,5 @@ fn build_consent(
         Error::InvalidField { field, message } => err(field, message),
         other => err("record", other.to_string()),
     })?;
-    Ok(RawConsent { subject_id: subject.to_string(), change })
+    Ok(RawConsent { subject_id: subject.to_string(), change, line })
 }

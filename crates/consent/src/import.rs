@@ -128,6 +128,13 @@ pub fn import_consent(
         progress,
         || reader.next_row(),
         |batch, raw, report| {
+            // A row dated in the future is the file's fault, not the store's: a malformed row.
+            if let Err(Error::InvalidField { field, message }) =
+                crate::rule::check_effective_at(raw.change.effective_at, now)
+            {
+                let error = RowError { path: report.path.clone(), line: raw.line, field: Some(field.into()), message };
+                return report.malformed_row(error, options);
+            }
             match batch.record_consent(&key.pseudonymize(&raw.subject_id), &raw.change, now) {
                 Ok(_) => report.stored += 1,
                 Err(Error::Suppressed) => report.dropped_suppressed += 1,

@@ -13,7 +13,9 @@ use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSp
 use crate::postgres::{PgBatch, PgStore};
 use crate::pseudonym::SuppressionTag;
 use crate::sqlite::{SqliteBatch, SqliteStore};
-use crate::{ConsentChange, ConsentRecord, Error, Event, Pseudonym, Purpose, Result, SubjectEvent, Timestamp};
+use crate::{
+    ConsentChange, ConsentRecord, Decision, Error, Event, Pseudonym, Purpose, Result, SubjectEvent, Timestamp,
+};
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = crate::sqlite::SCHEMA_VERSION;
@@ -47,6 +49,15 @@ impl ConsentStatus {
     /// `true` only for an explicit, unwithdrawn grant.
     pub fn is_granted(&self) -> bool {
         self.state == ConsentState::Granted
+    }
+
+    /// The status at `as_of` decided by the consent rule over every record of
+    /// one subject and `purpose` (in any order).
+    pub(crate) fn from_records(mut records: Vec<ConsentRecord>, purpose: Purpose, as_of: Timestamp) -> Self {
+        let decisions: Vec<Decision> = records.iter().map(ConsentRecord::decision).collect();
+        let state = crate::rule::state_at(&decisions, as_of);
+        let decided_by = crate::rule::deciding(&decisions, as_of).map(|i| records.swap_remove(i));
+        ConsentStatus { purpose, state, as_of, decided_by }
     }
 }
 
@@ -308,7 +319,9 @@ impl Ledger {
     /// Appends one consent decision and returns the stored record.
     ///
     /// # Errors
-    /// [`Error::InvalidField`] for bad text fields, [`Error::Suppressed`] for
+    /// [`Error::InvalidField`] for bad text fields or an `effective_at`
+    /// outside the rule's bounds (in the future beyond
+    /// [`crate::MAX_CLOCK_SKEW_MS`], or before 1970), [`Error::Suppressed`] for
     /// an erased subject, [`Error::Database`] if the store fails.
     pub fn record_consent(
         &mut self,
@@ -337,8 +350,9 @@ impl Ledger {
         Ok(report)
     }
 
-    /// The consent state of `subject` for `purpose` at `as_of`: the last
-    /// record effective at or before that time (ties broken by ledger order).
+    /// The consent state of `subject` for `purpose` at `as_of`, under the
+    /// consent rule of [`crate::rule`]: the latest recorded decision in force
+    /// then wins.
     ///
     /// # Errors
     /// [`Error::Database`] if the store fails.
@@ -346,7 +360,7 @@ impl Ledger {
         on_backend!(&self.backend, s => s.status(subject, purpose, as_of))
     }
 
-    /// The full consent history of a subject, oldest effective first.
+    /// The full consent history of a subject, in the order it was recorded.
     ///
     /// # Errors
     /// [`Error::Database`] if the store fails.
@@ -431,15 +445,15 @@ impl Ledger {
         on_backend!(&self.backend, s => s.for_each_event(visit))
     }
 
-    /// Calls `visit(subject, effective_at, seq, granted)` for every decision on
-    /// `purpose`, in ledger order.
+    /// Calls `visit(subject, decision)` for every decision on `purpose`, in
+    /// ledger order.
     ///
     /// # Errors
     /// Whatever `visit` returns, or [`Error::Database`] if the store fails.
     pub fn for_each_consent_decision<E: From<Error>>(
         &self,
         purpose: Purpose,
-        visit: impl FnMut(Pseudonym, Timestamp, i64, bool) -> std::result::Result<(), E>,
+        visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         on_backend!(&self.backend, s => s.for_each_consent_decision(purpose, visit))
     }

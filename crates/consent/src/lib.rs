@@ -9,6 +9,7 @@
 //!   the event store, erasure with suppression, and export.
 //! - [`formats`] parses the file formats hush imports (consent records and
 //!   storefront events), with per-row errors that name file, line and field.
+//! - [`rule`] is the consent rule: the latest recorded decision wins.
 //! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
 //!   every DP training run that spent from them.
 //! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
@@ -18,6 +19,7 @@
 pub mod budget;
 mod error;
 pub mod event;
+pub mod files;
 pub mod formats;
 pub mod import;
 pub mod keys;
@@ -25,6 +27,7 @@ pub mod ledger;
 mod postgres;
 pub mod pseudonym;
 pub mod record;
+pub mod rule;
 mod sqlite;
 pub mod time;
 
@@ -37,4 +40,5 @@ pub use ledger::{
 };
 pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
 pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};
+pub use rule::{Decision, MAX_CLOCK_SKEW_MS};
 pub use time::Timestamp;

@@ -17,12 +17,12 @@ use std::collections::{HashMap, HashSet};
 use postgres::{Client, NoTls, Row, Transaction};
 
 use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
-use crate::ledger::{redact, ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats, SCHEMA_VERSION};
+use crate::ledger::{redact, ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats, SCHEMA_VERSION};
 use crate::pseudonym::SuppressionTag;
 use crate::sqlite::subject_key;
 use crate::{
-    ConsentChange, ConsentRecord, ConsentSource, Error, Event, EventKind, Pseudonym, Purpose, Result, SubjectEvent,
-    Timestamp,
+    ConsentChange, ConsentRecord, ConsentSource, Decision, Error, Event, EventKind, Pseudonym, Purpose, Result,
+    SubjectEvent, Timestamp,
 };
 
 /// Schema migrations, applied in order; `hush_schema.version` counts the
@@ -240,7 +240,7 @@ impl PgStore {
             .client
             .query(
                 "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
-                 FROM consent_records WHERE subject_key = $1 AND subject = $2 ORDER BY effective_at, id",
+                 FROM consent_records WHERE subject_key = $1 AND subject = $2 ORDER BY id",
                 &[&subject_key(subject), &&subject.as_bytes()[..]],
             )
             .map_err(pg(&self.location))?;
@@ -338,19 +338,25 @@ impl PgStore {
     pub(crate) fn for_each_consent_decision<E: From<Error>>(
         &mut self,
         purpose: Purpose,
-        mut visit: impl FnMut(Pseudonym, Timestamp, i64, bool) -> std::result::Result<(), E>,
+        mut visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let location = self.location.clone();
         stream(
             &mut self.client,
             &location,
-            "SELECT subject, effective_at, id, granted FROM consent_records WHERE purpose = $1 ORDER BY id",
+            "SELECT subject, effective_at, id, granted, recorded_at FROM consent_records WHERE purpose = $1 ORDER BY id",
             &[&purpose.as_str()],
             |row| {
                 let subject = pseudonym_from_row(row, 0, &location)?;
-                Ok((subject, Timestamp::from_unix_millis(row.get(1)), row.get::<_, i64>(2), row.get::<_, bool>(3)))
+                let decision = Decision {
+                    effective_at: Timestamp::from_unix_millis(row.get(1)),
+                    seq: row.get(2),
+                    granted: row.get(3),
+                    recorded_at: Timestamp::from_unix_millis(row.get(4)),
+                };
+                Ok((subject, decision))
             },
-            &mut |(subject, at, seq, granted)| visit(subject, at, seq, granted),
+            &mut |(subject, decision)| visit(subject, decision),
         )
     }
 
@@ -563,7 +569,7 @@ impl PgBatch<'_> {
         change: &ConsentChange,
         recorded_at: Timestamp,
     ) -> Result<ConsentRecord> {
-        change.validate()?;
+        change.validate_at(recorded_at)?;
         if self.suppressed(subject)? {
             return Err(Error::Suppressed);
         }
@@ -701,11 +707,11 @@ fn stream<T, E: From<Error>>(
     Ok(())
 }
 
-/// The consent-status query; see [`crate::Ledger::status`].
+/// The consent-status query: every decision of the subject on the purpose,
+/// which the consent rule orders by when they were recorded (see [`crate::rule`]).
 const STATUS_SQL: &str = "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
      FROM consent_records
-     WHERE subject_key = $1 AND subject = $2 AND purpose = $3 AND effective_at <= $4
-     ORDER BY effective_at DESC, id DESC LIMIT 1";
+     WHERE subject_key = $1 AND subject = $2 AND purpose = $3";
 
 fn status_on<Q: postgres::ToStatement + ?Sized>(
     client: &mut impl postgres::GenericClient,
@@ -715,19 +721,11 @@ fn status_on<Q: postgres::ToStatement + ?Sized>(
     purpose: Purpose,
     as_of: Timestamp,
 ) -> Result<ConsentStatus> {
-    let row = client
-        .query_opt(
-            query,
-            &[&subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str(), &as_of.as_unix_millis()],
-        )
+    let rows = client
+        .query(query, &[&subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str()])
         .map_err(pg(location))?;
-    let decided_by = row.map(|r| record_from_row(&r, location)).transpose()?;
-    let state = match &decided_by {
-        Some(r) if r.granted => ConsentState::Granted,
-        Some(_) => ConsentState::Withdrawn,
-        None => ConsentState::NoRecord,
-    };
-    Ok(ConsentStatus { purpose, state, as_of, decided_by })
+    let records = rows.iter().map(|r| record_from_row(r, location)).collect::<Result<Vec<_>>>()?;
+    Ok(ConsentStatus::from_records(records, purpose, as_of))
 }
 
 fn is_suppressed_on(client: &mut impl postgres::GenericClient, location: &str, subject: &Pseudonym) -> Result<bool> {

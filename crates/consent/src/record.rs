@@ -112,6 +112,16 @@ impl ConsentChange {
         }
         Ok(())
     }
+
+    /// [`ConsentChange::validate`], plus the rule's bounds on `effective_at`
+    /// for a decision recorded at `recorded_at` ([`crate::rule::check_effective_at`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] naming the field.
+    pub fn validate_at(&self, recorded_at: Timestamp) -> Result<()> {
+        self.validate()?;
+        crate::rule::check_effective_at(self.effective_at, recorded_at)
+    }
 }
 
 fn check_text(field: &'static str, text: &str, max_chars: usize) -> Result<()> {
@@ -131,7 +141,7 @@ fn check_text(field: &'static str, text: &str, max_chars: usize) -> Result<()> {
 /// given (GDPR Art. 7(1)).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentRecord {
-    /// Ledger sequence number: breaks ties between records with the same effective time.
+    /// Ledger sequence number: the order decisions were recorded in (the later one wins, see [`crate::rule`]).
     pub seq: i64,
     /// The purpose decided on.
     pub purpose: Purpose,
@@ -147,6 +157,18 @@ pub struct ConsentRecord {
     pub notice_version: String,
     /// Optional reference to proof.
     pub proof_ref: Option<String>,
+}
+
+impl ConsentRecord {
+    /// What the consent rule needs of this record.
+    pub fn decision(&self) -> crate::Decision {
+        crate::Decision {
+            seq: self.seq,
+            granted: self.granted,
+            effective_at: self.effective_at,
+            recorded_at: self.recorded_at,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-use crate::ledger::{ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats};
+use crate::ledger::{ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats};
 use crate::pseudonym::SuppressionTag;
 use crate::{
-    ConsentChange, ConsentRecord, ConsentSource, Error, Event, EventKind, Pseudonym, Purpose, Result, SubjectEvent,
-    Timestamp,
+    ConsentChange, ConsentRecord, ConsentSource, Decision, Error, Event, EventKind, Pseudonym, Purpose, Result,
+    SubjectEvent, Timestamp,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
@@ -127,6 +127,15 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
         }
+        // Owner-only before SQLite opens it: the WAL and shared-memory files
+        // SQLite creates beside it take the database file's mode.
+        crate::files::prepare_owner_only(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", path.display()));
+            if side.exists() {
+                crate::files::prepare_owner_only(&side).map_err(|source| Error::Io { path: side.clone(), source })?;
+            }
+        }
         let conn = Connection::open(&path).map_err(Error::db(&path))?;
         let mut ledger = SqliteStore { conn, path };
         ledger.configure()?;
@@ -185,8 +194,7 @@ impl SqliteStore {
         Ok(SqliteBatch { tx, path: &self.path, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
     }
 
-    /// The consent state of `subject` for `purpose` at `as_of`: the last
-    /// record effective at or before that time (ties broken by ledger order).
+    /// The consent state of `subject` for `purpose` at `as_of` (see [`crate::rule`]).
     ///
     /// # Errors
     /// [`Error::Database`] if SQLite fails.
@@ -194,7 +202,7 @@ impl SqliteStore {
         status_on(&self.conn, &self.path, subject, purpose, as_of)
     }
 
-    /// The full consent history of a subject, oldest effective first.
+    /// The full consent history of a subject, in the order it was recorded.
     ///
     /// # Errors
     /// [`Error::Database`] if SQLite fails.
@@ -204,7 +212,7 @@ impl SqliteStore {
             .prepare_cached(
                 "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
                  FROM consent_records WHERE subject_key = ?1 AND subject = ?2
-                 ORDER BY effective_at, id",
+                 ORDER BY id",
             )
             .map_err(Error::db(&self.path))?;
         let rows = stmt
@@ -342,28 +350,38 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Calls `visit(subject, effective_at, seq, granted)` for every decision on
-    /// `purpose`, in ledger order (a plain table scan: callers that need time
-    /// order sort in memory, much faster than asking SQLite to sort the ledger).
+    /// Calls `visit(subject, decision)` for every decision on `purpose`, in
+    /// ledger order (a plain table scan: callers that need another order sort
+    /// in memory, much faster than asking SQLite to sort the ledger).
     ///
     /// # Errors
     /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
     pub fn for_each_consent_decision<E: From<Error>>(
         &self,
         purpose: Purpose,
-        mut visit: impl FnMut(Pseudonym, Timestamp, i64, bool) -> std::result::Result<(), E>,
+        mut visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let mut stmt = self
             .conn
-            .prepare("SELECT subject, effective_at, id, granted FROM consent_records WHERE purpose = ?1 ORDER BY id")
+            .prepare(
+                "SELECT subject, effective_at, id, granted, recorded_at FROM consent_records
+                 WHERE purpose = ?1 ORDER BY id",
+            )
             .map_err(Error::db(&self.path))?;
         let mut rows = stmt.query([purpose.as_str()]).map_err(Error::db(&self.path))?;
         while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
+            let db = Error::db(&self.path);
             let subject = pseudonym_from_row(row, 0).map_err(Error::db(&self.path))?;
-            let at = Timestamp::from_unix_millis(row.get(1).map_err(Error::db(&self.path))?);
-            let seq: i64 = row.get(2).map_err(Error::db(&self.path))?;
-            let granted: bool = row.get(3).map_err(Error::db(&self.path))?;
-            visit(subject, at, seq, granted)?;
+            let decision = (|| {
+                Ok::<_, rusqlite::Error>(Decision {
+                    effective_at: Timestamp::from_unix_millis(row.get(1)?),
+                    seq: row.get(2)?,
+                    granted: row.get(3)?,
+                    recorded_at: Timestamp::from_unix_millis(row.get(4)?),
+                })
+            })()
+            .map_err(db)?;
+            visit(subject, decision)?;
         }
         Ok(())
     }
@@ -507,7 +525,7 @@ impl SqliteBatch<'_> {
         change: &ConsentChange,
         recorded_at: Timestamp,
     ) -> Result<ConsentRecord> {
-        change.validate()?;
+        change.validate_at(recorded_at)?;
         if self.suppressed(subject)? {
             return Err(Error::Suppressed);
         }
@@ -603,27 +621,19 @@ fn status_on(
     purpose: Purpose,
     as_of: Timestamp,
 ) -> Result<ConsentStatus> {
+    // Every decision of the subject on the purpose: the consent rule orders
+    // them by when they were recorded, which no index on effective time serves.
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
              FROM consent_records
-             WHERE subject_key = ?1 AND subject = ?2 AND purpose = ?3 AND effective_at <= ?4
-             ORDER BY effective_at DESC, id DESC LIMIT 1",
+             WHERE subject_key = ?1 AND subject = ?2 AND purpose = ?3",
         )
         .map_err(Error::db(path))?;
-    let decided_by = stmt
-        .query_row(
-            params![subject_key(subject), subject.as_bytes(), purpose.as_str(), as_of.as_unix_millis()],
-            record_from_row,
-        )
-        .optional()
+    let rows = stmt
+        .query_map(params![subject_key(subject), subject.as_bytes(), purpose.as_str()], record_from_row)
         .map_err(Error::db(path))?;
-    let state = match &decided_by {
-        Some(r) if r.granted => ConsentState::Granted,
-        Some(_) => ConsentState::Withdrawn,
-        None => ConsentState::NoRecord,
-    };
-    Ok(ConsentStatus { purpose, state, as_of, decided_by })
+    Ok(ConsentStatus::from_records(collect_rows(rows, path)?, purpose, as_of))
 }
 
 fn is_suppressed_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result<bool> {

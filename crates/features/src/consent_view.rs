@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::slice::ParallelSliceMut;
 
-use hush_consent::{Ledger, Pseudonym, Purpose, SuppressionTag, Timestamp};
+use hush_consent::{rule, ConsentState, Decision, Ledger, Pseudonym, Purpose, SuppressionTag, Timestamp};
 
 use crate::{DropReason, ExtractConfig, Result};
 
@@ -27,7 +27,7 @@ struct TrainingConsent {
     granted_since: Option<Timestamp>,
     /// Whether any decision exists at or before the snapshot.
     decided_by_snapshot: bool,
-    /// Whether the latest decision up to `decided_at` is a withdrawal.
+    /// Whether consent is withdrawn at `decided_at` (the moment of extraction).
     withdrawn_since: bool,
 }
 
@@ -36,7 +36,10 @@ struct TrainingConsent {
 /// A subject is included only if their training consent is granted at the
 /// snapshot T, they have not withdrawn it between T and the time of
 /// extraction (a withdrawal stops all further processing, including this
-/// one), and they are not erased.
+/// one), and they are not erased. "Granted at T" follows the consent rule of
+/// [`hush_consent::rule`]: the latest recorded decision wins, a withdrawal
+/// counts from when it was recorded (or its earlier effective time), and a
+/// backdated grant never undoes a withdrawal that was in force at T.
 #[derive(Debug)]
 pub struct ConsentView {
     snapshot_at: Timestamp,
@@ -53,31 +56,28 @@ impl ConsentView {
     /// [`crate::Error::Consent`] if the ledger cannot be read.
     pub fn from_ledger(ledger: &Ledger, config: &ExtractConfig) -> Result<Self> {
         let _span = tracing::info_span!("consent_view").entered();
-        let mut records: Vec<(Pseudonym, Timestamp, i64, bool)> = Vec::new();
-        ledger.for_each_consent_decision(Purpose::Training, |subject, at, seq, granted| -> Result<()> {
-            records.push((subject, at, seq, granted));
+        let mut records: Vec<(Pseudonym, Decision)> = Vec::new();
+        ledger.for_each_consent_decision(Purpose::Training, |subject, decision| -> Result<()> {
+            records.push((subject, decision));
             Ok(())
         })?;
-        // Per subject, by effective time, ties broken by ledger order: the same order `Ledger::status` uses.
-        records.par_sort_unstable_by_key(|&(subject, at, seq, _)| (subject, at, seq));
+        // Grouped per subject; the consent rule itself orders each subject's
+        // decisions by ledger sequence, as `Ledger::status` does.
+        records.par_sort_unstable_by_key(|&(subject, decision)| (subject, decision.seq));
         let mut subjects: HashMap<Pseudonym, TrainingConsent, foldhash::fast::RandomState> = HashMap::default();
-        for (subject, effective_at, _, granted) in records {
-            let entry = subjects.entry(subject).or_insert(TrainingConsent {
-                granted_since: None,
-                decided_by_snapshot: false,
-                withdrawn_since: false,
-            });
-            if effective_at <= config.snapshot_at {
-                entry.decided_by_snapshot = true;
-                entry.granted_since = match (granted, entry.granted_since) {
-                    (true, Some(start)) => Some(start),
-                    (true, None) => Some(effective_at),
-                    (false, _) => None,
-                };
-            }
-            if effective_at <= config.decided_at {
-                entry.withdrawn_since = !granted;
-            }
+        let mut decisions: Vec<Decision> = Vec::new();
+        for group in records.chunk_by(|a, b| a.0 == b.0) {
+            decisions.clear();
+            decisions.extend(group.iter().map(|&(_, d)| d));
+            let at_snapshot = rule::state_at(&decisions, config.snapshot_at);
+            subjects.insert(
+                group[0].0,
+                TrainingConsent {
+                    granted_since: rule::granted_since(&decisions, config.snapshot_at),
+                    decided_by_snapshot: at_snapshot != ConsentState::NoRecord,
+                    withdrawn_since: rule::state_at(&decisions, config.decided_at) == ConsentState::Withdrawn,
+                },
+            );
         }
         Ok(ConsentView {
             snapshot_at: config.snapshot_at,

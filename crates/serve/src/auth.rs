@@ -41,11 +41,16 @@ impl<S: Scope + Send + Sync> FromRequestParts<Arc<AppState>> for Authorized<S> {
             return Ok(Authorized(PhantomData));
         }
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        // Auth schemes are case-insensitive (RFC 9110 §11.1): `bearer` is `Bearer`.
+        fn bearer(value: &str) -> Option<&str> {
+            value.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim())
+        }
         let presented = header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").map(str::trim))
+            .and_then(bearer)
             .or_else(|| header("x-api-key"))
-            .ok_or(ApiError::Unauthorized { code: "missing_api_key" })?;
-        match state.read(|ledger| keys::check(ledger, presented, S::NAME))? {
+            .ok_or(ApiError::Unauthorized { code: "missing_api_key" })?
+            .to_string();
+        match state.read(move |ledger| keys::check(ledger, &presented, S::NAME)).await?? {
             Ok(_) => Ok(Authorized(PhantomData)),
             Err(KeyCheck::Invalid) => Err(ApiError::Unauthorized { code: "invalid_api_key" }),
             Err(KeyCheck::MissingScope) => Err(ApiError::InsufficientScope { scope: S::NAME }),

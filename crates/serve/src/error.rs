@@ -63,6 +63,10 @@ pub enum ApiError {
     },
     /// Nothing is held about the subject.
     NotFound,
+    /// No route has this path.
+    NoRoute,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
     /// The request is malformed.
     BadRequest {
         /// Stable code, e.g. `invalid_k`.
@@ -93,7 +97,8 @@ impl ApiError {
             ApiError::ConsentRequired { .. } => StatusCode::FORBIDDEN,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ModelRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -148,6 +153,13 @@ impl IntoResponse for ApiError {
                 "message": format!("this API key lacks the `{scope}` scope this route needs"),
             }),
             ApiError::NotFound => json!({ "error": "not_found", "message": "no data is held about this subject" }),
+            ApiError::NoRoute => {
+                json!({ "error": "no_route", "message": "no route has this path; GET /openapi.json lists them" })
+            }
+            ApiError::MethodNotAllowed => json!({
+                "error": "method_not_allowed",
+                "message": "this route does not answer this method; GET /openapi.json lists the methods",
+            }),
             ApiError::BadRequest { code, message } => json!({ "error": code, "message": message }),
             ApiError::PayloadTooLarge { limit } => {
                 json!({ "error": "body_too_large", "message": format!("the body must be at most {limit} bytes") })

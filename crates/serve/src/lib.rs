@@ -27,14 +27,65 @@ pub use routes::app;
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes the
 /// requests in flight (graceful shutdown).
 ///
+/// HTTP/1.1 only, with two protections against clients that hold connections
+/// without using them (slowloris, silent sockets, idle keep-alive):
+/// - a connection that has not sent a complete request head within
+///   [`ServeConfig::header_read_timeout_ms`] of opening, or of the previous
+///   response, is closed;
+/// - at most [`ServeConfig::max_connections`] connections are open at once;
+///   one more is accepted and closed at once (counted in
+///   `hush_connections_refused_total`), so the file descriptors of the process
+///   are never exhausted.
+///
 /// # Errors
-/// [`ServeError::Io`] if the server fails.
+/// [`ServeError::Io`] if the listener fails for good.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_millis(state.config.header_read_timeout_ms));
+    let router = app(state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Per-connection failures (a reset before accept) and running
+                // out of descriptors are passing conditions: back off, go on.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            state.metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let metrics = state.clone();
+        tokio::spawn(async move {
+            metrics.metrics.open_connections.inc();
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            metrics.metrics.open_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }
 
@@ -56,6 +107,11 @@ pub struct ServeConfig {
     pub max_concurrent_requests: usize,
     /// A request still running after this is answered 503 `timeout`.
     pub request_timeout_ms: u64,
+    /// A connection that has not sent a complete request head this long after
+    /// it opened, or after its previous response (an idle keep-alive), is closed.
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once; more are accepted and closed at once.
+    pub max_connections: usize,
     /// Require API keys with scopes (off only for local experiments).
     pub require_api_keys: bool,
     /// Fold-in weight of each event kind for implicit models. Negative
@@ -80,6 +136,13 @@ impl Default for ServeConfig {
             require_api_keys: true,
             max_concurrent_requests: 512,
             request_timeout_ms: 10_000,
+            // A storefront's backend sends a request head in one packet; 10 s
+            // is generous for it and short for a client trickling bytes.
+            header_read_timeout_ms: 10_000,
+            // Twice the requests in flight: room for idle keep-alive
+            // connections of a busy client pool, far below a process's
+            // descriptor limit.
+            max_connections: 1024,
             // The training defaults (purchase intent outweighs a glance), plus
             // two negative kinds.
             kind_weights: [
@@ -220,34 +283,35 @@ impl AppState {
     /// # Errors
     /// As [`ServedModel::new`]; the old model keeps serving then.
     pub fn swap_model(&self, model: Model) -> Result<String, ServeError> {
-        let served = Arc::new(self.read(|ledger| admit(model, &self.key, ledger))?);
+        // Model swaps are rare (admin endpoint, SIGHUP): a blocking read of the ledger is fine here.
+        let served = Arc::new(admit(model, &self.key, &self.reader())?);
         let id = served.model.meta.model_id.clone();
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = served;
         self.metrics.model_swaps.inc();
         Ok(id)
     }
 
-    /// Runs `f` on a read connection. A remote store (PostgreSQL) blocks on
-    /// the network, so its calls leave the async worker thread
-    /// (`block_in_place`, which needs the multi-threaded runtime `hush serve`
-    /// uses); SQLite answers from its page cache in microseconds, in place.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Ledger) -> T) -> T {
-        let guard = self.reader();
-        if guard.is_remote() {
-            tokio::task::block_in_place(|| f(&guard))
-        } else {
-            f(&guard)
-        }
+    /// Runs `f` on a read connection, on tokio's blocking pool: a store call
+    /// may wait for a free connection, for the disk or for the network, and
+    /// must not hold an async worker meanwhile.
+    pub(crate) async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Ledger) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (state, span) = (self.clone(), tracing::Span::current());
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&state.reader()))).await.map_err(|_| ApiError::Internal)
     }
 
-    /// Runs `f` on the writing connection, off the async worker for a remote store.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
-        let mut guard = self.ledger();
-        if guard.is_remote() {
-            tokio::task::block_in_place(|| f(&mut guard))
-        } else {
-            f(&mut guard)
-        }
+    /// Runs `f` on the writing connection, on tokio's blocking pool (a
+    /// durable commit waits for an fsync).
+    pub(crate) async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Ledger) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (state, span) = (self.clone(), tracing::Span::current());
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&mut state.ledger())))
+            .await
+            .map_err(|_| ApiError::Internal)
     }
 
     /// The writing connection.

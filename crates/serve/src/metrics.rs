@@ -22,6 +22,11 @@ pub struct Metrics {
     pub consent_refusals: IntCounter,
     /// Model swaps since start.
     pub model_swaps: IntCounter,
+    /// Connections accepted and closed at once because `max_connections` were open.
+    pub connections_refused: IntCounter,
+    /// Connections open now.
+    pub open_connections: IntGauge,
+    events: IntCounterVec,
 }
 
 impl Metrics {
@@ -44,15 +49,50 @@ impl Metrics {
                 .expect("valid metric");
         let model_swaps =
             IntCounter::new("hush_model_swaps_total", "Models swapped in since start").expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "hush_connections_refused_total",
+            "Connections closed on accept because max_connections were open",
+        )
+        .expect("valid metric");
+        let open_connections =
+            IntGauge::new("hush_open_connections", "HTTP connections open now").expect("valid metric");
+        let events = IntCounterVec::new(
+            Opts::new("hush_events_total", "Events offered to POST /v1/events, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(consent_refusals.clone()),
             Box::new(model_swaps.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(open_connections.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
-        Metrics { registry, requests, latency, consent_refusals, model_swaps }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            consent_refusals,
+            model_swaps,
+            connections_refused,
+            open_connections,
+            events,
+        }
+    }
+
+    /// Counts the outcomes of one ingested batch.
+    pub fn record_ingestion(&self, report: &hush_consent::IngestReport) {
+        for (outcome, n) in [
+            ("stored", report.stored),
+            ("no_consent", report.dropped_no_consent),
+            ("suppressed", report.dropped_suppressed),
+        ] {
+            self.events.with_label_values(&[outcome]).inc_by(n);
+        }
     }
 
     /// The Prometheus text exposition, with the served model's id.

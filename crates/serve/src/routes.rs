@@ -12,6 +12,7 @@ use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, Subj
 use hush_features::Feedback;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::auth::{Admin, Authorized, Ingest, Privacy, Recommend};
 use crate::{ApiError, AppState, ServedModel};
@@ -53,16 +54,35 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
     let document = Arc::new(crate::openapi::document(&documented));
     router
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::map_response_with_state(state.clone(), no_store_for_subjects))
         .layer(axum::Extension(document))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(overload_or_timeout))
                 .timeout(std::time::Duration::from_millis(state.config.request_timeout_ms))
                 .concurrency_limit(state.config.max_concurrent_requests),
         )
+        // Outside the timeout, so a request answered 503 `timeout` is counted and logged too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Responses about one subject (recommendations, consent, export, erasure
+/// receipts) carry personal data: no cache may keep them.
+async fn no_store_for_subjects(
+    State(_): State<Arc<AppState>>,
+    path: Option<axum::extract::MatchedPath>,
+    mut response: Response,
+) -> Response {
+    if path.is_some_and(|p| p.as_str().starts_with("/v1/subjects/") || p.as_str() == "/v1/events") {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// What a request that timed out (or failed in the middleware) gets: the same JSON shape as every error.
@@ -87,7 +107,12 @@ type ApiResult = Result<Json<Value>, ApiError>;
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v).map_err(|rejection| match rejection {
-        JsonRejection::BytesRejection(_) => ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES },
+        // Only an over-long body is 413; a body that cannot be read (a
+        // malformed chunked encoding) is the client's syntax error.
+        JsonRejection::BytesRejection(r) if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }
+        }
+        JsonRejection::BytesRejection(r) => ApiError::bad("unreadable_body", r.body_text()),
         other => ApiError::bad("invalid_json", other.body_text()),
     })
 }
@@ -107,8 +132,9 @@ async fn reload(_: Authorized<Admin>, State(state): State<Arc<AppState>>) -> Api
 
 async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let model = state.model();
-    state.read(|ledger| ledger.stats()).map_err(ApiError::from)?;
-    Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id })))
+    // One read of the schema version: proves the store answers, costs no scan.
+    let schema_version = state.read(|ledger| ledger.schema_version()).await??;
+    Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id, "schema_version": schema_version })))
 }
 
 #[derive(Deserialize)]
@@ -227,26 +253,43 @@ async fn recommendations(
 ) -> Result<Response, ApiError> {
     let subject = state.key.pseudonymize(&id);
     let span = tracing::info_span!("recommendations", subject = %subject.short());
-    let _entered = span.enter();
+    recommend(state, subject, q, headers).instrument(span).await
+}
+
+/// The body of [`recommendations`], inside the request's span.
+async fn recommend(
+    state: Arc<AppState>,
+    subject: hush_consent::Pseudonym,
+    q: ListQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     // Global Privacy Control: an objection to personalization for this request.
-    if headers.get("sec-gpc").and_then(|v| v.to_str().ok()).map(str::trim) == Some("1") {
+    // Every instance counts: `Sec-GPC: 0` followed by `Sec-GPC: 1` is an objection.
+    if headers.get_all("sec-gpc").iter().any(|v| v.to_str().ok().map(str::trim) == Some("1")) {
         state.metrics.consent_refusals.inc();
         return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
     }
     let now = Timestamp::now();
-    let events = state.read(|ledger| {
-        let status = ledger.status(&subject, Purpose::Personalization, now)?;
-        if !status.is_granted() {
-            let reason = match status.state {
-                hush_consent::ConsentState::Withdrawn => "withdrawn",
-                _ => "not_granted",
-            };
-            state.metrics.consent_refusals.inc();
-            return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
-        }
-        Ok(ledger.recent_events(&subject, state.config.max_history)?)
-    })?;
+    let max_history = state.config.max_history;
+    let events = state
+        .read(move |ledger| {
+            let status = ledger.status(&subject, Purpose::Personalization, now)?;
+            if !status.is_granted() {
+                let reason = match status.state {
+                    hush_consent::ConsentState::Withdrawn => "withdrawn",
+                    _ => "not_granted",
+                };
+                return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
+            }
+            Ok(ledger.recent_events(&subject, max_history)?)
+        })
+        .await?
+        .inspect_err(|e| {
+            if matches!(e, ApiError::ConsentRequired { .. }) {
+                state.metrics.consent_refusals.inc();
+            }
+        })?;
     let served = state.model();
     let model = &served.model;
     let events: Vec<(Option<usize>, &Event)> = events.iter().map(|e| (served.index.get(&e.item).copied(), e)).collect();
@@ -387,7 +430,7 @@ async fn put_consent(
 ) -> ApiResult {
     let body = json_body(body)?;
     let subject = state.key.pseudonymize(&id);
-    let _span = tracing::info_span!("put_consent", subject = %subject.short()).entered();
+    let span = tracing::info_span!("put_consent", subject = %subject.short());
     let now = Timestamp::now();
     let change = ConsentChange {
         purpose: body.purpose.parse()?,
@@ -396,39 +439,49 @@ async fn put_consent(
             Some(t) => Timestamp::parse(t)?,
             None => now,
         },
-        source: match &body.source {
-            Some(s) => s.parse()?,
-            None => ConsentSource::Api,
+        // The channel is a fact hush knows, not a claim a client makes: the
+        // append-only ledger must not say `cli` or `import` for an API call.
+        source: match body.source.as_deref() {
+            None | Some("api") => ConsentSource::Api,
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "invalid_field",
+                    "invalid source: records made through the API always have source `api`; omit the field",
+                ))
+            }
         },
         notice_version: body.notice_version,
         proof_ref: body.proof_ref,
     };
     // The write commits (synchronously, durably) before this handler returns:
     // the acknowledgement is sent only after every later request will see it.
-    let record = state.write(|ledger| ledger.record_consent(&subject, &change, now))?;
+    let record = state.write(move |ledger| ledger.record_consent(&subject, &change, now)).instrument(span).await??;
     Ok(Json(json!({ "recorded": record })))
 }
 
 async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
     let now = Timestamp::now();
-    let (status, history) = state.read(|ledger| -> hush_consent::Result<_> {
-        let status = Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<Result<Vec<_>, _>>()?;
-        Ok((status, ledger.history(&subject)?))
-    })?;
+    let (status, history) = state
+        .read(move |ledger| -> hush_consent::Result<_> {
+            let status =
+                Purpose::ALL.iter().map(|&p| ledger.status(&subject, p, now)).collect::<Result<Vec<_>, _>>()?;
+            Ok((status, ledger.history(&subject)?))
+        })
+        .await??;
     Ok(Json(json!({ "status": status, "history": history })))
 }
 
 async fn export(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let export = state.read(|ledger| ledger.export(&subject, Timestamp::now()))?;
+    let export = state.read(move |ledger| ledger.export(&subject, Timestamp::now())).await??;
     Ok(Json(serde_json::to_value(export).map_err(|_| ApiError::Internal)?))
 }
 
 async fn erase(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let subject = state.key.pseudonymize(&id);
-    let _span = tracing::info_span!("erase", subject = %subject.short()).entered();
-    let receipt = state.write(|ledger| ledger.erase(&subject, Timestamp::now()))?;
+    let span = tracing::info_span!("erase", subject = %subject.short());
+    let receipt = state.write(move |ledger| ledger.erase(&subject, Timestamp::now())).instrument(span).await??;
     let served = state.model();
     let guarantee = match served.model.meta.privacy.epsilon() {
         Some(eps) => format!(
@@ -463,8 +516,19 @@ struct EventBody {
     #[serde(default)]
     value: Option<f32>,
     #[serde(default)]
-    timestamp: Option<String>,
+    timestamp: Option<TimestampField>,
 }
+
+/// An event time as the README documents it: RFC 3339 text or integer unix seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimestampField {
+    Seconds(i64),
+    Text(String),
+}
+
+/// The latest event time accepted: the end of year 9999, the last one RFC 3339 can write.
+const LATEST_EVENT_MS: i64 = 253_402_300_799_999;
 
 async fn ingest(
     _: Authorized<Ingest>,
@@ -483,9 +547,13 @@ async fn ingest(
             return Err(bad("subject_id must be 1 to 256 bytes".into()));
         }
         let at = match &e.timestamp {
-            Some(t) => Timestamp::parse(t).map_err(|x| bad(x.to_string()))?,
+            Some(TimestampField::Seconds(s)) => Timestamp::from_unix_seconds(*s),
+            Some(TimestampField::Text(t)) => Timestamp::parse(t).map_err(|x| bad(x.to_string()))?,
             None => now,
         };
+        if !(0..=LATEST_EVENT_MS).contains(&at.as_unix_millis()) {
+            return Err(bad("timestamp must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z".into()));
+        }
         let value = match (e.value, &kind) {
             (Some(v), _) if v.is_finite() => v,
             (Some(_), _) => return Err(bad("value must be a finite number".into())),
@@ -497,6 +565,10 @@ async fn ingest(
             event: Event { item: e.item_id, kind, value, at },
         });
     }
-    let report = state.write(|ledger| ledger.ingest_events(&batch, now))?;
-    Ok(Json(serde_json::to_value(report).map_err(|_| ApiError::Internal)?))
+    let report = state.write(move |ledger| ledger.ingest_events(&batch, now)).await??;
+    // The answer must not depend on who consented or was erased: per-event or
+    // per-reason counts would let an ingest-only key probe any subject with a
+    // one-event batch. The operator sees the outcomes in `/metrics`.
+    state.metrics.record_ingestion(&report);
+    Ok(Json(json!({ "received": report.received })))
 }

@@ -70,6 +70,70 @@ fn status_answers_from_history_at_any_time(store) {
 }}
 
 on_both_backends! {
+fn a_withdrawal_is_never_undone_by_a_clock(store) {
+    let mut ledger = store.open();
+    let now = 1_767_225_600; // 2026-01-01
+    // Grant now, then a withdrawal dated yesterday: withdrawn from yesterday on.
+    let a = key().pseudonymize("backdated-withdrawal");
+    ledger.record_consent(&a, &change(Purpose::Personalization, true, now), t(now)).unwrap();
+    ledger.record_consent(&a, &change(Purpose::Personalization, false, now - 86_400), t(now + 1)).unwrap();
+    for at in [now - 86_400, now, now + 1, now + 10_000] {
+        assert_eq!(ledger.status(&a, Purpose::Personalization, t(at)).unwrap().state, ConsentState::Withdrawn);
+    }
+    // Grant now, grant again 3 s ahead, withdraw now: still withdrawn after the 3 s.
+    let b = key().pseudonymize("future-grant");
+    ledger.record_consent(&b, &change(Purpose::Personalization, true, now), t(now)).unwrap();
+    ledger.record_consent(&b, &change(Purpose::Personalization, true, now + 3), t(now)).unwrap();
+    ledger.record_consent(&b, &change(Purpose::Personalization, false, now), t(now)).unwrap();
+    for at in [now, now + 4, now + 1_000] {
+        assert_eq!(ledger.status(&b, Purpose::Personalization, t(at)).unwrap().state, ConsentState::Withdrawn);
+    }
+    // A withdrawal dated in the future still counts from the moment it is recorded.
+    let c = key().pseudonymize("future-withdrawal");
+    ledger.record_consent(&c, &change(Purpose::Training, true, now), t(now)).unwrap();
+    ledger.record_consent(&c, &change(Purpose::Training, false, now + 200), t(now + 10)).unwrap();
+    assert_eq!(ledger.status(&c, Purpose::Training, t(now + 10)).unwrap().state, ConsentState::Withdrawn);
+    // Beyond the five-minute skew, or before 1970, or at the ends of time: refused, nothing stored.
+    for effective in [now + 301, i64::MAX / 1000, -62_135_596_800, i64::MIN / 1000] {
+        let err = ledger.record_consent(&c, &change(Purpose::Training, true, effective), t(now)).unwrap_err();
+        assert!(matches!(err, Error::InvalidField { field: "effective_at", .. }), "{err}");
+    }
+    assert_eq!(ledger.history(&c).unwrap().len(), 2);
+    // A grant backdated over a time when a withdrawal was in force does not
+    // reopen it: a past snapshot keeps the withdrawal; the grant holds from when it was recorded.
+    let d = key().pseudonymize("backdated-grant");
+    ledger.record_consent(&d, &change(Purpose::Training, false, now), t(now)).unwrap();
+    ledger.record_consent(&d, &change(Purpose::Training, true, now - 86_400), t(now + 100)).unwrap();
+    let at = |s| ledger.status(&d, Purpose::Training, t(s)).unwrap().state;
+    assert_eq!(at(now - 3_600), ConsentState::Granted, "before any decision was in force, the backdated grant counts");
+    assert_eq!(at(now + 50), ConsentState::Withdrawn);
+    assert_eq!(at(now + 100), ConsentState::Granted);
+    // History is in the order recorded.
+    let history = ledger.history(&d).unwrap();
+    assert!(!history[0].granted && history[1].granted && history[0].seq < history[1].seq);
+}}
+
+on_both_backends! {
+fn an_imported_row_dated_in_the_future_is_a_malformed_row(store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = store.open();
+    let csv = dir.path().join("consent.csv");
+    std::fs::write(
+        &csv,
+        "subject_id,purpose,granted,effective_at,notice_version,proof_ref\n\
+         a,training,true,2025-01-01T00:00:00Z,v1,\n\
+         b,training,true,2026-06-01T00:00:00Z,v1,\n",
+    )
+    .unwrap();
+    let lenient = ImportOptions { strict: false, max_malformed_fraction: 1.0 };
+    let now = t(1_767_225_600);
+    let report = import_consent(&mut ledger, &key(), &csv, ConsentFormat::Csv, &lenient, now, &mut |_| {}).unwrap();
+    assert_eq!((report.rows, report.stored, report.malformed), (2, 1, 1));
+    let message = report.errors[0].to_string();
+    assert!(message.starts_with(&format!("{}:3: field `effective_at`: 2026-06-01T00:00:00Z is in the future", csv.display())), "{message}");
+}}
+
+on_both_backends! {
 fn history_is_append_only(store) {
     let mut ledger = store.open();
     ledger.record_consent(&key().pseudonymize("a"), &change(Purpose::Training, true, 1), t(1)).unwrap();
@@ -321,7 +385,9 @@ fn consent_files_in_both_formats_with_per_row_errors(store) {
     )
     .unwrap();
     let lenient = ImportOptions { strict: false, max_malformed_fraction: 1.0 };
-    let report = import_consent(&mut ledger, &key(), &csv, ConsentFormat::Csv, &lenient, t(0), &mut |_| {}).unwrap();
+    // Imported on 2026-01-01: the rows are dated in the past, as a consent platform's history is.
+    let now = t(1_767_225_600);
+    let report = import_consent(&mut ledger, &key(), &csv, ConsentFormat::Csv, &lenient, now, &mut |_| {}).unwrap();
     assert_eq!((report.rows, report.stored, report.malformed), (4, 1, 3));
     let messages: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
     let p = csv.display();
@@ -342,7 +408,7 @@ fn consent_files_in_both_formats_with_per_row_errors(store) {
     )
     .unwrap();
     let report =
-        import_consent(&mut ledger, &key(), &jsonl, ConsentFormat::Jsonl, &lenient, t(0), &mut |_| {}).unwrap();
+        import_consent(&mut ledger, &key(), &jsonl, ConsentFormat::Jsonl, &lenient, now, &mut |_| {}).unwrap();
     assert_eq!((report.rows, report.stored, report.malformed), (2, 1, 1));
     assert_eq!(
         report.errors[0].to_string(),
@@ -355,68 +421,139 @@ fn consent_files_in_both_formats_with_per_row_errors(store) {
     assert!(ledger.status(&e, Purpose::Personalization, t(1_735_689_600)).unwrap().is_granted());
 }}
 
-/// One randomly generated consent decision: (purpose is training?, granted, effective second).
-fn decisions() -> impl Strategy<Value = Vec<(bool, bool, i64)>> {
-    prop::collection::vec((any::<bool>(), any::<bool>(), 0i64..50), 0..25)
+/// One randomly generated decision: (purpose is training?, granted, seconds
+/// since the previous decision was recorded, effective_at minus recorded_at
+/// in seconds). Offsets reach past the clock skew on both sides, so some
+/// records are refused.
+fn decisions() -> impl Strategy<Value = Vec<(bool, bool, i64, i64)>> {
+    prop::collection::vec((any::<bool>(), any::<bool>(), 0i64..400, -1000i64..700), 0..25)
 }
 
-/// status(as_of) is the last record (by effective time, then ledger order) at or before as_of.
-fn check_status_law(
+/// What the rule says, written as plainly as possible and independently of
+/// `hush_consent::rule`: among the accepted decisions in force at `at` (a
+/// withdrawal from the earlier of its effective and recorded times, a grant
+/// from the later), the one recorded last wins; when none is in force, a
+/// backdated grant effective by `at` counts; otherwise there is no record.
+fn model_state(accepted: &[(bool, i64, i64)], at: i64) -> ConsentState {
+    let in_force = |&&(granted, effective, recorded): &&(bool, i64, i64)| {
+        if granted {
+            effective.max(recorded) <= at
+        } else {
+            effective.min(recorded) <= at
+        }
+    };
+    if let Some(&(granted, _, _)) = accepted.iter().rfind(in_force) {
+        return if granted { ConsentState::Granted } else { ConsentState::Withdrawn };
+    }
+    if accepted.iter().any(|&(granted, effective, _)| granted && effective <= at) {
+        return ConsentState::Granted;
+    }
+    ConsentState::NoRecord
+}
+
+/// Records random decisions at increasing times and checks, for both
+/// purposes and many probe times: records dated beyond the clock skew are
+/// refused and change nothing; `status` equals the model; the latest decision
+/// is what holds once it is in force; and a withdrawal is in force from the
+/// moment it was recorded for as long as no grant is recorded after it.
+fn check_latest_decision_wins(
     ledger: &mut Ledger,
     s: &Pseudonym,
-    records: &[(bool, bool, i64)],
+    records: &[(bool, bool, i64, i64)],
     probes: &[i64],
 ) -> Result<(), TestCaseError> {
-    for &(training, granted, at) in records {
+    const START: i64 = 1_000_000;
+    let skew_s = hush_consent::MAX_CLOCK_SKEW_MS / 1000;
+    let mut accepted: [Vec<(bool, i64, i64)>; 2] = [Vec::new(), Vec::new()];
+    let mut recorded = START;
+    for &(training, granted, gap, offset) in records {
+        recorded += gap;
         let purpose = if training { Purpose::Training } else { Purpose::Personalization };
-        ledger.record_consent(s, &change(purpose, granted, at), t(100)).unwrap();
-    }
-    for &probe in probes {
-        for purpose in Purpose::ALL {
-            let expected = records
-                .iter()
-                .enumerate()
-                .filter(|(_, (training, _, at))| (*training == (purpose == Purpose::Training)) && *at <= probe)
-                .max_by_key(|(index, (_, _, at))| (*at, *index))
-                .map(|(_, (_, granted, _))| *granted);
-            let state = ledger.status(s, purpose, t(probe)).unwrap().state;
-            let expected_state = match expected {
-                None => ConsentState::NoRecord,
-                Some(true) => ConsentState::Granted,
-                Some(false) => ConsentState::Withdrawn,
-            };
-            prop_assert_eq!(state, expected_state);
+        let result = ledger.record_consent(s, &change(purpose, granted, recorded + offset), t(recorded));
+        if offset > skew_s {
+            let refused = matches!(result, Err(Error::InvalidField { field: "effective_at", .. }));
+            prop_assert!(refused, "a record {offset} s in the future was not refused: {result:?}");
+        } else {
+            prop_assert!(result.is_ok(), "{result:?}");
+            accepted[usize::from(training)].push((granted, recorded + offset, recorded));
         }
     }
+    let end = recorded + skew_s;
+    for probe in probes.iter().map(|p| START - 1000 + p).chain([end]) {
+        for purpose in Purpose::ALL {
+            let mine = &accepted[usize::from(purpose == Purpose::Training)];
+            let status = ledger.status(s, purpose, t(probe)).unwrap();
+            prop_assert_eq!(status.state, model_state(mine, probe), "{} at {}", purpose, probe);
+            // The latest decision holds once it is in force, whatever came before.
+            if let Some(&(granted, _, _)) = mine.last() {
+                if probe >= end {
+                    let expected = if granted { ConsentState::Granted } else { ConsentState::Withdrawn };
+                    prop_assert_eq!(status.state, expected);
+                }
+            }
+            // Withdrawals recorded after the last grant: withdrawn from the first one's recording on.
+            let trailing = mine.iter().rev().take_while(|d| !d.0).count();
+            if trailing > 0 && probe >= mine[mine.len() - trailing].2 {
+                prop_assert_eq!(status.state, ConsentState::Withdrawn);
+            }
+            // Where a withdrawal is in force, only a grant recorded (and effective) by then can override it.
+            let withdrawal_in_force = mine.iter().any(|&(granted, e, r)| !granted && e.min(r) <= probe);
+            if withdrawal_in_force && status.state == ConsentState::Granted {
+                let by = status.decided_by.as_ref().expect("a granted status names its record");
+                prop_assert!(by.granted && by.recorded_at <= t(probe) && by.effective_at <= t(probe), "{by:?}");
+            }
+        }
+    }
+    prop_assert_eq!(ledger.history(s).unwrap().len(), accepted[0].len() + accepted[1].len());
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn status_equals_last_record_at_or_before_on_sqlite(
+    fn the_latest_decision_wins_on_sqlite(
         records in decisions(),
-        probes in prop::collection::vec(-1i64..55, 1..10),
+        probes in prop::collection::vec(0i64..12_000, 1..12),
     ) {
         let mut ledger = Fresh::new(Backend::Sqlite).open();
-        check_status_law(&mut ledger, &key().pseudonymize("prop"), &records, &probes)?;
+        check_latest_decision_wins(&mut ledger, &key().pseudonymize("prop"), &records, &probes)?;
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn status_equals_last_record_at_or_before_on_postgres(
+    fn the_latest_decision_wins_on_postgres(
         records in decisions(),
-        probes in prop::collection::vec(-1i64..55, 1..10),
+        probes in prop::collection::vec(0i64..12_000, 1..12),
     ) {
         // One database for every case, a subject of its own per case.
         static STORE: std::sync::OnceLock<Fresh> = std::sync::OnceLock::new();
         static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut ledger = STORE.get_or_init(|| Fresh::new(Backend::Postgres)).open();
         let case = CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        check_status_law(&mut ledger, &key().pseudonymize(&format!("prop-{case}")), &records, &probes)?;
+        check_latest_decision_wins(&mut ledger, &key().pseudonymize(&format!("prop-{case}")), &records, &probes)?;
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_sqlite_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store").join("hush.db");
+    let mut ledger = Ledger::open(&db).unwrap();
+    ledger.record_consent(&key().pseudonymize("a"), &change(Purpose::Training, true, 1), t(1)).unwrap();
+    let files = ["", "-wal", "-shm"].map(|s| std::path::PathBuf::from(format!("{}{s}", db.display())));
+    for file in &files {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    // A store made loose by hand is tightened when next opened.
+    drop(ledger);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _ledger = Ledger::open(&db).unwrap();
+    assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
 }

@@ -250,8 +250,10 @@ proptest! {
             if *erased {
                 ledger.erase(&key().pseudonymize(&name), t(now)).unwrap();
             }
-            // The model: last decision at or before T is a grant, the last one overall is not a withdrawal.
-            let last_by = |limit: i64| decisions.iter().enumerate().filter(|(_, d)| d.1 <= limit).max_by_key(|(i, d)| (d.1, *i)).map(|(_, d)| d.0);
+            // The model: of the decisions in force at T (each recorded at its
+            // effective time here), the one recorded last is a grant, and so is
+            // the one in force at extraction (the latest decision wins).
+            let last_by = |limit: i64| decisions.iter().rfind(|d| d.1 <= limit).map(|d| d.0);
             if !erased && last_by(w.snapshot) == Some(true) && last_by(now) == Some(true) {
                 allowed.insert(index);
             }

@@ -1,5 +1,6 @@
 //! Integration tests of `hush-features`: one binary, one module per concern.
 
+mod consent_view;
 mod extract;
 mod featureset;
 mod movielens;

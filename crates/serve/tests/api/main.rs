@@ -177,7 +177,9 @@ async fn the_consent_gate_refuses_grants_and_withdraws() {
 
     assert_eq!(server.consent("ada", "personalization", true).await.0, 200);
     let (status, report) = server.events("ada", &["sku-0", "sku-2", "sku-4"]).await;
-    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)));
+    assert_eq!((status, report["received"].as_u64()), (200, Some(3)));
+    let (_, export) = server.get("/v1/subjects/ada/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(3), "{export}");
     let (status, body) = server.get("/v1/subjects/ada/recommendations?k=5&exclude=sku-6").await;
     assert_eq!(status, 200, "{body}");
     let items: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
@@ -203,6 +205,42 @@ async fn the_consent_gate_refuses_grants_and_withdraws() {
     // The non-personalized fallback needs no consent and comes from the model's popularity.
     let (status, body) = server.get("/v1/recommendations/popular?k=3").await;
     assert_eq!((status, body["items"].as_array().unwrap().len()), (200, 3));
+}
+
+/// The issue's reproductions: a backdated withdrawal, and a future-dated grant
+/// racing a withdrawal. The latest decision wins; the far future is refused.
+#[tokio::test]
+async fn a_withdrawal_is_never_undone_by_a_clock() {
+    let server = Server::start().await;
+    let put = |subject: &'static str, granted: bool, effective_at: String| {
+        let body = json!({ "purpose": "personalization", "granted": granted, "notice_version": "v1", "effective_at": effective_at });
+        let server = &server;
+        async move { server.send(reqwest::Method::PUT, &format!("/v1/subjects/{subject}/consent"), Some(body)).await }
+    };
+    let now = hush_consent::Timestamp::now().as_unix_millis();
+    let at = |seconds: i64| hush_consent::Timestamp::from_unix_millis(now + seconds * 1000).to_rfc3339();
+
+    assert_eq!(put("ada", true, at(0)).await.0, 200);
+    assert_eq!(put("ada", false, at(-86_400)).await.0, 200);
+    let (status, body) = server.get("/v1/subjects/ada/recommendations").await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("withdrawn")), "{body}");
+    let (_, consent) = server.get("/v1/subjects/ada/consent").await;
+    assert_eq!(consent["status"][0]["state"], "withdrawn", "{consent}");
+
+    assert_eq!(put("bob", true, at(0)).await.0, 200);
+    assert_eq!(put("bob", true, at(2)).await.0, 200);
+    assert_eq!(put("bob", false, at(0)).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, body) = server.get("/v1/subjects/bob/recommendations").await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("withdrawn")), "{body}");
+
+    for effective_at in [at(3600), "9999-12-31T23:59:59Z".to_string(), "0001-01-01T00:00:00Z".to_string()] {
+        let (status, body) = put("cy", true, effective_at.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_field")), "{effective_at}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("effective_at"), "{body}");
+    }
+    let (_, consent) = server.get("/v1/subjects/cy/consent").await;
+    assert_eq!(consent["history"].as_array().map(Vec::len), Some(0), "{consent}");
 }
 
 /// Many concurrent requests while consent is withdrawn (or the subject erased):
@@ -289,8 +327,14 @@ async fn erasure_leaves_nothing_and_refuses_new_events() {
     );
     let (status, body) = server.get(&format!("/v1/subjects/{raw}/export")).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let (_, report) = server.events(raw, &["sku-3"]).await;
-    assert_eq!((report["stored"].as_u64(), report["dropped_suppressed"].as_u64()), (Some(0), Some(1)));
+    let (status, report) = server.events(raw, &["sku-3"]).await;
+    // The answer does not tell an erased subject from a stored one ...
+    assert_eq!((status, report), (200, json!({ "received": 1 })));
+    // ... but nothing was stored, and the operator's metrics count why.
+    let (status, _) = server.get(&format!("/v1/subjects/{raw}/export")).await;
+    assert_eq!(status, 404);
+    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("hush_events_total{outcome=\"suppressed\"} 1"), "{metrics}");
     let hex = pseudonym.as_bytes().to_vec();
     let bytes = hex::decode(&pseudonym).unwrap();
     for file in database_files(&server.db) {
@@ -647,7 +691,9 @@ async fn negative_feedback_cancels_items_and_they_are_never_recommended() {
         { "subject_id": "gus", "item_id": "sku-1", "kind": "return" },
     ]});
     let (status, report) = server.send(reqwest::Method::POST, "/v1/events", Some(events)).await;
-    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)));
+    assert_eq!((status, report["received"].as_u64()), (200, Some(3)));
+    let (_, export) = server.get("/v1/subjects/gus/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(3), "{export}");
     let (status, body) = server.get("/v1/subjects/gus/recommendations?k=40").await;
     assert_eq!(status, 200);
     // view (+1) and dislike (-5) cancel sku-0 out; the return cancels sku-1: nothing positive is left.
@@ -667,7 +713,9 @@ async fn only_the_most_recent_events_are_folded_in_and_excluded() {
             .map(|(item, at)| json!({ "subject_id": "hal", "item_id": item, "kind": "purchase", "timestamp": at }))
             .collect();
     let (status, report) = server.send(reqwest::Method::POST, "/v1/events", Some(json!({ "events": events }))).await;
-    assert_eq!((status, report["stored"].as_u64()), (200, Some(3)), "{report}");
+    assert_eq!((status, report["received"].as_u64()), (200, Some(3)), "{report}");
+    let (_, export) = server.get("/v1/subjects/hal/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(3), "{export}");
     let (status, body) = server.get("/v1/subjects/hal/recommendations?k=40").await;
     assert_eq!((status, &body["personalized"]), (200, &json!(true)), "{body}");
     let items = body["items"].as_array().unwrap();
@@ -679,4 +727,175 @@ async fn only_the_most_recent_events_are_folded_in_and_excluded() {
     let reasons: std::collections::BTreeSet<&str> =
         items.iter().flat_map(|i| i["because"].as_array().unwrap()).map(|b| b["item"].as_str().unwrap()).collect();
     assert!(!reasons.is_empty() && reasons.iter().all(|r| ["sku-5", "sku-7"].contains(r)), "{reasons:?}");
+}
+
+/// Reads until the server closes the connection; how long that took, or
+/// `None` if it was still open after `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Slowloris, silent sockets and idle keep-alive connections are closed after
+/// the header read timeout, and connections past the cap are closed at once,
+/// on a real server on 127.0.0.1.
+#[tokio::test]
+async fn slow_silent_and_surplus_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let timeout = std::time::Duration::from_millis(600);
+    let config = ServeConfig { header_read_timeout_ms: 600, max_connections: 6, ..ServeConfig::default() };
+    let server = Server::start_with(config).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let connect = || tokio::net::TcpStream::connect(address.clone());
+
+    // A client trickling a header line every 100 ms never finishes its head.
+    let mut slow = connect().await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for n in 0..40 {
+            if slow.write_all(format!("X-Slow-{n}: y\r\n").as_bytes()).await.is_err() {
+                return (slow, true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        (slow, false)
+    });
+    // A socket that never sends a byte.
+    let mut silent = connect().await.unwrap();
+    // A keep-alive connection that goes idle after one request.
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+
+    let limit = timeout * 4;
+    let silent_closed = closed_within(&mut silent, limit).await;
+    assert!(silent_closed.is_some_and(|t| t >= timeout / 2), "silent socket: {silent_closed:?}");
+    // The idle connection got its answer first, then was closed.
+    let idle_closed = closed_within(&mut idle, limit).await;
+    assert!(idle_closed.is_some(), "idle keep-alive connection still open");
+    let (mut slow, write_failed) = trickle.await.unwrap();
+    assert!(write_failed || closed_within(&mut slow, limit).await.is_some(), "slowloris connection still open");
+
+    // The cap: six connections held open, a seventh is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(connect().await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut surplus = connect().await.unwrap();
+    let surplus_closed = closed_within(&mut surplus, timeout / 2).await;
+    assert!(surplus_closed.is_some(), "a connection beyond the cap was kept open");
+    // Once the held ones time out, the server serves again.
+    for stream in &mut held {
+        assert!(closed_within(stream, limit).await.is_some());
+    }
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let refused = metrics.lines().find(|l| l.starts_with("hush_connections_refused_total")).unwrap();
+    assert_ne!(refused, "hush_connections_refused_total 0", "{metrics}");
+}
+
+/// A readiness probe is one cheap read, and says which schema it found.
+#[tokio::test]
+async fn readyz_answers_from_the_schema_version() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["schema_version"], hush_consent::ledger::SCHEMA_VERSION);
+}
+
+/// Sends raw bytes on a fresh connection and returns the status code and body of the answer.
+async fn raw_exchange(server: &Server, request: String) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// The small holes a hostile client found: each answered precisely now.
+#[tokio::test]
+async fn hostile_client_details_are_answered_precisely() {
+    let server = Server::start().await;
+    let admin = server.keys["admin"].clone();
+    let privacy = reqwest::Client::new();
+
+    // `bearer` in lower case is the same scheme.
+    let r = privacy
+        .get(format!("{}/v1/model", server.base))
+        .header("authorization", format!("bearer {admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Every Sec-GPC instance counts.
+    assert_eq!(server.consent("gpc", "personalization", true).await.0, 200);
+    let r = server
+        .client
+        .get(format!("{}/v1/subjects/gpc/recommendations", server.base))
+        .header("Sec-GPC", "0")
+        .header("Sec-GPC", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Personal data is never cached; the model card may be.
+    for path in ["/v1/subjects/gpc/recommendations", "/v1/subjects/gpc/consent", "/v1/subjects/gpc/export"] {
+        let r = server.client.get(format!("{}{path}", server.base)).send().await.unwrap();
+        assert_eq!(r.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{path}");
+    }
+
+    // The consent source is not the client's to choose.
+    let forged = json!({ "purpose": "training", "granted": true, "notice_version": "v1", "source": "cli" });
+    let (status, body) = server.send(reqwest::Method::PUT, "/v1/subjects/gpc/consent", Some(forged)).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_field")), "{body}");
+    let honest = json!({ "purpose": "training", "granted": true, "notice_version": "v1", "source": "api" });
+    assert_eq!(server.send(reqwest::Method::PUT, "/v1/subjects/gpc/consent", Some(honest)).await.0, 200);
+    let (_, consent) = server.get("/v1/subjects/gpc/consent").await;
+    assert!(consent["history"].as_array().unwrap().iter().all(|r| r["source"] == "api"), "{consent}");
+
+    // 404 and 405 are JSON like every other error.
+    let (status, body) = server.get("/v1/nowhere").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("no_route")), "{body}");
+    let (status, body) = server.send(reqwest::Method::PATCH, "/v1/events", None).await;
+    assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")), "{body}");
+
+    // A malformed chunked body is a 400, not a 413.
+    let (status, text) = raw_exchange(
+        &server,
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(!text.contains("body_too_large"), "{text}");
+
+    // Integer unix seconds are accepted, as the README says; the ends of time are not.
+    let event = |timestamp: Value| json!({ "events": [{ "subject_id": "gpc", "item_id": "sku-1", "kind": "view", "timestamp": timestamp }] });
+    let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(event(json!(1_735_689_600)))).await;
+    assert_eq!((status, body["received"].as_u64()), (200, Some(1)), "{body}");
+    let (_, export) = server.get("/v1/subjects/gpc/export").await;
+    assert_eq!(export["events"][0]["at"], "2025-01-01T00:00:00Z", "{export}");
+    for bad in [json!(i64::MAX), json!(-1), json!("0000-01-01T00:00:00Z"), json!(1.5)] {
+        let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(event(bad.clone()))).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, export) = server.get("/v1/subjects/gpc/export").await;
+    assert_eq!(export["events"].as_array().map(Vec::len), Some(1), "{export}");
 }

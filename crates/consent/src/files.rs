@@ -1,0 +1,95 @@
+//! Files that hold personal data (the SQLite store, its write-ahead log,
+//! subject exports) are readable and writable by their owner only, like the
+//! pseudonymization key file.
+
+use std::io::Write;
+use std::path::Path;
+
+/// The mode of every file hush writes personal data to.
+#[cfg(unix)]
+const OWNER_ONLY: u32 = 0o600;
+
+/// Writes `bytes` to `path` (created or truncated), readable by its owner only.
+///
+/// # Errors
+/// The I/O error that stopped it.
+pub fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(OWNER_ONLY);
+    }
+    let mut file = options.open(path)?;
+    // `mode` applies only to a file it creates: tighten one that was there.
+    restrict(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Creates `path` empty and owner-only if it does not exist; makes it
+/// owner-only if it does. For files another library then opens (SQLite
+/// creates its `-wal` and `-shm` files with the mode of the database file).
+///
+/// # Errors
+/// The I/O error that stopped it.
+pub fn prepare_owner_only(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(OWNER_ONLY);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => restrict(path),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(OWNER_ONLY))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn new_and_existing_files_end_up_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.json");
+        write_owner_only(&fresh, b"{}").unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        let loose = dir.path().join("loose.json");
+        std::fs::write(&loose, b"old").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_owner_only(&loose, b"new").unwrap();
+        assert_eq!((mode(&loose), std::fs::read(&loose).unwrap()), (0o600, b"new".to_vec()));
+        let db = dir.path().join("store.db");
+        prepare_owner_only(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o664)).unwrap();
+        prepare_owner_only(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+    }
+}
