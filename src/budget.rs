@@ -149,8 +149,17 @@ fn claim(g: &Global, config: &BudgetConfig, run: RunSpec<'_>) -> Result<Claim> {
         None => None,
     };
     // Releases and evaluations together stay within the lifetime cap: a
-    // setting chosen on private evaluations is paid for.
+    // setting chosen on private evaluations is paid for. A run's δ may not
+    // exceed the cap's: a large δ would buy a small ε with little noise.
     if let (Some(g), Some(cap)) = (guarantee, ledger.budget_cap(&dataset, BudgetPurpose::Release)?) {
+        if g.delta > cap.delta {
+            bail!(
+                "delta {:e} is larger than this store's lifetime delta {:e}: a run may not buy a smaller epsilon \
+                 with a larger delta",
+                g.delta,
+                cap.delta
+            );
+        }
         let spent: f64 = ledger.budget_spending()?.iter().filter(|s| s.dataset == dataset).map(|s| s.spent_rho).sum();
         if spent + g.rho > cap.rho * (1.0 + 1e-12) {
             bail!(
@@ -287,6 +296,19 @@ fn set_cap(g: &Global, args: &SetCapArgs) -> Result<()> {
         .into_iter()
         .find(|s| s.dataset == dataset && s.purpose == purpose)
         .map_or(0.0, |s| s.spent_rho);
+    let current = ledger.budget_cap(&dataset, purpose)?;
+    if let Some(current) = current.as_ref().filter(|c| cap.rho > c.rho || cap.delta > c.delta) {
+        if !args.force {
+            bail!(
+                "raising the {purpose} cap of `{dataset}` from epsilon {} (delta {:e}) to {} (delta {:e}) lets every \
+                 model on this store reveal more; pass --force to do it",
+                current.epsilon,
+                current.delta,
+                cap.epsilon,
+                cap.delta
+            );
+        }
+    }
     if spent > cap.rho && !args.force {
         bail!(
             "`{dataset}` has already spent rho {spent:.6} of its {purpose} budget, more than the new cap's rho {:.6}; \

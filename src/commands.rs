@@ -446,7 +446,15 @@ pub fn run_extraction(
     // Research data has no ledger, and its output holds no pseudonyms, so a
     // throwaway key serves; otherwise the store's key must be used.
     let (ledger, key, view) = if config.research_data {
-        (None, PseudonymKey::generate()?, ConsentView::research(config))
+        // With a sampling seed the key comes from it too, so a seeded research
+        // run is reproducible end to end (subject keys hang off pseudonyms).
+        let key = match config.sampling_seed {
+            Some(seed) => PseudonymKey::from_bytes(
+                hush_features::SubjectSecret::seeded(seed).derive_bytes(b"research pseudonyms"),
+            ),
+            None => PseudonymKey::generate()?,
+        };
+        (None, key, ConsentView::research(config))
     } else {
         let ledger = open_ledger(g)?;
         let view = ConsentView::from_ledger(&ledger, config)?;

@@ -562,6 +562,12 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     let message = stderr(&refused);
     assert!(message.contains("would exceed the lifetime budget of this store (store-"), "{message}");
     assert!(!d.join("b.hmdl").exists());
+    // A larger delta cannot buy a smaller epsilon.
+    let refused = train("0.5", "x.hmdl", &["--delta", "1e-3"]);
+    assert!(stderr(&refused).contains("larger than this store's lifetime delta"), "{}", stderr(&refused));
+    // Raising the cap lets every model reveal more: it takes --force.
+    let out = hush(d, &["budget", "set-cap", "--epsilon", "5"]);
+    assert!(stderr(&out).contains("pass --force to do it"), "{}", stderr(&out));
     // Evaluations spend from the same lifetime cap: an evaluation run cannot sidestep it.
     let refused = train("2.5", "e.hmdl", &["--purpose", "evaluation"]);
     assert!(stderr(&refused).contains("would exceed the lifetime budget of this store"), "{}", stderr(&refused));

@@ -68,7 +68,7 @@ fn a_sweep_reports_what_results_json_holds_and_resumes_without_recomputing() {
     for purpose in ["release", "evaluation"] {
         let store = ["--db", "qs/hush.db", "--key-file", "qs/hush.key", "-q"];
         let mut args = store.to_vec();
-        args.extend(["budget", "set-cap", "--epsilon", "60", "--purpose", purpose]);
+        args.extend(["budget", "set-cap", "--epsilon", "60", "--purpose", purpose, "--force"]);
         ok(d, &args);
     }
 

@@ -486,6 +486,10 @@ impl<'a> Extractor<'a> {
                 items[d as usize] = std::mem::take(&mut self.item_names[slot]);
             }
         }
+        // Subjects in key order: their order sets the floating-point summation
+        // order in training, and the input's row order must not show there.
+        let mut subjects = subjects;
+        subjects.sort_unstable_by_key(|(key, _)| *key);
         let mut rows: Vec<Vec<Interaction>> = Vec::new();
         let mut keys: Vec<SubjectKey> = Vec::new();
         let mut events_kept = 0u64;
@@ -507,7 +511,10 @@ impl<'a> Extractor<'a> {
                     events_kept += u64::from(m.events);
                     Interaction { item: item_dense[m.interaction.item as usize], ..m.interaction }
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            // Canonical order (by item), so the input's row order shows nowhere downstream.
+            let mut row = row;
+            row.sort_unstable_by_key(|i| i.item);
             rows.push(row);
             keys.push(key);
         }
@@ -560,7 +567,6 @@ impl<'a> Extractor<'a> {
 
 struct Merged {
     interaction: Interaction,
-    first_seq: u32,
     events: u32,
 }
 
@@ -636,24 +642,19 @@ fn process_subject(
                     outcome.superseded += 1;
                     m.interaction.value = e.value;
                     m.interaction.time = e.time;
-                    m.first_seq = m.first_seq.min(e.seq);
                 }
                 Feedback::Implicit => {
                     m.interaction.value += e.value;
                     m.interaction.time = m.interaction.time.max(e.time);
-                    m.first_seq = m.first_seq.min(e.seq);
                     m.events += 1;
                 }
             },
-            _ => outcome.merged.push(Merged {
-                interaction: Interaction { item: e.item, value: e.value, time: e.time },
-                first_seq: e.seq,
-                events: 1,
-            }),
+            _ => outcome
+                .merged
+                .push(Merged { interaction: Interaction { item: e.item, value: e.value, time: e.time }, events: 1 }),
         }
     }
     outcome.over_bound = bound_contribution(config, key, names, &mut outcome.merged);
-    outcome.merged.sort_unstable_by_key(|m| m.first_seq);
     outcome
 }
 

@@ -60,6 +60,15 @@ impl SubjectSecret {
         self.seeded
     }
 
+    /// 32 bytes derived from the secret for another purpose (e.g. the
+    /// pseudonym key of a seeded research run).
+    pub fn derive_bytes(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes).expect("HMAC accepts keys of any length");
+        mac.update(b"hush derived v1\n");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
     /// The key of one subject: HMAC-SHA-256 of their pseudonym under this secret.
     pub fn key(&self, subject: &Pseudonym) -> SubjectKey {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes).expect("HMAC accepts keys of any length");

@@ -128,7 +128,7 @@ pub struct ModelMeta {
     pub model_id: String,
     /// hush version that trained it.
     pub hush_version: String,
-    /// Training time, unix milliseconds.
+    /// The day it was trained (00:00 UTC), unix milliseconds: to the day only.
     pub created_at_ms: i64,
     /// Ratings or implicit signals.
     pub feedback: Feedback,

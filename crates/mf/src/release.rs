@@ -76,8 +76,9 @@ impl ReleaseKind {
 /// # Privacy
 /// One subject contributes at most k = `max_items_per_subject` interactions
 /// on distinct items, values clipped to their range, vectors clipped to C:
-/// - rating sum: each rating moves the sum by at most 2h/q steps (h the half
-///   range, q the quantum) and the count by 1, so Δ = k·√((2h/q)² + 1);
+/// - rating sum: a rating r adds round((r − m)/q) steps (m the midpoint, h
+///   the half range, q the quantum), at most ⌈h/q⌉ in size, and 1 to the
+///   count, so Δ = k·√(⌈h/q⌉² + 1);
 /// - item counts: k items move by 1 each, Δ = √k;
 /// - global Gramian: one x xᵀ with ‖x‖ ≤ C, Δ = C²;
 /// - explicit item Gram of z = [x, 1]: Δ = (C² + 1)·√k (upper triangle,
@@ -100,7 +101,7 @@ pub fn plan(feedback: Feedback, params: &TrainParams) -> Plan {
     };
     match feedback {
         Feedback::Explicit => {
-            let steps = (params.rating_max - params.rating_min) / RATING_QUANTUM;
+            let steps = ((params.rating_max - params.rating_min) / 2.0 / RATING_QUANTUM).ceil();
             Plan::default()
                 .with(planned(
                     ReleaseKind::RatingSum,

@@ -472,7 +472,7 @@ pub fn train_with_mechanics(
         meta: ModelMeta {
             model_id: String::new(),
             hush_version: env!("CARGO_PKG_VERSION").into(),
-            created_at_ms: now_ms(),
+            created_at_ms: today_ms(),
             feedback,
             params: params.clone(),
             privacy: guarantee,
@@ -507,8 +507,13 @@ fn upper_triangle(a: &[f64], n: usize) -> Vec<f64> {
     (0..n).flat_map(|i| a[i * n + i..(i + 1) * n].iter().copied()).collect()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// The start of today (UTC), unix milliseconds: a model's creation time to
+/// the day. To the millisecond, its distance from the snapshot time would
+/// tell how long training took, and so roughly how much private data there was.
+fn today_ms() -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    now - now.rem_euclid(DAY_MS)
 }
 
 fn gram_of(factors: &[f64], d: usize) -> Vec<f64> {

@@ -367,6 +367,12 @@ fn per_subject_sampling_and_the_item_universe_do_not_depend_on_other_subjects() 
         assert_eq!(neighbour_rows, expected, "removing {removed} changed another subject's sample");
     }
 
+    // The input's row order shows nowhere: reversed rows give the same set.
+    let reversed_file = dir.path().join("reversed.csv");
+    write_events(&reversed_file, &rows.iter().rev().cloned().collect::<Vec<_>>());
+    let (reversed, _) = run(&ledger, &reversed_file, &p, 200);
+    assert_eq!((&reversed.subject_keys, &reversed.by_subject), (&full.subject_keys, &full.by_subject));
+
     // Without a seed the secret is fresh each run: samples differ, and the
     // output says it is not seeded.
     let fresh = ExtractParams { sampling_seed: None, ..p.clone() };

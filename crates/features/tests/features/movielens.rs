@@ -31,14 +31,19 @@ fn exact_counts_of_ml_latest_small() {
     assert_eq!(set.n_subjects(), 610);
     assert_eq!(set.n_items(), 9_724);
     assert!(set.meta.research_only);
-    // Subjects keep file order (ascending userId): user 1 rated 232 movies, starting with movie 1 at 4.0.
-    assert_eq!(set.by_subject.range(0).len(), 232);
-    assert_eq!(set.items[set.by_subject.indices[0] as usize], "1");
-    assert_eq!(set.by_subject.values[0], 4.0);
+    // Subjects are in key order, interactions in item order: user 1 rated 232
+    // movies, movie 1 (the first item, "1" < "10" < ...) at 4.0.
+    let user1 = (0..set.n_subjects())
+        .find(|&s| {
+            set.by_subject.range(s).len() == 232
+                && set.subject_interactions(s).next().is_some_and(|i| i.item == 0 && i.value == 4.0)
+        })
+        .expect("user 1");
+    assert_eq!(set.items[0], "1");
 
     let parts = split(&set, &SplitSpec::Holdout { fraction: 0.2, seed: 42 });
     assert_eq!(parts.train.nnz() + parts.test.nnz(), 100_836);
-    assert_eq!(parts.test.by_subject.range(0).len(), 46); // round(0.2 * 232)
+    assert_eq!(parts.test.by_subject.range(user1).len(), 46); // round(0.2 * 232)
 }
 
 #[test]
