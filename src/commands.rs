@@ -207,6 +207,7 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
     if args.after_erasure && granted {
         ledger.lift_suppression(&subject)?;
     }
+    let known = ledger.is_known(&subject)?;
     let record = ledger.record_consent(&subject, &change, now).map_err(|e| match e {
         hush_consent::Error::Suppressed => {
             anyhow::anyhow!("{e}: pass --after-erasure with a grant if the subject has opted in again")
@@ -223,6 +224,9 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
         if granted { "granted" } else { "withdrawn" },
         record.effective_at
     );
+    if !known && !granted {
+        eprintln!("note: hush had never seen this subject id before; if it is a variant spelling, the real subject is unchanged");
+    }
     Ok(())
 }
 
@@ -300,6 +304,8 @@ fn erasure_requests(path: &Path) -> Result<Vec<String>> {
 #[derive(Serialize, Default)]
 struct EraseSummary {
     subjects: u64,
+    /// Ids hush had never seen: nothing was held, nothing was suppressed.
+    unknown_subjects: u64,
     consent_records_deleted: u64,
     events_deleted: u64,
     receipts: Vec<hush_consent::ErasureReceipt>,
@@ -314,13 +320,28 @@ fn erase(g: &Global, args: &EraseArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one of --subject and --requests"),
     };
     let summary = erase_all(&mut ledger, &key, &ids)?;
+    if args.target.subject.is_some() && summary.unknown_subjects == 1 {
+        anyhow::bail!(
+            "hush has never seen this subject id: nothing was held, so nothing was erased (a variant spelling \
+             would leave the real subject untouched; check the id); later imports of it are suppressed, \
+             an explicit opt-in still works"
+        );
+    }
     if g.json {
         return print_json(&summary);
     }
     println!(
         "erased {} subjects: {} consent records and {} events deleted; later imports of them are suppressed",
-        summary.subjects, summary.consent_records_deleted, summary.events_deleted
+        summary.subjects - summary.unknown_subjects,
+        summary.consent_records_deleted,
+        summary.events_deleted
     );
+    if summary.unknown_subjects > 0 {
+        println!(
+            "{} requested ids were never seen: nothing was held of them (later imports of them are suppressed)",
+            summary.unknown_subjects
+        );
+    }
     Ok(())
 }
 
@@ -329,6 +350,7 @@ fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[String]) -> Result<
     for id in ids {
         let receipt = ledger.erase(&key.pseudonymize(id), Timestamp::now())?;
         summary.subjects += 1;
+        summary.unknown_subjects += u64::from(!receipt.subject_was_known);
         summary.consent_records_deleted += receipt.consent_records_deleted;
         summary.events_deleted += receipt.events_deleted;
         summary.receipts.push(receipt);

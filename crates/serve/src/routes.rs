@@ -455,8 +455,19 @@ async fn put_consent(
     };
     // The write commits (synchronously, durably) before this handler returns:
     // the acknowledgement is sent only after every later request will see it.
-    let record = state.write(move |ledger| ledger.record_consent(&subject, &change, now)).instrument(span).await??;
-    Ok(Json(json!({ "recorded": record })))
+    let (known, record) = state
+        .write(move |ledger| -> hush_consent::Result<_> {
+            let known = ledger.is_known(&subject)?;
+            Ok((known, ledger.record_consent(&subject, &change, now)?))
+        })
+        .instrument(span)
+        .await??;
+    let mut body = json!({ "recorded": record, "subject_was_known": known });
+    if !known && !record.granted {
+        body["warning"] =
+            json!("hush had never seen this subject id; if it is a variant spelling, the real subject is unchanged");
+    }
+    Ok(Json(body))
 }
 
 async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
@@ -482,6 +493,9 @@ async fn erase(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(
     let subject = state.key.pseudonymize(&id);
     let span = tracing::info_span!("erase", subject = %subject.short());
     let receipt = state.write(move |ledger| ledger.erase(&subject, Timestamp::now())).instrument(span).await??;
+    if !receipt.subject_was_known {
+        return Err(ApiError::UnknownSubject);
+    }
     let served = state.model();
     let guarantee = match served.model.meta.privacy.epsilon() {
         Some(eps) => format!(

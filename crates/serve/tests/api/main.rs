@@ -788,3 +788,21 @@ async fn hostile_client_details_are_answered_precisely() {
     let (_, export) = server.get("/v1/subjects/gpc/export").await;
     assert_eq!(export["events"].as_array().map(Vec::len), Some(1), "{export}");
 }
+
+/// Decisions about an id hush has never seen say so; erasing one blocks nothing.
+#[tokio::test]
+async fn never_seen_ids_are_named_as_such() {
+    let server = Server::start().await;
+    let (status, body) = server.send(reqwest::Method::DELETE, "/v1/subjects/ada-typo", None).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("unknown_subject")), "{body}");
+    // The person can still opt in through the API.
+    let (status, body) = server.consent("ada-typo", "personalization", true).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.consent("bea-typo", "personalization", false).await;
+    assert_eq!((status, &body["subject_was_known"]), (200, &json!(false)), "{body}");
+    assert!(body["warning"].as_str().unwrap().contains("never seen"), "{body}");
+    let (status, body) = server.consent("ada-typo", "personalization", false).await;
+    assert_eq!((status, &body["subject_was_known"], body.get("warning")), (200, &json!(true), None), "{body}");
+    let (status, body) = server.send(reqwest::Method::DELETE, "/v1/subjects/ada-typo", None).await;
+    assert_eq!((status, body["receipt"]["subject_was_known"].as_bool()), (200, Some(true)), "{body}");
+}
