@@ -145,7 +145,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
         ConsentCommand::Grant(args) => change(g, &mut ledger, &key, args, true),
         ConsentCommand::Withdraw(args) => change(g, &mut ledger, &key, args, false),
         ConsentCommand::Status(args) => {
-            let subject = key.pseudonymize(&args.subject.subject);
+            let subject = args.subject.subject.pseudonymize(&key);
             let as_of = parse_time(args.as_of.as_deref(), "as-of")?;
             let purposes = match &args.purpose {
                 Some(p) => vec![p.parse::<Purpose>()?],
@@ -165,7 +165,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
             Ok(())
         }
         ConsentCommand::History(args) => {
-            let history = ledger.history(&key.pseudonymize(&args.subject))?;
+            let history = ledger.history(&args.subject.pseudonymize(&key))?;
             if g.json {
                 return print_json(&history);
             }
@@ -191,7 +191,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
 }
 
 fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentChangeArgs, granted: bool) -> Result<()> {
-    let subject = key.pseudonymize(&args.subject.subject);
+    let subject = args.subject.subject.pseudonymize(key);
     let now = Timestamp::now();
     let change = ConsentChange {
         purpose: args.purpose.parse()?,
@@ -259,7 +259,7 @@ fn events_import(g: &Global, args: &EventsImportArgs) -> Result<()> {
 fn export(g: &Global, args: &ExportArgs) -> Result<()> {
     let key = load_key(g)?;
     let ledger = open_ledger(g)?;
-    let export = ledger.export(&key.pseudonymize(&args.subject.subject), Timestamp::now())?;
+    let export = ledger.export(&args.subject.subject.pseudonymize(&key), Timestamp::now())?;
     let json = serde_json::to_string_pretty(&export)?;
     match &args.out {
         Some(path) => {
@@ -280,7 +280,7 @@ fn export(g: &Global, args: &ExportArgs) -> Result<()> {
 }
 
 /// Subject ids from an erasure-request CSV (column `subject_id`), with line numbers in errors.
-fn erasure_requests(path: &Path) -> Result<Vec<String>> {
+fn erasure_requests(path: &Path) -> Result<Vec<hush_consent::SubjectId>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let column = reader
         .headers()
@@ -294,7 +294,10 @@ fn erasure_requests(path: &Path) -> Result<Vec<String>> {
         let record =
             record.with_context(|| format!("{}:{line}: unreadable row (expected UTF-8 CSV)", path.display()))?;
         match record.get(column).filter(|s| !s.is_empty()) {
-            Some(id) => ids.push(id.to_string()),
+            Some(id) => ids.push(
+                hush_consent::SubjectId::parse(id)
+                    .map_err(|e| anyhow::anyhow!("{}:{line}: field `subject_id`: {e}", path.display()))?,
+            ),
             None => bail!("{}:{line}: field `subject_id`: expected a subject id", path.display()),
         }
     }
@@ -345,10 +348,10 @@ fn erase(g: &Global, args: &EraseArgs) -> Result<()> {
     Ok(())
 }
 
-fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[String]) -> Result<EraseSummary> {
+fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[hush_consent::SubjectId]) -> Result<EraseSummary> {
     let mut summary = EraseSummary::default();
     for id in ids {
-        let receipt = ledger.erase(&key.pseudonymize(id), Timestamp::now())?;
+        let receipt = ledger.erase(&id.pseudonymize(key), Timestamp::now())?;
         summary.subjects += 1;
         summary.unknown_subjects += u64::from(!receipt.subject_was_known);
         summary.consent_records_deleted += receipt.consent_records_deleted;
