@@ -70,6 +70,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// A query string, with its rejections (a duplicated key, a malformed
+/// encoding) answered in the JSON shape of every error.
+struct JsonQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for JsonQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| JsonQuery(q))
+            .map_err(|rejection| ApiError::bad("invalid_query", rejection.body_text()))
+    }
+}
+
 /// The `{id}` of a subject route, parsed into a [`SubjectId`]: a path that is
 /// not UTF-8, or an id with control characters or over 256 bytes, is a JSON 400.
 struct SubjectPath(SubjectId);
@@ -160,7 +175,7 @@ struct CardQuery {
 async fn model_card(
     _: Authorized<Recommend>,
     State(state): State<Arc<AppState>>,
-    Query(query): Query<CardQuery>,
+    JsonQuery(query): JsonQuery<CardQuery>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
@@ -233,7 +248,7 @@ fn excluded(served: &ServedModel, raw: Option<&str>) -> Vec<bool> {
 async fn popular(
     _: Authorized<Recommend>,
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
+    JsonQuery(q): JsonQuery<ListQuery>,
 ) -> ApiResult {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     let served = state.model();
@@ -263,7 +278,7 @@ async fn recommendations(
     _: Authorized<Recommend>,
     State(state): State<Arc<AppState>>,
     SubjectPath(id): SubjectPath,
-    Query(q): Query<ListQuery>,
+    JsonQuery(q): JsonQuery<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let subject = id.pseudonymize(&state.key);

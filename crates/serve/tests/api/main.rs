@@ -827,3 +827,13 @@ async fn subject_ids_are_checked_once_for_every_route() {
     let ledger = Ledger::open(&server.db).unwrap();
     assert_eq!(ledger.stats().unwrap().consent_records, 0);
 }
+
+/// A duplicated query key is a JSON 400 like every other error.
+#[tokio::test]
+async fn query_errors_are_json() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/v1/recommendations/popular?k=3&k=4").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
+    let (status, body) = server.get("/v1/model?format=md&format=html").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
+}
