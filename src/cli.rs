@@ -419,9 +419,10 @@ pub enum ConsentFileFormat {
 
 #[derive(Debug, Args)]
 pub struct SubjectArg {
-    /// The subject's external id (pseudonymized at once, never stored).
+    /// The subject's external id (pseudonymized at once, never stored):
+    /// 1 to 256 bytes without control characters.
     #[arg(long)]
-    pub subject: String,
+    pub subject: hush_consent::SubjectId,
 }
 
 #[derive(Debug, Args)]
@@ -497,7 +498,7 @@ pub struct ExportArgs {
 pub struct EraseTarget {
     /// The subject's external id.
     #[arg(long)]
-    pub subject: Option<String>,
+    pub subject: Option<hush_consent::SubjectId>,
     /// A CSV of erasure requests with a `subject_id` column.
     #[arg(long)]
     pub requests: Option<PathBuf>,

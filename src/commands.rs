@@ -146,7 +146,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
         ConsentCommand::Grant(args) => change(g, &mut ledger, &key, args, true),
         ConsentCommand::Withdraw(args) => change(g, &mut ledger, &key, args, false),
         ConsentCommand::Status(args) => {
-            let subject = key.pseudonymize(&args.subject.subject);
+            let subject = args.subject.subject.pseudonymize(&key);
             let as_of = parse_time(args.as_of.as_deref(), "as-of")?;
             let purposes = match &args.purpose {
                 Some(p) => vec![p.parse::<Purpose>()?],
@@ -166,7 +166,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
             Ok(())
         }
         ConsentCommand::History(args) => {
-            let history = ledger.history(&key.pseudonymize(&args.subject))?;
+            let history = ledger.history(&args.subject.pseudonymize(&key))?;
             if g.json {
                 return print_json(&history);
             }
@@ -192,7 +192,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
 }
 
 fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentChangeArgs, granted: bool) -> Result<()> {
-    let subject = key.pseudonymize(&args.subject.subject);
+    let subject = args.subject.subject.pseudonymize(key);
     let now = Timestamp::now();
     let change = ConsentChange {
         purpose: args.purpose.parse()?,
@@ -208,6 +208,7 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
     if args.after_erasure && granted {
         ledger.lift_suppression(&subject)?;
     }
+    let known = ledger.is_known(&subject)?;
     let record = ledger.record_consent(&subject, &change, now).map_err(|e| match e {
         hush_consent::Error::Suppressed => {
             anyhow::anyhow!("{e}: pass --after-erasure with a grant if the subject has opted in again")
@@ -224,6 +225,9 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
         if granted { "granted" } else { "withdrawn" },
         record.effective_at
     );
+    if !known && !granted {
+        eprintln!("note: hush had never seen this subject id before; if it is a variant spelling, the real subject is unchanged");
+    }
     Ok(())
 }
 
@@ -256,7 +260,7 @@ fn events_import(g: &Global, args: &EventsImportArgs) -> Result<()> {
 fn export(g: &Global, args: &ExportArgs) -> Result<()> {
     let key = load_key(g)?;
     let ledger = open_ledger(g)?;
-    let export = ledger.export(&key.pseudonymize(&args.subject.subject), Timestamp::now())?;
+    let export = ledger.export(&args.subject.subject.pseudonymize(&key), Timestamp::now())?;
     let json = serde_json::to_string_pretty(&export)?;
     match &args.out {
         Some(path) => {
@@ -277,7 +281,7 @@ fn export(g: &Global, args: &ExportArgs) -> Result<()> {
 }
 
 /// Subject ids from an erasure-request CSV (column `subject_id`), with line numbers in errors.
-fn erasure_requests(path: &Path) -> Result<Vec<String>> {
+fn erasure_requests(path: &Path) -> Result<Vec<hush_consent::SubjectId>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let column = reader
         .headers()
@@ -291,7 +295,10 @@ fn erasure_requests(path: &Path) -> Result<Vec<String>> {
         let record =
             record.with_context(|| format!("{}:{line}: unreadable row (expected UTF-8 CSV)", path.display()))?;
         match record.get(column).filter(|s| !s.is_empty()) {
-            Some(id) => ids.push(id.to_string()),
+            Some(id) => ids.push(
+                hush_consent::SubjectId::parse(id)
+                    .map_err(|e| anyhow::anyhow!("{}:{line}: field `subject_id`: {e}", path.display()))?,
+            ),
             None => bail!("{}:{line}: field `subject_id`: expected a subject id", path.display()),
         }
     }
@@ -301,6 +308,8 @@ fn erasure_requests(path: &Path) -> Result<Vec<String>> {
 #[derive(Serialize, Default)]
 struct EraseSummary {
     subjects: u64,
+    /// Ids hush had never seen: nothing was held, nothing was suppressed.
+    unknown_subjects: u64,
     consent_records_deleted: u64,
     events_deleted: u64,
     receipts: Vec<hush_consent::ErasureReceipt>,
@@ -315,21 +324,37 @@ fn erase(g: &Global, args: &EraseArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one of --subject and --requests"),
     };
     let summary = erase_all(&mut ledger, &key, &ids)?;
+    if args.target.subject.is_some() && summary.unknown_subjects == 1 {
+        anyhow::bail!(
+            "hush has never seen this subject id: nothing was held, so nothing was erased (a variant spelling \
+             would leave the real subject untouched; check the id); later imports of it are suppressed, \
+             an explicit opt-in still works"
+        );
+    }
     if g.json {
         return print_json(&summary);
     }
     println!(
         "erased {} subjects: {} consent records and {} events deleted; later imports of them are suppressed",
-        summary.subjects, summary.consent_records_deleted, summary.events_deleted
+        summary.subjects - summary.unknown_subjects,
+        summary.consent_records_deleted,
+        summary.events_deleted
     );
+    if summary.unknown_subjects > 0 {
+        println!(
+            "{} requested ids were never seen: nothing was held of them (later imports of them are suppressed)",
+            summary.unknown_subjects
+        );
+    }
     Ok(())
 }
 
-fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[String]) -> Result<EraseSummary> {
+fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[hush_consent::SubjectId]) -> Result<EraseSummary> {
     let mut summary = EraseSummary::default();
     for id in ids {
-        let receipt = ledger.erase(&key.pseudonymize(id), Timestamp::now())?;
+        let receipt = ledger.erase(&id.pseudonymize(key), Timestamp::now())?;
         summary.subjects += 1;
+        summary.unknown_subjects += u64::from(!receipt.subject_was_known);
         summary.consent_records_deleted += receipt.consent_records_deleted;
         summary.events_deleted += receipt.events_deleted;
         summary.receipts.push(receipt);

@@ -192,6 +192,22 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
     let history = json(&ok(d, &["consent", "history", "--subject", "grace@example.org", "--json"]));
     assert_eq!(history.as_array().unwrap().len(), 2);
 
+    // The CLI takes the same subject ids as the API and the importers.
+    let out = hush(d, &["consent", "grant", "--subject", "a\nb", "--purpose", "training"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("expected a subject id of 1 to 256 bytes without control characters"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An erasure of an id never seen says so and changes nothing.
+    let out = hush(d, &["erase", "--subject", "grace@example.org "]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("hush has never seen this subject id"), "{}", stderr(&out));
+    let out = ok(d, &["consent", "withdraw", "--subject", "gracie@example.org", "--purpose", "training"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never seen this subject id"));
+
     // The store and an export of personal data are readable by their owner only.
     ok(d, &["export", "--subject", "grace@example.org", "--out", "grace.json"]);
     #[cfg(unix)]

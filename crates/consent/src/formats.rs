@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::event::{has_control_chars, validate_item_id};
+use crate::event::validate_item_id;
 use crate::time::truncate_for_message;
 use crate::{ConsentChange, ConsentSource, Error, Event, EventKind, Purpose, Result, RowError, Timestamp};
 
@@ -236,13 +236,8 @@ impl FieldContext {
     /// A [`RowError`] naming the subject field.
     pub fn subject<'a>(&self, fields: &RawFields<'a>) -> std::result::Result<&'a str, RowError> {
         let subject = fields.texts[0];
-        if subject.is_empty() || subject.len() > 256 || has_control_chars(subject) {
-            return Err(row_error(
-                &self.label,
-                fields.line,
-                Some(&self.names[0]),
-                "expected a subject id of 1 to 256 bytes without control characters".into(),
-            ));
+        if let Err(message) = crate::subject::check(subject) {
+            return Err(row_error(&self.label, fields.line, Some(&self.names[0]), message.into()));
         }
         Ok(subject)
     }
@@ -940,8 +935,8 @@ fn build_consent(
 ) -> std::result::Result<RawConsent, RowError> {
     let [subject, purpose, _, effective_at, notice_version, proof_ref] = fields;
     let err = |field: &str, message: String| row_error(label, line, Some(field), message);
-    if subject.is_empty() || subject.len() > 256 || has_control_chars(subject) {
-        return Err(err("subject_id", "expected a subject id of 1 to 256 bytes without control characters".into()));
+    if let Err(message) = crate::subject::check(subject) {
+        return Err(err("subject_id", message.into()));
     }
     let purpose: Purpose = purpose.parse().map_err(|e: Error| err("purpose", e.to_string()))?;
     let effective_at = Timestamp::parse(effective_at).map_err(|e| err("effective_at", e.to_string()))?;

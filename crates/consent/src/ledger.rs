@@ -122,6 +122,20 @@ pub struct ErasureReceipt {
     pub suppressed: bool,
     /// Whether the write-ahead log was truncated, so no old copy of the rows remains in it.
     pub wal_truncated: bool,
+    /// Whether hush held anything of the subject or had erased it before.
+    /// `false` means the id was never seen (often a variant spelling): nothing
+    /// was deleted; later imports of the id are still suppressed, but an
+    /// explicit grant through the API or CLI is an opt-in and lifts that.
+    pub subject_was_known: bool,
+}
+
+/// Whether recording `change` lifts the suppression of a subject whose entry
+/// says `Some(subject_was_known)`: only an explicit grant through the API or
+/// the CLI lifts the entry of an erasure that found nothing held (an id hush
+/// had never seen); a bulk import never does, nor does anything lift the
+/// entry of a subject whose data was erased.
+pub(crate) fn opt_in_lifts(change: &ConsentChange, suppression: Option<bool>) -> bool {
+    suppression == Some(false) && change.granted && change.source != crate::ConsentSource::Import
 }
 
 /// Everything held about one subject (GDPR Art. 15 access, Art. 20 portability).
@@ -385,6 +399,17 @@ impl Ledger {
         on_backend!(&self.backend, s => s.recent_events(subject, limit))
     }
 
+    /// Whether hush has seen the subject: a consent record, an event, or an
+    /// erasure. A decision about an id never seen is often a misspelling.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the store fails.
+    pub fn is_known(&self, subject: &Pseudonym) -> Result<bool> {
+        Ok(!self.history(subject)?.is_empty()
+            || !self.recent_events(subject, 1)?.is_empty()
+            || self.is_suppressed(subject)?)
+    }
+
     /// Whether the subject was erased and is on the suppression list.
     ///
     /// # Errors
@@ -410,7 +435,8 @@ impl Ledger {
     /// pseudonym). On SQLite the write-ahead log is truncated afterwards.
     ///
     /// Erasing a subject who is already suppressed and holds nothing is not an
-    /// error; the receipt then counts zero rows.
+    /// error; the receipt then counts zero rows. Erasing an id never seen
+    /// deletes nothing and says so ([`ErasureReceipt::subject_was_known`]).
     ///
     /// # Errors
     /// [`Error::Database`] if the store fails; nothing is deleted then.

@@ -29,6 +29,7 @@ pub mod pseudonym;
 pub mod record;
 pub mod rule;
 mod sqlite;
+pub mod subject;
 pub mod time;
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
@@ -41,4 +42,5 @@ pub use ledger::{
 pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
 pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};
 pub use rule::{Decision, MAX_CLOCK_SKEW_MS};
+pub use subject::SubjectId;
 pub use time::Timestamp;

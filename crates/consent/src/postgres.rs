@@ -98,6 +98,8 @@ const MIGRATIONS: &[&str] = &[
          created_at BIGINT NOT NULL
      );
      CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
+    // 4: whether an erased subject was known.
+    "ALTER TABLE suppressions ADD COLUMN subject_was_known BOOLEAN NOT NULL DEFAULT TRUE;",
 ];
 
 /// Advisory lock id that serializes schema migrations of one database.
@@ -295,9 +297,14 @@ impl PgStore {
         let events_deleted = tx
             .execute("DELETE FROM events WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
             .map_err(pg(&location))?;
+        let known = consent_records_deleted > 0
+            || events_deleted > 0
+            || suppression_on(&mut tx, &location, subject)? == Some(true);
         tx.execute(
-            "INSERT INTO suppressions (tag, erased_at) VALUES ($1, $2) ON CONFLICT (tag) DO NOTHING",
-            &[&&subject.suppression_tag().0[..], &now.as_unix_millis()],
+            "INSERT INTO suppressions (tag, erased_at, subject_was_known) VALUES ($1, $2, $3)
+             ON CONFLICT (tag) DO UPDATE SET
+                 subject_was_known = suppressions.subject_was_known OR excluded.subject_was_known",
+            &[&&subject.suppression_tag().0[..], &now.as_unix_millis(), &known],
         )
         .map_err(pg(&location))?;
         tx.execute(
@@ -313,6 +320,7 @@ impl PgStore {
             events_deleted,
             suppressed: true,
             wal_truncated: false,
+            subject_was_known: known,
         })
     }
 
@@ -571,7 +579,13 @@ impl PgBatch<'_> {
     ) -> Result<ConsentRecord> {
         change.validate_at(recorded_at)?;
         if self.suppressed(subject)? {
-            return Err(Error::Suppressed);
+            if !crate::ledger::opt_in_lifts(change, suppression_on(&mut self.tx, self.location, subject)?) {
+                return Err(Error::Suppressed);
+            }
+            self.tx
+                .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
+                .map_err(pg(self.location))?;
+            self.suppressed_cache.insert(*subject, false);
         }
         let row = self
             .tx
@@ -726,6 +740,18 @@ fn status_on<Q: postgres::ToStatement + ?Sized>(
         .map_err(pg(location))?;
     let records = rows.iter().map(|r| record_from_row(r, location)).collect::<Result<Vec<_>>>()?;
     Ok(ConsentStatus::from_records(records, purpose, as_of))
+}
+
+/// `Some(subject_was_known)` of the subject's suppression entry, if any.
+fn suppression_on(
+    client: &mut impl postgres::GenericClient,
+    location: &str,
+    subject: &Pseudonym,
+) -> Result<Option<bool>> {
+    let row = client
+        .query_opt("SELECT subject_was_known FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
+        .map_err(pg(location))?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 fn is_suppressed_on(client: &mut impl postgres::GenericClient, location: &str, subject: &Pseudonym) -> Result<bool> {

@@ -93,6 +93,9 @@ const MIGRATIONS: &[&str] = &[
          created_at INTEGER NOT NULL
      );
      CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
+    // 4: whether an erased subject was known; an erasure of an id never seen
+    // blocks imports, not an explicit opt-in.
+    "ALTER TABLE suppressions ADD COLUMN subject_was_known INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// The newest schema version this build understands.
@@ -306,9 +309,13 @@ impl SqliteStore {
         let events_deleted = tx
             .execute("DELETE FROM events WHERE subject_key = ?1 AND subject = ?2", params![key, subject.as_bytes()])
             .map_err(Error::db(&self.path))? as u64;
+        let known = consent_records_deleted > 0
+            || events_deleted > 0
+            || suppression_on(&tx, &self.path, subject)? == Some(true);
         tx.execute(
-            "INSERT OR IGNORE INTO suppressions (tag, erased_at) VALUES (?1, ?2)",
-            params![&subject.suppression_tag().0[..], now.as_unix_millis()],
+            "INSERT INTO suppressions (tag, erased_at, subject_was_known) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tag) DO UPDATE SET subject_was_known = max(subject_was_known, excluded.subject_was_known)",
+            params![&subject.suppression_tag().0[..], now.as_unix_millis(), known],
         )
         .map_err(Error::db(&self.path))?;
         tx.execute(
@@ -319,7 +326,14 @@ impl SqliteStore {
         tx.commit().map_err(db)?;
         let wal_truncated = self.truncate_wal()?;
         tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
-        Ok(ErasureReceipt { erased_at: now, consent_records_deleted, events_deleted, suppressed: true, wal_truncated })
+        Ok(ErasureReceipt {
+            erased_at: now,
+            consent_records_deleted,
+            events_deleted,
+            suppressed: true,
+            wal_truncated,
+            subject_was_known: known,
+        })
     }
 
     /// Checkpoints the write-ahead log into the database and truncates it to zero bytes.
@@ -527,7 +541,13 @@ impl SqliteBatch<'_> {
     ) -> Result<ConsentRecord> {
         change.validate_at(recorded_at)?;
         if self.suppressed(subject)? {
-            return Err(Error::Suppressed);
+            if !crate::ledger::opt_in_lifts(change, suppression_on(&self.tx, self.path, subject)?) {
+                return Err(Error::Suppressed);
+            }
+            self.tx
+                .execute("DELETE FROM suppressions WHERE tag = ?1", [&subject.suppression_tag().0[..]])
+                .map_err(Error::db(self.path))?;
+            self.suppressed_cache.insert(*subject, false);
         }
         let mut stmt = self
             .tx
@@ -634,6 +654,13 @@ fn status_on(
         .query_map(params![subject_key(subject), subject.as_bytes(), purpose.as_str()], record_from_row)
         .map_err(Error::db(path))?;
     Ok(ConsentStatus::from_records(collect_rows(rows, path)?, purpose, as_of))
+}
+
+/// `Some(subject_was_known)` of the subject's suppression entry, if any.
+fn suppression_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result<Option<bool>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT subject_was_known FROM suppressions WHERE tag = ?1").map_err(Error::db(path))?;
+    stmt.query_row([&subject.suppression_tag().0[..]], |r| r.get(0)).optional().map_err(Error::db(path))
 }
 
 fn is_suppressed_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result<bool> {

@@ -63,6 +63,8 @@ pub enum ApiError {
     },
     /// Nothing is held about the subject.
     NotFound,
+    /// An erasure named an id hush has never seen: nothing was done.
+    UnknownSubject,
     /// No route has this path.
     NoRoute,
     /// The route exists but not with this method.
@@ -97,7 +99,7 @@ impl ApiError {
             ApiError::ConsentRequired { .. } => StatusCode::FORBIDDEN,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoRoute | ApiError::UnknownSubject => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,6 +155,10 @@ impl IntoResponse for ApiError {
                 "message": format!("this API key lacks the `{scope}` scope this route needs"),
             }),
             ApiError::NotFound => json!({ "error": "not_found", "message": "no data is held about this subject" }),
+            ApiError::UnknownSubject => json!({
+                "error": "unknown_subject",
+                "message": "hush has never seen this subject id: nothing was held, so nothing was erased (a variant spelling would leave the real subject untouched; check the id). Later imports of this id are suppressed; an explicit opt-in still works",
+            }),
             ApiError::NoRoute => {
                 json!({ "error": "no_route", "message": "no route has this path; GET /openapi.json lists them" })
             }

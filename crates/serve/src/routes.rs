@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, SubjectEvent, Timestamp};
+use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, SubjectEvent, SubjectId, Timestamp};
 use hush_features::Feedback;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -68,6 +68,36 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// A query string, with its rejections (a duplicated key, a malformed
+/// encoding) answered in the JSON shape of every error.
+struct JsonQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for JsonQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| JsonQuery(q))
+            .map_err(|rejection| ApiError::bad("invalid_query", rejection.body_text()))
+    }
+}
+
+/// The `{id}` of a subject route, parsed into a [`SubjectId`]: a path that is
+/// not UTF-8, or an id with control characters or over 256 bytes, is a JSON 400.
+struct SubjectPath(SubjectId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SubjectPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad("invalid_path", rejection.body_text()))?;
+        SubjectId::parse(&raw).map(SubjectPath).map_err(|e| ApiError::bad("invalid_subject_id", e.to_string()))
+    }
 }
 
 /// Responses about one subject (recommendations, consent, export, erasure
@@ -145,7 +175,7 @@ struct CardQuery {
 async fn model_card(
     _: Authorized<Recommend>,
     State(state): State<Arc<AppState>>,
-    Query(query): Query<CardQuery>,
+    JsonQuery(query): JsonQuery<CardQuery>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
@@ -218,7 +248,7 @@ fn excluded(served: &ServedModel, raw: Option<&str>) -> Vec<bool> {
 async fn popular(
     _: Authorized<Recommend>,
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
+    JsonQuery(q): JsonQuery<ListQuery>,
 ) -> ApiResult {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     let served = state.model();
@@ -247,11 +277,11 @@ fn fold_in_value(feedback: Feedback, weights: &BTreeMap<String, f32>, event: &Ev
 async fn recommendations(
     _: Authorized<Recommend>,
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Query(q): Query<ListQuery>,
+    SubjectPath(id): SubjectPath,
+    JsonQuery(q): JsonQuery<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let subject = state.key.pseudonymize(&id);
+    let subject = id.pseudonymize(&state.key);
     let span = tracing::info_span!("recommendations", subject = %subject.short());
     recommend(state, subject, q, headers).instrument(span).await
 }
@@ -425,11 +455,11 @@ struct ConsentBody {
 async fn put_consent(
     _: Authorized<Privacy>,
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    SubjectPath(id): SubjectPath,
     body: Result<Json<ConsentBody>, JsonRejection>,
 ) -> ApiResult {
     let body = json_body(body)?;
-    let subject = state.key.pseudonymize(&id);
+    let subject = id.pseudonymize(&state.key);
     let span = tracing::info_span!("put_consent", subject = %subject.short());
     let now = Timestamp::now();
     let change = ConsentChange {
@@ -455,12 +485,27 @@ async fn put_consent(
     };
     // The write commits (synchronously, durably) before this handler returns:
     // the acknowledgement is sent only after every later request will see it.
-    let record = state.write(move |ledger| ledger.record_consent(&subject, &change, now)).instrument(span).await??;
-    Ok(Json(json!({ "recorded": record })))
+    let (known, record) = state
+        .write(move |ledger| -> hush_consent::Result<_> {
+            let known = ledger.is_known(&subject)?;
+            Ok((known, ledger.record_consent(&subject, &change, now)?))
+        })
+        .instrument(span)
+        .await??;
+    let mut body = json!({ "recorded": record, "subject_was_known": known });
+    if !known && !record.granted {
+        body["warning"] =
+            json!("hush had never seen this subject id; if it is a variant spelling, the real subject is unchanged");
+    }
+    Ok(Json(body))
 }
 
-async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
-    let subject = state.key.pseudonymize(&id);
+async fn get_consent(
+    _: Authorized<Privacy>,
+    State(state): State<Arc<AppState>>,
+    SubjectPath(id): SubjectPath,
+) -> ApiResult {
+    let subject = id.pseudonymize(&state.key);
     let now = Timestamp::now();
     let (status, history) = state
         .read(move |ledger| -> hush_consent::Result<_> {
@@ -472,16 +517,19 @@ async fn get_consent(_: Authorized<Privacy>, State(state): State<Arc<AppState>>,
     Ok(Json(json!({ "status": status, "history": history })))
 }
 
-async fn export(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
-    let subject = state.key.pseudonymize(&id);
+async fn export(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, SubjectPath(id): SubjectPath) -> ApiResult {
+    let subject = id.pseudonymize(&state.key);
     let export = state.read(move |ledger| ledger.export(&subject, Timestamp::now())).await??;
     Ok(Json(serde_json::to_value(export).map_err(|_| ApiError::Internal)?))
 }
 
-async fn erase(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
-    let subject = state.key.pseudonymize(&id);
+async fn erase(_: Authorized<Privacy>, State(state): State<Arc<AppState>>, SubjectPath(id): SubjectPath) -> ApiResult {
+    let subject = id.pseudonymize(&state.key);
     let span = tracing::info_span!("erase", subject = %subject.short());
     let receipt = state.write(move |ledger| ledger.erase(&subject, Timestamp::now())).instrument(span).await??;
+    if !receipt.subject_was_known {
+        return Err(ApiError::UnknownSubject);
+    }
     let served = state.model();
     let guarantee = match served.model.meta.privacy.epsilon() {
         Some(eps) => format!(
@@ -543,9 +591,7 @@ async fn ingest(
         let bad = |m: String| ApiError::bad("invalid_event", format!("events[{position}]: {m}"));
         let kind: EventKind = e.kind.parse().map_err(|x: hush_consent::Error| bad(x.to_string()))?;
         hush_consent::event::validate_item_id(&e.item_id).map_err(|x| bad(x.to_string()))?;
-        if e.subject_id.is_empty() || e.subject_id.len() > 256 {
-            return Err(bad("subject_id must be 1 to 256 bytes".into()));
-        }
+        let subject_id = SubjectId::parse(&e.subject_id).map_err(|x| bad(x.to_string()))?;
         let at = match &e.timestamp {
             Some(TimestampField::Seconds(s)) => Timestamp::from_unix_seconds(*s),
             Some(TimestampField::Text(t)) => Timestamp::parse(t).map_err(|x| bad(x.to_string()))?,
@@ -561,7 +607,7 @@ async fn ingest(
             (None, _) => 1.0,
         };
         batch.push(SubjectEvent {
-            subject: state.key.pseudonymize(&e.subject_id),
+            subject: subject_id.pseudonymize(&state.key),
             event: Event { item: e.item_id, kind, value, at },
         });
     }

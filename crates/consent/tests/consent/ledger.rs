@@ -134,6 +134,42 @@ fn an_imported_row_dated_in_the_future_is_a_malformed_row(store) {
 }}
 
 on_both_backends! {
+fn erasing_a_never_seen_id_says_so_and_blocks_no_opt_in(store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = store.open();
+    let raw = "never-seen@example.org";
+    let stranger = key().pseudonymize(raw);
+    assert!(!ledger.is_known(&stranger).unwrap());
+    let receipt = ledger.erase(&stranger, t(100)).unwrap();
+    assert!(!receipt.subject_was_known && receipt.suppressed, "{receipt:?}");
+    assert_eq!((receipt.consent_records_deleted, receipt.events_deleted), (0, 0));
+    // Erasing it again still says it was never seen.
+    assert!(!ledger.erase(&stranger, t(150)).unwrap().subject_was_known);
+    // A stale backfill of the id stays suppressed ...
+    let consent = dir.path().join("consent.csv");
+    std::fs::write(
+        &consent,
+        format!("subject_id,purpose,granted,effective_at,notice_version,proof_ref\n{raw},training,true,100,v2,\n"),
+    )
+    .unwrap();
+    let opts = ImportOptions::default();
+    let c = import_consent(&mut ledger, &key(), &consent, ConsentFormat::Csv, &opts, t(200), &mut |_| {}).unwrap();
+    assert_eq!((c.stored, c.dropped_suppressed), (0, 1));
+    // ... a withdrawal does not lift it, but the person's own opt-in does.
+    let err = ledger.record_consent(&stranger, &change(Purpose::Personalization, false, 200), t(200)).unwrap_err();
+    assert!(matches!(err, Error::Suppressed), "{err}");
+    ledger.record_consent(&stranger, &change(Purpose::Personalization, true, 200), t(200)).unwrap();
+    assert!(!ledger.is_suppressed(&stranger).unwrap() && ledger.is_known(&stranger).unwrap());
+    // A subject whose data was erased is known, and an opt-in alone does not lift that.
+    let receipt = ledger.erase(&stranger, t(300)).unwrap();
+    assert!(receipt.subject_was_known && receipt.consent_records_deleted == 1);
+    let again = ledger.erase(&stranger, t(400)).unwrap();
+    assert!(again.subject_was_known && again.consent_records_deleted == 0);
+    let err = ledger.record_consent(&stranger, &change(Purpose::Personalization, true, 500), t(500)).unwrap_err();
+    assert!(matches!(err, Error::Suppressed), "{err}");
+}}
+
+on_both_backends! {
 fn history_is_append_only(store) {
     let mut ledger = store.open();
     ledger.record_consent(&key().pseudonymize("a"), &change(Purpose::Training, true, 1), t(1)).unwrap();
@@ -299,8 +335,9 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     let alice = key().pseudonymize("alice");
     ledger.record_consent(&alice, &change(Purpose::Training, true, 10), t(10)).unwrap();
     ledger.ingest_events(&[event(alice, "sku-1", 11), event(alice, "sku-2", 12)], t(13)).unwrap();
-    // Make it a version-2 store: the budget tables of migration 3 do not exist yet.
-    let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps;";
+    // Make it a version-2 store: the budget tables of migration 3 and the
+    // column of migration 4 do not exist yet.
+    let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps; ALTER TABLE suppressions DROP COLUMN subject_was_known;";
     match ledger.sqlite_path() {
         Some(path) => {
             let conn = rusqlite::Connection::open(path).unwrap();

@@ -899,3 +899,52 @@ async fn hostile_client_details_are_answered_precisely() {
     let (_, export) = server.get("/v1/subjects/gpc/export").await;
     assert_eq!(export["events"].as_array().map(Vec::len), Some(1), "{export}");
 }
+
+/// Decisions about an id hush has never seen say so; erasing one blocks nothing.
+#[tokio::test]
+async fn never_seen_ids_are_named_as_such() {
+    let server = Server::start().await;
+    let (status, body) = server.send(reqwest::Method::DELETE, "/v1/subjects/ada-typo", None).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("unknown_subject")), "{body}");
+    // The person can still opt in through the API.
+    let (status, body) = server.consent("ada-typo", "personalization", true).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.consent("bea-typo", "personalization", false).await;
+    assert_eq!((status, &body["subject_was_known"]), (200, &json!(false)), "{body}");
+    assert!(body["warning"].as_str().unwrap().contains("never seen"), "{body}");
+    let (status, body) = server.consent("ada-typo", "personalization", false).await;
+    assert_eq!((status, &body["subject_was_known"], body.get("warning")), (200, &json!(true), None), "{body}");
+    let (status, body) = server.send(reqwest::Method::DELETE, "/v1/subjects/ada-typo", None).await;
+    assert_eq!((status, body["receipt"]["subject_was_known"].as_bool()), (200, Some(true)), "{body}");
+}
+
+/// One subject id rule everywhere: control characters, over-long ids and
+/// paths that are not UTF-8 are a JSON 400, and nothing is stored.
+#[tokio::test]
+async fn subject_ids_are_checked_once_for_every_route() {
+    let server = Server::start().await;
+    let long = "x".repeat(10_000);
+    for id in ["a%00b", "a%0Ab", long.as_str()] {
+        let (status, body) = server.consent(id, "personalization", true).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_subject_id")), "{body}");
+        let (status, body) = server.get(&format!("/v1/subjects/{id}/recommendations")).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_subject_id")), "{body}");
+    }
+    let (status, body) = server.get("/v1/subjects/%FF%FE/export").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_path")), "{body}");
+    let (status, body) = server.events("a\nb", &["sku-1"]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_event")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("subject_id"), "{body}");
+    let ledger = Ledger::open(&server.db).unwrap();
+    assert_eq!(ledger.stats().unwrap().consent_records, 0);
+}
+
+/// A duplicated query key is a JSON 400 like every other error.
+#[tokio::test]
+async fn query_errors_are_json() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/v1/recommendations/popular?k=3&k=4").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
+    let (status, body) = server.get("/v1/model?format=md&format=html").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
+}
