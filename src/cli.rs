@@ -66,6 +66,10 @@ pub enum Command {
     /// Compare privacy budgets: train and evaluate at every epsilon and seed plus the
     /// non-private twin, and write report.html, results.csv and results.json.
     Sweep(SweepArgs),
+    /// Audit a DP training run empirically: train once with canary subjects
+    /// included at random, guess their membership from the released model,
+    /// and report the epsilon lower bound the guesses prove.
+    Audit(AuditArgs),
     /// Recommend offline for a list of a subject's interactions.
     Recommend(RecommendArgs),
     /// Inspect model files.
@@ -291,6 +295,36 @@ pub struct SweepArgs {
     /// Discard finished cells in --out instead of resuming from them.
     #[arg(long)]
     pub fresh: bool,
+}
+
+/// `hush audit`: one training run with canaries (Steinke, Nasr & Jagielski 2023).
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    /// m: canary subjects, each included in the training data with probability 1/2.
+    #[arg(long, default_value_t = 500)]
+    pub canaries: usize,
+    /// Items per canary, each touched by that canary alone (default: the
+    /// trainer's max_items_per_subject, at most 20; never more than it).
+    #[arg(long)]
+    pub canary_items: Option<usize>,
+    /// r: guesses made, half "in" for the highest scores and half "out" for
+    /// the lowest, abstaining on the rest (even, at most --canaries; default:
+    /// half the canaries). Fixed before the scores are seen.
+    #[arg(long)]
+    pub guesses: Option<usize>,
+    /// Confidence (1 - beta) of the epsilon lower bound.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Seed the canaries' inclusion draws (reproducible audits; default: the OS).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

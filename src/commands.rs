@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => crate::learn::train(g, args),
         Command::Evaluate(args) => crate::learn::evaluate(g, args),
         Command::Sweep(args) => crate::sweep::run(g, args),
+        Command::Audit(args) => crate::audit::run(g, args),
         Command::Recommend(args) => crate::learn::recommend(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
         Command::Model(ModelCommand::Card(args)) => crate::learn::card(args),

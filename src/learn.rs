@@ -87,7 +87,7 @@ pub fn load_data_with_report(
 }
 
 /// The budget the privacy flags ask for; `None` for the non-private twin.
-fn budget_of(args: &PrivacyArgs) -> Result<Option<Budget>> {
+pub fn budget_of(args: &PrivacyArgs) -> Result<Option<Budget>> {
     match (args.epsilon, args.non_private) {
         (Some(epsilon), false) => Ok(Some(Budget::new(epsilon, args.delta)?)),
         (None, true) => Ok(None),
@@ -104,7 +104,7 @@ pub fn privacy_with(budget: Option<Budget>, noise: NoiseSource) -> Privacy {
 }
 
 /// The noise the flags ask for: seeded for research runs, else from the OS.
-fn noise_of(args: &PrivacyArgs) -> NoiseSource {
+pub fn noise_of(args: &PrivacyArgs) -> NoiseSource {
     match args.noise_seed {
         Some(seed) => NoiseSource::seeded(seed),
         None => NoiseSource::from_os_entropy(),
@@ -115,7 +115,7 @@ fn privacy_of(args: &PrivacyArgs) -> Result<Privacy> {
     Ok(privacy_with(budget_of(args)?, noise_of(args)))
 }
 
-fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: Privacy) -> Result<Model> {
+pub fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: Privacy) -> Result<Model> {
     let bar = if g.quiet { ProgressBar::hidden() } else { ProgressBar::new(u64::from(params.iterations)) };
     bar.set_style(
         ProgressStyle::with_template(

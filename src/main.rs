@@ -1,5 +1,6 @@
 //! `hush`: the command line that wires the hush crates together.
 
+mod audit;
 mod budget;
 mod cli;
 mod commands;

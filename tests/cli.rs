@@ -742,3 +742,68 @@ fn serve_reloads_on_sighup_refuses_bad_files_and_stops_gracefully_on_sigterm() {
     assert!(stderr.contains("stopped: the requests in flight were answered"), "{stderr}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens after shutdown");
 }
+
+#[test]
+fn audit_bounds_epsilon_below_the_claim_and_has_power_without_privacy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "--out", "shop", "--subjects", "300", "--items", "60", "--seed", "5", "-q"]);
+    ok(d, &["consent", "import", "shop/consent.csv", "-q"]);
+    ok(
+        d,
+        &["extract", "--input", "shop/events.csv", "--catalogue", "shop/items.csv", "--out", "f.hfs", "-q", "--json"],
+    );
+    std::fs::write(
+        d.join("fast.toml"),
+        "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n",
+    )
+    .unwrap();
+    let audit = |privacy: &[&str], extra: &[&str]| {
+        let mut args =
+            vec!["audit", "--features", "f.hfs", "--config", "fast.toml", "--canaries", "200", "-q", "--json"];
+        args.extend(privacy);
+        args.extend(extra);
+        json(&ok(d, &args))
+    };
+
+    for epsilon in ["1", "8"] {
+        let result = audit(&["--epsilon", epsilon, "--seed", "3", "--noise-seed", "4"], &["--out", "audit.json"]);
+        let claimed = result["claimed_epsilon"].as_f64().unwrap();
+        let bound = result["empirical_epsilon_lower_bound"].as_f64().unwrap();
+        assert!(claimed > 0.0 && claimed <= epsilon.parse::<f64>().unwrap(), "{result}");
+        assert!(bound >= 0.0 && bound <= claimed, "the audit contradicts the guarantee: {result}");
+        assert_eq!(result["delta"], 1e-6);
+        assert_eq!(result["confidence"], 0.95);
+        assert_eq!(result["canaries"], 200);
+        assert_eq!(result["guesses"], 100);
+        assert!(result["correct"].as_u64().unwrap() <= 100);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("audit.json")).unwrap()).unwrap();
+        assert_eq!(written, result);
+    }
+
+    // Without noise the canaries' counts give them away: 100 correct of 100
+    // guesses proves epsilon > 3.4 at 95% confidence, far beyond what an
+    // epsilon-1 model could let anyone show (at most 1).
+    let twin = audit(&["--non-private", "--seed", "3"], &["--guesses", "100"]);
+    assert_eq!(twin["claimed_epsilon"], serde_json::Value::Null);
+    assert_eq!(twin["correct"], 100, "{twin}");
+    assert!(twin["empirical_epsilon_lower_bound"].as_f64().unwrap() > 3.0, "{twin}");
+
+    // The runs trained on store data: recorded on its evaluation budget only.
+    let budget = json(&ok(d, &["budget", "show", "--json"]));
+    let rows = budget.as_array().unwrap();
+    assert!(
+        rows.iter().filter(|r| r["purpose"] == "release").all(|r| r["private_runs"] == 0 && r["spent_rho"] == 0.0),
+        "{budget}"
+    );
+    let evaluation = rows.iter().find(|r| r["purpose"] == "evaluation").unwrap();
+    assert_eq!(evaluation["private_runs"], 2);
+    assert_eq!(evaluation["non_private_runs"], 1);
+
+    let out = hush(d, &["audit", "--features", "f.hfs", "--config", "fast.toml", "--epsilon", "1", "--guesses", "7"]);
+    assert!(stderr(&out).contains("--guesses 7: must be even"), "{}", stderr(&out));
+    let out =
+        hush(d, &["audit", "--features", "f.hfs", "--config", "fast.toml", "--epsilon", "1", "--canary-items", "11"]);
+    assert!(stderr(&out).contains("max_items_per_subject (10)"), "{}", stderr(&out));
+}
