@@ -437,11 +437,14 @@ fn generate_movielens(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut
     let ratings_path = dir.join("ratings.csv");
     let mut ratings = create(&ratings_path)?;
     writeln!(ratings, "userId,movieId,rating,timestamp").map_err(io(&ratings_path))?;
-    let sigma = 0.8f64;
-    let activity = LogNormal::new(params.mean_events_per_subject.ln() - sigma * sigma / 2.0, sigma)
-        .expect("valid log-normal parameters");
     let most = (n_items / 2).max(1);
     let fewest = MOVIELENS_MIN_RATINGS.min(most);
+    // Every user rates at least `fewest` movies, and the rest is heavy-tailed
+    // around the mean, so that activity has thirds (light, medium, heavy)
+    // rather than a pile at the minimum.
+    let sigma = 1.0f64;
+    let extra_mean = (params.mean_events_per_subject - fewest as f64).max(1.0);
+    let activity = LogNormal::new(extra_mean.ln() - sigma * sigma / 2.0, sigma).expect("valid log-normal parameters");
     let period = i64::from(params.days) * 86_400;
     let mut summary =
         SynthSummary { subjects: u64::from(params.subjects), items: u64::from(params.items), ..Default::default() };
@@ -454,8 +457,8 @@ fn generate_movielens(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut
             *t = (centres[cluster * rank + d] + normal(&mut rng, 0.6)) as f32;
         }
         let user_bias = normal(&mut rng, 0.35);
-        let n = (activity.sample(&mut rng).round() as usize)
-            .clamp(fewest, most.min(20 * params.mean_events_per_subject as usize).max(fewest));
+        let n = (fewest + activity.sample(&mut rng).round() as usize)
+            .min(most.min(20 * params.mean_events_per_subject as usize).max(fewest));
         let first_visit = params.start_unix_seconds + rng.random_range(0..period);
         let span = (params.start_unix_seconds + period - first_visit).clamp(1, 400 * 86_400);
         rated.clear();

@@ -1,9 +1,34 @@
-//! The real MovieLens latest-small file, read as research data.
+//! A MovieLens-shaped file (synthetic, see [`super::movielens_shaped`]), read
+//! as research data. Every expected number is computed from the file itself
+//! by a plain reading of its lines, independently of the extractor.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use hush_consent::formats::EventFormat;
 use hush_consent::PseudonymKey;
 use hush_features::split::split;
 use hush_features::{ConsentView, ExtractParams, Extractor, Feedback, SplitSpec};
+
+/// The file's rows: (userId, movieId, rating), in file order.
+fn rows() -> Vec<(u32, String, f32)> {
+    let text = std::fs::read_to_string(super::movielens_shaped()).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("userId,movieId,rating,timestamp"));
+    lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            (f[0].parse().unwrap(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+fn ratings_per_user(rows: &[(u32, String, f32)]) -> BTreeMap<u32, usize> {
+    let mut per_user = BTreeMap::new();
+    for (user, _, _) in rows {
+        *per_user.entry(*user).or_default() += 1;
+    }
+    per_user
+}
 
 fn extract(bound: Option<u32>) -> (hush_features::FeatureSet, hush_features::ExtractionReport) {
     let now = hush_consent::Timestamp::now();
@@ -18,35 +43,53 @@ fn extract(bound: Option<u32>) -> (hush_features::FeatureSet, hush_features::Ext
     let view = ConsentView::research(&config);
     let key = PseudonymKey::from_bytes([0; 32]);
     let mut extractor = Extractor::new(&config, &view, &key);
-    extractor.add_file(&super::movielens_small(), &EventFormat::MovielensCsv, &mut |_| {}).unwrap();
+    extractor.add_file(&super::movielens_shaped(), &EventFormat::MovielensCsv, &mut |_| {}).unwrap();
     extractor.finish(now).unwrap()
 }
 
 #[test]
-fn exact_counts_of_ml_latest_small() {
+fn exact_counts_of_a_movielens_shaped_file() {
+    let rows = rows();
+    let per_user = ratings_per_user(&rows);
+    let movies: BTreeSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    let n = rows.len() as u64;
+    assert!(n > 12_000, "the fixture is big enough to train on: {n} ratings");
+
     let (set, report) = extract(None);
-    assert_eq!(report.rows_in, 100_836);
-    assert_eq!(report.events_kept, 100_836);
-    assert_eq!(set.nnz(), 100_836);
+    assert_eq!(report.rows_in, n);
+    assert_eq!(report.events_kept, n);
+    assert_eq!(set.nnz() as u64, n);
     assert_eq!(set.n_subjects(), 610);
-    assert_eq!(set.n_items(), 9_724);
+    assert_eq!(set.n_subjects(), per_user.len());
+    assert_eq!(set.n_items(), movies.len());
     assert!(set.meta.research_only);
-    // Subjects keep file order (ascending userId): user 1 rated 232 movies, starting with movie 1 at 4.0.
-    assert_eq!(set.by_subject.range(0).len(), 232);
-    assert_eq!(set.items[set.by_subject.indices[0] as usize], "1");
-    assert_eq!(set.by_subject.values[0], 4.0);
+    // Subjects keep file order (ascending userId), and so do each subject's ratings.
+    let first_user = per_user[&1];
+    assert_eq!(set.by_subject.range(0).len(), first_user);
+    assert_eq!(set.items[set.by_subject.indices[0] as usize], rows[0].1);
+    assert_eq!(set.by_subject.values[0], rows[0].2);
+    let last = set.by_subject.range(0).end - 1;
+    assert_eq!(set.items[set.by_subject.indices[last] as usize], rows[first_user - 1].1);
 
     let parts = split(&set, &SplitSpec::Holdout { fraction: 0.2, seed: 42 });
-    assert_eq!(parts.train.nnz() + parts.test.nnz(), 100_836);
-    assert_eq!(parts.test.by_subject.range(0).len(), 46); // round(0.2 * 232)
+    assert_eq!(parts.train.nnz() + parts.test.nnz(), set.nnz());
+    assert_eq!(parts.test.by_subject.range(0).len(), (0.2 * first_user as f64).round() as usize);
 }
 
 #[test]
 fn the_contribution_bound_caps_heavy_raters() {
-    let (set, report) = extract(Some(100));
-    assert!((0..set.n_subjects()).all(|s| set.by_subject.range(s).len() <= 100));
+    const BOUND: usize = 25;
+    let per_user = ratings_per_user(&rows());
+    let over: u64 = per_user.values().map(|&k| k.saturating_sub(BOUND) as u64).sum();
+    assert!(over > 500, "the fixture has heavy raters: {over} ratings above {BOUND}");
+
+    let (set, report) = extract(Some(BOUND as u32));
+    assert!((0..set.n_subjects()).all(|s| set.by_subject.range(s).len() <= BOUND));
+    for (s, &k) in per_user.values().enumerate() {
+        assert_eq!(set.by_subject.range(s).len(), k.min(BOUND), "subject at position {s}");
+    }
     assert_eq!(set.n_subjects(), 610);
     let dropped = report.dropped_events[&hush_features::DropReason::OverContributionBound];
-    assert_eq!(report.events_kept + dropped, 100_836);
-    assert!(dropped > 40_000, "heavy raters dominate ml-latest-small: {dropped}");
+    assert_eq!(dropped, over);
+    assert_eq!(report.events_kept + dropped, report.rows_in);
 }
