@@ -129,7 +129,12 @@ fn rmse_sanity(ratings: &Path) -> Outcome {
 }
 
 fn main() -> ExitCode {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ml-latest-small");
+    // The project root at run time (cargo sets it for the checkout it runs
+    // in), so that a binary built from another copy of the checkout with the
+    // same target directory still looks beside this one.
+    let root =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let data = root.join("../shared/data/ml-latest-small");
     let ratings = data.join("ratings.csv");
     if !ratings.exists() {
         println!("SKIPPED: ../shared/data/ml-latest-small is not here");
