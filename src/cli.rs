@@ -384,22 +384,23 @@ pub struct SynthArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// Number of subjects.
-    #[arg(long, default_value_t = 4000)]
-    pub subjects: u32,
-    /// Number of items.
-    #[arg(long, default_value_t = 600)]
-    pub items: u32,
-    /// Mean events per subject.
-    #[arg(long, default_value_t = 12.0)]
-    pub mean_events: f64,
-    /// Latent taste dimension.
-    #[arg(long, default_value_t = 8)]
-    pub rank: usize,
-    /// RNG seed.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-    /// Event file format.
+    /// Number of subjects [default: 4000; 610 for movielens-csv].
+    #[arg(long)]
+    pub subjects: Option<u32>,
+    /// Number of items [default: 600; 1000 for movielens-csv].
+    #[arg(long)]
+    pub items: Option<u32>,
+    /// Mean events per subject [default: 12; 25 for movielens-csv].
+    #[arg(long)]
+    pub mean_events: Option<f64>,
+    /// Latent taste dimension [default: 8].
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// RNG seed [default: 7; 1 for movielens-csv].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Event file format; `movielens-csv` writes a MovieLens-shaped research
+    /// data set (`ratings.csv`, `movies.csv`) instead of a storefront.
     #[arg(long, value_enum, default_value_t = SynthFormat::Csv)]
     pub format: SynthFormat,
 }
@@ -408,6 +409,7 @@ pub struct SynthArgs {
 pub enum SynthFormat {
     Csv,
     Jsonl,
+    MovielensCsv,
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,24 +69,39 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
 }
 
 fn synth(g: &Global, args: &SynthArgs) -> Result<()> {
+    let base = match args.format {
+        SynthFormat::MovielensCsv => hush_synth::SynthParams::movielens_shaped(),
+        SynthFormat::Csv | SynthFormat::Jsonl => hush_synth::SynthParams::default(),
+    };
     let params = hush_synth::SynthParams {
-        subjects: args.subjects,
-        items: args.items,
-        mean_events_per_subject: args.mean_events,
-        rank: args.rank,
-        seed: args.seed,
+        subjects: args.subjects.unwrap_or(base.subjects),
+        items: args.items.unwrap_or(base.items),
+        mean_events_per_subject: args.mean_events.unwrap_or(base.mean_events_per_subject),
+        rank: args.rank.unwrap_or(base.rank),
+        seed: args.seed.unwrap_or(base.seed),
         event_format: match args.format {
             SynthFormat::Csv => hush_synth::EventFileFormat::Csv,
             SynthFormat::Jsonl => hush_synth::EventFileFormat::Jsonl,
+            SynthFormat::MovielensCsv => hush_synth::EventFileFormat::MovielensCsv,
         },
-        ..hush_synth::SynthParams::default()
+        ..base
     };
     let bar = progress::counter("subjects generated", g.quiet);
-    bar.set_length(u64::from(args.subjects));
+    bar.set_length(u64::from(params.subjects));
     let summary = hush_synth::generate(&params, &args.out, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
     if g.json {
         return print_json(&summary);
+    }
+    if params.event_format == hush_synth::EventFileFormat::MovielensCsv {
+        println!(
+            "wrote {} users, {} movies, {} ratings (MovieLens layout, research data) to {}",
+            summary.subjects,
+            summary.items,
+            summary.events,
+            args.out.display()
+        );
+        return Ok(());
     }
     println!(
         "wrote {} subjects, {} items, {} events, {} consent records, {} erasure requests to {}",

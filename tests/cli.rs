@@ -253,18 +253,56 @@ fn malformed_input_names_file_line_and_field_and_stores_nothing() {
     );
 }
 
+/// The MovieLens-shaped fixture the tests use in place of ml-latest-small
+/// (whose real checks are `cargo bench --bench movielens`): `hush synth`
+/// writes it into `dir/ml`; returns the generator's JSON summary.
+fn movielens_shaped(dir: &std::path::Path) -> Value {
+    let args = ["--subjects", "610", "--items", "1000", "--mean-events", "25", "--seed", "1"];
+    let mut full = vec!["synth", "--out", "ml", "--format", "movielens-csv", "--json", "-q"];
+    full.extend(args);
+    json(&ok(dir, &full))
+}
+
 #[test]
-fn research_data_extraction_of_movielens() {
-    let ratings = root().join("../shared/data/ml-latest-small/ratings.csv");
-    assert!(ratings.exists(), "{} is missing: this test needs ../shared beside the project root", ratings.display());
+fn synth_writes_movielens_csv_with_the_library_defaults() {
     let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let summary = movielens_shaped(d);
+    assert_eq!(summary["subjects"], 610);
+    assert_eq!(summary["items"], 1000);
+    assert_eq!(summary["consent_records"], 0);
+    let files: Vec<&str> = summary["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(files[0].ends_with("ratings.csv") && files[1].ends_with("movies.csv"), "{files:?}");
+    // The flags given are the movielens-csv defaults: the same bytes without them.
+    let out = ok(d, &["synth", "--out", "ml-defaults", "--format", "movielens-csv", "-q"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("wrote 610 users, 1000 movies,") && text.contains("ratings (MovieLens layout"), "{text}");
+    for name in ["ratings.csv", "movies.csv"] {
+        let read = |sub: &str| std::fs::read(d.join(sub).join(name)).unwrap();
+        assert!(read("ml") == read("ml-defaults"), "{name} differs");
+    }
+    let ratings = std::fs::read_to_string(d.join("ml/ratings.csv")).unwrap();
+    assert_eq!(ratings.lines().next(), Some("userId,movieId,rating,timestamp"));
+    assert_eq!(ratings.lines().count() as u64 - 1, summary["events"].as_u64().unwrap());
+}
+
+#[test]
+fn research_data_extraction_of_movielens_shaped_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = movielens_shaped(dir.path());
+    // What the extraction must report, read from the file itself.
+    let ratings = std::fs::read_to_string(dir.path().join("ml/ratings.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = ratings.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let users: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[0]).collect();
+    let movies: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[1]).collect();
+    assert_eq!(rows.len() as u64, summary["events"].as_u64().unwrap());
     let out = ok(
         dir.path(),
         &[
             "extract",
             "--research-data",
             "--input",
-            ratings.to_str().unwrap(),
+            "ml/ratings.csv",
             "--format",
             "movielens-csv",
             "--feedback",
@@ -276,9 +314,10 @@ fn research_data_extraction_of_movielens() {
         ],
     );
     let report = &json(&out)["report"];
-    assert_eq!(report["rows_in"], 100_836);
+    assert_eq!(report["rows_in"].as_u64().unwrap(), rows.len() as u64);
     assert_eq!(report["subjects"], 610);
-    assert_eq!(report["items"], 9_724);
+    assert_eq!(report["subjects"].as_u64().unwrap(), users.len() as u64);
+    assert_eq!(report["items"].as_u64().unwrap(), movies.len() as u64);
     assert_eq!(report["research_data"], true);
     assert!(!dir.path().join("hush.key").exists(), "research extraction needs no key file");
 }
@@ -341,13 +380,12 @@ fn quickstart_runs_the_main_job() {
 }
 
 #[test]
-fn train_evaluate_recommend_and_inspect_on_real_files() {
-    let ratings = root().join("../shared/data/ml-latest-small/ratings.csv");
-    assert!(ratings.exists(), "{} is missing: this test needs ../shared beside the project root", ratings.display());
+fn train_evaluate_recommend_and_inspect_on_movielens_shaped_files() {
     let config = root().join("models/movielens.toml");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ratings = ratings.to_str().unwrap();
+    movielens_shaped(d);
+    let ratings = "ml/ratings.csv";
     let config = config.to_str().unwrap();
     // A fast configuration for the test; the quality bars use models/movielens.toml as it is.
     std::fs::write(
@@ -423,7 +461,7 @@ fn train_evaluate_recommend_and_inspect_on_real_files() {
             "--model",
             "dp.hmdl",
             "--items",
-            "1,260,1196,no-such-movie",
+            "1,2,3,no-such-movie",
             "--values",
             "5,5,5,5",
             "--k",
@@ -433,7 +471,7 @@ fn train_evaluate_recommend_and_inspect_on_real_files() {
     ));
     let list = recs["recommendations"].as_array().unwrap();
     assert_eq!(list.len(), 5);
-    assert!(list.iter().all(|r| !["1", "260", "1196"].contains(&r["item"].as_str().unwrap())));
+    assert!(list.iter().all(|r| !["1", "2", "3"].contains(&r["item"].as_str().unwrap())));
     assert_eq!(recs["unknown_items"][0], "no-such-movie");
 
     // Bad input: no privacy choice, a corrupt model file.

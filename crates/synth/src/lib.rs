@@ -8,6 +8,10 @@
 //! late, some withdraw, some send a Global Privacy Control signal, and a few
 //! ask to be erased. Everything is written in the formats hush imports, and
 //! the same seed always gives the same bytes.
+//!
+//! [`EventFileFormat::MovielensCsv`] writes a MovieLens-shaped research data
+//! set instead (`ratings.csv` and `movies.csv`, as in ml-latest-small), so that
+//! tests need no real MovieLens file beside the project.
 #![deny(missing_docs)]
 
 use std::fs::File;
@@ -85,6 +89,12 @@ pub enum EventFileFormat {
     Csv,
     /// `events.jsonl`, one object per line.
     Jsonl,
+    /// A MovieLens-shaped research data set instead of a storefront:
+    /// `ratings.csv` (`userId,movieId,rating,timestamp`, half-star ratings,
+    /// sorted by user then movie, each pair once) and `movies.csv`
+    /// (`movieId,title,genres`). No consent ledger: MovieLens is research data.
+    #[serde(rename = "movielens-csv")]
+    MovielensCsv,
 }
 
 /// Generator settings.
@@ -132,6 +142,26 @@ impl Default for SynthParams {
 }
 
 impl SynthParams {
+    /// A small stand-in for ml-latest-small (610 users): 1,000 movies, about
+    /// 30 ratings per user, written as MovieLens CSV. Tests use it where they
+    /// need MovieLens-shaped data but must not depend on files outside the
+    /// repository.
+    #[must_use]
+    pub fn movielens_shaped() -> Self {
+        SynthParams {
+            subjects: 610,
+            items: 1_000,
+            mean_events_per_subject: 25.0,
+            rank: 8,
+            popularity_exponent: 0.9,
+            start_unix_seconds: 828_316_800, // 1996-04-01, as ml-latest-small starts in 1996
+            days: 8_000,
+            event_format: EventFileFormat::MovielensCsv,
+            seed: 1,
+            ..SynthParams::default()
+        }
+    }
+
     /// Checks the parameters.
     ///
     /// # Errors
@@ -217,6 +247,9 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
 pub fn generate(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<SynthSummary> {
     params.validate()?;
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    if params.event_format == EventFileFormat::MovielensCsv {
+        return generate_movielens(params, dir, progress);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let rank = params.rank;
     let scale = 1.0 / (rank as f64).sqrt();
@@ -245,7 +278,7 @@ pub fn generate(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut(u64))
     items_file.flush().map_err(io(&items_path))?;
 
     let (events_name, format) = match params.event_format {
-        EventFileFormat::Csv => ("events.csv", EventFileFormat::Csv),
+        EventFileFormat::Csv | EventFileFormat::MovielensCsv => ("events.csv", EventFileFormat::Csv),
         EventFileFormat::Jsonl => ("events.jsonl", EventFileFormat::Jsonl),
     };
     let events_path = dir.join(events_name);
@@ -336,6 +369,136 @@ pub fn generate(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut(u64))
     Ok(summary)
 }
 
+const GENRES: [&str; 12] = [
+    "Action",
+    "Adventure",
+    "Animation",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Horror",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+];
+
+/// Fewest ratings per user, as in ml-latest-small (every user rated at least 20 movies).
+const MOVIELENS_MIN_RATINGS: usize = 20;
+
+/// Writes `ratings.csv` and `movies.csv` in the MovieLens latest layout.
+///
+/// Users belong to a few taste clusters (their latent taste is the cluster's
+/// centre plus a personal part), movies have latent traits, a quality bias and
+/// a power-law popularity. A user watches popular movies that match their
+/// taste, and rates them 3.5 plus user and movie biases plus the taste match
+/// plus noise, rounded to half stars within 0.5..=5.0. A low-rank model thus
+/// beats the movie-mean baseline, as on real MovieLens data.
+fn generate_movielens(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<SynthSummary> {
+    const CLUSTERS: usize = 5;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let rank = params.rank;
+    let n_items = params.items as usize;
+    let scale = 1.0 / (rank as f64).sqrt();
+    let normal = |rng: &mut ChaCha8Rng, std: f64| rng.sample::<f64, _>(StandardNormal) * std;
+    let item_traits: Vec<f32> = (0..n_items * rank).map(|_| normal(&mut rng, scale) as f32).collect();
+    let item_bias: Vec<f64> = (0..n_items).map(|_| normal(&mut rng, 0.4)).collect();
+    let centres: Vec<f64> = (0..CLUSTERS * rank).map(|_| normal(&mut rng, 1.0)).collect();
+    let mut cumulative = Vec::with_capacity(n_items);
+    let mut total = 0.0f64;
+    for j in 0..params.items {
+        total += (f64::from(j) + 1.0).powf(-params.popularity_exponent);
+        cumulative.push(total);
+    }
+
+    let movies_path = dir.join("movies.csv");
+    let mut movies = create(&movies_path)?;
+    writeln!(movies, "movieId,title,genres").map_err(io(&movies_path))?;
+    for j in 0..params.items {
+        let year = 1930 + rng.random_range(0..89);
+        let first = rng.random_range(0..GENRES.len());
+        let genres = match rng.random_range(0..3) {
+            0 => GENRES[first].to_string(),
+            k => {
+                let mut picked: Vec<usize> = (0..=k).map(|i| (first + i * 5) % GENRES.len()).collect();
+                picked.sort_unstable();
+                picked.iter().map(|&g| GENRES[g]).collect::<Vec<_>>().join("|")
+            }
+        };
+        writeln!(movies, "{},Synthetic Film {} ({year}),{genres}", movie_id(j), j + 1).map_err(io(&movies_path))?;
+    }
+    movies.flush().map_err(io(&movies_path))?;
+
+    let ratings_path = dir.join("ratings.csv");
+    let mut ratings = create(&ratings_path)?;
+    writeln!(ratings, "userId,movieId,rating,timestamp").map_err(io(&ratings_path))?;
+    let most = (n_items / 2).max(1);
+    let fewest = MOVIELENS_MIN_RATINGS.min(most);
+    // Every user rates at least `fewest` movies, and the rest is heavy-tailed
+    // around the mean, so that activity has thirds (light, medium, heavy)
+    // rather than a pile at the minimum.
+    let sigma = 1.0f64;
+    let extra_mean = (params.mean_events_per_subject - fewest as f64).max(1.0);
+    let activity = LogNormal::new(extra_mean.ln() - sigma * sigma / 2.0, sigma).expect("valid log-normal parameters");
+    let period = i64::from(params.days) * 86_400;
+    let mut summary =
+        SynthSummary { subjects: u64::from(params.subjects), items: u64::from(params.items), ..Default::default() };
+    let mut taste = vec![0f32; rank];
+    let mut seen = vec![false; n_items];
+    let mut rated: Vec<(usize, i64)> = Vec::new();
+    for s in 0..params.subjects {
+        let cluster = rng.random_range(0..CLUSTERS);
+        for (d, t) in taste.iter_mut().enumerate() {
+            *t = (centres[cluster * rank + d] + normal(&mut rng, 0.6)) as f32;
+        }
+        let user_bias = normal(&mut rng, 0.35);
+        let n = (fewest + activity.sample(&mut rng).round() as usize)
+            .min(most.min(20 * params.mean_events_per_subject as usize).max(fewest));
+        let first_visit = params.start_unix_seconds + rng.random_range(0..period);
+        let span = (params.start_unix_seconds + period - first_visit).clamp(1, 400 * 86_400);
+        rated.clear();
+        // Popular, matching movies get watched; a cap on attempts keeps a
+        // user with a narrow taste from looping when the head is exhausted.
+        for _ in 0..50 * n {
+            if rated.len() == n {
+                break;
+            }
+            let j = pick_item(&mut rng, &cumulative, &item_traits, &taste, rank);
+            if !seen[j] {
+                seen[j] = true;
+                rated.push((j, first_visit + rng.random_range(0..span)));
+            }
+        }
+        rated.sort_unstable();
+        for &(j, time) in &rated {
+            seen[j] = false;
+            let score = dot(&taste, &item_traits[j * rank..(j + 1) * rank]);
+            let raw = 2.9 + user_bias + item_bias[j] + 0.7 * score + normal(&mut rng, 0.5);
+            let stars = ((raw * 2.0).round() / 2.0).clamp(0.5, 5.0);
+            writeln!(ratings, "{},{},{stars:.1},{time}", s + 1, movie_id(j as u32)).map_err(io(&ratings_path))?;
+            summary.events += 1;
+        }
+        if s % 1000 == 999 {
+            progress(u64::from(s) + 1);
+        }
+    }
+    ratings.flush().map_err(io(&ratings_path))?;
+    progress(u64::from(params.subjects));
+    summary.files = [ratings_path, movies_path].iter().map(|p| p.display().to_string()).collect();
+    Ok(summary)
+}
+
+/// The MovieLens `movieId` of item `j` of a MovieLens-shaped data set: 1-based,
+/// with the most popular movies first, as Toy Story is movie 1.
+pub fn movie_id(j: u32) -> u32 {
+    j + 1
+}
+
 /// The external id of subject `s` (what a storefront would call a customer id).
 pub fn subject_id(s: u32) -> String {
     format!("cust-{s:07}")
@@ -383,7 +546,9 @@ fn write_event(
     time: i64,
 ) -> std::io::Result<u64> {
     match out.format {
-        EventFileFormat::Csv => writeln!(out.events, "{subject},{item},{kind},{value},{time}")?,
+        EventFileFormat::Csv | EventFileFormat::MovielensCsv => {
+            writeln!(out.events, "{subject},{item},{kind},{value},{time}")?
+        }
         EventFileFormat::Jsonl => writeln!(
             out.events,
             r#"{{"subject_id":"{subject}","item_id":"{item}","kind":"{kind}","value":{value},"timestamp":{time}}}"#
@@ -503,6 +668,59 @@ mod tests {
             summary.events
         );
         assert!(summary.consent_records > 300 && summary.erasure_requests < 30);
+    }
+
+    fn movielens_rows(dir: &Path) -> Vec<(u32, u32, f64, i64)> {
+        let text = std::fs::read_to_string(dir.join("ratings.csv")).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("userId,movieId,rating,timestamp"));
+        lines
+            .map(|line| {
+                let f: Vec<&str> = line.split(',').collect();
+                (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn movielens_shaped_data_looks_like_ml_latest_small() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let params = SynthParams::movielens_shaped();
+        let summary = generate(&params, a.path(), &mut |_| {}).unwrap();
+        generate(&params, b.path(), &mut |_| {}).unwrap();
+        for name in ["ratings.csv", "movies.csv"] {
+            let read = |d: &tempfile::TempDir| std::fs::read(d.path().join(name)).unwrap();
+            assert_eq!(read(&a), read(&b), "{name} differs between identical runs");
+        }
+        assert!(!a.path().join("consent.csv").exists(), "MovieLens is research data: no consent ledger");
+
+        let rows = movielens_rows(a.path());
+        assert_eq!(rows.len() as u64, summary.events);
+        // Sorted by user then movie, each pair once, every user with at least 20 ratings.
+        assert!(rows.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        let mut per_user = std::collections::BTreeMap::<u32, usize>::new();
+        for r in &rows {
+            *per_user.entry(r.0).or_default() += 1;
+        }
+        assert_eq!(per_user.len(), 610);
+        assert!(per_user.values().all(|&n| n >= MOVIELENS_MIN_RATINGS), "{per_user:?}");
+        // Half stars within 0.5..=5.0, skewed high as MovieLens is: mean about 3.5, 4.0 the most common.
+        assert!(rows.iter().all(|r| (0.5..=5.0).contains(&r.2) && (r.2 * 2.0).fract() == 0.0));
+        let mut stars = [0usize; 10];
+        for r in &rows {
+            stars[(r.2 * 2.0) as usize - 1] += 1;
+        }
+        let mean = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
+        assert!((3.2..3.8).contains(&mean), "mean rating {mean}: {stars:?}");
+        let mode = stars.iter().enumerate().max_by_key(|(_, n)| **n).unwrap().0;
+        assert!((6..=7).contains(&mode), "most common rating should be 3.5 or 4.0: {stars:?}");
+        assert!(stars.iter().all(|&n| n > 0), "every half star occurs: {stars:?}");
+
+        let movies = std::fs::read_to_string(a.path().join("movies.csv")).unwrap();
+        let mut lines = movies.lines();
+        assert_eq!(lines.next(), Some("movieId,title,genres"));
+        assert_eq!(lines.count(), 1_000);
+        assert!(movies.lines().nth(1).unwrap().starts_with("1,Synthetic Film 1 ("));
     }
 
     #[test]

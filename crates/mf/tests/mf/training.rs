@@ -1,4 +1,6 @@
-//! Training behaviour: determinism, the zero-noise twin, quality on real data.
+//! Training behaviour: determinism, the zero-noise twin, quality on
+//! MovieLens-shaped data (the real ml-latest-small checks are the root bench
+//! `benches/movielens.rs`).
 
 use hush_consent::formats::EventFormat;
 use hush_consent::{PseudonymKey, Timestamp};
@@ -78,10 +80,12 @@ fn fold_in_recommends_from_the_subjects_own_cluster() {
     }
 }
 
-fn movielens(feedback: Feedback) -> hush_features::FeatureSet {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/ml-latest-small/ratings.csv");
-    assert!(path.exists(), "{} is missing: this test needs ../shared beside the project", path.display());
+/// A MovieLens-shaped data set from `hush-synth` (610 users, 1,000 movies,
+/// seed 1), generated into Cargo's temporary directory and read as research
+/// data: the tests need nothing beside the project.
+fn movielens_shaped(feedback: Feedback) -> hush_features::FeatureSet {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hush-mf-movielens-shaped");
+    hush_synth::generate(&hush_synth::SynthParams::movielens_shaped(), &dir, &mut |_| {}).unwrap();
     let now = Timestamp::now();
     let config =
         ExtractParams { feedback, research_data: true, max_events_per_subject: None, ..ExtractParams::default() }
@@ -90,23 +94,31 @@ fn movielens(feedback: Feedback) -> hush_features::FeatureSet {
     let view = ConsentView::research(&config);
     let key = PseudonymKey::from_bytes([0; 32]);
     let mut extractor = Extractor::new(&config, &view, &key);
-    extractor.add_file(&path, &EventFormat::MovielensCsv, &mut |_| {}).unwrap();
+    extractor.add_file(&dir.join("ratings.csv"), &EventFormat::MovielensCsv, &mut |_| {}).unwrap();
     extractor.finish(now).unwrap().0
 }
 
 #[test]
-fn movielens_reaches_a_sane_rmse_private_and_not() {
-    let set = movielens(Feedback::Explicit);
+fn movielens_shaped_data_reaches_a_sane_rmse_private_and_not() {
+    let set = movielens_shaped(Feedback::Explicit);
     let parts = split(&set, &SplitSpec::Holdout { fraction: 0.2, seed: 42 });
     let options = EvalOptions::default();
     let twin = train(&parts.train, &params(32, 8), Privacy::NonPrivate, &mut |_| {}).unwrap();
     let twin_rmse = eval::evaluate(&twin, &parts.train, &parts.test, options).rating.unwrap().rmse;
     let base = eval::baselines(&parts.train, &parts.test, options);
-    assert!(twin_rmse < 0.9, "non-private RMSE {twin_rmse}");
-    assert!(twin_rmse < base.item_mean.unwrap().rmse);
+    let (item_mean, global_mean) = (base.item_mean.unwrap().rmse, base.global_mean.unwrap().rmse);
+    eprintln!("twin RMSE {twin_rmse}, item mean {item_mean}, global mean {global_mean}");
+    // The ratings carry noise of standard deviation 0.5 before rounding to half
+    // stars; seed 1 gives about 0.68 against an item mean of about 0.76.
+    assert!(twin_rmse < 0.75, "non-private RMSE {twin_rmse}");
+    assert!(
+        twin_rmse < 0.95 * item_mean,
+        "non-private RMSE {twin_rmse} should clearly beat the item mean {item_mean}: the users have tastes"
+    );
     let dp_params = TrainParams { rank: 16, iterations: 2, clip_norm: 1.0, ..params(16, 2) };
     let privacy = Privacy::Dp { budget: Budget::new(8.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(1)) };
     let dp = train(&parts.train, &dp_params, privacy, &mut |_| {}).unwrap();
     let dp_rmse = eval::evaluate(&dp, &parts.train, &parts.test, options).rating.unwrap().rmse;
-    assert!(dp_rmse < base.global_mean.unwrap().rmse, "DP RMSE {dp_rmse} should beat the global mean");
+    eprintln!("DP RMSE {dp_rmse}");
+    assert!(dp_rmse < global_mean, "DP RMSE {dp_rmse} should beat the global mean {global_mean}");
 }
