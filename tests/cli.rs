@@ -581,16 +581,22 @@ fn serve_settings_come_from_flags_env_or_a_checked_config_file() {
     assert!(stderr(&out).contains("missing.hmdl"), "the model path from the config file is used: {}", stderr(&out));
 }
 
-#[test]
-fn the_budget_ledger_caps_what_training_may_spend() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A small synthetic storefront in `d`: consent imported into `hush.db`,
+/// events extracted with its catalogue into `f.hfs`.
+fn small_store(d: &std::path::Path) {
     ok(d, &["synth", "--out", "shop", "--subjects", "300", "--items", "60", "--seed", "5", "-q"]);
     ok(d, &["consent", "import", "shop/consent.csv", "-q"]);
     ok(
         d,
         &["extract", "--input", "shop/events.csv", "--catalogue", "shop/items.csv", "--out", "f.hfs", "-q", "--json"],
     );
+}
+
+#[test]
+fn the_budget_ledger_caps_what_training_may_spend() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_store(d);
     std::fs::write(
         d.join("fast.toml"),
         "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n\n[train_dp]\nrank = 2\n",
@@ -785,12 +791,7 @@ fn serve_reloads_on_sighup_refuses_bad_files_and_stops_gracefully_on_sigterm() {
 fn audit_bounds_epsilon_below_the_claim_and_has_power_without_privacy() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(d, &["synth", "--out", "shop", "--subjects", "300", "--items", "60", "--seed", "5", "-q"]);
-    ok(d, &["consent", "import", "shop/consent.csv", "-q"]);
-    ok(
-        d,
-        &["extract", "--input", "shop/events.csv", "--catalogue", "shop/items.csv", "--out", "f.hfs", "-q", "--json"],
-    );
+    small_store(d);
     std::fs::write(
         d.join("fast.toml"),
         "[train]\nrank = 4\niterations = 2\nlambda = 5.0\nmax_items_per_subject = 10\n",
