@@ -207,8 +207,30 @@ impl StoreUrl {
     }
 }
 
-/// A connection string without its password, for messages and logs.
+/// A connection string without its password, for messages and logs: the
+/// password of `user:password@host` and the value of every query parameter
+/// whose name contains `password` (e.g. `?password=` or `sslpassword=`).
 pub fn redact(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_credentials(base);
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => format!("{name}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_credentials(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -648,6 +670,29 @@ impl WriteBatch<'_> {
         match self.inner {
             BatchBackend::Sqlite(b) => b.commit(),
             BatchBackend::Postgres(b) => b.commit(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_leave_urls_wherever_they_stand() {
+        assert_eq!(redact("postgres://u:s3cret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgres://u@h/db?password=s3cret&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://h/db?sslmode=require&SSLPassword=x"),
+            "postgres://h/db?sslmode=require&SSLPassword=***"
+        );
+        assert_eq!(redact("postgres://u:a@h/db?password=b"), "postgres://u:***@h/db?password=***");
+        assert_eq!(redact("hush.db"), "hush.db");
+        for url in ["postgres://u:s3cret@h/db?password=s3cret", "postgres://h/db?user=u&password=s3cret"] {
+            assert!(!redact(url).contains("s3cret"), "{url}");
         }
     }
 }
