@@ -149,6 +149,7 @@ fn metrics_json(
         "model_id": model.meta.model_id,
         "feedback": model.meta.feedback,
         "private": model.meta.privacy.epsilon().is_some(),
+        "k": k,
         "epsilon": epsilon,
         "delta": delta,
         "rho": rho,
@@ -186,7 +187,9 @@ fn print_metrics(metrics: &Value) {
     if let Some(rmse) = get("rmse") {
         println!("  RMSE {rmse:.4}  MAE {:.4}", get("mae").unwrap_or(f64::NAN));
     }
-    for key in ["precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "coverage", "popularity_bias"] {
+    let k = metrics["k"].as_u64().unwrap_or(10);
+    let ranking = ["precision", "recall", "ndcg", "map"].map(|m| format!("{m}_at_{k}"));
+    for key in ranking.iter().map(String::as_str).chain(["coverage", "popularity_bias"]) {
         if let Some(v) = get(key) {
             println!("  {key:<16} {v:.4}");
         }
@@ -194,9 +197,9 @@ fn print_metrics(metrics: &Value) {
     let b = &metrics["baselines"];
     let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
     println!(
-        "  baselines: popularity recall@10 {} ndcg@10 {}; global mean RMSE {}; item mean RMSE {}",
-        num(&b["popularity_recall_at_10"]),
-        num(&b["popularity_ndcg_at_10"]),
+        "  baselines: popularity recall@{k} {} ndcg@{k} {}; global mean RMSE {}; item mean RMSE {}",
+        num(&b[format!("popularity_recall_at_{k}")]),
+        num(&b[format!("popularity_ndcg_at_{k}")]),
         num(&b["global_mean_rmse"]),
         num(&b["item_mean_rmse"])
     );
@@ -209,7 +212,7 @@ fn print_metrics(metrics: &Value) {
             .map(|g| {
                 let m = &metrics[key][*g];
                 let rmse = m["rmse"].as_f64().map(|r| format!(" RMSE {r:.4}")).unwrap_or_default();
-                format!("{g}: recall@10 {}{rmse}", num(&m["recall"]))
+                format!("{g}: recall@{k} {}{rmse}", num(&m["recall"]))
             })
             .collect();
         println!("  {title}: {}", parts.join("; "));

@@ -666,7 +666,7 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
     // `hush evaluate` on the store's data is recorded on its evaluation budget.
     let before = json(&ok(d, &["budget", "runs", "--json"])).as_array().unwrap().len();
-    ok(
+    let out = ok(
         d,
         &[
             "evaluate",
@@ -677,9 +677,14 @@ fn the_budget_ledger_caps_what_training_may_spend() {
             "--split",
             "holdout:0.2:1",
             "--non-private",
+            "--k",
+            "5",
             "-q",
         ],
     );
+    // Text output names the metrics at the k asked for.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("recall_at_5") && text.contains("popularity recall@5") && !text.contains("@10"), "{text}");
     let runs = json(&ok(d, &["budget", "runs", "--json"]));
     let last = runs.as_array().unwrap().last().unwrap().clone();
     assert_eq!((runs.as_array().unwrap().len(), last["purpose"].as_str()), (before + 1, Some("evaluation")));
