@@ -585,9 +585,9 @@ impl ItemStep<'_> {
             add_symmetric_noise(&mut eq.a, n, &mut noise, mechanics.item_gram_std);
         }
         if let Some(mut noise) = self.stream(ReleaseKind::ItemRhs) {
-            let before = self.mechanics.log.as_ref().map(|_| eq.b.clone());
+            let before = mechanics.log.as_ref().map(|_| eq.b.clone());
             noise.add_gaussian(&mut eq.b, mechanics.item_rhs_std);
-            if let (Some(log), Some(before)) = (&self.mechanics.log, before) {
+            if let (Some(log), Some(before)) = (&mechanics.log, before) {
                 let drawn = eq.b.iter().zip(&before).map(|(a, b)| a - b).collect();
                 log.record_noise(ReleaseKind::ItemRhs.stream(self.iteration, self.item as u64), drawn);
             }
