@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hush_consent::{EventKind, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{DropReason, Error, Result};
 
 /// Which events of a consenting subject may be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,51 @@ pub enum Feedback {
     /// Views, carts, purchases...: each kind contributes its weight; weights of
     /// one subject and item add up.
     Implicit,
+}
+
+/// How raw events become interaction values: travels with the feature set
+/// and the model, so that serving folds a subject's events in exactly as
+/// training weighed them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventWeighting {
+    /// Implicit: the weight of each event kind, by name; other kinds are not used.
+    pub kind_weights: BTreeMap<String, f32>,
+    /// Implicit: a rating is a positive signal only at or above this value.
+    pub rating_positive_threshold: f32,
+}
+
+impl Default for EventWeighting {
+    fn default() -> Self {
+        EventWeighting {
+            // Purchase intent is stronger evidence than a glance; the ratios
+            // follow common storefront practice (Hu et al.'s confidence idea).
+            kind_weights: [("view", 1.0), ("cart", 3.0), ("purchase", 5.0), ("rating", 4.0)]
+                .into_iter()
+                .map(|(k, w)| (k.to_string(), w))
+                .collect(),
+            rating_positive_threshold: 4.0,
+        }
+    }
+}
+
+impl EventWeighting {
+    /// The value an event contributes, or why it contributes nothing:
+    /// explicit models use ratings as they are; implicit ones weigh each kind,
+    /// and a rating below the threshold is no signal at all.
+    ///
+    /// # Errors
+    /// [`DropReason::ExcludedKind`] for a kind the weighting does not use,
+    /// [`DropReason::BelowRatingThreshold`] for a low rating in implicit mode.
+    pub fn weigh(&self, feedback: Feedback, kind: &EventKind, value: f32) -> std::result::Result<f32, DropReason> {
+        match (feedback, kind) {
+            (Feedback::Explicit, EventKind::Rating) => Ok(value),
+            (Feedback::Explicit, _) => Err(DropReason::ExcludedKind),
+            (Feedback::Implicit, EventKind::Rating) if value < self.rating_positive_threshold => {
+                Err(DropReason::BelowRatingThreshold)
+            }
+            (Feedback::Implicit, kind) => self.kind_weights.get(kind.as_str()).copied().ok_or(DropReason::ExcludedKind),
+        }
+    }
 }
 
 /// Extraction settings as written in a config file or on the command line.
@@ -80,13 +125,8 @@ impl Default for ExtractParams {
             max_events_per_subject: Some(500),
             sampling_seed: None,
             catalogue: None,
-            // Purchase intent is stronger evidence than a glance; the ratios
-            // follow common storefront practice (Hu et al.'s confidence idea).
-            kind_weights: [("view", 1.0), ("cart", 3.0), ("purchase", 5.0), ("rating", 4.0)]
-                .into_iter()
-                .map(|(k, w)| (k.to_string(), w))
-                .collect(),
-            rating_positive_threshold: 4.0,
+            kind_weights: EventWeighting::default().kind_weights,
+            rating_positive_threshold: EventWeighting::default().rating_positive_threshold,
             strict: false,
             // More than 1% bad rows usually means the wrong file or format.
             max_malformed_fraction: 0.01,
@@ -105,8 +145,6 @@ pub struct ExtractConfig {
     pub decided_at: Timestamp,
     /// Which events of a consenting subject may be used.
     pub policy: ConsentPolicy,
-    /// Ratings or implicit signals.
-    pub feedback: Feedback,
     /// Retention window in days.
     pub retention_days: Option<u32>,
     /// Contribution bound on distinct items per subject.
@@ -117,10 +155,10 @@ pub struct ExtractConfig {
     pub sampling_seed: Option<u64>,
     /// The public item universe, if one was given.
     pub catalogue: Option<crate::Catalogue>,
-    /// Implicit weights by kind.
-    pub kind_weights: BTreeMap<EventKind, f32>,
-    /// Rating threshold for implicit positives.
-    pub rating_positive_threshold: f32,
+    /// Ratings or implicit signals.
+    pub feedback: Feedback,
+    /// How events become interaction values.
+    pub weighting: EventWeighting,
     /// Stop at the first malformed row.
     pub strict: bool,
     /// Allowed malformed fraction.
@@ -169,7 +207,7 @@ impl ExtractParams {
                     format!("weight of `{name}` must be within (0, 1000], found {weight}"),
                 ));
             }
-            kind_weights.insert(kind, weight);
+            kind_weights.insert(kind.as_str().to_string(), weight);
         }
         if self.feedback == Feedback::Implicit && kind_weights.is_empty() {
             return Err(invalid("kind_weights", "implicit feedback needs at least one weighted kind".into()));
@@ -184,8 +222,7 @@ impl ExtractParams {
             secret: self.sampling_seed.map_or_else(crate::SubjectSecret::from_os, crate::SubjectSecret::seeded),
             sampling_seed: self.sampling_seed,
             catalogue: self.catalogue.as_deref().map(crate::Catalogue::load).transpose()?,
-            kind_weights,
-            rating_positive_threshold: self.rating_positive_threshold,
+            weighting: EventWeighting { kind_weights, rating_positive_threshold: self.rating_positive_threshold },
             strict: self.strict,
             max_malformed_fraction: self.max_malformed_fraction,
             research_data: self.research_data,

@@ -377,14 +377,7 @@ impl<'a> Extractor<'a> {
                 return Ok(());
             }
         }
-        let value = match (config.feedback, &kind) {
-            (Feedback::Explicit, EventKind::Rating) => Ok(value),
-            (Feedback::Explicit, _) => Err(DropReason::ExcludedKind),
-            (Feedback::Implicit, EventKind::Rating) if value < config.rating_positive_threshold => {
-                Err(DropReason::BelowRatingThreshold)
-            }
-            (Feedback::Implicit, kind) => config.kind_weights.get(kind).copied().ok_or(DropReason::ExcludedKind),
-        };
+        let value = config.weighting.weigh(config.feedback, &kind, value);
         let value = match value {
             Ok(v) => v,
             Err(reason) => {
@@ -553,6 +546,7 @@ impl<'a> Extractor<'a> {
             created_at_ms: now.as_unix_millis(),
             hush_version: env!("CARGO_PKG_VERSION").into(),
             split: None,
+            weighting: self.config.weighting.clone(),
         };
         tracing::info!(
             subjects = report.subjects,

@@ -9,7 +9,7 @@ use crate::envelope::{self, Kind};
 use crate::{ConsentPolicy, Error, Feedback, Result, SubjectKey};
 
 /// The envelope kind of feature set files.
-pub const FEATURE_SET_KIND: Kind = Kind { name: "hush feature set", magic: *b"HUSHFSET", version: 2 };
+pub const FEATURE_SET_KIND: Kind = Kind { name: "hush feature set", magic: *b"HUSHFSET", version: 3 };
 
 /// One interaction of a subject with an item.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,13 +138,15 @@ pub struct FeatureMeta {
     pub hush_version: String,
     /// What this part is, when it was split off another feature set (e.g. `train of holdout:0.2:42`).
     pub split: Option<String>,
+    /// How events became interaction values (the model carries it on to serving).
+    pub weighting: crate::EventWeighting,
 }
 
 impl FeatureMeta {
     /// Provenance of a feature set assembled in code rather than extracted
     /// from events and a consent ledger (tests, benchmarks, examples): no
     /// snapshot, no contribution bound, seeded sampling, no catalogue, no
-    /// report digest, not split.
+    /// report digest, not split, the default event weighting.
     /// Change what differs with struct update syntax.
     pub fn assembled(feedback: Feedback) -> FeatureMeta {
         FeatureMeta {
@@ -159,6 +161,7 @@ impl FeatureMeta {
             created_at_ms: 0,
             hush_version: env!("CARGO_PKG_VERSION").into(),
             split: None,
+            weighting: crate::EventWeighting::default(),
         }
     }
 }

@@ -25,7 +25,7 @@ mod report;
 pub mod split;
 
 pub use catalogue::Catalogue;
-pub use config::{ConsentPolicy, ExtractConfig, ExtractParams, Feedback};
+pub use config::{ConsentPolicy, EventWeighting, ExtractConfig, ExtractParams, Feedback};
 pub use consent_view::{ConsentView, Inclusion};
 pub use error::{Error, Result};
 pub use extract::Extractor;

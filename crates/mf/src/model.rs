@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result, TrainParams};
 
 /// The envelope kind of model files.
-pub const MODEL_KIND: Kind = Kind { name: "hush model", magic: *b"HUSHMODL", version: 2 };
+pub const MODEL_KIND: Kind = Kind { name: "hush model", magic: *b"HUSHMODL", version: 3 };
 
 /// The privacy guarantee a model was trained under.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +76,9 @@ pub struct DataProvenance {
     pub catalogue: Option<String>,
     /// The split the model was trained on, if any (e.g. `train of holdout:0.2:42`).
     pub split: Option<String>,
+    /// How events became interaction values in training: serving folds a
+    /// subject's events in the same way.
+    pub weighting: hush_features::EventWeighting,
 }
 
 /// The purpose a store derives its model-signing seed for from its key

@@ -483,6 +483,7 @@ pub fn train_with_mechanics(
                 sampling_seeded: set.meta.sampling_seeded,
                 catalogue: set.meta.catalogue.clone(),
                 split: set.meta.split.clone(),
+                weighting: set.meta.weighting.clone(),
             },
             purpose: crate::ModelPurpose::Release,
         },

@@ -24,8 +24,17 @@ pub fn markdown(model: &Model) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Model card: hush model `{}`\n", m.model_id);
     let kind = match m.feedback {
-        Feedback::Explicit => "explicit ratings (predicts ratings and ranks by them)",
-        Feedback::Implicit => "implicit signals: views, carts, purchases (ranks items by predicted preference)",
+        Feedback::Explicit => "explicit ratings (predicts ratings and ranks by them)".to_string(),
+        Feedback::Implicit => {
+            let w = &m.data.weighting;
+            let weights: Vec<String> = w.kind_weights.iter().map(|(kind, weight)| format!("{kind} {weight}")).collect();
+            format!(
+                "implicit signals weighed {} (a rating counts from {}; ranks items by predicted preference; \
+                 serving weighs a customer's events the same way)",
+                md_text(&weights.join(", ")),
+                w.rating_positive_threshold
+            )
+        }
     };
     let _ = writeln!(
         md,

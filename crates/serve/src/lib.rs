@@ -114,10 +114,13 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Require API keys with scopes (off only for local experiments).
     pub require_api_keys: bool,
-    /// Fold-in weight of each event kind for implicit models. Negative
-    /// weights are negative feedback (e.g. `dislike`, `return`): they subtract
-    /// from the item's weight, an item whose total is not positive is left out
-    /// of the fold-in, and items the subject interacted with are never recommended.
+    /// Fold-in weight of event kinds that an implicit model was *not* trained
+    /// on: the kinds it was trained on are weighed exactly as in training
+    /// (the model carries that weighting), and a weight here for one of them
+    /// is ignored with a warning at load. Negative weights are negative
+    /// feedback (e.g. `dislike`, `return`): they subtract from the item's
+    /// weight, an item whose total is not positive is left out of the
+    /// fold-in, and items the subject interacted with are never recommended.
     pub kind_weights: std::collections::BTreeMap<String, f32>,
     /// Address to listen on (the CLI's `--bind` wins).
     pub bind: Option<String>,
@@ -143,19 +146,8 @@ impl Default for ServeConfig {
             // connections of a busy client pool, far below a process's
             // descriptor limit.
             max_connections: 1024,
-            // The training defaults (purchase intent outweighs a glance), plus
-            // two negative kinds.
-            kind_weights: [
-                ("view", 1.0),
-                ("cart", 3.0),
-                ("purchase", 5.0),
-                ("rating", 4.0),
-                ("dislike", -5.0),
-                ("return", -5.0),
-            ]
-            .into_iter()
-            .map(|(k, w)| (k.to_string(), w))
-            .collect(),
+            // Two negative kinds, as strong as a purchase is positive.
+            kind_weights: [("dislike", -5.0), ("return", -5.0)].into_iter().map(|(k, w)| (k.to_string(), w)).collect(),
             bind: None,
             model: None,
         }
@@ -219,6 +211,20 @@ impl ServedModel {
     }
 }
 
+/// Says which serving weights a model overrides: kinds it was trained on
+/// are folded in with the model's own weighting.
+fn warn_of_ignored_weights(model: &Model, config: &ServeConfig) {
+    let trained = &model.meta.data.weighting.kind_weights;
+    let ignored: Vec<&str> =
+        config.kind_weights.keys().filter(|k| trained.contains_key(*k)).map(String::as_str).collect();
+    if !ignored.is_empty() && model.meta.feedback == hush_features::Feedback::Implicit {
+        tracing::warn!(
+            kinds = %ignored.join(","),
+            "serve kind_weights for kinds the model was trained on are ignored: events fold in as training weighed them"
+        );
+    }
+}
+
 /// Everything the handlers need; shared as `Arc<AppState>`.
 pub struct AppState {
     model: RwLock<Arc<ServedModel>>,
@@ -242,8 +248,10 @@ impl AppState {
     /// As [`ServedModel::new`].
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
         let readers = (0..READERS).map(|_| ledger.reopen().map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let served = admit(model, &key, &ledger)?;
+        warn_of_ignored_weights(&served.model, &config);
         Ok(AppState {
-            model: RwLock::new(Arc::new(admit(model, &key, &ledger)?)),
+            model: RwLock::new(Arc::new(served)),
             model_path: None,
             ledger: Mutex::new(ledger),
             readers,
@@ -285,6 +293,7 @@ impl AppState {
     pub fn swap_model(&self, model: Model) -> Result<String, ServeError> {
         // Model swaps are rare (admin endpoint, SIGHUP): a blocking read of the ledger is fine here.
         let served = Arc::new(admit(model, &self.key, &self.reader())?);
+        warn_of_ignored_weights(&served.model, &self.config);
         let id = served.model.meta.model_id.clone();
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = served;
         self.metrics.model_swaps.inc();

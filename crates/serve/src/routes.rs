@@ -9,7 +9,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, SubjectEvent, SubjectId, Timestamp};
-use hush_features::Feedback;
+use hush_features::{DropReason, Feedback};
+use hush_mf::Model;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::Instrument;
@@ -262,15 +263,18 @@ async fn popular(
     Ok(Json(json!({ "items": items, "personalized": false, "model_id": served.model.meta.model_id })))
 }
 
-/// The weight an event contributes to fold-in: the rating itself for
-/// explicit models; the configured kind weight for implicit ones (a rating
-/// counts only at 4 or more, as in training).
-fn fold_in_value(feedback: Feedback, weights: &BTreeMap<String, f32>, event: &Event) -> Option<f32> {
-    match (feedback, &event.kind) {
-        (Feedback::Explicit, EventKind::Rating) => Some(event.value),
-        (Feedback::Explicit, _) => None,
-        (Feedback::Implicit, EventKind::Rating) if event.value < 4.0 => None,
-        (Feedback::Implicit, kind) => weights.get(kind.as_str()).copied(),
+/// The weight an event contributes to fold-in: exactly what training made
+/// of it (the model carries its event weighting: ratings for explicit
+/// models, kind weights and the rating threshold for implicit ones). A kind
+/// training did not use may carry a serving-only weight (negative feedback
+/// such as `dislike`); a rating below the threshold is no signal.
+fn fold_in_value(model: &Model, serving_weights: &BTreeMap<String, f32>, event: &Event) -> Option<f32> {
+    match model.meta.data.weighting.weigh(model.meta.feedback, &event.kind, event.value) {
+        Ok(value) => Some(value),
+        Err(DropReason::ExcludedKind) if model.meta.feedback == Feedback::Implicit => {
+            serving_weights.get(event.kind.as_str()).copied()
+        }
+        Err(_) => None,
     }
 }
 
@@ -323,9 +327,8 @@ async fn recommend(
     let served = state.model();
     let model = &served.model;
     let events: Vec<(Option<usize>, &Event)> = events.iter().map(|e| (served.index.get(&e.item).copied(), e)).collect();
-    let history = History::of(model.meta.feedback, &events, |event| {
-        fold_in_value(model.meta.feedback, &state.config.kind_weights, event)
-    });
+    let history =
+        History::of(model.meta.feedback, &events, |event| fold_in_value(model, &state.config.kind_weights, event));
     let mut skip = excluded(&served, q.exclude.as_deref());
     for item in events.iter().filter_map(|&(item, _)| item) {
         skip[item] = true;

@@ -1,7 +1,7 @@
 //! The model file: round trip, refusals, and no subject data inside.
 
 use hush_features::Feedback;
-use hush_mf::{train, Model, Privacy, TrainParams};
+use hush_mf::{train, Model, Privacy, TrainParams, MODEL_KIND};
 use hush_privacy::{Budget, NoiseSource};
 
 use super::clustered;
@@ -33,10 +33,14 @@ fn round_trip_and_every_corruption_is_refused() {
     write(&flipped);
     assert!(err(()).ends_with("hush model file is corrupted (checksum mismatch)"), "{}", err(()));
     let mut version = bytes.clone();
-    version[8] = 3;
+    version[8] = MODEL_KIND.version as u8 + 1;
     write(&version);
     assert!(
-        err(()).contains("hush model format version 3 is not supported (this hush reads version 2)"),
+        err(()).contains(&format!(
+            "hush model format version {} is not supported (this hush reads version {})",
+            MODEL_KIND.version + 1,
+            MODEL_KIND.version
+        )),
         "{}",
         err(())
     );

@@ -31,6 +31,11 @@ fn model(research_only: bool) -> hush_mf::Model {
 }
 
 fn model_with(unfit: Unfit) -> hush_mf::Model {
+    model_weighing(unfit, hush_features::EventWeighting::default())
+}
+
+/// As [`model_with`], trained on events weighed by `weighting`.
+fn model_weighing(unfit: Unfit, weighting: hush_features::EventWeighting) -> hush_mf::Model {
     let rows: Vec<Vec<Interaction>> = (0..200u32)
         .map(|s| {
             let base = if s % 2 == 0 { 0 } else { 20 };
@@ -41,6 +46,7 @@ fn model_with(unfit: Unfit) -> hush_mf::Model {
         research_only: unfit == Unfit::ResearchData,
         sampling_seeded: unfit == Unfit::SeededSampling,
         catalogue: (unfit != Unfit::NoCatalogue).then(|| "test catalogue".to_string()),
+        weighting,
         ..FeatureMeta::assembled(Feedback::Implicit)
     };
     let mut set = FeatureSet::from_subject_rows(meta, (0..40).map(|i| format!("sku-{i}")).collect(), &rows);
@@ -110,6 +116,11 @@ impl Server {
     }
 
     async fn start_with(config: ServeConfig) -> Server {
+        Server::serving(model(false), config).await
+    }
+
+    /// A server of `model` (released by the server's store first).
+    async fn serving(mut released: hush_mf::Model, config: ServeConfig) -> Server {
         captured_logs();
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("hush.db");
@@ -121,7 +132,6 @@ impl Server {
             keys.insert(scope, key);
         }
         let model_path = dir.path().join("model.hmdl");
-        let mut released = model(false);
         release(&mut released, &mut ledger);
         released.save(&model_path).unwrap();
         let loaded = hush_mf::Model::load(&model_path).unwrap();
@@ -703,6 +713,29 @@ async fn negative_feedback_cancels_items_and_they_are_never_recommended() {
     assert!(!items.contains(&"sku-0") && !items.contains(&"sku-1"));
 }
 
+/// Serving weighs a subject's events as the model's training did: its
+/// rating threshold, not a fixed one.
+#[tokio::test]
+async fn events_fold_in_with_the_weighting_the_model_was_trained_with() {
+    for (threshold, rating, folded_in) in [(3.0, 3.5, true), (4.5, 4.2, false), (4.5, 4.6, true)] {
+        let weighting = hush_features::EventWeighting {
+            rating_positive_threshold: threshold,
+            ..hush_features::EventWeighting::default()
+        };
+        let server = Server::serving(model_weighing(Unfit::No, weighting), ServeConfig::default()).await;
+        server.consent("ivy", "personalization", true).await;
+        let event = json!({ "subject_id": "ivy", "item_id": "sku-3", "kind": "rating", "value": rating });
+        let (status, _) = server.send(reqwest::Method::POST, "/v1/events", Some(json!({ "events": [event] }))).await;
+        assert_eq!(status, 200);
+        let (status, body) = server.get("/v1/subjects/ivy/recommendations?k=5").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["personalized"], folded_in, "threshold {threshold}, rating {rating}: {body}");
+        let card = server.client.get(format!("{}/v1/model?format=md", server.base)).send().await.unwrap();
+        let card = card.text().await.unwrap();
+        assert!(card.contains(&format!("a rating counts from {threshold}")), "{card}");
+    }
+}
+
 #[tokio::test]
 async fn only_the_most_recent_events_are_folded_in_and_excluded() {
     let server = Server::start_with(ServeConfig { max_history: 2, ..ServeConfig::default() }).await;
@@ -823,6 +856,25 @@ async fn raw_exchange(server: &Server, request: String) -> (u16, String) {
     let text = String::from_utf8_lossy(&answer).to_string();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// A request that outlives `request_timeout_ms` is answered 503 `timeout`,
+/// and that answer is counted in `/metrics` like any other (the metrics
+/// layer sits outside the timeout).
+#[tokio::test]
+async fn timed_out_requests_are_answered_503_and_counted() {
+    let server = Server::start_with(ServeConfig { request_timeout_ms: 300, ..ServeConfig::default() }).await;
+    // A body announced but never sent: the handler waits for it until the timeout.
+    let request = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"events\": [",
+        server.keys["ingest"]
+    );
+    let (status, answer) = raw_exchange(&server, request).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains(r#""error":"timeout""#), "{answer}");
+    let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"hush_http_requests_total{method="POST",route="/v1/events",status="503"} 1"#), "{text}");
 }
 
 /// The small holes a hostile client found: each answered precisely now.
