@@ -431,9 +431,10 @@ pub struct ImportTolerance {
     /// Stop at the first malformed row.
     #[arg(long)]
     pub strict: bool,
-    /// Roll back when more than this fraction of rows is malformed.
-    #[arg(long, default_value_t = 0.01)]
-    pub max_malformed: f64,
+    /// Roll back when more than this fraction of rows is malformed
+    /// [default: 0.01, or the config's `max_malformed_fraction`].
+    #[arg(long)]
+    pub max_malformed: Option<f64>,
 }
 
 #[derive(Debug, Args)]

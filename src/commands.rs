@@ -116,10 +116,11 @@ fn synth(g: &Global, args: &SynthArgs) -> Result<()> {
 }
 
 fn options(t: &ImportTolerance) -> Result<ImportOptions> {
-    if !(0.0..=1.0).contains(&t.max_malformed) {
-        bail!("--max-malformed must be within 0..=1, found {}", t.max_malformed);
+    let max_malformed_fraction = t.max_malformed.unwrap_or(ImportOptions::default().max_malformed_fraction);
+    if !(0.0..=1.0).contains(&max_malformed_fraction) {
+        bail!("--max-malformed must be within 0..=1, found {max_malformed_fraction}");
     }
-    Ok(ImportOptions { strict: t.strict, max_malformed_fraction: t.max_malformed })
+    Ok(ImportOptions { strict: t.strict, max_malformed_fraction })
 }
 
 fn print_import(g: &Global, what: &str, report: &ImportReport) -> Result<()> {
@@ -466,8 +467,9 @@ fn extract_params(args: &ExtractArgs) -> Result<ExtractParams> {
     }
     params.research_data |= args.research_data;
     params.strict |= args.tolerance.strict;
-    if args.tolerance.max_malformed != 0.01 {
-        params.max_malformed_fraction = args.tolerance.max_malformed;
+    // An explicit flag wins over the config, even when it equals the default.
+    if let Some(fraction) = args.tolerance.max_malformed {
+        params.max_malformed_fraction = fraction;
     }
     Ok(params)
 }
@@ -807,7 +809,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         sampling_seed: None,
         catalogue: Some(sample.join("items.csv")),
         research_data: false,
-        tolerance: ImportTolerance { strict: false, max_malformed: 0.01 },
+        tolerance: ImportTolerance { strict: false, max_malformed: None },
         out: args.dir.join("features.hfs"),
         report: Some(args.dir.join("extraction-report.json")),
         split: Some("holdout:0.2:42".into()),

@@ -244,6 +244,14 @@ fn malformed_input_names_file_line_and_field_and_stores_nothing() {
     let out = ok(d, &["events", "import", "bad.csv", "--max-malformed", "0.5", "--json"]);
     assert_eq!(json(&out)["stored"], 1);
 
+    // An explicit flag wins over the config even when it equals the default.
+    std::fs::write(d.join("lenient.toml"), "[extract]\nmax_malformed_fraction = 0.5\n").unwrap();
+    let extract = ["extract", "--research-data", "--input", "bad.csv", "--config", "lenient.toml", "--out", "f.hfs"];
+    ok(d, &extract);
+    let out = hush(d, &[&extract[..], &["--max-malformed", "0.01"]].concat());
+    assert!(!out.status.success(), "--max-malformed 0.01 overrides the config's 0.5");
+    assert!(stderr(&out).contains("more than the allowed fraction 0.01"), "{}", stderr(&out));
+
     std::fs::write(d.join("bad.toml"), "[extract]\nmax_events_per_subject = 10\npolicy = \"sometimes\"\n").unwrap();
     let out = hush(d, &["extract", "--config", "bad.toml"]);
     let err = stderr(&out);
