@@ -9,7 +9,11 @@
 //! Rows are found through `subject_key`, a 64-bit one-way digest of the
 //! pseudonym, rather than through an index on the pseudonym itself: interior
 //! pages of a B-tree index keep copies of keys that were deleted from its
-//! leaves, and those copies must not be the pseudonym.
+//! leaves, and those copies must not be the pseudonym. Copies of the row key
+//! itself may outlive an erasure in unused page space; that is deliberate
+//! and documented in the README ("What erasure deliberately does not
+//! remove"): it links to a raw id only with the store key, and says no more
+//! than the suppression entry does.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
