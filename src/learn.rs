@@ -1,5 +1,6 @@
 //! Training, evaluation, offline recommendation and model inspection.
 
+use crate::{out, out_partial};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -177,26 +178,26 @@ fn metrics_json(
     })
 }
 
-fn print_metrics(metrics: &Value) {
+fn print_metrics(metrics: &Value) -> Result<()> {
     let get = |key: &str| metrics.get(key).and_then(Value::as_f64);
     let private = match get("epsilon") {
         Some(e) => format!("DP epsilon {e:.3}, delta {}", metrics["delta"]),
         None => "NON-PRIVATE twin".into(),
     };
-    println!("model {} ({private})", metrics["model_id"].as_str().unwrap_or("?"));
+    out!("model {} ({private})", metrics["model_id"].as_str().unwrap_or("?"));
     if let Some(rmse) = get("rmse") {
-        println!("  RMSE {rmse:.4}  MAE {:.4}", get("mae").unwrap_or(f64::NAN));
+        out!("  RMSE {rmse:.4}  MAE {:.4}", get("mae").unwrap_or(f64::NAN));
     }
     let k = metrics["k"].as_u64().unwrap_or(10);
     let ranking = ["precision", "recall", "ndcg", "map"].map(|m| format!("{m}_at_{k}"));
     for key in ranking.iter().map(String::as_str).chain(["coverage", "popularity_bias"]) {
         if let Some(v) = get(key) {
-            println!("  {key:<16} {v:.4}");
+            out!("  {key:<16} {v:.4}");
         }
     }
     let b = &metrics["baselines"];
     let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
-    println!(
+    out!(
         "  baselines: popularity recall@{k} {} ndcg@{k} {}; global mean RMSE {}; item mean RMSE {}",
         num(&b[format!("popularity_recall_at_{k}")]),
         num(&b[format!("popularity_ndcg_at_{k}")]),
@@ -215,8 +216,9 @@ fn print_metrics(metrics: &Value) {
                 format!("{g}: recall@{k} {}{rmse}", num(&m["recall"]))
             })
             .collect();
-        println!("  {title}: {}", parts.join("; "));
+        out!("  {title}: {}", parts.join("; "));
     }
+    Ok(())
 }
 
 pub fn train_and_report(
@@ -247,8 +249,8 @@ pub fn train_and_report(
     let baselines = eval::baselines(train, test, options);
     let metrics = metrics_json(&model, train, None, &evaluation, &baselines);
     let cards = save_with_card(&model, out, Some(&evaluation))?;
-    println!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
-    print_metrics(&metrics);
+    out!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
+    print_metrics(&metrics)?;
     Ok(model)
 }
 
@@ -272,11 +274,15 @@ pub fn train_for_release(
     let privacy = privacy_with(Some(budget), NoiseSource::from_os_entropy());
     let model = crate::budget::train_claimed(g, Some(budget_config), run, || train_model(g, set, params, privacy))?;
     let cards = save_with_card(&model, out, None)?;
-    println!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
+    out!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
     Ok(model)
 }
 
 pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
+    // Checked before any budget is spent: a model file may be the one being served.
+    if args.out.exists() && !args.force {
+        bail!("{} exists (it may be the model being served): pass --force to replace it", args.out.display());
+    }
     let config = config_of(&args.data)?;
     let set = load_data(g, &args.data, &config)?;
     let budget = budget_of(&args.privacy)?;
@@ -329,9 +335,9 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
             "metrics": metrics,
         }));
     }
-    println!("wrote {} and its card {} ({})", args.out.display(), cards.join(", "), guarantee_line(&model));
+    out!("wrote {} and its card {} ({})", args.out.display(), cards.join(", "), guarantee_line(&model));
     if let Some(m) = &metrics {
-        print_metrics(m);
+        print_metrics(m)?;
     }
     Ok(())
 }
@@ -415,7 +421,7 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     if g.json {
         return print_json(&metrics);
     }
-    print_metrics(&metrics);
+    print_metrics(&metrics)?;
     Ok(())
 }
 
@@ -473,15 +479,42 @@ pub fn recommend(g: &Global, args: &RecommendArgs) -> Result<()> {
         eprintln!("note: {} items are not in the model and were ignored: {}", unknown.len(), unknown.join(", "));
     }
     for (rank, (i, score)) in recommendations.iter().enumerate() {
-        println!("{:>3}. {}  {score:.4}", rank + 1, model.items[*i]);
+        out!("{:>3}. {}  {score:.4}", rank + 1, model.items[*i]);
     }
     Ok(())
 }
 
-pub fn card(args: &CardArgs) -> Result<()> {
+/// `hush similar`: the model's exact cosine neighbours of one item.
+pub fn similar(g: &Global, args: &SimilarArgs) -> Result<()> {
     let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let position = |id: &str| model.items.iter().position(|i| i == id);
+    let Some(item) = position(&args.item) else {
+        bail!("--item {}: the model's catalogue has no such item", args.item);
+    };
+    let excluded: std::collections::HashSet<usize> = args.exclude.iter().filter_map(|id| position(id)).collect();
+    let similar = model.similar(item, args.k, |i| excluded.contains(&i));
+    if g.json {
+        let list: Vec<Value> =
+            similar.iter().map(|&(i, s)| json!({ "item": model.items[i], "similarity": s })).collect();
+        let basis = if model.has_factors(item) { "item_factors" } else { "none" };
+        return print_json(&json!({ "item": args.item, "items": list, "basis": basis }));
+    }
+    if !model.has_factors(item) {
+        eprintln!("note: the model learned no factors for {}: it knows nothing it is like", args.item);
+    }
+    for (rank, (i, similarity)) in similar.iter().enumerate() {
+        out!("{:>3}. {}  {similarity:.4}", rank + 1, model.items[*i]);
+    }
+    Ok(())
+}
+
+pub fn card(g: &Global, args: &CardArgs) -> Result<()> {
+    let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    if g.json {
+        return print_json(&hush_report::card::json(&model));
+    }
     let text = if args.html { hush_report::card::html(&model) } else { hush_report::card::markdown(&model) };
-    print!("{text}");
+    out_partial!("{text}");
     Ok(())
 }
 
@@ -507,28 +540,33 @@ pub fn inspect(g: &Global, args: &InspectArgs) -> Result<()> {
     if g.json {
         return print_json(&json!({ "meta": model.meta, "items": model.n_items(), "rank": model.rank }));
     }
-    print_card(&model, &args.model);
+    print_card(&model, &args.model)?;
     Ok(())
 }
 
-fn print_card(model: &Model, path: &Path) {
+fn print_card(model: &Model, path: &Path) -> Result<()> {
     let m = &model.meta;
-    println!("{}: hush model {} (hush {})", path.display(), m.model_id, m.hush_version);
-    println!("  privacy: {}", guarantee_line(model));
-    println!(
+    out!("{}: hush model {} (hush {})", path.display(), m.model_id, m.hush_version);
+    out!("  privacy: {}", guarantee_line(model));
+    out!(
         "  data: {} items ({}), consent snapshot {}",
         model.n_items(),
         m.data.catalogue.as_deref().unwrap_or("seen in private rows"),
         Timestamp::from_unix_millis(m.data.snapshot_at_ms),
     );
-    println!(
-        "  training: {:?} feedback, rank {}, {} iterations, lambda {}, purpose {:?}",
-        m.feedback, model.rank, m.params.iterations, m.params.lambda, m.purpose
+    out!(
+        "  training: {} feedback, rank {}, {} iterations, lambda {}, purpose {}",
+        crate::commands::wire_name(&m.feedback),
+        model.rank,
+        m.params.iterations,
+        m.params.lambda,
+        crate::commands::wire_name(&m.purpose)
     );
     let blockers = model.not_releasable_because();
     if blockers.is_empty() {
-        println!("  release: may be served (with the store's release entry)");
+        out!("  release: may be served (with the store's release entry)");
     } else {
-        println!("  release: NOT servable: {}", blockers.join("; "));
+        out!("  release: NOT servable: {}", blockers.join("; "));
     }
+    Ok(())
 }

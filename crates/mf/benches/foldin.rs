@@ -1,5 +1,6 @@
 //! In-process cost of one personalized request: fold-in of 50 interactions
-//! and scoring a 10k-item, rank-64 catalogue for the top 10.
+//! and scoring a 10k-item, rank-64 catalogue for the top 10; and of one
+//! similar-items request (exact cosine) at 10k and 100k items.
 //! `cargo bench -p hush-mf --bench foldin`
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -8,9 +9,13 @@ use hush_mf::{train, Privacy, TrainParams};
 use rand::{Rng, SeedableRng};
 
 fn model() -> hush_mf::Model {
+    model_of(10_000, 5_000)
+}
+
+/// A rank-64 implicit model of `items` items trained on `subjects` random subjects.
+fn model_of(items: u32, subjects: usize) -> hush_mf::Model {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let items = 10_000u32;
-    let rows: Vec<Vec<Interaction>> = (0..5_000)
+    let rows: Vec<Vec<Interaction>> = (0..subjects)
         .map(|_| {
             let mut chosen = std::collections::BTreeSet::new();
             while chosen.len() < 30 {
@@ -41,5 +46,19 @@ fn request(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, request);
+fn similar(c: &mut Criterion) {
+    for (items, subjects) in [(10_000, 5_000), (100_000, 50_000)] {
+        let model = model_of(items, subjects);
+        let name = format!("similar_top10_of_{}k_rank64", items / 1000);
+        let mut item = 0;
+        c.bench_function(&name, |b| {
+            b.iter(|| {
+                item = (item + 7919) % model.n_items();
+                model.similar(item, 10, |_| false)
+            })
+        });
+    }
+}
+
+criterion_group!(benches, request, similar);
 criterion_main!(benches);

@@ -18,6 +18,26 @@ pub(crate) fn utc(ms: i64) -> String {
         .map_or_else(|| format!("{ms} ms since 1970"), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
+/// The card as JSON: the model's provenance, guarantee and settings as
+/// structured fields, with the Markdown card (`GET /v1/model`, `hush model card --json`).
+pub fn json(model: &Model) -> serde_json::Value {
+    let m = &model.meta;
+    serde_json::json!({
+        "model_id": m.model_id,
+        "hush_version": m.hush_version,
+        "created_at": utc(m.created_at_ms),
+        "feedback": m.feedback,
+        "privacy": m.privacy,
+        "data": m.data,
+        "snapshot_at": utc(m.data.snapshot_at_ms),
+        "params": m.params,
+        "purpose": m.purpose,
+        "items": model.n_items(),
+        "rank": model.rank,
+        "card_markdown": markdown(model),
+    })
+}
+
 /// The card as Markdown.
 pub fn markdown(model: &Model) -> String {
     let m = &model.meta;

@@ -65,6 +65,8 @@ pub enum ApiError {
     NotFound,
     /// An erasure named an id hush has never seen: nothing was done.
     UnknownSubject,
+    /// The served model's catalogue has no item with this id.
+    UnknownItem,
     /// No route has this path.
     NoRoute,
     /// The route exists but not with this method.
@@ -99,7 +101,9 @@ impl ApiError {
             ApiError::ConsentRequired { .. } => StatusCode::FORBIDDEN,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound | ApiError::NoRoute | ApiError::UnknownSubject => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoRoute | ApiError::UnknownSubject | ApiError::UnknownItem => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,6 +162,10 @@ impl IntoResponse for ApiError {
             ApiError::UnknownSubject => json!({
                 "error": "unknown_subject",
                 "message": "hush has never seen this subject id: nothing was held, so nothing was erased (a variant spelling would leave the real subject untouched; check the id). Later imports of this id are suppressed; an explicit opt-in still works",
+            }),
+            ApiError::UnknownItem => json!({
+                "error": "unknown_item",
+                "message": "the served model's catalogue has no item with this id",
             }),
             ApiError::NoRoute => {
                 json!({ "error": "no_route", "message": "no route has this path; GET /openapi.json lists them" })

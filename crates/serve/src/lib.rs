@@ -164,6 +164,8 @@ pub struct ServedModel {
     pub card_markdown: String,
     /// The model card as a self-contained HTML page.
     pub card_html: String,
+    /// The model card as JSON (`GET /v1/model`).
+    pub card_json: serde_json::Value,
 }
 
 /// Admits a model for serving on this store: it must be a release (see
@@ -207,7 +209,8 @@ impl ServedModel {
         let index = model.items.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
         let card_markdown = hush_report::card::markdown(&model);
         let card_html = hush_report::card::html(&model);
-        Ok(ServedModel { model, index, card_markdown, card_html })
+        let card_json = hush_report::card::json(&model);
+        Ok(ServedModel { model, index, card_markdown, card_html, card_json })
     }
 }
 

@@ -45,6 +45,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         get "/openapi.json" => openapi, None, "This document";
         get "/v1/model" => model_card, Some("recommend"), "The served model's card: JSON, or Markdown or HTML by Accept (text/markdown, text/html) or ?format=md|html|json";
         get "/v1/recommendations/popular" => popular, Some("recommend"), "Non-personalized fallback from the model's DP popularity";
+        get "/v1/items/{id}/similar" => similar_items, Some("recommend"), "Items like this one by the released item factors (no subject involved, so no consent needed)";
         get "/v1/subjects/{id}/recommendations" => recommendations, Some("recommend"), "Consent-gated personalized recommendations with explanations";
         put "/v1/subjects/{id}/consent" => put_consent, Some("privacy"), "Record a consent grant or withdrawal";
         get "/v1/subjects/{id}/consent" => get_consent, Some("privacy"), "Consent status and history";
@@ -94,10 +95,23 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SubjectPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let ItemPath(raw) = ItemPath::from_request_parts(parts, state).await?;
+        SubjectId::parse(&raw).map(SubjectPath).map_err(|e| ApiError::bad("invalid_subject_id", e.to_string()))
+    }
+}
+
+/// The `{id}` of a route as text (an item id, or a subject id before it is
+/// checked): a path that is not UTF-8 is a JSON 400.
+struct ItemPath(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ItemPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| ApiError::bad("invalid_path", rejection.body_text()))?;
-        SubjectId::parse(&raw).map(SubjectPath).map_err(|e| ApiError::bad("invalid_subject_id", e.to_string()))
+        Ok(ItemPath(raw))
     }
 }
 
@@ -199,22 +213,7 @@ async fn model_card(
         "html" => return Ok(text("text/html; charset=utf-8", &served.card_html)),
         _ => {}
     }
-    let m = &served.model;
-    Ok(Json(json!({
-        "model_id": m.meta.model_id,
-        "hush_version": m.meta.hush_version,
-        "created_at": Timestamp::from_unix_millis(m.meta.created_at_ms),
-        "feedback": m.meta.feedback,
-        "privacy": m.meta.privacy,
-        "data": m.meta.data,
-        "snapshot_at": Timestamp::from_unix_millis(m.meta.data.snapshot_at_ms),
-        "params": m.meta.params,
-        "purpose": m.meta.purpose,
-        "items": m.n_items(),
-        "rank": m.rank,
-        "card_markdown": served.card_markdown,
-    }))
-    .into_response())
+    Ok(Json(served.card_json.clone()).into_response())
 }
 
 #[derive(Deserialize)]
@@ -261,6 +260,28 @@ async fn popular(
         .map(|(i, _)| json!({ "item": served.model.items[i] }))
         .collect();
     Ok(Json(json!({ "items": items, "personalized": false, "model_id": served.model.meta.model_id })))
+}
+
+/// Items like `{id}`, by the cosine of the released item factors. Only the
+/// model is read: no subject, no consent, no store.
+async fn similar_items(
+    _: Authorized<Recommend>,
+    State(state): State<Arc<AppState>>,
+    ItemPath(id): ItemPath,
+    JsonQuery(q): JsonQuery<ListQuery>,
+) -> ApiResult {
+    let k = parse_k(q.k.as_deref(), state.config.max_k)?;
+    let served = state.model();
+    let item = *served.index.get(&id).ok_or(ApiError::UnknownItem)?;
+    let skip = excluded(&served, q.exclude.as_deref());
+    let items: Vec<Value> = served
+        .model
+        .similar(item, k, |i| skip[i])
+        .into_iter()
+        .map(|(i, similarity)| json!({ "item": served.model.items[i], "similarity": similarity }))
+        .collect();
+    let basis = if served.model.has_factors(item) { "item_factors" } else { "none" };
+    Ok(Json(json!({ "item": id, "items": items, "basis": basis, "model_id": served.model.meta.model_id })))
 }
 
 /// The weight an event contributes to fold-in: exactly what training made

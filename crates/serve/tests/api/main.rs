@@ -666,6 +666,7 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
         ("get", "/openapi.json"),
         ("get", "/v1/model"),
         ("get", "/v1/recommendations/popular"),
+        ("get", "/v1/items/{id}/similar"),
         ("get", "/v1/subjects/{id}/recommendations"),
         ("put", "/v1/subjects/{id}/consent"),
         ("get", "/v1/subjects/{id}/consent"),
@@ -711,6 +712,41 @@ async fn negative_feedback_cancels_items_and_they_are_never_recommended() {
     let items: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
     assert_eq!(items.len(), 38);
     assert!(!items.contains(&"sku-0") && !items.contains(&"sku-1"));
+}
+
+/// Similar items come from the released item factors alone: no subject, no
+/// consent; the recommend scope; the model's exact cosine ranking.
+#[tokio::test]
+async fn similar_items_follow_the_item_factors() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/v1/items/sku-3/similar?k=5&exclude=sku-4").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["basis"], "item_factors");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5, "{body}");
+    // Exactly the model's own exact cosine ranking (tested against a
+    // reference in hush-mf), minus the item and the excluded one.
+    let model = hush_mf::Model::load(&server.model_path).unwrap();
+    let expected: Vec<(String, f64)> =
+        model.similar(3, 5, |i| i == 4).into_iter().map(|(i, s)| (model.items[i].clone(), f64::from(s))).collect();
+    let got: Vec<(String, f64)> =
+        items.iter().map(|i| (i["item"].as_str().unwrap().to_string(), i["similarity"].as_f64().unwrap())).collect();
+    assert_eq!(got.iter().map(|g| &g.0).collect::<Vec<_>>(), expected.iter().map(|e| &e.0).collect::<Vec<_>>());
+    assert!(got.iter().zip(&expected).all(|(g, e)| (g.1 - e.1).abs() < 1e-6), "{got:?} vs {expected:?}");
+    assert!(got.iter().all(|g| g.0 != "sku-3" && g.0 != "sku-4"));
+    assert!(got.windows(2).all(|w| w[0].1 >= w[1].1) && got[0].1 <= 1.0 + 1e-6, "{got:?}");
+
+    let (status, body) = server.get("/v1/items/no-such-sku/similar").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("unknown_item")), "{body}");
+    let (status, body) = server.get("/v1/items/sku-3/similar?k=0").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_k")), "{body}");
+    let ingest_only = reqwest::Client::new()
+        .get(format!("{}/v1/items/sku-3/similar", server.base))
+        .bearer_auth(&server.keys["ingest"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ingest_only.status().as_u16(), 403);
 }
 
 /// Serving weighs a subject's events as the model's training did: its
