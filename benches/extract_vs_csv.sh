@@ -17,6 +17,7 @@ cargo build --release --quiet --bin hush --example bare_csv_parse
 hush=target/release/hush
 echo "generating $subjects subjects into $work ..." >&2
 $hush synth --out "$work/shop" --subjects "$subjects" --mean-events "$mean_events" --seed 1 -q >&2
+$hush --db "$work/hush.db" --key-file "$work/hush.key" init -q >&2
 $hush --db "$work/hush.db" --key-file "$work/hush.key" consent import "$work/shop/consent.csv" -q >&2
 events=$(($(wc -l < "$work/shop/events.csv") - 1))
 

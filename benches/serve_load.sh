@@ -20,6 +20,7 @@ trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
 export HUSH_DB=$work/hush.db HUSH_KEY_FILE=$work/hush.key
 $hush synth --out shop --subjects 30000 --items 10000 --mean-events 20 --seed 5 -q >/dev/null
+$hush init -q >/dev/null
 $hush consent import shop/consent.csv -q >/dev/null
 printf '[train]\nrank = 64\niterations = 3\nlambda = 10.0\nalpha = 1.0\n' > train.toml
 $hush extract --input shop/events.csv --config "$OLDPWD/models/sample.toml" --out f.hfs -q >/dev/null

@@ -51,6 +51,7 @@ printf '[train]\nrank = 64\niterations = 3\nlambda = 10.0\nalpha = 1.0\n' > trai
   for i in $(seq 0 9999); do echo "ingest-$i,personalization,true,2025-01-01T00:00:00Z,bench,"; done
 } > ingest-consent.csv
 for store in "$work/hush.db" "$pg"; do
+  $hush --db "$store" init -q >/dev/null
   $hush --db "$store" consent import shop/consent.csv -q >/dev/null
   $hush --db "$store" consent import ingest-consent.csv -q >/dev/null
   $hush --db "$store" consent grant --subject bench-subject --purpose personalization --notice-version bench -q >/dev/null

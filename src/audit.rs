@@ -6,6 +6,7 @@
 //! --purpose evaluation` is. The canaries are synthetic and are not subjects
 //! of the store. The model is never written: only the audit's figures leave.
 
+use crate::out;
 use anyhow::{bail, Context, Result};
 use hush_audit::{epsilon_lower_bound, guess_by_rank, insert_canaries, tally, CanaryPlan};
 use hush_consent::BudgetPurpose;
@@ -111,7 +112,7 @@ pub fn run(g: &Global, args: &AuditArgs) -> Result<()> {
     if g.json {
         print_json(&result)?;
     } else {
-        print_result(&result);
+        print_result(&result)?;
     }
     if let Some(epsilon) = claimed.filter(|&e| bound > e) {
         bail!(
@@ -122,23 +123,24 @@ pub fn run(g: &Global, args: &AuditArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_result(r: &Value) {
+fn print_result(r: &Value) -> Result<()> {
     let claimed = match r["claimed_epsilon"].as_f64() {
         Some(e) => format!("DP, claimed epsilon {e:.4} at delta {}", r["delta"]),
         None => format!("NON-PRIVATE twin; bound at delta {}", r["delta"]),
     };
-    println!("privacy audit of one training run ({claimed})");
-    println!(
+    out!("privacy audit of one training run ({claimed})");
+    out!(
         "  canaries: {} ({} included at random), {} items each; score: {}",
         r["canaries"],
         r["canaries_included"],
         r["canary_items"],
         r["score"].as_str().unwrap_or("?")
     );
-    println!("  guesses: {} made, {} correct", r["guesses"], r["correct"]);
-    println!(
+    out!("  guesses: {} made, {} correct", r["guesses"], r["correct"]);
+    out!(
         "  empirical epsilon lower bound: {:.4} at {:.0}% confidence",
         r["empirical_epsilon_lower_bound"].as_f64().unwrap_or(f64::NAN),
         r["confidence"].as_f64().unwrap_or(f64::NAN) * 100.0
     );
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The privacy budget ledger from the command line: `hush budget`, and the
 //! claim every DP training run makes on it before any noise is drawn.
 
+use crate::out;
 use anyhow::{bail, Context, Result};
 use hush_consent::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetSpend, Ledger, RunGuarantee, Timestamp};
 use hush_features::FeatureSet;
@@ -262,12 +263,12 @@ pub fn run(g: &Global, command: &BudgetCommand) -> Result<()> {
                     Some(x) => format!("epsilon {:.4} delta {:e} rho {:.6}", x.epsilon, x.delta, x.rho),
                     None => "NON-PRIVATE (never releasable)".into(),
                 };
-                println!(
-                    "{} {} {:<10} {:?} {} model {} snapshot {} ({})",
+                out!(
+                    "{} {} {:<10} {} {} model {} snapshot {} ({})",
                     r.created_at,
                     r.dataset,
                     r.purpose.as_str(),
-                    r.state,
+                    crate::commands::wire_name(&r.state),
                     guarantee,
                     r.model_id.as_deref().unwrap_or("-"),
                     r.snapshot_at,
@@ -320,9 +321,12 @@ fn set_cap(g: &Global, args: &SetCapArgs) -> Result<()> {
     if g.json {
         return print_json(&cap);
     }
-    println!(
+    out!(
         "lifetime {purpose} cap of `{}`: epsilon {} at delta {:e} (rho {:.6})",
-        cap.dataset, cap.epsilon, cap.delta, cap.rho
+        cap.dataset,
+        cap.epsilon,
+        cap.delta,
+        cap.rho
     );
     Ok(())
 }
@@ -379,7 +383,7 @@ fn show(g: &Global) -> Result<()> {
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no training runs and no caps recorded; set one with `hush budget set-cap --epsilon E`");
+        out!("no training runs and no caps recorded; set one with `hush budget set-cap --epsilon E`");
     }
     for row in &rows {
         let s = row.spend;
@@ -399,9 +403,11 @@ fn show(g: &Global) -> Result<()> {
             BudgetPurpose::Release => "release",
             BudgetPurpose::Evaluation => "evaluation (not for release)",
         };
-        println!(
+        out!(
             "{} / {label}: {spent} {cap}; {} private runs, {} non-private runs",
-            s.dataset, s.private_runs, s.non_private_runs
+            s.dataset,
+            s.private_runs,
+            s.non_private_runs
         );
     }
     Ok(())

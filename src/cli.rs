@@ -18,8 +18,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command understands.
-#[derive(Debug, Args)]
+/// Options every command understands (listed apart in every `--help`).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// The consent ledger and event store: an SQLite file (a path or
     /// sqlite:///path/hush.db, the embedded default) or a PostgreSQL server
@@ -32,6 +33,12 @@ pub struct Global {
     /// one store must all use the same key.
     #[arg(long, global = true, env = "HUSH_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// Create the store (and its key file) if it does not exist yet. Without
+    /// it, a store or key file that does not exist is an error: a mistyped
+    /// --db must not silently become a new, empty store. (`hush init` does
+    /// the same on its own.)
+    #[arg(long, global = true)]
+    pub create: bool,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -45,6 +52,9 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a store (the --db) and its pseudonymization key file; nothing
+    /// else creates one unless given --create.
+    Init,
     /// Generate a deterministic synthetic storefront (events, consent ledger, erasure requests).
     Synth(SynthArgs),
     /// Record, import and query consent.
@@ -72,6 +82,9 @@ pub enum Command {
     Audit(AuditArgs),
     /// Recommend offline for a list of a subject's interactions.
     Recommend(RecommendArgs),
+    /// Items like one item, by the cosine of the model's item factors (as
+    /// `GET /v1/items/{id}/similar`).
+    Similar(SimilarArgs),
     /// Inspect model files.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -232,6 +245,9 @@ pub struct TrainArgs {
     /// Where to write the model.
     #[arg(long, default_value = "model.hmdl")]
     pub out: PathBuf,
+    /// Replace --out if it exists (it may be the model being served).
+    #[arg(long)]
+    pub force: bool,
     /// Which budget the run spends: release (default for DP models) or evaluation.
     /// Non-private, seeded-noise and research-data models are never for release.
     #[arg(long, value_enum)]
@@ -325,6 +341,22 @@ pub struct AuditArgs {
     /// Also write the result as JSON to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimilarArgs {
+    /// The model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The item (catalogue id).
+    #[arg(long)]
+    pub item: String,
+    /// How many similar items.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Items never to list, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! What each command does: parse, call the libraries, print.
 
+use crate::out;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -8,6 +9,7 @@ use hush_consent::import::{self, ImportOptions, ImportReport};
 use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, StoreUrl, Timestamp};
 use hush_features::{ConsentPolicy, ConsentView, ExtractParams, ExtractionReport, Extractor, FeatureSet, Feedback};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::cli::*;
 use crate::progress;
@@ -15,6 +17,7 @@ use crate::progress;
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match &cli.command {
+        Command::Init => init(g),
         Command::Synth(args) => synth(g, args),
         Command::Consent(command) => consent(g, command),
         Command::Events(EventsCommand::Import(args)) => events_import(g, args),
@@ -26,8 +29,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep(args) => crate::sweep::run(g, args),
         Command::Audit(args) => crate::audit::run(g, args),
         Command::Recommend(args) => crate::learn::recommend(g, args),
+        Command::Similar(args) => crate::learn::similar(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),
-        Command::Model(ModelCommand::Card(args)) => crate::learn::card(args),
+        Command::Model(ModelCommand::Card(args)) => crate::learn::card(g, args),
         Command::Model(ModelCommand::Dump(args)) => crate::learn::dump(args),
         Command::Serve(args) => serve(g, args),
         Command::Budget(command) => crate::budget::run(g, command),
@@ -49,11 +53,57 @@ fn key_path(g: &Global) -> PathBuf {
 }
 
 pub fn load_key(g: &Global) -> Result<PseudonymKey> {
-    Ok(PseudonymKey::from_env_or_file(&key_path(g))?)
+    require_store(g)?;
+    let path = key_path(g);
+    if !g.create && std::env::var_os(hush_consent::KEY_ENV_VAR).is_none() && !path.exists() {
+        bail!(
+            "key file {} does not exist: pass the store's key with --key-file (or {}), or create a new store \
+             with `hush init` (or --create)",
+            path.display(),
+            hush_consent::KEY_ENV_VAR
+        );
+    }
+    Ok(PseudonymKey::from_env_or_file(&path)?)
 }
 
 pub fn open_ledger(g: &Global) -> Result<Ledger> {
+    require_store(g)?;
     Ok(Ledger::connect(&g.db)?)
+}
+
+/// An SQLite store must exist unless the command creates it on purpose
+/// (`hush init`, `--create`): a mistyped `--db` is an error, not a new store.
+fn require_store(g: &Global) -> Result<()> {
+    if let hush_consent::StoreUrl::Sqlite(path) = hush_consent::StoreUrl::parse(&g.db)? {
+        if !g.create && !path.exists() {
+            bail!("store {} does not exist: check --db, or create it with `hush init` (or --create)", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `hush init`: the store and its key, made once, on purpose.
+fn init(g: &Global) -> Result<()> {
+    let creating = Global { create: true, ..g.clone() };
+    let existed = match hush_consent::StoreUrl::parse(&g.db)? {
+        hush_consent::StoreUrl::Sqlite(path) => path.exists(),
+        hush_consent::StoreUrl::Postgres(_) => false,
+    };
+    let ledger = open_ledger(&creating)?;
+    let key_existed = key_path(g).exists() || std::env::var_os(hush_consent::KEY_ENV_VAR).is_some();
+    load_key(&creating)?;
+    if g.json {
+        return print_json(&serde_json::json!({
+            "store": ledger.location(),
+            "store_created": !existed,
+            "key_file": key_path(g),
+            "key_created": !key_existed,
+        }));
+    }
+    let said = |created: bool| if created { "created" } else { "already exists" };
+    out!("store {}: {}", ledger.location(), said(!existed));
+    out!("key file {}: {}", key_path(g).display(), said(!key_existed));
+    Ok(())
 }
 
 fn parse_time(text: Option<&str>, what: &str) -> Result<Timestamp> {
@@ -63,8 +113,18 @@ fn parse_time(text: Option<&str>, what: &str) -> Result<Timestamp> {
     }
 }
 
+/// The name a value has in JSON output (`no_record`, `as-of-snapshot`,
+/// `committed`), for text output: the two never disagree.
+pub fn wire_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
 pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -94,7 +154,7 @@ fn synth(g: &Global, args: &SynthArgs) -> Result<()> {
         return print_json(&summary);
     }
     if params.event_format == hush_synth::EventFileFormat::MovielensCsv {
-        println!(
+        out!(
             "wrote {} users, {} movies, {} ratings (MovieLens layout, research data) to {}",
             summary.subjects,
             summary.items,
@@ -103,7 +163,7 @@ fn synth(g: &Global, args: &SynthArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
+    out!(
         "wrote {} subjects, {} items, {} events, {} consent records, {} erasure requests to {}",
         summary.subjects,
         summary.items,
@@ -127,12 +187,17 @@ fn print_import(g: &Global, what: &str, report: &ImportReport) -> Result<()> {
     if g.json {
         return print_json(report);
     }
-    println!(
+    out!(
         "{}: {} rows, {} {what} stored, {} refused (no consent), {} refused (erased), {} malformed",
-        report.path, report.rows, report.stored, report.dropped_no_consent, report.dropped_suppressed, report.malformed
+        report.path,
+        report.rows,
+        report.stored,
+        report.dropped_no_consent,
+        report.dropped_suppressed,
+        report.malformed
     );
     for e in &report.errors {
-        println!("  {e}");
+        out!("  {e}");
     }
     Ok(())
 }
@@ -178,7 +243,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
             }
             for s in statuses {
                 let since = s.decided_by.as_ref().map(|r| format!(" since {}", r.effective_at)).unwrap_or_default();
-                println!("{}: {:?}{since} (as of {})", s.purpose, s.state, s.as_of);
+                out!("{}: {}{since} (as of {})", s.purpose, wire_name(&s.state), s.as_of);
             }
             Ok(())
         }
@@ -188,10 +253,10 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
                 return print_json(&history);
             }
             if history.is_empty() {
-                println!("no consent records for this subject");
+                out!("no consent records for this subject");
             }
             for r in history {
-                println!(
+                out!(
                     "#{} {} {} effective {} (recorded {}, via {}, notice {}{})",
                     r.seq,
                     r.purpose,
@@ -235,7 +300,7 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
     if g.json {
         return print_json(&record);
     }
-    println!(
+    out!(
         "recorded #{}: {} {} effective {}",
         record.seq,
         record.purpose,
@@ -284,7 +349,7 @@ fn export(g: &Global, args: &ExportArgs) -> Result<()> {
             hush_consent::files::write_owner_only(path, json.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             if !g.json {
-                println!(
+                out!(
                     "wrote {} consent records and {} events to {}",
                     export.consent_history.len(),
                     export.events.len(),
@@ -292,7 +357,7 @@ fn export(g: &Global, args: &ExportArgs) -> Result<()> {
                 );
             }
         }
-        None => println!("{json}"),
+        None => out!("{json}"),
     }
     Ok(())
 }
@@ -351,14 +416,14 @@ fn erase(g: &Global, args: &EraseArgs) -> Result<()> {
     if g.json {
         return print_json(&summary);
     }
-    println!(
+    out!(
         "erased {} subjects: {} consent records and {} events deleted; later imports of them are suppressed",
         summary.subjects - summary.unknown_subjects,
         summary.consent_records_deleted,
         summary.events_deleted
     );
     if summary.unknown_subjects > 0 {
-        println!(
+        out!(
             "{} requested ids were never seen: nothing was held of them (later imports of them are suppressed)",
             summary.unknown_subjects
         );
@@ -538,17 +603,17 @@ fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionRepo
     if g.json {
         print_json(&serde_json::json!({ "report": report, "files": written }))?;
     } else {
-        print_report(&report);
-        println!("wrote {}", written.join(", "));
+        print_report(&report)?;
+        out!("wrote {}", written.join(", "));
     }
     Ok((set, report))
 }
 
-fn print_report(r: &ExtractionReport) {
-    println!(
-        "consent snapshot {} ({:?} policy{}): {} rows in, {} events kept as {} interactions of {} subjects on {} items",
+fn print_report(r: &ExtractionReport) -> Result<()> {
+    out!(
+        "consent snapshot {} ({} policy{}): {} rows in, {} events kept as {} interactions of {} subjects on {} items",
         r.snapshot_at,
-        r.policy,
+        wire_name(&r.policy),
         if r.research_data { ", RESEARCH DATA" } else { "" },
         r.rows_in,
         r.events_kept,
@@ -556,17 +621,18 @@ fn print_report(r: &ExtractionReport) {
         r.subjects,
         r.items
     );
-    println!("dropped rows by reason:");
+    out!("dropped rows by reason:");
     for (reason, count) in &r.dropped_events {
         if *count > 0 {
-            println!("  {:<26} {count:>10}", reason.name());
+            out!("  {:<26} {count:>10}", reason.name());
         }
     }
     let subjects: Vec<String> = r.dropped_subjects.iter().map(|(reason, n)| format!("{} {n}", reason.name())).collect();
-    println!("subjects left out: {}", subjects.join(", "));
+    out!("subjects left out: {}", subjects.join(", "));
     for e in &r.malformed_examples {
-        println!("  malformed: {e}");
+        out!("  malformed: {e}");
     }
+    Ok(())
 }
 
 fn keys(g: &Global, command: &KeysCommand) -> Result<()> {
@@ -577,7 +643,7 @@ fn keys(g: &Global, command: &KeysCommand) -> Result<()> {
             if g.json {
                 return print_json(&serde_json::json!({ "key": key, "record": record }));
             }
-            println!("{key}");
+            out!("{key}");
             eprintln!(
                 "key {} for {} with scopes {}: store it now, it is not shown again",
                 record.key_id,
@@ -592,14 +658,14 @@ fn keys(g: &Global, command: &KeysCommand) -> Result<()> {
             }
             for k in keys {
                 let state = k.revoked_at.map(|t| format!("revoked {t}")).unwrap_or_else(|| "active".into());
-                println!("{}  {:<20} {:<32} created {}  {state}", k.key_id, k.name, k.scopes.join(","), k.created_at);
+                out!("{}  {:<20} {:<32} created {}  {state}", k.key_id, k.name, k.scopes.join(","), k.created_at);
             }
         }
         KeysCommand::Revoke(args) => {
             if !ledger.revoke_api_key(&args.key_id, Timestamp::now())? {
                 bail!("no active key with id `{}` (see hush keys list)", args.key_id);
             }
-            println!("revoked {}; requests with it are refused from now on", args.key_id);
+            out!("revoked {}; requests with it are refused from now on", args.key_id);
         }
     }
     Ok(())
@@ -694,20 +760,16 @@ fn serve_model(
         let key = example_key.unwrap_or("$HUSH_API_KEY");
         let subject = example_subject.unwrap_or("cust-0000002");
         let auth = format!("-H 'Authorization: Bearer {key}'");
-        println!(
-            "serving {} on http://{address} (store {})",
-            model_path.display(),
-            hush_consent::ledger::redact(&g.db)
-        );
-        println!("Ctrl-C or SIGTERM stops after the requests in flight; SIGHUP reloads the model file. Try:");
-        println!("  curl {auth} http://{address}/v1/model");
-        println!("  curl {auth} 'http://{address}/v1/recommendations/popular?k=5'");
-        println!("  curl {auth} 'http://{address}/v1/subjects/{subject}/recommendations?k=5'");
-        println!("  curl {auth} http://{address}/v1/subjects/{subject}/export");
-        println!("  curl -X PUT {auth} -H 'content-type: application/json' \\");
-        println!("       -d '{{\"purpose\":\"personalization\",\"granted\":false,\"notice_version\":\"2025-04\"}}' \\");
-        println!("       http://{address}/v1/subjects/{subject}/consent     # then recommendations answer 403");
-        println!("  curl -X DELETE {auth} http://{address}/v1/subjects/{subject}");
+        out!("serving {} on http://{address} (store {})", model_path.display(), hush_consent::ledger::redact(&g.db));
+        out!("Ctrl-C or SIGTERM stops after the requests in flight; SIGHUP reloads the model file. Try:");
+        out!("  curl {auth} http://{address}/v1/model");
+        out!("  curl {auth} 'http://{address}/v1/recommendations/popular?k=5'");
+        out!("  curl {auth} 'http://{address}/v1/subjects/{subject}/recommendations?k=5'");
+        out!("  curl {auth} http://{address}/v1/subjects/{subject}/export");
+        out!("  curl -X PUT {auth} -H 'content-type: application/json' \\");
+        out!("       -d '{{\"purpose\":\"personalization\",\"granted\":false,\"notice_version\":\"2025-04\"}}' \\");
+        out!("       http://{address}/v1/subjects/{subject}/consent     # then recommendations answer 403");
+        out!("  curl -X DELETE {auth} http://{address}/v1/subjects/{subject}");
         hush_serve::serve(listener, state, shutdown_signal()).await?;
         eprintln!("stopped: the requests in flight were answered");
         Ok(())
@@ -750,9 +812,11 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
             std::fs::remove_file(&path).with_context(|| format!("removing old {}", path.display()))?;
         }
     }
+    // The demo builds its own store from scratch.
     let g = Global {
         db: db.display().to_string(),
         key_file: Some(args.dir.join("hush.key")),
+        create: true,
         json: false,
         quiet: g.quiet,
         verbose: g.verbose,
@@ -761,7 +825,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let mut ledger = open_ledger(&g)?;
     let lenient = ImportOptions::default();
 
-    println!("== 1/6 consent ledger: importing {}", sample.join("consent.csv").display());
+    out!("== 1/6 consent ledger: importing {}", sample.join("consent.csv").display());
     let report = import::import_consent(
         &mut ledger,
         &key,
@@ -773,7 +837,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "consent records", &report)?;
 
-    println!("== 2/6 event store: importing {}", sample.join("events.csv").display());
+    out!("== 2/6 event store: importing {}", sample.join("events.csv").display());
     let format = EventFormat::Csv(CsvMapping::default());
     let report = import::import_events(
         &mut ledger,
@@ -786,15 +850,17 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     )?;
     print_import(&g, "events", &report)?;
 
-    println!("== 3/6 erasure requests: {}", sample.join("erasure_requests.csv").display());
+    out!("== 3/6 erasure requests: {}", sample.join("erasure_requests.csv").display());
     let erased = erase_all(&mut ledger, &key, &erasure_requests(&sample.join("erasure_requests.csv"))?)?;
-    println!(
+    out!(
         "erased {} subjects ({} consent records, {} events deleted); they are suppressed from now on",
-        erased.subjects, erased.consent_records_deleted, erased.events_deleted
+        erased.subjects,
+        erased.consent_records_deleted,
+        erased.events_deleted
     );
     drop(ledger);
 
-    println!("== 4/6 consent-filtered extraction (config {})", args.config.display());
+    out!("== 4/6 consent-filtered extraction (config {})", args.config.display());
     let extract_args = ExtractArgs {
         inputs: vec![sample.join("events.csv")],
         format: FormatArgs { format: "csv".into(), mapping: None },
@@ -816,7 +882,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     };
     extract(&g, &extract_args)?;
 
-    println!(
+    out!(
         "== 5/6 evaluation on the train split (private report, evaluation budget): DP model (epsilon 4, delta \
          1e-6) and its non-private twin"
     );
@@ -841,7 +907,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         None,
         &args.dir.join("eval-nonprivate.hmdl"),
     )?;
-    println!("== 6/6 the release: DP model (epsilon 4, delta 1e-6) on the whole feature set, release budget");
+    out!("== 6/6 the release: DP model (epsilon 4, delta 1e-6) on the whole feature set, release budget");
     let dp = crate::learn::train_for_release(
         &g,
         &FeatureSet::load(&args.dir.join("features.hfs"))?,
@@ -850,8 +916,8 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         hush_privacy::Budget::new(4.0, 1e-6)?,
         &args.dir.join("model.hmdl"),
     )?;
-    println!("{}", crate::budget::release_line(&g)?);
-    println!(
+    out!("{}", crate::budget::release_line(&g)?);
+    out!(
         "done: the store is {}, the key {}, the model {} (id {})",
         db.display(),
         args.dir.join("hush.key").display(),
@@ -861,7 +927,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     if args.no_serve {
         return Ok(());
     }
-    println!("== serving the DP model (an admin API key was created for this demo)");
+    out!("== serving the DP model (an admin API key was created for this demo)");
     let mut ledger = open_ledger(&g)?;
     let (key, _) = hush_consent::keys::create(&mut ledger, "quickstart", &["admin".to_string()], Timestamp::now())?;
     let subject = demo_subject(&ledger, &load_key(&g)?, &sample.join("consent.csv"))?;

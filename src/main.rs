@@ -10,6 +10,25 @@ mod sweep;
 
 use clap::Parser;
 
+/// `println!` that returns the write error instead of panicking: a reader
+/// that goes away (`hush budget runs | head`) ends the command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+pub(crate) use out;
+
+/// `print!` as [`out!`].
+macro_rules! out_partial {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+pub(crate) use out_partial;
+
 /// mimalloc: per-thread free lists suit the server's many mid-sized, short-lived
 /// allocations far better than glibc's malloc (see benches/serve_load.sh).
 #[global_allocator]
@@ -20,11 +39,37 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.global.verbose);
     match commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if reader_went_away(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", message(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors
+/// name their cause in their own message (`reading x.csv: No such file`),
+/// so a cause whose text already ends the line is not repeated.
+fn message(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Whether the command failed only because stdout's reader closed the pipe.
+fn reader_went_away(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level chosen with `-v`.

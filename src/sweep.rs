@@ -1,6 +1,7 @@
 //! `hush sweep`: every epsilon and seed, the non-private twin and the
 //! baselines on one split, in parallel, resumable, ending in a report.
 
+use crate::out;
 use std::path::Path;
 use std::time::Instant;
 
@@ -199,14 +200,14 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
             "files": written,
         }));
     }
-    println!(
+    out!(
         "sweep of {} cells: {computed_count} computed, {reused} resumed from {} in {:.1} s",
         computed_count + reused,
         args.out.join("cells").display(),
         results.wall_seconds
     );
-    println!("{}", results.recommendation.sentence);
-    println!("wrote {}", written.join(", "));
+    out!("{}", results.recommendation.sentence);
+    out!("wrote {}", written.join(", "));
     Ok(())
 }
 

@@ -23,7 +23,7 @@ fn the_whole_pipeline_on_a_synthetic_storefront() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(d, &["synth", "--out", "shop", "--subjects", "400", "--items", "80", "--seed", "11", "-q"]);
-    let mut logs = String::new();
+    let mut logs = stderr(&ok(d, &["init"]));
 
     let out = ok(d, &["consent", "import", "shop/consent.csv", "--json"]);
     logs += &stderr(&out);
@@ -98,6 +98,7 @@ fn the_whole_pipeline_on_a_synthetic_storefront() {
 fn consent_commands_record_and_answer() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    ok(d, &["init"]);
     ok(
         d,
         &[
@@ -170,6 +171,7 @@ fn consent_commands_record_and_answer() {
 fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    ok(d, &["init"]);
     let subject = ["--subject", "grace@example.org", "--purpose", "training"];
     let with = |command: &'static str, extra: &[&'static str]| {
         let mut args = vec!["consent", command];
@@ -222,6 +224,7 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
 fn malformed_input_names_file_line_and_field_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    ok(d, &["init"]);
     ok(d, &["consent", "grant", "--subject", "u1", "--purpose", "personalization"]);
     std::fs::write(
         d.join("bad.csv"),
@@ -482,6 +485,22 @@ fn train_evaluate_recommend_and_inspect_on_movielens_shaped_files() {
     assert!(list.iter().all(|r| !["1", "2", "3"].contains(&r["item"].as_str().unwrap())));
     assert_eq!(recs["unknown_items"][0], "no-such-movie");
 
+    // Similar items: the model's cosine neighbours, never the item itself or an excluded one.
+    let similar =
+        json(&ok(d, &["similar", "--model", "dp.hmdl", "--item", "1", "--k", "4", "--exclude", "2", "--json"]));
+    let list: Vec<&str> = similar["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
+    assert_eq!(list.len(), 4, "{similar}");
+    assert!(!list.contains(&"1") && !list.contains(&"2"), "{list:?}");
+    let scores: Vec<f64> =
+        similar["items"].as_array().unwrap().iter().map(|i| i["similarity"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let card = json(&ok(d, &["model", "card", "dp.hmdl", "--json"]));
+    assert_eq!(card["model_id"].as_str().map(str::len), Some(16), "{card}");
+    assert!(card["card_markdown"].as_str().unwrap().starts_with("# Model card"), "{card}");
+    assert_eq!(card["feedback"], "explicit");
+    let out = hush(d, &["similar", "--model", "dp.hmdl", "--item", "no-such-movie"]);
+    assert!(stderr(&out).contains("--item no-such-movie: the model's catalogue has no such item"), "{}", stderr(&out));
+
     // Bad input: no privacy choice, a corrupt model file.
     let mut args = vec!["evaluate"];
     args.extend(common);
@@ -552,6 +571,7 @@ fn quickstart_ends_by_serving_the_trained_model() {
 fn api_keys_are_created_listed_and_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    ok(d, &["init"]);
     let created = json(&ok(d, &["keys", "create", "--name", "shop", "--scopes", "recommend,ingest", "--json"]));
     let key = created["key"].as_str().unwrap().to_string();
     let id = created["record"]["key_id"].as_str().unwrap().to_string();
@@ -593,6 +613,7 @@ fn serve_settings_come_from_flags_env_or_a_checked_config_file() {
 /// events extracted with its catalogue into `f.hfs`.
 fn small_store(d: &std::path::Path) {
     ok(d, &["synth", "--out", "shop", "--subjects", "300", "--items", "60", "--seed", "5", "-q"]);
+    ok(d, &["init", "-q"]);
     ok(d, &["consent", "import", "shop/consent.csv", "-q"]);
     ok(
         d,
@@ -625,6 +646,15 @@ fn the_budget_ledger_caps_what_training_may_spend() {
     // zCDP composes by adding rho: one run of epsilon 2.5 fits under a
     // lifetime cap of 3, a second does not, and nothing is written for it.
     assert!(train("2.5", "a.hmdl", &[]).status.success());
+    // A model file is replaced only with --force, checked before any budget is spent.
+    let before = std::fs::read(d.join("a.hmdl")).unwrap();
+    let kept = train("0.1", "a.hmdl", &[]);
+    assert!(
+        stderr(&kept).contains("a.hmdl exists (it may be the model being served): pass --force"),
+        "{}",
+        stderr(&kept)
+    );
+    assert_eq!(std::fs::read(d.join("a.hmdl")).unwrap(), before);
     let refused = train("2.5", "b.hmdl", &[]);
     assert!(!refused.status.success());
     let message = stderr(&refused);
@@ -858,4 +888,50 @@ fn audit_bounds_epsilon_below_the_claim_and_has_power_without_privacy() {
     let out =
         hush(d, &["audit", "--features", "f.hfs", "--config", "fast.toml", "--epsilon", "1", "--canary-items", "11"]);
     assert!(stderr(&out).contains("max_items_per_subject (10)"), "{}", stderr(&out));
+}
+
+/// Text output speaks the JSON's names, each OS error is said once, a reader
+/// that closes the pipe ends the command quietly, and `--help` lists the
+/// global options apart.
+#[test]
+fn text_output_is_plain_and_pipes_close_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // No store is created by accident: a mistyped --db is an error.
+    let out = hush(d, &["consent", "status", "--subject", "nobody@example.org"]);
+    assert!(
+        stderr(&out).contains("store hush.db does not exist: check --db, or create it with `hush init` (or --create)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.join("hush.db").exists() && !d.join("hush.key").exists());
+    let init = json(&ok(d, &["init", "--json"]));
+    assert_eq!((&init["store_created"], &init["key_created"]), (&Value::Bool(true), &Value::Bool(true)), "{init}");
+    let again = json(&ok(d, &["init", "--json"]));
+    assert_eq!(again["store_created"], false, "init is idempotent: {again}");
+    let out = ok(d, &["consent", "status", "--subject", "nobody@example.org"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("personalization: no_record") && !text.contains("NoRecord"), "{text}");
+
+    let out = hush(d, &["consent", "import", "missing.csv"]);
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
+    // The reader is gone before hush writes a byte: the write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["consent", "status", "--subject", "nobody@example.org"])
+        .current_dir(d)
+        .env_remove("HUSH_DB")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(!String::from_utf8_lossy(&status.stderr).contains("panicked"));
+
+    let help = String::from_utf8_lossy(&ok(d, &["consent", "status", "--help"]).stdout).to_string();
+    let global = help.find("Global options:").expect("a Global options section");
+    assert!(help[global..].contains("--db") && !help[..global].contains("--db"), "{help}");
 }
