@@ -188,10 +188,11 @@ fn print_import(g: &Global, what: &str, report: &ImportReport) -> Result<()> {
         return print_json(report);
     }
     out!(
-        "{}: {} rows, {} {what} stored, {} refused (no consent), {} refused (erased), {} malformed",
+        "{}: {} rows, {} {what} stored, {} already held, {} refused (no consent), {} refused (erased), {} malformed",
         report.path,
         report.rows,
         report.stored,
+        report.duplicates,
         report.dropped_no_consent,
         report.dropped_suppressed,
         report.malformed
@@ -589,7 +590,7 @@ fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionRepo
     let (set, report) = run_extraction(g, &config, &args.inputs, &format, use_store, now)?;
     set.save(&args.out)?;
     let report_path = args.report.clone().unwrap_or_else(|| args.out.with_extension("report.json"));
-    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
+    hush_consent::files::write_owner_only(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
         .with_context(|| format!("writing {}", report_path.display()))?;
     let mut written = vec![args.out.display().to_string(), report_path.display().to_string()];
     if let Some(spec) = split {

@@ -40,6 +40,9 @@ pub struct ImportReport {
     pub rows: u64,
     /// Rows stored.
     pub stored: u64,
+    /// Rows skipped because the store already held exactly that record
+    /// (consent imports: re-importing a file changes nothing).
+    pub duplicates: u64,
     /// Rows refused because the subject was erased (suppressed).
     pub dropped_suppressed: u64,
     /// Event rows refused because the subject had no purpose granted at ingestion time.
@@ -135,7 +138,12 @@ pub fn import_consent(
                 let error = RowError { path: report.path.clone(), line: raw.line, field: Some(field.into()), message };
                 return report.malformed_row(error, options);
             }
-            match batch.record_consent(&key.pseudonymize(&raw.subject_id), &raw.change, now) {
+            let subject = key.pseudonymize(&raw.subject_id);
+            if batch.holds_consent_record(&subject, &raw.change)? {
+                report.duplicates += 1;
+                return Ok(());
+            }
+            match batch.record_consent(&subject, &raw.change, now) {
                 Ok(_) => report.stored += 1,
                 Err(Error::Suppressed) => report.dropped_suppressed += 1,
                 Err(e) => return Err(e),

@@ -52,11 +52,13 @@ impl ConsentStatus {
     }
 
     /// The status at `as_of` decided by the consent rule over every record of
-    /// one subject and `purpose` (in any order).
+    /// one subject and `purpose` (in any order); a question about the present
+    /// counts every recorded decision, whatever the clocks ([`crate::rule::query_time`]).
     pub(crate) fn from_records(mut records: Vec<ConsentRecord>, purpose: Purpose, as_of: Timestamp) -> Self {
         let decisions: Vec<Decision> = records.iter().map(ConsentRecord::decision).collect();
-        let state = crate::rule::state_at(&decisions, as_of);
-        let decided_by = crate::rule::deciding(&decisions, as_of).map(|i| records.swap_remove(i));
+        let at = crate::rule::query_time(&decisions, as_of, Timestamp::now());
+        let state = crate::rule::state_at(&decisions, at);
+        let decided_by = crate::rule::deciding(&decisions, at).map(|i| records.swap_remove(i));
         ConsentStatus { purpose, state, as_of, decided_by }
     }
 }
@@ -648,6 +650,19 @@ impl WriteBatch<'_> {
         match &mut self.inner {
             BatchBackend::Sqlite(b) => b.record_consent(subject, change, recorded_at),
             BatchBackend::Postgres(b) => b.record_consent(subject, change, recorded_at),
+        }
+    }
+
+    /// Whether the ledger already holds this very decision of `subject`
+    /// (same purpose, decision, `effective_at`, source, notice and proof):
+    /// imports skip such a record rather than re-record an old decision.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the store fails.
+    pub fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
+        match &mut self.inner {
+            BatchBackend::Sqlite(b) => b.holds_consent_record(subject, change),
+            BatchBackend::Postgres(b) => b.holds_consent_record(subject, change),
         }
     }
 

@@ -571,6 +571,29 @@ impl PgBatch<'_> {
         Ok(s)
     }
 
+    pub(crate) fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT 1 FROM consent_records
+                 WHERE subject_key = $1 AND subject = $2 AND purpose = $3 AND effective_at = $4 AND granted = $5
+                   AND source = $6 AND notice_version = $7 AND proof_ref IS NOT DISTINCT FROM $8
+                 LIMIT 1",
+                &[
+                    &subject_key(subject),
+                    &&subject.as_bytes()[..],
+                    &change.purpose.as_str(),
+                    &change.effective_at.as_unix_millis(),
+                    &change.granted,
+                    &change.source.as_str(),
+                    &change.notice_version,
+                    &change.proof_ref,
+                ],
+            )
+            .map_err(pg(self.location))?;
+        Ok(row.is_some())
+    }
+
     pub(crate) fn record_consent(
         &mut self,
         subject: &Pseudonym,

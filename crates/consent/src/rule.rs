@@ -21,6 +21,16 @@
 //!   [`MAX_CLOCK_SKEW_MS`] past the moment it is recorded, nor before the
 //!   unix epoch (see [`check_effective_at`]).
 //!
+//! - **Recorded means in force for the present, whatever the clocks.** A
+//!   question about the present (a time no earlier than [`MAX_CLOCK_SKEW_MS`]
+//!   before the asker's clock) is answered at the later of that time and the
+//!   latest moment any of the subject's decisions was recorded
+//!   ([`query_time`]). A withdrawal recorded by a process whose clock runs
+//!   ahead (another replica, the CLI on another machine), or before the host
+//!   clock stepped back, is in force for every check that starts after it
+//!   was acknowledged. Questions about the past (a training snapshot, an
+//!   audit) are answered at the time asked.
+//!
 //! Once some decision is in force it stays in force, so a subject who has
 //! decided anything never goes back to having no record.
 
@@ -83,6 +93,19 @@ pub fn check_effective_at(effective_at: Timestamp, recorded_at: Timestamp) -> Re
         });
     }
     Ok(())
+}
+
+/// The time at which a question about `as_of`, asked when the asker's clock
+/// reads `now`, is answered: `as_of` itself for the past, and for the
+/// present the later of `as_of` and the latest `recorded_at` among
+/// `decisions`, so that every recorded decision counts whatever the clocks
+/// of the process that recorded it and of the one asking say.
+pub fn query_time(decisions: &[Decision], as_of: Timestamp, now: Timestamp) -> Timestamp {
+    let present_from = Timestamp::from_unix_millis(now.as_unix_millis().saturating_sub(MAX_CLOCK_SKEW_MS));
+    if as_of < present_from {
+        return as_of;
+    }
+    decisions.iter().map(|d| d.recorded_at).fold(as_of, Timestamp::max)
 }
 
 /// The index in `decisions` of the decision in force at `at`, if any.

@@ -533,6 +533,33 @@ impl SqliteBatch<'_> {
         Ok(s)
     }
 
+    /// See [`crate::WriteBatch::holds_consent_record`].
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT 1 FROM consent_records
+                 WHERE subject_key = ?1 AND subject = ?2 AND purpose = ?3 AND effective_at = ?4 AND granted = ?5
+                   AND source = ?6 AND notice_version = ?7 AND proof_ref IS ?8
+                 LIMIT 1",
+            )
+            .map_err(Error::db(self.path))?;
+        stmt.exists(params![
+            subject_key(subject),
+            subject.as_bytes(),
+            change.purpose.as_str(),
+            change.effective_at.as_unix_millis(),
+            change.granted,
+            change.source.as_str(),
+            change.notice_version,
+            change.proof_ref,
+        ])
+        .map_err(Error::db(self.path))
+    }
+
     /// Appends one consent decision. See [`crate::Ledger::record_consent`].
     ///
     /// # Errors

@@ -65,17 +65,22 @@ impl ConsentView {
         // decisions by ledger sequence, as `Ledger::status` does.
         records.par_sort_unstable_by_key(|&(subject, decision)| (subject, decision.seq));
         let mut subjects: HashMap<Pseudonym, TrainingConsent, foldhash::fast::RandomState> = HashMap::default();
+        let now = hush_consent::Timestamp::now();
         let mut decisions: Vec<Decision> = Vec::new();
         for group in records.chunk_by(|a, b| a.0 == b.0) {
             decisions.clear();
             decisions.extend(group.iter().map(|&(_, d)| d));
-            let at_snapshot = rule::state_at(&decisions, config.snapshot_at);
+            // As `Ledger::status` answers: a snapshot or decision time in the
+            // present counts every recorded decision, whatever the clocks.
+            let snapshot = rule::query_time(&decisions, config.snapshot_at, now);
+            let decided = rule::query_time(&decisions, config.decided_at, now);
+            let at_snapshot = rule::state_at(&decisions, snapshot);
             subjects.insert(
                 group[0].0,
                 TrainingConsent {
-                    granted_since: rule::granted_since(&decisions, config.snapshot_at),
+                    granted_since: rule::granted_since(&decisions, snapshot),
                     decided_by_snapshot: at_snapshot != ConsentState::NoRecord,
-                    withdrawn_since: rule::state_at(&decisions, config.decided_at) == ConsentState::Withdrawn,
+                    withdrawn_since: rule::state_at(&decisions, decided) == ConsentState::Withdrawn,
                 },
             );
         }

@@ -114,6 +114,41 @@ fn a_withdrawal_is_never_undone_by_a_clock(store) {
 }}
 
 on_both_backends! {
+fn a_withdrawal_recorded_by_a_clock_ahead_counts_at_once(store) {
+    let mut ledger = store.open();
+    let now = Timestamp::now();
+    let ahead = Timestamp::from_unix_millis(now.as_unix_millis() + 120_000);
+    let behind = Timestamp::from_unix_millis(now.as_unix_millis() - 600_000);
+    let mut at = |subject: &str, granted: bool, effective: Timestamp, recorded: Timestamp| {
+        let change = ConsentChange { effective_at: effective, ..change(Purpose::Personalization, granted, 0) };
+        ledger.record_consent(&key().pseudonymize(subject), &change, recorded).unwrap();
+    };
+    // Granted by this host, withdrawn by a replica whose clock runs two minutes ahead.
+    at("ahead", true, now, now);
+    at("ahead", false, ahead, ahead);
+    // Granted, then withdrawn after the host clock stepped ten minutes back.
+    at("stepped-back", true, now, now);
+    at("stepped-back", false, behind, behind);
+    // And the other way round: a grant recorded ahead is in force too, for the present.
+    at("granted-ahead", false, now, now);
+    at("granted-ahead", true, ahead, ahead);
+    let status = |subject: &str, t: Timestamp| ledger.status(&key().pseudonymize(subject), Purpose::Personalization, t);
+    assert_eq!(status("ahead", Timestamp::now()).unwrap().state, ConsentState::Withdrawn);
+    assert_eq!(status("stepped-back", Timestamp::now()).unwrap().state, ConsentState::Withdrawn);
+    assert_eq!(status("granted-ahead", Timestamp::now()).unwrap().state, ConsentState::Granted);
+    // Questions about the past are answered at the time asked.
+    let hour_ago = Timestamp::from_unix_millis(now.as_unix_millis() - 3_600_000);
+    assert_eq!(status("ahead", hour_ago).unwrap().state, ConsentState::NoRecord);
+    // Ingestion gates on the same answer: nothing is stored for the withdrawn subjects.
+    let mut batch = ledger.batch().unwrap();
+    for subject in ["ahead", "stepped-back"] {
+        let outcome = batch.ingest_event(&event(key().pseudonymize(subject), "sku-1", 10), Timestamp::now()).unwrap();
+        assert_eq!(outcome, hush_consent::IngestOutcome::NoConsent, "{subject}");
+    }
+    batch.commit().unwrap();
+}}
+
+on_both_backends! {
 fn an_imported_row_dated_in_the_future_is_a_malformed_row(store) {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = store.open();
@@ -131,6 +166,33 @@ fn an_imported_row_dated_in_the_future_is_a_malformed_row(store) {
     assert_eq!((report.rows, report.stored, report.malformed), (2, 1, 1));
     let message = report.errors[0].to_string();
     assert!(message.starts_with(&format!("{}:3: field `effective_at`: 2026-06-01T00:00:00Z is in the future", csv.display())), "{message}");
+}}
+
+on_both_backends! {
+fn reimporting_a_consent_history_changes_nothing(store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = store.open();
+    let csv = dir.path().join("consent.csv");
+    std::fs::write(
+        &csv,
+        "subject_id,purpose,granted,effective_at,notice_version,proof_ref\n\
+         a,personalization,true,2025-01-01T00:00:00Z,v1,banner-1\n\
+         b,personalization,true,2025-01-01T00:00:00Z,v1,\n\
+         b,personalization,true,2025-01-01T00:00:00Z,v1,\n",
+    )
+    .unwrap();
+    let opts = ImportOptions::default();
+    let now = Timestamp::now();
+    let first = import_consent(&mut ledger, &key(), &csv, ConsentFormat::Csv, &opts, now, &mut |_| {}).unwrap();
+    assert_eq!((first.rows, first.stored, first.duplicates), (3, 2, 1), "a row repeated within the file is one decision");
+    // The person withdraws through the API; then the platform's history is imported again.
+    let a = key().pseudonymize("a");
+    ledger.record_consent(&a, &change(Purpose::Personalization, false, now.as_unix_millis() / 1000), now).unwrap();
+    let again = import_consent(&mut ledger, &key(), &csv, ConsentFormat::Csv, &opts, Timestamp::now(), &mut |_| {})
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 3));
+    assert_eq!(ledger.status(&a, Purpose::Personalization, Timestamp::now()).unwrap().state, ConsentState::Withdrawn);
+    assert_eq!(ledger.history(&a).unwrap().len(), 2);
 }}
 
 on_both_backends! {
