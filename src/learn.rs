@@ -356,7 +356,8 @@ fn save_with_card(model: &Model, out: &Path, evaluation: Option<&Evaluation>) ->
     let mut written = Vec::new();
     for (extension, text) in files {
         let path = out.with_extension(extension);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        hush_consent::files::write_owner_only(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
         written.push(path.display().to_string());
     }
     Ok(written)

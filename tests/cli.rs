@@ -348,6 +348,20 @@ fn quickstart_runs_the_main_job() {
     for file in ["model.hmdl", "model.card.md", "eval-dp.hmdl", "eval-dp.evaluation.md", "eval-nonprivate.hmdl"] {
         assert!(dir.path().join("qs").join(file).exists(), "{file}");
     }
+    // Everything derived from personal data is readable by its owner only.
+    #[cfg(unix)]
+    for file in [
+        "features.hfs",
+        "features.train.hfs",
+        "extraction-report.json",
+        "eval-dp.evaluation.md",
+        "eval-nonprivate.evaluation.json",
+        "eval-nonprivate.hmdl",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("qs").join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
     // The release is servable; the evaluation models are not, and the
     // release's card holds no evaluation.
     let inspect = |m: &str| String::from_utf8_lossy(&ok(dir.path(), &["model", "inspect", m]).stdout).into_owned();

@@ -14,6 +14,18 @@ const OWNER_ONLY: u32 = 0o600;
 /// # Errors
 /// The I/O error that stopped it.
 pub fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = create_owner_only(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Creates (or truncates) `path` for writing, readable by its owner only:
+/// for files derived from personal data (feature sets, private evaluation
+/// reports, models before release).
+///
+/// # Errors
+/// The I/O error that stopped it.
+pub fn create_owner_only(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -21,11 +33,10 @@ pub fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(OWNER_ONLY);
     }
-    let mut file = options.open(path)?;
+    let file = options.open(path)?;
     // `mode` applies only to a file it creates: tighten one that was there.
     restrict(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    Ok(file)
 }
 
 /// Creates `path` empty and owner-only if it does not exist; makes it

@@ -93,7 +93,8 @@ pub fn write(path: &Path, kind: Kind, payload: &[u8]) -> Result<(), EnvelopeErro
     name.push(format!(".tmp-{}", std::process::id()));
     let temp = path.with_file_name(name);
     let result = (|| {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&temp)?);
+        // Feature sets and models are derived from personal data: owner-only, like the store.
+        let mut file = std::io::BufWriter::new(hush_consent::files::create_owner_only(&temp)?);
         file.write_all(&kind.magic)?;
         file.write_all(&kind.version.to_le_bytes())?;
         file.write_all(&(payload.len() as u64).to_le_bytes())?;

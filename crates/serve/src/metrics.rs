@@ -26,7 +26,7 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// Connections open now.
     pub open_connections: IntGauge,
-    events: IntCounterVec,
+    events: IntCounter,
 }
 
 impl Metrics {
@@ -56,11 +56,8 @@ impl Metrics {
         .expect("valid metric");
         let open_connections =
             IntGauge::new("hush_open_connections", "HTTP connections open now").expect("valid metric");
-        let events = IntCounterVec::new(
-            Opts::new("hush_events_total", "Events offered to POST /v1/events, by outcome"),
-            &["outcome"],
-        )
-        .expect("valid metric");
+        let events =
+            IntCounter::new("hush_events_received_total", "Events received by POST /v1/events").expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(requests.clone()),
@@ -84,15 +81,19 @@ impl Metrics {
         }
     }
 
-    /// Counts the outcomes of one ingested batch.
+    /// Counts one ingested batch. Only the number received: `/metrics` needs
+    /// no key, and per-outcome counts (stored, no consent, erased) would let
+    /// anyone who can post a one-event batch read a subject's state off them.
+    /// The outcomes go to the operator's log instead.
     pub fn record_ingestion(&self, report: &hush_consent::IngestReport) {
-        for (outcome, n) in [
-            ("stored", report.stored),
-            ("no_consent", report.dropped_no_consent),
-            ("suppressed", report.dropped_suppressed),
-        ] {
-            self.events.with_label_values(&[outcome]).inc_by(n);
-        }
+        self.events.inc_by(report.received);
+        tracing::info!(
+            received = report.received,
+            stored = report.stored,
+            no_consent = report.dropped_no_consent,
+            suppressed = report.dropped_suppressed,
+            "events ingested"
+        );
     }
 
     /// The Prometheus text exposition, with the served model's id.
@@ -126,12 +127,15 @@ pub(crate) async fn track(
     next: Next,
 ) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
-    let method = request.method().to_string();
+    // A client chooses the method: an unknown one is `other`, so no client
+    // can grow the label set (and `/metrics`) without bound.
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    let method: &'static str = KNOWN.into_iter().find(|m| *m == request.method().as_str()).unwrap_or("other");
     let span = tracing::info_span!("request", %method, %route);
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status().as_u16().to_string();
-    state.metrics.requests.with_label_values(&[&route, &method, &status]).inc();
+    state.metrics.requests.with_label_values(&[&route, method, &status]).inc();
     state.metrics.latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(%status, micros = started.elapsed().as_micros() as u64, "request done"));
     response.into_response()

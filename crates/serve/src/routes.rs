@@ -320,8 +320,10 @@ async fn recommend(
 ) -> Result<Response, ApiError> {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
     // Global Privacy Control: an objection to personalization for this request.
-    // Every instance counts: `Sec-GPC: 0` followed by `Sec-GPC: 1` is an objection.
-    if headers.get_all("sec-gpc").iter().any(|v| v.to_str().ok().map(str::trim) == Some("1")) {
+    // Every instance counts, on separate lines or joined by a proxy with
+    // commas: `Sec-GPC: 0` followed by `Sec-GPC: 1`, or `Sec-GPC: 0, 1`, is an objection.
+    let objects = |v: &axum::http::HeaderValue| v.to_str().is_ok_and(|v| v.split(',').any(|part| part.trim() == "1"));
+    if headers.get_all("sec-gpc").iter().any(objects) {
         state.metrics.consent_refusals.inc();
         return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
     }

@@ -340,11 +340,12 @@ async fn erasure_leaves_nothing_and_refuses_new_events() {
     let (status, report) = server.events(raw, &["sku-3"]).await;
     // The answer does not tell an erased subject from a stored one ...
     assert_eq!((status, report), (200, json!({ "received": 1 })));
-    // ... but nothing was stored, and the operator's metrics count why.
+    // ... nothing was stored, and the keyless metrics do not tell either.
     let (status, _) = server.get(&format!("/v1/subjects/{raw}/export")).await;
     assert_eq!(status, 404);
     let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("hush_events_total{outcome=\"suppressed\"} 1"), "{metrics}");
+    assert!(metrics.contains("hush_events_received_total "), "{metrics}");
+    assert!(!metrics.contains("suppressed") && !metrics.contains("no_consent"), "{metrics}");
     let hex = pseudonym.as_bytes().to_vec();
     let bytes = hex::decode(&pseudonym).unwrap();
     for file in database_files(&server.db) {
@@ -564,7 +565,7 @@ async fn models_swap_under_load_and_bad_files_are_refused() {
 #[tokio::test]
 async fn metrics_count_routes_refusals_and_the_model() {
     let server = Server::start().await;
-    server.get("/v1/subjects/eve/recommendations").await;
+    server.get("/v1/subjects/eve-0451/recommendations").await;
     server.get("/v1/recommendations/popular?k=2").await;
     let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
     assert!(
@@ -581,7 +582,7 @@ async fn metrics_count_routes_refusals_and_the_model() {
         text.contains(&format!(r#"hush_model_info{{model_id="{}"}} 1"#, card["model_id"].as_str().unwrap())),
         "{text}"
     );
-    assert!(!text.contains("eve"), "no subject id in metric labels");
+    assert!(!text.contains("eve-0451"), "no subject id in metric labels");
 }
 
 /// The log sink of this test binary: every test's server logs here, so the
@@ -940,6 +941,23 @@ async fn hostile_client_details_are_answered_precisely() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
+    // ... also when a proxy joined the lines with a comma.
+    for joined in ["0, 1", "1, 1", "1,0"] {
+        let r = server
+            .client
+            .get(format!("{}/v1/subjects/gpc/recommendations", server.base))
+            .header("Sec-GPC", joined)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "Sec-GPC: {joined}");
+    }
+    // Client-chosen methods do not become metric labels.
+    let r =
+        server.client.request(reqwest::Method::from_bytes(b"ANYTHING1").unwrap(), format!("{}/healthz", server.base));
+    let _ = r.send().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("ANYTHING1") && metrics.contains(r#"method="other""#), "{metrics}");
 
     // Personal data is never cached; the model card may be.
     for path in ["/v1/subjects/gpc/recommendations", "/v1/subjects/gpc/consent", "/v1/subjects/gpc/export"] {
