@@ -157,6 +157,23 @@ impl FromStr for CsvMapping {
     }
 }
 
+/// The index of an optional column: `None` when unmapped, and also when it
+/// is the default name (`kind`, `value`) and the header has no such column
+/// (a file of one kind of event, or without values, needs no `kind=` or
+/// `value=` in the mapping); a column named on purpose must exist.
+fn optional_column(
+    header: &[String],
+    column: Option<&str>,
+    default_name: &str,
+    find: &dyn Fn(&str) -> Result<usize>,
+) -> Result<Option<usize>> {
+    match column {
+        None => Ok(None),
+        Some(name) if name == default_name && !header.iter().any(|h| h == name) => Ok(None),
+        Some(name) => find(name).map(Some),
+    }
+}
+
 /// An event as read from a file: the raw subject id is still attached and
 /// must be pseudonymized by the caller before anything is stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -397,8 +414,8 @@ impl EventReader {
                 let columns = Columns {
                     subject: find(&mapping.subject)?,
                     item: find(&mapping.item)?,
-                    kind: mapping.kind.as_deref().map(find).transpose()?,
-                    value: mapping.value.as_deref().map(find).transpose()?,
+                    kind: optional_column(&header, mapping.kind.as_deref(), "kind", &find)?,
+                    value: optional_column(&header, mapping.value.as_deref(), "value", &find)?,
                     timestamp: find(&mapping.timestamp)?,
                     default_kind: mapping.default_kind.clone(),
                     expected_fields: header.len(),
