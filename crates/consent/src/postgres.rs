@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-use postgres::{Client, Row, Transaction};
+use postgres::{Client, Row};
 
 use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
 use crate::connect::{ConnectOptions, PgTarget};
@@ -108,8 +108,9 @@ const MIGRATIONS: &[&str] = &[
 /// Advisory lock id that serializes schema migrations of one database.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
 
-/// Takes the writers' advisory lock for the rest of the transaction.
-const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+/// Starts a write transaction holding the writers' advisory lock.
+static BEGIN_LOCKED_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"));
 
 /// The read of a personalized request ([`PgStore::gated_read`]), one
 /// statement: the API key's row ($1: key id, or NULL when keys are not
@@ -284,18 +285,23 @@ impl PgStore {
 
     pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
         let PgStore { client, statements, location, .. } = self;
-        let tx = client.transaction().map_err(pg(location))?;
-        let mut batch = PgBatch {
-            tx,
+        let client: &mut Client = client;
+        // BEGIN and the writers' lock in one round trip: the simple-query
+        // protocol runs both from one message, in order.
+        if let Err(e) = client.batch_execute(&BEGIN_LOCKED_SQL) {
+            // Whatever part of it ran must not linger on the connection.
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(pg(location)(e));
+        }
+        Ok(PgBatch {
+            tx: client,
+            open: true,
             statements,
             location,
             pending: PendingEvents::default(),
             allowed_cache: HashMap::new(),
             suppressed_cache: HashMap::new(),
-        };
-        let lock = batch.prepared(LOCK_SQL)?;
-        batch.tx.execute(&lock, &[&WRITER_LOCK]).map_err(pg(batch.location))?;
-        Ok(batch)
+        })
     }
 
     /// See [`crate::Ledger::gated_read`]: one prepared statement, so one
@@ -698,7 +704,10 @@ impl PgStore {
 
 /// A write transaction on PostgreSQL. See [`crate::WriteBatch`].
 pub(crate) struct PgBatch<'a> {
-    tx: Transaction<'a>,
+    /// The connection, inside the transaction [`PgStore::batch`] began.
+    tx: &'a mut Client,
+    /// Whether the transaction is still open (rolled back if dropped so).
+    open: bool,
     /// The connection's prepared statements: a batch's statements are
     /// prepared once per connection, not once per use (a statement given as
     /// text costs a parse round trip every time).
@@ -786,7 +795,7 @@ impl PgBatch<'_> {
     ) -> Result<ConsentRecord> {
         change.validate_at(recorded_at)?;
         if self.suppressed(subject)? {
-            if !crate::ledger::opt_in_lifts(change, suppression_on(&mut self.tx, self.location, subject)?) {
+            if !crate::ledger::opt_in_lifts(change, suppression_on(self.tx, self.location, subject)?) {
                 return Err(Error::Suppressed);
             }
             self.tx
@@ -837,7 +846,7 @@ impl PgBatch<'_> {
                 let statement = self.prepared(STATUS_SQL)?;
                 let mut allowed = false;
                 for purpose in Purpose::ALL {
-                    allowed |= status_on(&mut self.tx, self.location, &statement, subject, purpose, now)?.is_granted();
+                    allowed |= status_on(self.tx, self.location, &statement, subject, purpose, now)?.is_granted();
                 }
                 self.allowed_cache.insert(*subject, allowed);
                 allowed
@@ -867,8 +876,17 @@ impl PgBatch<'_> {
 
     pub(crate) fn commit(mut self) -> Result<()> {
         self.flush()?;
-        let location = self.location;
-        self.tx.commit().map_err(pg(location))
+        self.open = false;
+        self.tx.batch_execute("COMMIT").map_err(pg(self.location))
+    }
+}
+
+impl Drop for PgBatch<'_> {
+    /// A batch dropped before its commit stores nothing.
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.tx.batch_execute("ROLLBACK");
+        }
     }
 }
 
