@@ -27,6 +27,11 @@ pub struct Global {
     /// (postgres://user:password@host:port/db), for several serving replicas.
     #[arg(long, visible_alias = "store", global = true, env = "HUSH_DB", default_value = "hush.db")]
     pub db: String,
+    /// Allow sslmode=disable in a PostgreSQL URL whose host is not a loopback
+    /// address: the store's contents then cross the network in clear. Only
+    /// for a network you trust; TLS is on by default for such hosts.
+    #[arg(long, global = true, env = "HUSH_STORE_ALLOW_CLEARTEXT")]
+    pub store_allow_cleartext: bool,
     /// The pseudonymization key file (created with mode 0600 on first use;
     /// default: hush.key beside an SQLite store, ./hush.key for PostgreSQL).
     /// HUSH_PSEUDONYM_KEY (64 hex characters) takes precedence; replicas of
@@ -179,10 +184,14 @@ pub struct ServeArgs {
     pub bind: Option<String>,
     /// A TOML file with a [serve] table: model, bind, max_history, max_k,
     /// max_concurrent_requests, request_timeout_ms, header_read_timeout_ms,
-    /// max_connections, kind_weights. Flags and
+    /// max_connections, store_pool_size, kind_weights. Flags and
     /// environment variables win over it.
     #[arg(long, env = "HUSH_SERVE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Read connections to the store (default 8; `store_pool_size` in the
+    /// [serve] config). /metrics shows how many are in use.
+    #[arg(long, env = "HUSH_STORE_POOL_SIZE")]
+    pub store_pool_size: Option<u32>,
 }
 
 /// Where training data comes from: a feature set file, or input files extracted on the fly.

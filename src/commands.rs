@@ -68,7 +68,8 @@ pub fn load_key(g: &Global) -> Result<PseudonymKey> {
 
 pub fn open_ledger(g: &Global) -> Result<Ledger> {
     require_store(g)?;
-    Ok(Ledger::connect(&g.db)?)
+    let options = hush_consent::ConnectOptions { allow_cleartext: g.store_allow_cleartext };
+    Ok(Ledger::connect_with(&g.db, options)?)
 }
 
 /// An SQLite store must exist unless the command creates it on purpose
@@ -680,7 +681,7 @@ struct ServeConfigFile {
 }
 
 fn serve(g: &Global, args: &ServeArgs) -> Result<()> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             toml::from_str::<ServeConfigFile>(&text)
@@ -692,6 +693,9 @@ fn serve(g: &Global, args: &ServeArgs) -> Result<()> {
         }
         None => hush_serve::ServeConfig::default(),
     };
+    if let Some(size) = args.store_pool_size {
+        config.store_pool_size = size;
+    }
     let model = args
         .model
         .clone()
@@ -818,6 +822,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         db: db.display().to_string(),
         key_file: Some(args.dir.join("hush.key")),
         create: true,
+        store_allow_cleartext: false,
         json: false,
         quiet: g.quiet,
         verbose: g.verbose,

@@ -92,6 +92,27 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// `sslmode=disable` to a PostgreSQL host that is not a loopback address.
+    #[error(
+        "refusing to reach the store {location} without TLS: sslmode=disable would send consent records, \
+         events and API key digests across the network in clear; use sslmode=verify-full with \
+         sslrootcert=/path/to/ca.pem, or set allow_cleartext (hush's --store-allow-cleartext, \
+         HUSH_STORE_ALLOW_CLEARTEXT=true) if this network is trusted"
+    )]
+    CleartextRefused {
+        /// The store URL, without its password.
+        location: String,
+    },
+    /// No pooled connection to the store became free in time.
+    #[error("store {location}: no connection became free within {waited_ms} ms ({message})")]
+    PoolExhausted {
+        /// The store, without its password.
+        location: String,
+        /// How long the request waited.
+        waited_ms: u64,
+        /// What the pool said (the last connection error, if any).
+        message: String,
+    },
     /// The store holds a value this build cannot read.
     #[error("store {location}: {message}")]
     Corrupt {

@@ -83,25 +83,59 @@ pub fn create(ledger: &mut Ledger, name: &str, scopes: &[String], now: Timestamp
     Ok((format!("hush_{key_id}_{secret}"), record))
 }
 
+/// A key as a client presented it: the id that finds its record and the
+/// SHA-256 of its secret (the secret itself is not kept).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PresentedKey {
+    /// The key id part of `hush_<key id>_<secret>`.
+    pub key_id: String,
+    /// SHA-256 of the secret part.
+    pub secret_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for PresentedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedKey").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+impl PresentedKey {
+    /// Reads `hush_<key id>_<secret>`; `None` for anything else (an invalid key).
+    pub fn parse(presented: &str) -> Option<Self> {
+        let (key_id, secret) = presented.strip_prefix("hush_").and_then(|rest| rest.split_once('_'))?;
+        Some(PresentedKey { key_id: key_id.to_string(), secret_sha256: Sha256::digest(secret.as_bytes()).into() })
+    }
+}
+
+/// Decides a presented key against its stored record and digest (`None`:
+/// no key has that id) for `scope`: the digests must match (compared in
+/// constant time), the key must not be revoked and must carry the scope.
+pub fn verify(
+    stored: Option<(ApiKeyRecord, [u8; 32])>,
+    presented: &PresentedKey,
+    scope: &str,
+) -> std::result::Result<ApiKeyRecord, KeyCheck> {
+    let Some((record, digest)) = stored else {
+        return Err(KeyCheck::Invalid);
+    };
+    if !bool::from(presented.secret_sha256.ct_eq(&digest)) || record.revoked_at.is_some() {
+        return Err(KeyCheck::Invalid);
+    }
+    if !record.allows(scope) {
+        return Err(KeyCheck::MissingScope);
+    }
+    Ok(record)
+}
+
 /// Checks a presented key for `scope`; returns its record when accepted.
 ///
 /// # Errors
 /// [`Error::Database`] if SQLite fails.
 pub fn check(ledger: &Ledger, presented: &str, scope: &str) -> Result<std::result::Result<ApiKeyRecord, KeyCheck>> {
-    let Some((key_id, secret)) = presented.strip_prefix("hush_").and_then(|rest| rest.split_once('_')) else {
+    let Some(presented) = PresentedKey::parse(presented) else {
         return Ok(Err(KeyCheck::Invalid));
     };
-    let Some((record, digest)) = ledger.api_key(key_id)? else {
-        return Ok(Err(KeyCheck::Invalid));
-    };
-    let presented_digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-    if !bool::from(presented_digest.ct_eq(&digest)) || record.revoked_at.is_some() {
-        return Ok(Err(KeyCheck::Invalid));
-    }
-    if !record.allows(scope) {
-        return Ok(Err(KeyCheck::MissingScope));
-    }
-    Ok(Ok(record))
+    Ok(verify(ledger.api_key(&presented.key_id)?, &presented, scope))
 }
 
 #[cfg(test)]

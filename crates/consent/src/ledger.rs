@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend};
+use crate::connect::ConnectOptions;
 use crate::postgres::{PgBatch, PgStore};
 use crate::pseudonym::SuppressionTag;
 use crate::sqlite::{SqliteBatch, SqliteStore};
@@ -138,6 +139,23 @@ pub struct ErasureReceipt {
 /// entry of a subject whose data was erased.
 pub(crate) fn opt_in_lifts(change: &ConsentChange, suppression: Option<bool>) -> bool {
     suppression == Some(false) && change.granted && change.source != crate::ConsentSource::Import
+}
+
+/// What a personalized request may use, read in one go by
+/// [`Ledger::gated_read`]: each part is read only if the one before allows it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GatedRead {
+    /// The presented API key was refused; nothing about the subject is returned.
+    KeyRefused(crate::keys::KeyCheck),
+    /// The purpose is not granted (the status says why); no events are returned.
+    NotGranted(ConsentStatus),
+    /// The purpose is granted.
+    Granted {
+        /// The status that grants it.
+        status: ConsentStatus,
+        /// The subject's most recent events, newest first (see [`Ledger::recent_events`]).
+        recent: Vec<Event>,
+    },
 }
 
 /// Everything held about one subject (GDPR Art. 15 access, Art. 20 portability).
@@ -291,22 +309,59 @@ impl Ledger {
     /// As [`Ledger::open`], and for PostgreSQL [`Error::Connect`] when the
     /// server cannot be reached or refuses the credentials.
     pub fn connect(url: &str) -> Result<Self> {
+        Ledger::connect_with(url, ConnectOptions::default())
+    }
+
+    /// As [`Ledger::connect`], with settings that are not part of the URL.
+    /// A PostgreSQL URL's `sslmode` and `sslrootcert` are read as libpq reads
+    /// them; TLS is on by default for hosts that are not loopback (see
+    /// [`crate::connect`]).
+    ///
+    /// # Errors
+    /// As [`Ledger::connect`]; [`Error::CleartextRefused`] for
+    /// `sslmode=disable` to a host that is not loopback without
+    /// [`ConnectOptions::allow_cleartext`]; [`Error::InvalidField`] for bad
+    /// TLS settings.
+    pub fn connect_with(url: &str, options: ConnectOptions) -> Result<Self> {
         match StoreUrl::parse(url)? {
             StoreUrl::Sqlite(path) => Ledger::open(path),
             StoreUrl::Postgres(url) => {
-                Ok(Ledger { backend: Backend::Postgres(Box::new(RefCell::new(PgStore::connect(&url)?))) })
+                Ok(Ledger { backend: Backend::Postgres(Box::new(RefCell::new(PgStore::connect(&url, options)?))) })
             }
         }
     }
 
-    /// Another connection to the same store (serving reads on several).
+    /// Another connection to the same store, with the same settings.
     ///
     /// # Errors
     /// As [`Ledger::connect`].
     pub fn reopen(&self) -> Result<Self> {
         match &self.backend {
             Backend::Sqlite(s) => Ledger::open(s.path()),
-            Backend::Postgres(p) => Ledger::connect(p.borrow().url()),
+            Backend::Postgres(p) => {
+                let p = p.borrow();
+                Ledger::connect_with(p.url(), p.options())
+            }
+        }
+    }
+
+    /// The URL and settings of a PostgreSQL store, to open more connections like this one.
+    pub(crate) fn postgres_settings(&self) -> Option<(String, ConnectOptions)> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => {
+                let p = p.borrow();
+                Some((p.url().to_string(), p.options()))
+            }
+        }
+    }
+
+    /// Whether the connection is known to be unusable (a PostgreSQL
+    /// connection the server closed); a pool then replaces it.
+    pub fn is_broken(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => false,
+            Backend::Postgres(p) => p.borrow().is_closed(),
         }
     }
 
@@ -380,6 +435,8 @@ impl Ledger {
     /// [`Error::Database`] if the store fails; nothing of the batch is stored then.
     pub fn ingest_events(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<IngestReport> {
         let mut batch = self.batch()?;
+        let subjects: Vec<Pseudonym> = events.iter().map(|e| e.subject).collect();
+        batch.prefetch(&subjects, now)?;
         let mut report = IngestReport::default();
         for event in events {
             report.count(batch.ingest_event(event, now)?);
@@ -421,6 +478,44 @@ impl Ledger {
     /// [`Error::Database`] if the store fails.
     pub fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
         on_backend!(&self.backend, s => s.recent_events(subject, limit))
+    }
+
+    /// What a personalized request needs, read as one consistent step (on
+    /// PostgreSQL one prepared statement, so one round trip and one snapshot):
+    /// the presented API key checked for `scope` (`None`: keys are not
+    /// required), then the subject's status for `purpose` at `as_of`, then
+    /// their `limit` most recent events. Nothing about the subject is
+    /// returned unless the key is accepted, and no event unless the purpose
+    /// is granted.
+    ///
+    /// The read starts after every write acknowledged before the call, so a
+    /// withdrawal or erasure acknowledged by any replica is seen.
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the store fails.
+    pub fn gated_read(
+        &self,
+        key: Option<(&crate::keys::PresentedKey, &str)>,
+        subject: &Pseudonym,
+        purpose: Purpose,
+        as_of: Timestamp,
+        limit: usize,
+    ) -> Result<GatedRead> {
+        match &self.backend {
+            Backend::Postgres(cell) => cell.borrow_mut().gated_read(key, subject, purpose, as_of, limit),
+            Backend::Sqlite(_) => {
+                if let Some((presented, scope)) = key {
+                    if let Err(why) = crate::keys::verify(self.api_key(&presented.key_id)?, presented, scope) {
+                        return Ok(GatedRead::KeyRefused(why));
+                    }
+                }
+                let status = self.status(subject, purpose, as_of)?;
+                if !status.is_granted() {
+                    return Ok(GatedRead::NotGranted(status));
+                }
+                Ok(GatedRead::Granted { recent: self.recent_events(subject, limit)?, status })
+            }
+        }
     }
 
     /// Whether hush has seen the subject: a consent record, an event, or an
@@ -663,6 +758,20 @@ impl WriteBatch<'_> {
         match &mut self.inner {
             BatchBackend::Sqlite(b) => b.holds_consent_record(subject, change),
             BatchBackend::Postgres(b) => b.holds_consent_record(subject, change),
+        }
+    }
+
+    /// Reads at once what deciding about the events of `subjects` at `now`
+    /// needs, so [`WriteBatch::ingest_event`] does not ask the store per
+    /// subject (on PostgreSQL, one round trip instead of three per subject;
+    /// SQLite reads in-process and needs none of it).
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the store fails.
+    pub fn prefetch(&mut self, subjects: &[Pseudonym], now: Timestamp) -> Result<()> {
+        match &mut self.inner {
+            BatchBackend::Sqlite(_) => Ok(()),
+            BatchBackend::Postgres(b) => b.prefetch(subjects, now),
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`formats`] parses the file formats hush imports (consent records and
 //!   storefront events), with per-row errors that name file, line and field.
 //! - [`rule`] is the consent rule: the latest recorded decision wins.
+//! - [`pool`] keeps several connections to one store for a server, and
+//!   [`connect`] reads a PostgreSQL URL's TLS settings.
 //! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
 //!   every DP training run that spent from them.
 //! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
@@ -17,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod connect;
 mod error;
 pub mod event;
 pub mod files;
@@ -24,6 +27,7 @@ pub mod formats;
 pub mod import;
 pub mod keys;
 pub mod ledger;
+pub mod pool;
 mod postgres;
 pub mod pseudonym;
 pub mod record;
@@ -33,12 +37,14 @@ pub mod subject;
 pub mod time;
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
+pub use connect::{ConnectOptions, SslMode};
 pub use error::{Error, Result, RowError};
 pub use event::{Event, EventKind, SubjectEvent};
 pub use ledger::{
-    ConsentState, ConsentStatus, ErasureReceipt, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,
+    ConsentState, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,
     SubjectExport, WriteBatch,
 };
+pub use pool::{LedgerPool, PoolState, PooledLedger};
 pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
 pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};
 pub use rule::{Decision, MAX_CLOCK_SKEW_MS};

@@ -13,11 +13,14 @@
 //! with PostgreSQL's default `synchronous_commit = on`, so it survives a crash.
 
 use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
 
-use postgres::{Client, NoTls, Row, Transaction};
+use postgres::{Client, Row};
 
 use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
-use crate::ledger::{redact, ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats, SCHEMA_VERSION};
+use crate::connect::{ConnectOptions, PgTarget};
+use crate::keys::PresentedKey;
+use crate::ledger::{redact, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, LedgerStats, SCHEMA_VERSION};
 use crate::pseudonym::SuppressionTag;
 use crate::sqlite::subject_key;
 use crate::{
@@ -105,6 +108,48 @@ const MIGRATIONS: &[&str] = &[
 /// Advisory lock id that serializes schema migrations of one database.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
 
+/// Starts a write transaction holding the writers' advisory lock.
+static BEGIN_LOCKED_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"));
+
+/// The read of a personalized request ([`PgStore::gated_read`]), one
+/// statement: the API key's row ($1: key id, or NULL when keys are not
+/// required), whether it admits the request ($2: SHA-256 of the presented
+/// secret, $3: scope, by the same test as `keys::verify`), the subject's
+/// decisions on the purpose ($4, $5: subject key and pseudonym, $6: purpose)
+/// only if it does, and their $7 most recent events only if some decision is
+/// a grant (the consent rule itself runs in Rust, on the decisions).
+///
+/// One row shape for all three parts, told apart by `part`:
+/// key (0): created_at, revoked_at, -, key_id, name, scopes, -, -, admits, secret_sha256;
+/// decision (1): id, effective_at, recorded_at, purpose, source, notice_version, proof_ref, -, granted, -;
+/// event (2): at, id, -, item, kind, -, -, value, -, -; in no particular
+/// order (sorting them here cost more than in the caller).
+const GATED_READ_SQL: &str = "WITH key AS (
+         SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256,
+                COALESCE(revoked_at IS NULL AND secret_sha256 = $2
+                         AND ($3 = ANY (string_to_array(scopes, ',')) OR 'admin' = ANY (string_to_array(scopes, ','))),
+                         FALSE) AS admits
+         FROM api_keys WHERE key_id = $1
+     ), decisions AS (
+         SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+         FROM consent_records
+         WHERE subject_key = $4 AND subject = $5 AND purpose = $6
+           AND ($1::TEXT IS NULL OR EXISTS (SELECT 1 FROM key WHERE admits))
+     ), recent AS (
+         SELECT id, item, kind, value, at FROM events
+         WHERE subject_key = $4 AND subject = $5 AND EXISTS (SELECT 1 FROM decisions WHERE granted)
+         ORDER BY at DESC, id DESC LIMIT $7
+     )
+     SELECT 0 AS part, created_at AS a, revoked_at AS b, NULL::BIGINT AS c, key_id AS t1, name AS t2,
+            scopes AS t3, NULL::TEXT AS t4, NULL::DOUBLE PRECISION AS f, admits AS flag, secret_sha256 AS bytes
+     FROM key
+     UNION ALL
+     SELECT 1, id, effective_at, recorded_at, purpose, source, notice_version, proof_ref, NULL, granted, NULL
+     FROM decisions
+     UNION ALL
+     SELECT 2, at, id, NULL, item, kind, NULL, NULL, value, NULL, NULL FROM recent";
+
 /// Advisory lock id that serializes the writes about subjects.
 const WRITER_LOCK: i64 = 0x6875_7368_0002;
 
@@ -118,6 +163,7 @@ pub(crate) struct PgStore {
     /// instead of two (parse, then execute), and no planning per request.
     statements: HashMap<&'static str, postgres::Statement>,
     url: String,
+    options: ConnectOptions,
     location: String,
 }
 
@@ -164,14 +210,31 @@ fn pg(location: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
 
 impl PgStore {
     /// Connects and migrates the schema.
-    pub(crate) fn connect(url: &str) -> Result<Self> {
+    pub(crate) fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
         let location = redact(url);
-        let client = Client::connect(url, NoTls)
+        let target = PgTarget::parse(url, options)?;
+        let client = target
+            .config
+            .connect(target.tls)
             .map_err(|e| Error::Connect { location: location.clone(), message: connect_message(&e) })?;
-        let mut store =
-            PgStore { client: OpenClient(Some(client)), statements: HashMap::new(), url: url.to_string(), location };
+        let mut store = PgStore {
+            client: OpenClient(Some(client)),
+            statements: HashMap::new(),
+            url: url.to_string(),
+            options,
+            location,
+        };
         store.migrate()?;
         Ok(store)
+    }
+
+    pub(crate) fn options(&self) -> ConnectOptions {
+        self.options
+    }
+
+    /// Whether the server closed the connection (or it failed for good).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
     }
 
     /// The prepared statement of `sql`, prepared on first use.
@@ -221,15 +284,108 @@ impl PgStore {
     }
 
     pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
-        let mut tx = self.client.transaction().map_err(pg(&self.location))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(pg(&self.location))?;
+        let PgStore { client, statements, location, .. } = self;
+        let client: &mut Client = client;
+        // BEGIN and the writers' lock in one round trip: the simple-query
+        // protocol runs both from one message, in order.
+        if let Err(e) = client.batch_execute(&BEGIN_LOCKED_SQL) {
+            // Whatever part of it ran must not linger on the connection.
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(pg(location)(e));
+        }
         Ok(PgBatch {
-            tx,
-            location: &self.location,
+            tx: client,
+            open: true,
+            statements,
+            location,
             pending: PendingEvents::default(),
             allowed_cache: HashMap::new(),
             suppressed_cache: HashMap::new(),
         })
+    }
+
+    /// See [`crate::Ledger::gated_read`]: one prepared statement, so one
+    /// round trip and one snapshot (a statement sees every transaction that
+    /// committed before it started, whichever replica wrote it).
+    pub(crate) fn gated_read(
+        &mut self,
+        key: Option<(&PresentedKey, &str)>,
+        subject: &Pseudonym,
+        purpose: Purpose,
+        as_of: Timestamp,
+        limit: usize,
+    ) -> Result<GatedRead> {
+        let statement = self.statement(GATED_READ_SQL)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (key_id, digest, scope) = match key {
+            Some((presented, scope)) => (Some(presented.key_id.as_str()), Some(&presented.secret_sha256[..]), scope),
+            None => (None, None, ""),
+        };
+        let rows = self
+            .client
+            .query(
+                &statement,
+                &[&key_id, &digest, &scope, &subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str(), &limit],
+            )
+            .map_err(pg(&self.location))?;
+        let location = &self.location;
+        let (mut stored_key, mut gate_open, mut records, mut recent) = (None, false, Vec::new(), Vec::new());
+        for row in &rows {
+            match row.get::<_, i32>(0) {
+                0 => {
+                    let digest: Vec<u8> = row.get(10);
+                    let digest: [u8; 32] =
+                        digest.try_into().map_err(|_| corrupt(location, "stored key digest is not 32 bytes"))?;
+                    let scopes: String = row.get(6);
+                    let record = crate::keys::ApiKeyRecord {
+                        key_id: row.get(4),
+                        name: row.get(5),
+                        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                        created_at: Timestamp::from_unix_millis(row.get(1)),
+                        revoked_at: row.get::<_, Option<i64>>(2).map(Timestamp::from_unix_millis),
+                    };
+                    gate_open = row.get(9);
+                    stored_key = Some((record, digest));
+                }
+                1 => records.push(ConsentRecord {
+                    seq: row.get(1),
+                    purpose: parse_text(row.get(4), location)?,
+                    granted: row.get(9),
+                    effective_at: Timestamp::from_unix_millis(row.get(2)),
+                    recorded_at: Timestamp::from_unix_millis(row.get(3)),
+                    source: parse_text(row.get(5), location)?,
+                    notice_version: row.get(6),
+                    proof_ref: row.get(7),
+                }),
+                _ => {
+                    let value: f64 = row.get(8);
+                    let event = Event {
+                        item: row.get(4),
+                        kind: parse_text(row.get(5), location)?,
+                        value: value as f32,
+                        at: Timestamp::from_unix_millis(row.get(1)),
+                    };
+                    recent.push((row.get::<_, i64>(2), event));
+                }
+            }
+        }
+        // Newest first, ties by arrival, as `recent_events` answers.
+        recent.sort_unstable_by(|(a_id, a), (b_id, b)| (b.at, b_id).cmp(&(a.at, a_id)));
+        let recent: Vec<Event> = recent.into_iter().map(|(_, event)| event).collect();
+        if let Some((presented, scope)) = key {
+            if let Err(why) = crate::keys::verify(stored_key, presented, scope) {
+                return Ok(GatedRead::KeyRefused(why));
+            }
+            // The statement read the subject only behind the same test.
+            if !gate_open {
+                return Err(corrupt(location, "the key check in SQL disagrees with hush's"));
+            }
+        }
+        let status = ConsentStatus::from_records(records, purpose, as_of);
+        if !status.is_granted() {
+            return Ok(GatedRead::NotGranted(status));
+        }
+        Ok(GatedRead::Granted { status, recent })
     }
 
     pub(crate) fn status(&mut self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
@@ -552,21 +708,40 @@ impl PgStore {
 
 /// A write transaction on PostgreSQL. See [`crate::WriteBatch`].
 pub(crate) struct PgBatch<'a> {
-    tx: Transaction<'a>,
+    /// The connection, inside the transaction [`PgStore::batch`] began.
+    tx: &'a mut Client,
+    /// Whether the transaction is still open (rolled back if dropped so).
+    open: bool,
+    /// The connection's prepared statements: a batch's statements are
+    /// prepared once per connection, not once per use (a statement given as
+    /// text costs a parse round trip every time).
+    statements: &'a mut HashMap<&'static str, postgres::Statement>,
     location: &'a str,
-    /// Events accepted but not yet written: inserted together, in order, in
-    /// one statement per [`PENDING_LIMIT`] rows instead of one round trip each.
+    /// Events accepted but not yet written: copied in together, in order,
+    /// once per [`PENDING_LIMIT`] rows instead of one round trip each.
     pending: PendingEvents,
     allowed_cache: HashMap<Pseudonym, bool>,
     suppressed_cache: HashMap<Pseudonym, bool>,
 }
 
 impl PgBatch<'_> {
+    /// The prepared statement of `sql` on this connection, prepared on first use.
+    fn prepared(&mut self, sql: &'static str) -> Result<postgres::Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.tx.prepare(sql).map_err(pg(self.location))?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
     fn suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
         if let Some(&s) = self.suppressed_cache.get(subject) {
             return Ok(s);
         }
-        let s = is_suppressed_on(&mut self.tx, self.location, subject)?;
+        let statement = self.prepared(SUPPRESSED_SQL)?;
+        let s =
+            self.tx.query_opt(&statement, &[&&subject.suppression_tag().0[..]]).map_err(pg(self.location))?.is_some();
         self.suppressed_cache.insert(*subject, s);
         Ok(s)
     }
@@ -594,6 +769,51 @@ impl PgBatch<'_> {
         Ok(row.is_some())
     }
 
+    /// Reads, in one round trip, what deciding about the events of
+    /// `subjects` needs (their suppression entries and consent decisions),
+    /// so [`PgBatch::ingest_event`] asks nothing more for them. Runs under
+    /// the batch's lock, like the reads it replaces.
+    pub(crate) fn prefetch(&mut self, subjects: &[Pseudonym], now: Timestamp) -> Result<()> {
+        let subjects: Vec<&Pseudonym> = {
+            let mut seen = HashSet::new();
+            subjects
+                .iter()
+                .filter(|s| !self.allowed_cache.contains_key(s) && !self.suppressed_cache.contains_key(s))
+                .filter(|s| seen.insert(**s))
+                .collect()
+        };
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<[u8; 32]> = subjects.iter().map(|s| s.suppression_tag().0).collect();
+        let tag_params: Vec<&[u8]> = tags.iter().map(|t| &t[..]).collect();
+        let keys: Vec<i64> = subjects.iter().map(|s| subject_key(s)).collect();
+        let statement = self.prepared(PREFETCH_SQL)?;
+        let rows = self.tx.query(&statement, &[&tag_params, &keys]).map_err(pg(self.location))?;
+        let mut suppressed = HashSet::new();
+        let mut decisions: HashMap<Vec<u8>, Vec<ConsentRecord>> = HashMap::new();
+        for row in &rows {
+            let who: Vec<u8> = row.get(0);
+            match row.get::<_, Option<i64>>(1) {
+                None => {
+                    suppressed.insert(who);
+                }
+                Some(_) => decisions.entry(who).or_default().push(record_from_row_at(row, 1, self.location)?),
+            }
+        }
+        for (subject, tag) in subjects.into_iter().zip(&tags) {
+            let is_suppressed = suppressed.contains(&tag[..]);
+            self.suppressed_cache.insert(*subject, is_suppressed);
+            let records = decisions.remove(&subject.as_bytes()[..]).unwrap_or_default();
+            let allowed = Purpose::ALL.iter().any(|&purpose| {
+                let of_purpose: Vec<ConsentRecord> = records.iter().filter(|r| r.purpose == purpose).cloned().collect();
+                ConsentStatus::from_records(of_purpose, purpose, now).is_granted()
+            });
+            self.allowed_cache.insert(*subject, allowed);
+        }
+        Ok(())
+    }
+
     pub(crate) fn record_consent(
         &mut self,
         subject: &Pseudonym,
@@ -602,7 +822,7 @@ impl PgBatch<'_> {
     ) -> Result<ConsentRecord> {
         change.validate_at(recorded_at)?;
         if self.suppressed(subject)? {
-            if !crate::ledger::opt_in_lifts(change, suppression_on(&mut self.tx, self.location, subject)?) {
+            if !crate::ledger::opt_in_lifts(change, suppression_on(self.tx, self.location, subject)?) {
                 return Err(Error::Suppressed);
             }
             self.tx
@@ -650,9 +870,10 @@ impl PgBatch<'_> {
         let allowed = match self.allowed_cache.get(subject) {
             Some(&allowed) => allowed,
             None => {
+                let statement = self.prepared(STATUS_SQL)?;
                 let mut allowed = false;
                 for purpose in Purpose::ALL {
-                    allowed |= status_on(&mut self.tx, self.location, STATUS_SQL, subject, purpose, now)?.is_granted();
+                    allowed |= status_on(self.tx, self.location, &statement, subject, purpose, now)?.is_granted();
                 }
                 self.allowed_cache.insert(*subject, allowed);
                 allowed
@@ -673,27 +894,68 @@ impl PgBatch<'_> {
             return Ok(());
         }
         let p = std::mem::take(&mut self.pending);
-        self.tx
-            .execute(
-                "INSERT INTO events (subject_key, subject, item, kind, value, at)
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::TEXT[], $4::TEXT[], $5::DOUBLE PRECISION[], $6::BIGINT[])",
-                &[&p.keys, &p.subjects, &p.items, &p.kinds, &p.values, &p.times],
-            )
-            .map_err(pg(self.location))?;
+        let statement = self.prepared(COPY_EVENTS_SQL)?;
+        let sink = self.tx.copy_in(&statement).map_err(pg(self.location))?;
+        let mut rows = postgres::binary_copy::BinaryCopyInWriter::new(sink, &COPY_EVENTS_TYPES);
+        for i in 0..p.len() {
+            rows.write(&[&p.keys[i], &p.subjects[i], &p.items[i], &p.kinds[i], &p.values[i], &p.times[i]])
+                .map_err(pg(self.location))?;
+        }
+        rows.finish().map_err(pg(self.location))?;
         Ok(())
     }
 
     pub(crate) fn commit(mut self) -> Result<()> {
         self.flush()?;
-        let location = self.location;
-        self.tx.commit().map_err(pg(location))
+        self.open = false;
+        self.tx.batch_execute("COMMIT").map_err(pg(self.location))
     }
 }
+
+impl Drop for PgBatch<'_> {
+    /// A batch dropped before its commit stores nothing.
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.tx.batch_execute("ROLLBACK");
+        }
+    }
+}
+
+/// Accepted events, in order, streamed in PostgreSQL's binary COPY format,
+/// once per [`PENDING_LIMIT`] rows. It measured faster than one `INSERT ...
+/// SELECT FROM UNNEST` of bound arrays: 954 against 1,436 µs a transaction of
+/// 100 rows, 14.7 against 28.3 ms of 5,000 (one connection, loopback).
+const COPY_EVENTS_SQL: &str = "COPY events (subject_key, subject, item, kind, value, at) FROM STDIN (FORMAT binary)";
+
+/// The column types of [`COPY_EVENTS_SQL`], in order.
+const COPY_EVENTS_TYPES: [postgres::types::Type; 6] = [
+    postgres::types::Type::INT8,
+    postgres::types::Type::BYTEA,
+    postgres::types::Type::TEXT,
+    postgres::types::Type::TEXT,
+    postgres::types::Type::FLOAT8,
+    postgres::types::Type::INT8,
+];
+
+/// Whether a subject is suppressed, by its suppression tag.
+const SUPPRESSED_SQL: &str = "SELECT 1 FROM suppressions WHERE tag = $1";
+
+/// The suppression entries ($1: tags) and every consent decision ($2:
+/// subject keys) of a batch's subjects: a suppression row has a NULL id and
+/// its tag first; a decision row has the pseudonym first, then the columns
+/// of [`STATUS_SQL`].
+const PREFETCH_SQL: &str =
+    "SELECT tag, NULL::BIGINT, NULL::TEXT, NULL::BOOLEAN, NULL::BIGINT, NULL::BIGINT, NULL::TEXT,
+            NULL::TEXT, NULL::TEXT
+     FROM suppressions WHERE tag = ANY ($1)
+     UNION ALL
+     SELECT subject, id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+     FROM consent_records WHERE subject_key = ANY ($2)";
 
 /// Rows written per multi-row insert.
 const PENDING_LIMIT: usize = 5_000;
 
-/// Accepted events, column by column, for one `UNNEST` insert.
+/// Accepted events, column by column, for one `COPY`.
 #[derive(Default)]
 struct PendingEvents {
     keys: Vec<i64>,
@@ -784,22 +1046,30 @@ fn is_suppressed_on(client: &mut impl postgres::GenericClient, location: &str, s
     Ok(row.is_some())
 }
 
+/// A stored name (purpose, source, event kind) read back.
+fn parse_text<T: FromStr<Err = Error>>(text: String, location: &str) -> Result<T> {
+    text.parse().map_err(|e: Error| corrupt(location, &e.to_string()))
+}
+
 fn corrupt(location: &str, message: &str) -> Error {
     Error::Corrupt { location: location.to_string(), message: message.to_string() }
 }
 
 fn record_from_row(row: &Row, location: &str) -> Result<ConsentRecord> {
-    let purpose: String = row.get(1);
-    let source: String = row.get(5);
+    record_from_row_at(row, 0, location)
+}
+
+/// A consent record from the columns of [`STATUS_SQL`], starting at `at`.
+fn record_from_row_at(row: &Row, at: usize, location: &str) -> Result<ConsentRecord> {
     Ok(ConsentRecord {
-        seq: row.get(0),
-        purpose: purpose.parse().map_err(|e: Error| corrupt(location, &e.to_string()))?,
-        granted: row.get(2),
-        effective_at: Timestamp::from_unix_millis(row.get(3)),
-        recorded_at: Timestamp::from_unix_millis(row.get(4)),
-        source: source.parse::<ConsentSource>().map_err(|e| corrupt(location, &e.to_string()))?,
-        notice_version: row.get(6),
-        proof_ref: row.get(7),
+        seq: row.get(at),
+        purpose: parse_text(row.get(at + 1), location)?,
+        granted: row.get(at + 2),
+        effective_at: Timestamp::from_unix_millis(row.get(at + 3)),
+        recorded_at: Timestamp::from_unix_millis(row.get(at + 4)),
+        source: parse_text::<ConsentSource>(row.get(at + 5), location)?,
+        notice_version: row.get(at + 6),
+        proof_ref: row.get(at + 7),
     })
 }
 

@@ -20,7 +20,7 @@ mod routes;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use error::{ApiError, ServeError};
-use hush_consent::{Ledger, PseudonymKey};
+use hush_consent::{Ledger, LedgerPool, PseudonymKey};
 use hush_mf::Model;
 pub use routes::app;
 
@@ -89,10 +89,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// Read connections to the store: a few per core keep request threads from
-/// queueing behind one another on reads.
-const READERS: usize = 4;
-
 /// Serving settings (the `[serve]` table of a config file; every field optional).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -112,6 +108,10 @@ pub struct ServeConfig {
     pub header_read_timeout_ms: u64,
     /// Connections open at once; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Read connections to the store, pooled (`/metrics` shows how many are
+    /// in use): requests that read wait for a free one on a blocking thread,
+    /// never on an async worker. The CLI's `--store-pool-size` wins.
+    pub store_pool_size: u32,
     /// Require API keys with scopes (off only for local experiments).
     pub require_api_keys: bool,
     /// Fold-in weight of event kinds that an implicit model was *not* trained
@@ -146,6 +146,12 @@ impl Default for ServeConfig {
             // connections of a busy client pool, far below a process's
             // descriptor limit.
             max_connections: 1024,
+            // Enough to keep two cores busy when every request is one short
+            // round trip to the store (measured with benches/store_load.sh:
+            // more only adds server processes competing for the same cores);
+            // each is a server process on PostgreSQL, far below its default
+            // max_connections of 100 even with several replicas.
+            store_pool_size: 8,
             // Two negative kinds, as strong as a purchase is positive.
             kind_weights: [("dislike", -5.0), ("return", -5.0)].into_iter().map(|(k, w)| (k.to_string(), w)).collect(),
             bind: None,
@@ -234,11 +240,11 @@ pub struct AppState {
     model_path: Option<std::path::PathBuf>,
     /// The one connection that writes (consent, events, erasure).
     ledger: Mutex<Ledger>,
-    /// Read connections: WAL lets them read concurrently with each other and
-    /// with the writer, and each statement reads the latest committed state,
-    /// so a write acknowledged on `ledger` is seen by every later read.
-    readers: Vec<Mutex<Ledger>>,
-    next_reader: std::sync::atomic::AtomicUsize,
+    /// Read connections: they read concurrently with each other and with
+    /// the writer (SQLite's WAL, PostgreSQL's MVCC), and each statement reads
+    /// the latest committed state, so a write acknowledged on `ledger` (or by
+    /// another replica) is seen by every later read.
+    readers: LedgerPool,
     key: PseudonymKey,
     config: ServeConfig,
     metrics: metrics::Metrics,
@@ -250,7 +256,7 @@ impl AppState {
     /// # Errors
     /// As [`ServedModel::new`].
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
-        let readers = (0..READERS).map(|_| ledger.reopen().map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let readers = LedgerPool::new(&ledger, config.store_pool_size)?;
         let served = admit(model, &key, &ledger)?;
         warn_of_ignored_weights(&served.model, &config);
         Ok(AppState {
@@ -258,7 +264,6 @@ impl AppState {
             model_path: None,
             ledger: Mutex::new(ledger),
             readers,
-            next_reader: std::sync::atomic::AtomicUsize::new(0),
             key,
             config,
             metrics: metrics::Metrics::new(),
@@ -295,7 +300,8 @@ impl AppState {
     /// As [`ServedModel::new`]; the old model keeps serving then.
     pub fn swap_model(&self, model: Model) -> Result<String, ServeError> {
         // Model swaps are rare (admin endpoint, SIGHUP): a blocking read of the ledger is fine here.
-        let served = Arc::new(admit(model, &self.key, &self.reader())?);
+        let reader = self.readers.get()?;
+        let served = Arc::new(admit(model, &self.key, &reader)?);
         warn_of_ignored_weights(&served.model, &self.config);
         let id = served.model.meta.model_id.clone();
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = served;
@@ -303,15 +309,21 @@ impl AppState {
         Ok(id)
     }
 
-    /// Runs `f` on a read connection, on tokio's blocking pool: a store call
-    /// may wait for a free connection, for the disk or for the network, and
-    /// must not hold an async worker meanwhile.
+    /// Runs `f` on a pooled read connection, on tokio's blocking pool: a
+    /// store call may wait for a free connection, for the disk or for the
+    /// network, and must not hold an async worker meanwhile.
     pub(crate) async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Ledger) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (state, span) = (self.clone(), tracing::Span::current());
-        tokio::task::spawn_blocking(move || span.in_scope(|| f(&state.reader()))).await.map_err(|_| ApiError::Internal)
+        let read = move || span.in_scope(|| state.readers.get().map(|ledger| f(&ledger)));
+        Ok(tokio::task::spawn_blocking(read).await.map_err(|_| ApiError::Internal)??)
+    }
+
+    /// How many read connections there are and how many are in use.
+    pub fn store_pool(&self) -> hush_consent::PoolState {
+        self.readers.state()
     }
 
     /// Runs `f` on the writing connection, on tokio's blocking pool (a
@@ -331,16 +343,5 @@ impl AppState {
         // A panic while holding the lock cannot leave SQLite half-written: every
         // write is a transaction. Keep serving.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A read connection: the first free one, starting from a rotating index.
-    fn reader(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        let start = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for offset in 0..self.readers.len() {
-            if let Ok(guard) = self.readers[(start + offset) % self.readers.len()].try_lock() {
-                return guard;
-            }
-        }
-        self.readers[start % self.readers.len()].lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The server's metrics.
@@ -27,6 +27,7 @@ pub struct Metrics {
     /// Connections open now.
     pub open_connections: IntGauge,
     events: IntCounter,
+    pool: IntGaugeVec,
 }
 
 impl Metrics {
@@ -58,8 +59,17 @@ impl Metrics {
             IntGauge::new("hush_open_connections", "HTTP connections open now").expect("valid metric");
         let events =
             IntCounter::new("hush_events_received_total", "Events received by POST /v1/events").expect("valid metric");
+        let pool = IntGaugeVec::new(
+            Opts::new(
+                "hush_store_pool_connections",
+                "Read connections to the store: the pool's size, and how many are open, in use and idle",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(pool.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(consent_refusals.clone()),
@@ -78,6 +88,15 @@ impl Metrics {
             connections_refused,
             open_connections,
             events,
+            pool,
+        }
+    }
+
+    /// Records the state of the store's connection pool (at each scrape).
+    pub fn record_pool(&self, state: hush_consent::PoolState) {
+        for (label, n) in [("size", state.size), ("open", state.open), ("in_use", state.in_use()), ("idle", state.idle)]
+        {
+            self.pool.with_label_values(&[label]).set(i64::from(n));
         }
     }
 

@@ -8,14 +8,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use hush_consent::{ConsentChange, ConsentSource, Event, EventKind, Purpose, SubjectEvent, SubjectId, Timestamp};
+use hush_consent::{
+    ConsentChange, ConsentSource, Event, EventKind, GatedRead, Purpose, SubjectEvent, SubjectId, Timestamp,
+};
 use hush_features::{DropReason, Feedback};
 use hush_mf::Model;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::auth::{Admin, Authorized, Ingest, Privacy, Recommend};
+use crate::auth::{Admin, Authorized, Ingest, Presented, Privacy, Recommend};
 use crate::{ApiError, AppState, ServedModel};
 
 /// Largest request body accepted, in bytes: a batch of a few thousand events.
@@ -145,6 +147,7 @@ async fn openapi(axum::Extension(document): axum::Extension<Arc<Value>>) -> Json
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    state.metrics.record_pool(state.store_pool());
     state.metrics.render(&state.model().model.meta.model_id)
 }
 
@@ -300,53 +303,71 @@ fn fold_in_value(model: &Model, serving_weights: &BTreeMap<String, f32>, event: 
 }
 
 async fn recommendations(
-    _: Authorized<Recommend>,
+    key: Presented<Recommend>,
     State(state): State<Arc<AppState>>,
-    SubjectPath(id): SubjectPath,
-    JsonQuery(q): JsonQuery<ListQuery>,
+    path: Result<SubjectPath, ApiError>,
+    query: Result<JsonQuery<ListQuery>, ApiError>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let parsed = path.and_then(|SubjectPath(id)| {
+        let JsonQuery(q) = query?;
+        Ok((parse_k(q.k.as_deref(), state.config.max_k)?, id, q))
+    });
+    // Global Privacy Control: an objection to personalization for this request.
+    // Every instance counts, on separate lines or joined by a proxy with
+    // commas: `Sec-GPC: 0` followed by `Sec-GPC: 1`, or `Sec-GPC: 0, 1`, is an objection.
+    let objects = headers
+        .get_all("sec-gpc")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|part| part.trim() == "1")));
+    let (k, id, q) = match parsed {
+        Ok(parsed) if !objects => parsed,
+        refused => {
+            // Refused without reading the subject; the key is still checked
+            // first, as on every route, so a bad key is a 401 whatever else is wrong.
+            key.check(&state).await?;
+            refused?;
+            state.metrics.consent_refusals.inc();
+            return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
+        }
+    };
     let subject = id.pseudonymize(&state.key);
     let span = tracing::info_span!("recommendations", subject = %subject.short());
-    recommend(state, subject, q, headers).instrument(span).await
+    recommend(state, key, subject, k, q).instrument(span).await
 }
 
 /// The body of [`recommendations`], inside the request's span.
 async fn recommend(
     state: Arc<AppState>,
+    key: Presented<Recommend>,
     subject: hush_consent::Pseudonym,
+    k: usize,
     q: ListQuery,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let k = parse_k(q.k.as_deref(), state.config.max_k)?;
-    // Global Privacy Control: an objection to personalization for this request.
-    // Every instance counts, on separate lines or joined by a proxy with
-    // commas: `Sec-GPC: 0` followed by `Sec-GPC: 1`, or `Sec-GPC: 0, 1`, is an objection.
-    let objects = |v: &axum::http::HeaderValue| v.to_str().is_ok_and(|v| v.split(',').any(|part| part.trim() == "1"));
-    if headers.get_all("sec-gpc").iter().any(objects) {
-        state.metrics.consent_refusals.inc();
-        return Err(ApiError::ConsentRequired { purpose: "personalization", reason: "sec_gpc" });
-    }
     let now = Timestamp::now();
     let max_history = state.config.max_history;
-    let events = state
+    let key = key.for_read();
+    // The key check, the consent status and the recent events in one read
+    // (one statement on PostgreSQL): nothing of the subject comes back unless
+    // the key is good, and no event unless personalization is granted.
+    let read = state
         .read(move |ledger| {
-            let status = ledger.status(&subject, Purpose::Personalization, now)?;
-            if !status.is_granted() {
-                let reason = match status.state {
-                    hush_consent::ConsentState::Withdrawn => "withdrawn",
-                    _ => "not_granted",
-                };
-                return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
-            }
-            Ok(ledger.recent_events(&subject, max_history)?)
+            let key = key.as_ref().map(|(presented, scope)| (presented, *scope));
+            ledger.gated_read(key, &subject, Purpose::Personalization, now, max_history)
         })
-        .await?
-        .inspect_err(|e| {
-            if matches!(e, ApiError::ConsentRequired { .. }) {
-                state.metrics.consent_refusals.inc();
-            }
-        })?;
+        .await??;
+    let events = match read {
+        GatedRead::KeyRefused(why) => return Err(crate::auth::refusal::<Recommend>(why)),
+        GatedRead::NotGranted(status) => {
+            state.metrics.consent_refusals.inc();
+            let reason = match status.state {
+                hush_consent::ConsentState::Withdrawn => "withdrawn",
+                _ => "not_granted",
+            };
+            return Err(ApiError::ConsentRequired { purpose: "personalization", reason });
+        }
+        GatedRead::Granted { recent, .. } => recent,
+    };
     let served = state.model();
     let model = &served.model;
     let events: Vec<(Option<usize>, &Event)> = events.iter().map(|e| (served.index.get(&e.item).copied(), e)).collect();

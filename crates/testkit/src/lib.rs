@@ -115,7 +115,9 @@ impl Dir {
     }
 }
 
-fn start() -> Result<Cluster, String> {
+/// Starts a cluster; with `tls` (certificate and key, PEM) it speaks TLS
+/// with them as well as plain connections.
+fn start(tls: Option<(&str, &str)>) -> Result<Cluster, String> {
     debian_package("postgresql", || server_bin().is_ok())?;
     let bin = server_bin()?;
     let root = is_root();
@@ -123,6 +125,19 @@ fn start() -> Result<Cluster, String> {
     let dir = tempfile::Builder::new().prefix("hush-pg-").tempdir().map_err(|e| e.to_string())?.keep();
     let dir = Dir(dir);
     let data = dir.path().join("data");
+    let mut tls_settings = String::new();
+    if let Some((cert, key)) = tls {
+        let (cert_path, key_path) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+        std::fs::write(&cert_path, cert).map_err(|e| e.to_string())?;
+        std::fs::write(&key_path, key).map_err(|e| e.to_string())?;
+        // PostgreSQL refuses a key file others can read.
+        let status = Command::new("chmod").arg("600").arg(&key_path).status();
+        if !status.map(|s| s.success()).unwrap_or(false) {
+            return Err("cannot make the server key private".into());
+        }
+        tls_settings =
+            format!("-c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'", cert_path.display(), key_path.display());
+    }
     if root {
         let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
         if !status.map(|s| s.success()).unwrap_or(false) {
@@ -146,7 +161,7 @@ fn start() -> Result<Cluster, String> {
     // is gone and cannot).
     let script = format!(
         "{postgres} -D '{data}' -p {port} -k '{socket}' -c listen_addresses=127.0.0.1 -c fsync=on \
-         -c max_connections=200 >'{log}' 2>&1 & server=$!; \
+         -c max_connections=200 {tls_settings} >'{log}' 2>&1 & server=$!; \
          while [ -d /proc/{parent} ] && kill -0 $server 2>/dev/null; do sleep 0.5; done; \
          kill -INT $server 2>/dev/null; wait $server; rm -rf '{dir}'",
         postgres = bin.join("postgres").display(),
@@ -184,7 +199,7 @@ fn start() -> Result<Cluster, String> {
 /// When no PostgreSQL server can be started, with the reason: the tests that
 /// need one fail rather than skip.
 pub fn postgres_url() -> String {
-    let cluster = match CLUSTER.get_or_init(start) {
+    let cluster = match CLUSTER.get_or_init(|| start(None)) {
         Ok(c) => c,
         Err(reason) => panic!("a throwaway PostgreSQL server is needed for this test: {reason}"),
     };
@@ -194,4 +209,18 @@ pub fn postgres_url() -> String {
     let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("the test cluster accepts connections");
     client.batch_execute(&format!("CREATE DATABASE {name}")).expect("a fresh test database");
     format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port)
+}
+
+/// The port of a throwaway PostgreSQL server of its own (not the shared
+/// one of [`postgres_url`]) that offers TLS with `cert_pem` and `key_pem`
+/// (the server's certificate chain and private key, PEM) and accepts user
+/// `postgres` without a password from 127.0.0.1, with or without TLS.
+///
+/// # Panics
+/// When the server cannot be started, with the reason.
+pub fn postgres_tls_port(cert_pem: &str, key_pem: &str) -> u16 {
+    match start(Some((cert_pem, key_pem))) {
+        Ok(cluster) => cluster.port,
+        Err(reason) => panic!("a throwaway PostgreSQL server with TLS is needed for this test: {reason}"),
+    }
 }

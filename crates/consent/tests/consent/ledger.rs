@@ -446,6 +446,118 @@ fn recent_events_are_the_newest_first_and_bounded(store) {
 }
 
 on_both_backends! {
+fn a_gated_read_returns_only_what_the_key_and_consent_allow(store) {
+    use hush_consent::keys::{self, KeyCheck, PresentedKey};
+    use hush_consent::GatedRead;
+    let mut ledger = store.open();
+    let s = key().pseudonymize("gated");
+    let (key_text, _) = keys::create(&mut ledger, "shop", &["recommend".into()], t(1)).unwrap();
+    let (privacy_key, _) = keys::create(&mut ledger, "dpo", &["privacy".into()], t(1)).unwrap();
+    let (admin_key, _) = keys::create(&mut ledger, "ops", &["admin".into()], t(1)).unwrap();
+    let presented = PresentedKey::parse(&key_text).unwrap();
+    let read = |ledger: &Ledger, key: Option<&PresentedKey>, at: i64| {
+        ledger.gated_read(key.map(|k| (k, "recommend")), &s, Purpose::Personalization, t(at), 2).unwrap()
+    };
+    // Never decided: refused with no record, whoever asks.
+    for key in [None, Some(&presented)] {
+        match read(&ledger, key, 5) {
+            GatedRead::NotGranted(status) => assert_eq!(status.state, ConsentState::NoRecord),
+            other => panic!("{other:?}"),
+        }
+    }
+    ledger.record_consent(&s, &change(Purpose::Personalization, true, 10), t(10)).unwrap();
+    ledger.ingest_events(&[event(s, "a", 11), event(s, "b", 12), event(s, "c", 13)], t(14)).unwrap();
+    let items = |read: GatedRead| match read {
+        GatedRead::Granted { status, recent } => {
+            assert!(status.is_granted());
+            recent.into_iter().map(|e| e.item).collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(items(read(&ledger, Some(&presented), 20)), ["c", "b"]);
+    assert_eq!(items(read(&ledger, None, 20)), ["c", "b"]);
+    // An admin key carries every scope.
+    assert_eq!(items(read(&ledger, Some(&PresentedKey::parse(&admin_key).unwrap()), 20)), ["c", "b"]);
+    // A wrong secret, a key without the scope, an unknown key: refused, nothing of the subject returned.
+    let mut wrong = key_text.clone();
+    wrong.push('0');
+    assert_eq!(read(&ledger, Some(&PresentedKey::parse(&wrong).unwrap()), 20), GatedRead::KeyRefused(KeyCheck::Invalid));
+    assert_eq!(
+        read(&ledger, Some(&PresentedKey::parse(&privacy_key).unwrap()), 20),
+        GatedRead::KeyRefused(KeyCheck::MissingScope)
+    );
+    assert_eq!(
+        read(&ledger, Some(&PresentedKey::parse("hush_000000000000_00").unwrap()), 20),
+        GatedRead::KeyRefused(KeyCheck::Invalid)
+    );
+    // Before the grant was recorded it did not hold.
+    assert!(matches!(read(&ledger, Some(&presented), 5), GatedRead::NotGranted(_)));
+    // A withdrawal: refused, and no event comes back.
+    ledger.record_consent(&s, &change(Purpose::Personalization, false, 30), t(30)).unwrap();
+    match read(&ledger, Some(&presented), 31) {
+        GatedRead::NotGranted(status) => assert_eq!(status.state, ConsentState::Withdrawn),
+        other => panic!("{other:?}"),
+    }
+    // A revoked key is refused.
+    let id = presented.key_id.clone();
+    assert!(ledger.revoke_api_key(&id, t(40)).unwrap());
+    assert_eq!(read(&ledger, Some(&presented), 41), GatedRead::KeyRefused(KeyCheck::Invalid));
+}
+}
+
+on_both_backends! {
+fn a_batch_of_many_subjects_is_gated_per_subject(store) {
+    let mut ledger = store.open();
+    let subjects: Vec<Pseudonym> = (0..50).map(|i| key().pseudonymize(&format!("many-{i}"))).collect();
+    // Even subjects grant personalization, every third grants training too,
+    // subject 0 is erased afterwards, and subject 2 withdraws.
+    for (i, s) in subjects.iter().enumerate() {
+        if i % 2 == 0 {
+            ledger.record_consent(s, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+        }
+        if i % 3 == 0 && i % 2 == 1 {
+            ledger.record_consent(s, &change(Purpose::Training, true, 1), t(1)).unwrap();
+        }
+    }
+    ledger.erase(&subjects[0], t(2)).unwrap();
+    ledger.record_consent(&subjects[2], &change(Purpose::Personalization, false, 3), t(3)).unwrap();
+    let batch: Vec<SubjectEvent> = subjects.iter().flat_map(|&s| [event(s, "x", 4), event(s, "y", 5)]).collect();
+    let report = ledger.ingest_events(&batch, t(6)).unwrap();
+    for (i, pair) in report.outcomes.chunks(2).enumerate() {
+        let expected = match i {
+            0 => IngestOutcome::Suppressed,
+            2 => IngestOutcome::NoConsent,
+            i if i % 2 == 0 || i % 3 == 0 => IngestOutcome::Stored,
+            _ => IngestOutcome::NoConsent,
+        };
+        assert_eq!(pair, [expected, expected], "subject {i}");
+    }
+    assert_eq!(report.received, 100);
+    assert_eq!(ledger.stats().unwrap().events, report.stored);
+}
+}
+
+on_both_backends! {
+fn a_pool_lends_connections_to_the_same_store(store) {
+    let mut ledger = store.open();
+    let s = key().pseudonymize("pooled");
+    let pool = hush_consent::LedgerPool::new(&ledger, 3).unwrap();
+    assert!(hush_consent::LedgerPool::new(&ledger, 0).is_err());
+    // A write on one connection is seen by every pooled one at once.
+    ledger.record_consent(&s, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+    let lent: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+    for reader in &lent {
+        assert!(reader.status(&s, Purpose::Personalization, t(2)).unwrap().is_granted());
+    }
+    let state = pool.state();
+    assert_eq!((state.size, state.in_use()), (3, 3), "{state:?}");
+    drop(lent);
+    let state = pool.state();
+    assert_eq!((state.size, state.idle, state.in_use()), (3, 3, 0), "{state:?}");
+}
+}
+
+on_both_backends! {
 fn a_failed_import_leaves_the_store_untouched(store) {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = store.open();

@@ -4,3 +4,4 @@ mod backends;
 mod budget;
 mod formats;
 mod ledger;
+mod tls;

@@ -116,28 +116,31 @@ impl Server {
     }
 
     async fn start_with(config: ServeConfig) -> Server {
-        Server::serving(model(false), config).await
+        Server::start_on(model(false), config, false).await
     }
 
     /// A server of `model` (released by the server's store first).
-    async fn serving(mut released: hush_mf::Model, config: ServeConfig) -> Server {
+    async fn serving(released: hush_mf::Model, config: ServeConfig) -> Server {
+        Server::start_on(released, config, false).await
+    }
+
+    /// A server on a fresh database of the throwaway PostgreSQL server.
+    async fn start_on_postgres(config: ServeConfig) -> Server {
+        Server::start_on(model(false), config, true).await
+    }
+
+    /// A server of `released` on a fresh PostgreSQL database, or on a fresh SQLite file.
+    async fn start_on(released: hush_mf::Model, config: ServeConfig, on_postgres: bool) -> Server {
         captured_logs();
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("hush.db");
-        let mut ledger = Ledger::open(&db).unwrap();
-        let now = hush_consent::Timestamp::now();
-        let mut keys = std::collections::HashMap::new();
-        for scope in ["admin", "recommend", "ingest", "privacy"] {
-            let (key, _) = hush_consent::keys::create(&mut ledger, scope, &[scope.to_string()], now).unwrap();
-            keys.insert(scope, key);
-        }
         let model_path = dir.path().join("model.hmdl");
-        release(&mut released, &mut ledger);
-        released.save(&model_path).unwrap();
-        let loaded = hush_mf::Model::load(&model_path).unwrap();
-        let state = AppState::new(loaded, ledger, PseudonymKey::from_bytes(KEY), config)
-            .unwrap()
-            .with_model_path(model_path.clone());
+        // The synchronous PostgreSQL client must not block a thread that drives
+        // this test's runtime (as `hush serve` sets up before starting its own).
+        let (state, keys) = {
+            let (db, model_path) = (db.clone(), model_path.clone());
+            std::thread::spawn(move || Server::state(released, config, on_postgres, &db, &model_path)).join().unwrap()
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(hush_serve::serve(listener, Arc::new(state), std::future::pending()));
@@ -145,6 +148,33 @@ impl Server {
         headers.insert("authorization", format!("Bearer {}", keys["admin"]).parse().unwrap());
         let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
         Server { base, db, model_path, client, keys, _dir: dir }
+    }
+
+    /// The served state over a fresh store with one key per scope, and the keys.
+    fn state(
+        mut released: hush_mf::Model,
+        config: ServeConfig,
+        on_postgres: bool,
+        db: &Path,
+        model_path: &Path,
+    ) -> (AppState, std::collections::HashMap<&'static str, String>) {
+        let mut ledger = match on_postgres {
+            true => Ledger::connect(&hush_testkit::postgres_url()).unwrap(),
+            false => Ledger::open(db).unwrap(),
+        };
+        let now = hush_consent::Timestamp::now();
+        let mut keys = std::collections::HashMap::new();
+        for scope in ["admin", "recommend", "ingest", "privacy"] {
+            let (key, _) = hush_consent::keys::create(&mut ledger, scope, &[scope.to_string()], now).unwrap();
+            keys.insert(scope, key);
+        }
+        release(&mut released, &mut ledger);
+        released.save(model_path).unwrap();
+        let loaded = hush_mf::Model::load(model_path).unwrap();
+        let state = AppState::new(loaded, ledger, PseudonymKey::from_bytes(KEY), config)
+            .unwrap()
+            .with_model_path(model_path.to_path_buf());
+        (state, keys)
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -583,6 +613,84 @@ async fn metrics_count_routes_refusals_and_the_model() {
         "{text}"
     );
     assert!(!text.contains("eve-0451"), "no subject id in metric labels");
+    // The store's read pool: its size and how much of it is in use.
+    assert!(text.contains(r#"hush_store_pool_connections{state="size"} 8"#), "{text}");
+    assert!(text.contains(r#"hush_store_pool_connections{state="in_use"} 0"#), "{text}");
+}
+
+/// The recommendation route reads the key, the consent and the events in
+/// one statement on PostgreSQL: every answer of the gate is the same as on
+/// SQLite, in the same order (a bad key first, then the request, then consent).
+#[tokio::test]
+async fn the_recommendation_gate_answers_alike_on_both_backends() {
+    let config = ServeConfig { store_pool_size: 3, ..ServeConfig::default() };
+    let mut answers = Vec::new();
+    for server in [Server::start_with(config.clone()).await, Server::start_on_postgres(config.clone()).await] {
+        let mut seen = Vec::new();
+        let get = |path: &'static str, key: Option<String>, gpc: bool| {
+            let mut request = reqwest::Client::new().get(format!("{}{path}", server.base));
+            if let Some(key) = key {
+                request = request.header("authorization", format!("Bearer {key}"));
+            }
+            if gpc {
+                request = request.header("sec-gpc", "1");
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                (
+                    status,
+                    body["error"].as_str().unwrap_or("").to_string(),
+                    body["reason"].as_str().unwrap_or("").to_string(),
+                )
+            }
+        };
+        let recommend = Some(server.keys["recommend"].clone());
+        let privacy = Some(server.keys["privacy"].clone());
+        let wrong = Some(format!("{}0", server.keys["recommend"]));
+        let path = "/v1/subjects/ana/recommendations?k=3";
+        seen.push(get(path, None, false).await);
+        seen.push(get(path, wrong.clone(), false).await);
+        seen.push(get("/v1/subjects/ana/recommendations?k=0", wrong.clone(), false).await);
+        seen.push(get(path, wrong.clone(), true).await);
+        seen.push(get(path, privacy.clone(), false).await);
+        seen.push(get("/v1/subjects/ana/recommendations?k=0", recommend.clone(), false).await);
+        seen.push(get(path, recommend.clone(), true).await);
+        seen.push(get(path, recommend.clone(), false).await);
+        assert_eq!(server.consent("ana", "personalization", true).await.0, 200);
+        assert_eq!(server.events("ana", &["sku-0", "sku-2"]).await.0, 200);
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["personalized"].as_bool().unwrap(), "{body}");
+        let items: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
+        assert!(!items.contains(&"sku-0") && !items.contains(&"sku-2"), "{items:?}");
+        seen.push(get(path, recommend.clone(), false).await);
+        assert_eq!(server.consent("ana", "personalization", false).await.0, 200);
+        seen.push(get(path, recommend.clone(), false).await);
+        assert_eq!(server.send(reqwest::Method::DELETE, "/v1/subjects/ana", None).await.0, 200);
+        seen.push(get(path, recommend.clone(), false).await);
+        let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+        assert!(text.contains(r#"hush_store_pool_connections{state="size"} 3"#), "{text}");
+        answers.push(seen);
+    }
+    let expected: Vec<(u16, &str, &str)> = vec![
+        (401, "missing_api_key", ""),
+        (401, "invalid_api_key", ""),
+        (401, "invalid_api_key", ""),
+        (401, "invalid_api_key", ""),
+        (403, "insufficient_scope", ""),
+        (400, "invalid_k", ""),
+        (403, "consent_required", "sec_gpc"),
+        (403, "consent_required", "not_granted"),
+        (200, "", ""),
+        (403, "consent_required", "withdrawn"),
+        (403, "consent_required", "not_granted"),
+    ];
+    for seen in &answers {
+        let seen: Vec<(u16, &str, &str)> = seen.iter().map(|(s, e, r)| (*s, e.as_str(), r.as_str())).collect();
+        assert_eq!(seen, expected);
+    }
 }
 
 /// The log sink of this test binary: every test's server logs here, so the
