@@ -762,9 +762,13 @@ fn serve_model(
                 }
             });
         }
-        let key = example_key.unwrap_or("$HUSH_API_KEY");
+        // A key we know is printed as it is; otherwise the shell variable,
+        // in double quotes so that the shell expands it.
+        let auth = match example_key {
+            Some(key) => format!("-H 'Authorization: Bearer {key}'"),
+            None => "-H \"Authorization: Bearer $HUSH_API_KEY\"".to_string(),
+        };
         let subject = example_subject.unwrap_or("cust-0000002");
-        let auth = format!("-H 'Authorization: Bearer {key}'");
         out!("serving {} on http://{address} (store {})", model_path.display(), hush_consent::ledger::redact(&g.db));
         out!("Ctrl-C or SIGTERM stops after the requests in flight; SIGHUP reloads the model file. Try:");
         out!("  curl {auth} http://{address}/v1/model");
