@@ -103,7 +103,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX budget_runs_by_dataset ON budget_runs (dataset, purpose);",
     // 4: whether an erased subject was known.
     "ALTER TABLE suppressions ADD COLUMN subject_was_known BOOLEAN NOT NULL DEFAULT TRUE;",
+    // 5: one row counting ingested batches (every batch commits durably alike).
+    "CREATE TABLE ingest_batches (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         batches BIGINT NOT NULL,
+         events BIGINT NOT NULL
+     );",
 ];
+
+/// Counts one ingested batch (see migration 5).
+const COUNT_RECEIVED_SQL: &str = "INSERT INTO ingest_batches (id, batches, events) VALUES (1, 1, $1)
+     ON CONFLICT (id) DO UPDATE SET batches = ingest_batches.batches + 1, events = ingest_batches.events + EXCLUDED.events";
 
 /// Advisory lock id that serializes schema migrations of one database.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
@@ -587,7 +597,8 @@ impl PgStore {
             .query_one(
                 "SELECT (SELECT COUNT(DISTINCT subject) FROM consent_records), (SELECT COUNT(*) FROM consent_records),
                         (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM suppressions),
-                        (SELECT COUNT(*) FROM erasure_log)",
+                        (SELECT COUNT(*) FROM erasure_log),
+                        (SELECT COALESCE(MAX(batches), 0) FROM ingest_batches)",
                 &[],
             )
             .map_err(pg(&self.location))?;
@@ -598,6 +609,7 @@ impl PgStore {
             events: n(2),
             suppressed_subjects: n(3),
             erasures: n(4),
+            ingested_batches: n(5),
         })
     }
 
@@ -902,6 +914,12 @@ impl PgBatch<'_> {
                 .map_err(pg(self.location))?;
         }
         rows.finish().map_err(pg(self.location))?;
+        Ok(())
+    }
+
+    pub(crate) fn count_received(&mut self, events: u64) -> Result<()> {
+        let statement = self.prepared(COUNT_RECEIVED_SQL)?;
+        self.tx.execute(&statement, &[&i64::try_from(events).unwrap_or(i64::MAX)]).map_err(pg(self.location))?;
         Ok(())
     }
 

@@ -100,6 +100,13 @@ const MIGRATIONS: &[&str] = &[
     // 4: whether an erased subject was known; an erasure of an id never seen
     // blocks imports, not an explicit opt-in.
     "ALTER TABLE suppressions ADD COLUMN subject_was_known INTEGER NOT NULL DEFAULT 1;",
+    // 5: one row counting ingested batches: every batch writes it, so every
+    // batch commits durably alike, whoever its events belong to.
+    "CREATE TABLE ingest_batches (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         batches INTEGER NOT NULL,
+         events INTEGER NOT NULL
+     );",
 ];
 
 /// The newest schema version this build understands.
@@ -509,6 +516,7 @@ impl SqliteStore {
             events: count("SELECT COUNT(*) FROM events")?,
             suppressed_subjects: count("SELECT COUNT(*) FROM suppressions")?,
             erasures: count("SELECT COUNT(*) FROM erasure_log")?,
+            ingested_batches: count("SELECT COALESCE(MAX(batches), 0) FROM ingest_batches")?,
         })
     }
 }
@@ -654,6 +662,21 @@ impl SqliteBatch<'_> {
         ])
         .map_err(Error::db(self.path))?;
         Ok(IngestOutcome::Stored)
+    }
+
+    /// See [`crate::WriteBatch::count_received`].
+    ///
+    /// # Errors
+    /// [`Error::Database`] if SQLite fails.
+    pub fn count_received(&mut self, events: u64) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO ingest_batches (id, batches, events) VALUES (1, 1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET batches = batches + 1, events = events + excluded.events",
+            )
+            .and_then(|mut stmt| stmt.execute([i64::try_from(events).unwrap_or(i64::MAX)]))
+            .map_err(Error::db(self.path))?;
+        Ok(())
     }
 
     /// Makes every write of the batch durable at once.

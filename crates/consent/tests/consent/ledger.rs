@@ -270,6 +270,12 @@ fn events_without_any_granted_purpose_are_counted_not_stored(store) {
     assert_eq!(ledger.events_of(&consenting).unwrap().len(), 2);
     assert!(ledger.events_of(&withdrawn).unwrap().is_empty());
     assert_eq!(ledger.stats().unwrap().events, 2);
+    // A batch that stores nothing still writes (and so commits durably) like
+    // one that stores: its timing does not tell who consented.
+    let report = ledger.ingest_events(&[event(never, "e", 50)], t(60)).unwrap();
+    assert_eq!(report.stored, 0);
+    let stats = ledger.stats().unwrap();
+    assert_eq!((stats.events, stats.ingested_batches), (2, 2));
 }}
 
 on_both_backends! {
@@ -397,9 +403,10 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     let alice = key().pseudonymize("alice");
     ledger.record_consent(&alice, &change(Purpose::Training, true, 10), t(10)).unwrap();
     ledger.ingest_events(&[event(alice, "sku-1", 11), event(alice, "sku-2", 12)], t(13)).unwrap();
-    // Make it a version-2 store: the budget tables of migration 3 and the
-    // column of migration 4 do not exist yet.
-    let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps; ALTER TABLE suppressions DROP COLUMN subject_was_known;";
+    // Make it a version-2 store: the budget tables of migration 3, the
+    // column of migration 4 and the batch counter of migration 5 do not exist yet.
+    let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps; \
+                     ALTER TABLE suppressions DROP COLUMN subject_was_known; DROP TABLE ingest_batches;";
     match ledger.sqlite_path() {
         Some(path) => {
             let conn = rusqlite::Connection::open(path).unwrap();
@@ -417,6 +424,7 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     assert!(ledger.budget_spending().unwrap().is_empty());
     let recent: Vec<String> = ledger.recent_events(&alice, 10).unwrap().into_iter().map(|e| e.item).collect();
     assert_eq!(recent, ["sku-2", "sku-1"]);
+    assert_eq!(ledger.stats().unwrap().ingested_batches, 0, "the counter starts with the migration");
 }
 }
 
