@@ -183,7 +183,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HUSH_BIND")]
     pub bind: Option<String>,
     /// A TOML file with a [serve] table: model, bind, max_history, max_k,
-    /// max_concurrent_requests, request_timeout_ms, header_read_timeout_ms,
+    /// max_concurrent_requests, request_timeout_ms, header_read_timeout_ms, write_timeout_ms,
     /// max_connections, store_pool_size, kind_weights. Flags and
     /// environment variables win over it.
     #[arg(long, env = "HUSH_SERVE_CONFIG")]

@@ -72,8 +72,13 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // A client that stops reading (its receive window full) would hold
+        // the connection for as long as it likes: a write that makes no
+        // progress for `write_timeout_ms` closes it.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(std::time::Duration::from_millis(state.config.write_timeout_ms)));
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), service));
         let metrics = state.clone();
         tokio::spawn(async move {
             metrics.metrics.open_connections.inc();
@@ -106,6 +111,9 @@ pub struct ServeConfig {
     /// A connection that has not sent a complete request head this long after
     /// it opened, or after its previous response (an idle keep-alive), is closed.
     pub header_read_timeout_ms: u64,
+    /// A response write that makes no progress this long (a client that
+    /// stopped reading) closes the connection.
+    pub write_timeout_ms: u64,
     /// Connections open at once; more are accepted and closed at once.
     pub max_connections: usize,
     /// Read connections to the store, pooled (`/metrics` shows how many are
@@ -142,6 +150,8 @@ impl Default for ServeConfig {
             // A storefront's backend sends a request head in one packet; 10 s
             // is generous for it and short for a client trickling bytes.
             header_read_timeout_ms: 10_000,
+            // As long as a client may take to send a request head.
+            write_timeout_ms: 10_000,
             // Twice the requests in flight: room for idle keep-alive
             // connections of a busy client pool, far below a process's
             // descriptor limit.

@@ -925,6 +925,43 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Dur
 /// Slowloris, silent sockets and idle keep-alive connections are closed after
 /// the header read timeout, and connections past the cap are closed at once,
 /// on a real server on 127.0.0.1.
+/// A client that sends requests but never reads the answers holds no
+/// connection for long: a write that makes no progress times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let config = ServeConfig { write_timeout_ms: 500, ..ServeConfig::default() };
+    let server = Server::start_with(config).await;
+    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    let requests = "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    // Never read: the answers fill both buffers and the server's writes stall.
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(requests.as_bytes()).await;
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        drop(stream);
+    });
+    let open = |text: &str| {
+        text.lines().find_map(|l| l.strip_prefix("hush_open_connections ")).and_then(|n| n.trim().parse::<i64>().ok())
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen_stalled = false;
+    loop {
+        let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+        // This metrics request is one open connection; the stalled client would be another.
+        match open(&text) {
+            Some(n) if n >= 2 => seen_stalled = true,
+            Some(1) if seen_stalled => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the client that stopped reading still holds its connection: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    writer.abort();
+}
+
 #[tokio::test]
 async fn slow_silent_and_surplus_connections_are_closed() {
     use tokio::io::AsyncWriteExt;
