@@ -120,6 +120,7 @@ fn rmse_sanity(ratings: &Path) -> Outcome {
     let privacy = Privacy::Dp {
         budget: Budget::new(8.0, 1e-6).map_err(|e| e.to_string())?,
         noise: Box::new(NoiseSource::seeded(1)),
+        rules: None,
     };
     let dp = train(&parts.train, &dp_params, privacy, &mut |_| {}).map_err(|e| e.to_string())?;
     let dp_rmse = rating(&dp).ok_or("no rating metrics for the DP model")?;

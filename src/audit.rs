@@ -67,7 +67,7 @@ pub fn run(g: &Global, args: &AuditArgs) -> Result<()> {
     };
     // Research data has no storefront budget to spend from.
     let budget_config = (!audited.meta.research_only).then_some(&config.budget);
-    let privacy = privacy_with(budget, noise_of(&args.privacy));
+    let privacy = privacy_with(budget, noise_of(&args.privacy), &config.dp_rules());
     let model = train_claimed(g, budget_config, run, || {
         let mut model = train_model(g, &audited, &params, privacy)?;
         model.set_purpose(ModelPurpose::Evaluation);

@@ -440,6 +440,19 @@ pub struct SynthArgs {
     /// RNG seed [default: 7; 1 for movielens-csv].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Storefront with a low-rank taste signal: subjects look at item j with
+    /// probability ∝ popularity_j · exp(S · taste match), the match having unit
+    /// variance. Without it, subjects browse by popularity first (the bundled
+    /// sample). 2 gives data where personalization clearly beats popularity.
+    #[arg(long, value_name = "S")]
+    pub taste_strength: Option<f64>,
+    /// Power-law popularity exponent: item j has weight (j + 1)^-exponent
+    /// [default: 0.8; 0.9 for movielens-csv].
+    #[arg(long)]
+    pub popularity_exponent: Option<f64>,
+    /// Spread (σ of the log) of the log-normal events per subject [default: 0.8].
+    #[arg(long)]
+    pub activity_sigma: Option<f64>,
     /// Event file format; `movielens-csv` writes a MovieLens-shaped research
     /// data set (`ratings.csv`, `movies.csv`) instead of a storefront.
     #[arg(long, value_enum, default_value_t = SynthFormat::Csv)]

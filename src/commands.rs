@@ -140,6 +140,9 @@ fn synth(g: &Global, args: &SynthArgs) -> Result<()> {
         mean_events_per_subject: args.mean_events.unwrap_or(base.mean_events_per_subject),
         rank: args.rank.unwrap_or(base.rank),
         seed: args.seed.unwrap_or(base.seed),
+        popularity_exponent: args.popularity_exponent.unwrap_or(base.popularity_exponent),
+        activity_sigma: args.activity_sigma.unwrap_or(base.activity_sigma),
+        preference: args.taste_strength.map_or(base.preference, hush_synth::Preference::taste),
         event_format: match args.format {
             SynthFormat::Csv => hush_synth::EventFileFormat::Csv,
             SynthFormat::Jsonl => hush_synth::EventFileFormat::Jsonl,
@@ -452,19 +455,27 @@ fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[hush_consent::Subje
 pub struct ConfigFile {
     #[serde(default)]
     pub extract: ExtractParams,
+    /// The non-private twin's settings, and the DP-only bounds (clipping,
+    /// contribution bound, shares of ρ) for DP runs.
     #[serde(default)]
     pub train: hush_mf::TrainParams,
-    /// Overrides of `[train]` for DP runs (e.g. a lower rank and fewer
-    /// iterations, which degrade more gracefully under noise); the
-    /// non-private twin uses `[train]` as it is.
+    /// Explicit overrides for DP runs. Without them, a DP run takes every
+    /// DP setting `[train]` does not fix from the rules (`hush_mf::rules`):
+    /// settings that suit the twin (rank, iterations, λ, α) do not suit
+    /// noisy statistics, and tuning them on the data being released would
+    /// itself be a release.
     #[serde(default)]
     pub train_dp: toml::Table,
     #[serde(default)]
     pub budget: crate::budget::BudgetConfig,
+    /// The keys `[train]` sets.
+    #[serde(skip)]
+    pub train_keys: Vec<String>,
 }
 
 impl ConfigFile {
-    /// The training settings of a DP run (`private`) or of the non-private twin.
+    /// The training settings of a DP run (`private`: `[train]` with
+    /// `[train_dp]` on top, before the rules) or of the non-private twin.
     pub fn train_params(&self, private: bool) -> Result<hush_mf::TrainParams> {
         if !private || self.train_dp.is_empty() {
             return Ok(self.train.validate()?);
@@ -474,6 +485,13 @@ impl ConfigFile {
         let params: hush_mf::TrainParams =
             table.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("[train_dp]: {}", e.message()))?;
         Ok(params.validate()?)
+    }
+
+    /// The DP rules for what the config leaves open: everything but the
+    /// keys of `[train_dp]` and the DP-only bounds `[train]` sets.
+    pub fn dp_rules(&self) -> hush_mf::DpRules {
+        let dp_only = self.train_keys.iter().filter(|k| hush_mf::rules::DP_ONLY_FIELDS.contains(&k.as_str()));
+        hush_mf::DpRules::except(self.train_dp.keys().chain(dp_only).cloned())
     }
 }
 
@@ -491,6 +509,11 @@ pub fn read_config(path: &Path) -> Result<ConfigFile> {
             .unwrap_or_default();
         anyhow::anyhow!("config {}{location}: {}", path.display(), e.message())
     })?;
+    if let Ok(table) = text.parse::<toml::Table>() {
+        if let Some(train) = table.get("train").and_then(toml::Value::as_table) {
+            config.train_keys = train.keys().cloned().collect();
+        }
+    }
     if let Some(catalogue) = config.extract.catalogue.as_mut().filter(|c| c.is_relative()) {
         *catalogue = path.parent().unwrap_or(Path::new(".")).join(&*catalogue);
     }
@@ -904,6 +927,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &train_set,
         &test_set,
         &config.train_params(true)?,
+        &config.dp_rules(),
         &config.budget,
         Some(4.0),
         &args.dir.join("eval-dp.hmdl"),
@@ -913,6 +937,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &train_set,
         &test_set,
         &config.train_params(false)?,
+        &config.dp_rules(),
         &config.budget,
         None,
         &args.dir.join("eval-nonprivate.hmdl"),
@@ -922,6 +947,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         &g,
         &FeatureSet::load(&args.dir.join("features.hfs"))?,
         &config.train_params(true)?,
+        &config.dp_rules(),
         &config.budget,
         hush_privacy::Budget::new(4.0, 1e-6)?,
         &args.dir.join("model.hmdl"),

@@ -9,7 +9,7 @@ use hush_consent::Timestamp;
 use hush_features::split::split;
 use hush_features::{ExtractionReport, FeatureSet, Feedback, SplitSpec};
 use hush_mf::eval::{self, Baselines, EvalOptions, Evaluation};
-use hush_mf::{Model, ModelPurpose, Privacy, PrivacyGuarantee, TrainParams};
+use hush_mf::{DpRules, Model, ModelPurpose, Privacy, PrivacyGuarantee, TrainParams};
 use hush_privacy::{Budget, NoiseSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -96,10 +96,11 @@ pub fn budget_of(args: &PrivacyArgs) -> Result<Option<Budget>> {
     }
 }
 
-/// DP training under `budget` with noise from `noise`, or the non-private twin.
-pub fn privacy_with(budget: Option<Budget>, noise: NoiseSource) -> Privacy {
+/// DP training under `budget` with noise from `noise`, the settings the
+/// config leaves open taken from `rules`; or the non-private twin.
+pub fn privacy_with(budget: Option<Budget>, noise: NoiseSource, rules: &DpRules) -> Privacy {
     match budget {
-        Some(budget) => Privacy::Dp { budget, noise: Box::new(noise) },
+        Some(budget) => Privacy::Dp { budget, noise: Box::new(noise), rules: Some(rules.clone()) },
         None => Privacy::NonPrivate,
     }
 }
@@ -112,8 +113,8 @@ pub fn noise_of(args: &PrivacyArgs) -> NoiseSource {
     }
 }
 
-fn privacy_of(args: &PrivacyArgs) -> Result<Privacy> {
-    Ok(privacy_with(budget_of(args)?, noise_of(args)))
+fn privacy_of(args: &PrivacyArgs, rules: &DpRules) -> Result<Privacy> {
+    Ok(privacy_with(budget_of(args)?, noise_of(args), rules))
 }
 
 pub fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: Privacy) -> Result<Model> {
@@ -125,10 +126,20 @@ pub fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: 
         .expect("a valid progress template"),
     );
     let model = hush_mf::train(set, params, privacy, &mut |report| {
+        // DP rules may choose another number of iterations than planned.
+        bar.set_length(u64::from(report.of));
         bar.set_position(u64::from(report.iteration));
         bar.set_message(format!("{:.4}", report.loss));
     })?;
     bar.finish_and_clear();
+    let share = model.personalized_share();
+    if model.meta.privacy.epsilon().is_some() && share < hush_mf::MOSTLY_POPULARITY {
+        tracing::warn!(
+            "the noise left personalized factors only for items covering {:.0}% of interactions: for the rest this \
+             model ranks by noisy popularity, and it may not beat DP popularity (see the model card)",
+            share * 100.0
+        );
+    }
     Ok(model)
 }
 
@@ -226,6 +237,7 @@ pub fn train_and_report(
     train: &FeatureSet,
     test: &FeatureSet,
     params: &TrainParams,
+    rules: &DpRules,
     budget_config: &BudgetConfig,
     epsilon: Option<f64>,
     out: &Path,
@@ -238,7 +250,7 @@ pub fn train_and_report(
         params,
         run_key: crate::budget::new_run_key("train"),
     };
-    let privacy = privacy_with(budget, NoiseSource::from_os_entropy());
+    let privacy = privacy_with(budget, NoiseSource::from_os_entropy(), rules);
     let model = crate::budget::train_claimed(g, Some(budget_config), run, || {
         let mut model = train_model(g, train, params, privacy)?;
         model.set_purpose(ModelPurpose::Evaluation);
@@ -260,6 +272,7 @@ pub fn train_for_release(
     g: &Global,
     set: &FeatureSet,
     params: &TrainParams,
+    rules: &DpRules,
     budget_config: &BudgetConfig,
     budget: Budget,
     out: &Path,
@@ -271,7 +284,7 @@ pub fn train_for_release(
         params,
         run_key: crate::budget::new_run_key("release"),
     };
-    let privacy = privacy_with(Some(budget), NoiseSource::from_os_entropy());
+    let privacy = privacy_with(Some(budget), NoiseSource::from_os_entropy(), rules);
     let model = crate::budget::train_claimed(g, Some(budget_config), run, || train_model(g, set, params, privacy))?;
     let cards = save_with_card(&model, out, None)?;
     out!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
@@ -309,7 +322,7 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
     // Research data has no consent ledger and its models are never served:
     // it has no storefront budget to spend from.
     let budget_config = (!research_only).then_some(&config.budget);
-    let privacy = privacy_with(budget, noise_of(&args.privacy));
+    let privacy = privacy_with(budget, noise_of(&args.privacy), &config.dp_rules());
     let model = crate::budget::train_claimed(g, budget_config, run, || {
         let mut model = train_model(g, &train_part, &params, privacy)?;
         if purpose == BudgetPurpose::Evaluation {
@@ -403,7 +416,7 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     let model = crate::budget::train_claimed(g, budget_config, run, || match &args.model {
         Some(path) => Ok(Model::load(path)?),
         None => {
-            let model = train_model(g, &parts.train, &params, privacy_of(&args.privacy)?)?;
+            let model = train_model(g, &parts.train, &params, privacy_of(&args.privacy, &config.dp_rules())?)?;
             train_seconds = Some(started.elapsed().as_secs_f64());
             Ok(model)
         }

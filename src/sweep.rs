@@ -68,8 +68,11 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
     let epsilons = check_args(args)?;
     let config = config_of(&args.data)?;
     let params = config.train_params(false)?;
-    let dp_params = config.train_params(true)?;
+    let rules = config.dp_rules();
     let (set, extraction) = load_data_with_report(g, &args.data, &config, args.extraction_report.as_deref())?;
+    // The DP settings the rules choose before any release (the iterations
+    // are chosen per run from its noisy counts and shown in each model's card).
+    let dp_params = rules.settle(set.meta.feedback, Budget::new(epsilons[0], args.delta)?, &config.train_params(true)?);
     let split_spec: SplitSpec = args.split.parse()?;
     let parts = split(&set, &split_spec);
     let (train, test) = (parts.train, parts.test);
@@ -149,6 +152,7 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
         test: &test,
         params: &params,
         dp_params: &dp_params,
+        rules: &rules,
         delta: args.delta,
         options,
         fingerprint: &fingerprint,
@@ -218,6 +222,7 @@ struct CellContext<'a> {
     test: &'a FeatureSet,
     params: &'a TrainParams,
     dp_params: &'a TrainParams,
+    rules: &'a hush_mf::DpRules,
     delta: f64,
     options: EvalOptions,
     fingerprint: &'a str,
@@ -254,7 +259,7 @@ fn compute(cx: &CellContext<'_>, job: &Job) -> Result<Cell> {
         run_key: format!("sweep-{}-{}", cx.fingerprint, job.key()),
     };
     let noise = NoiseSource::seeded(noise_seed(seed, job.epsilon.unwrap_or(0.0)));
-    let privacy = privacy_with(budget, noise);
+    let privacy = privacy_with(budget, noise, cx.rules);
     let started = std::time::Instant::now();
     let model = train_claimed(cx.g, cx.budget, run, || Ok(hush_mf::train(cx.train, &params, privacy, &mut |_| {})?))?;
     let train_seconds = started.elapsed().as_secs_f64();

@@ -18,6 +18,7 @@ mod foldin;
 mod linalg;
 mod model;
 mod release;
+pub mod rules;
 mod train;
 
 pub use config::TrainParams;
@@ -25,7 +26,8 @@ pub use error::{Error, Result};
 pub use foldin::SubjectVector;
 pub use model::{
     DataProvenance, Model, ModelMeta, ModelPurpose, PrivacyGuarantee, ReleaseSeal, SealError, MODEL_KIND,
-    SIGNING_PURPOSE,
+    MOSTLY_POPULARITY, SIGNING_PURPOSE,
 };
 pub use release::{plan, ReleaseKind, ReleaseLog, ReleasedState, RATING_QUANTUM};
-pub use train::{train, train_with_mechanics, IterationReport, Mechanics, Privacy};
+pub use rules::DpRules;
+pub use train::{train, train_with_mechanics, ItemGramSource, IterationReport, IterationRule, Mechanics, Privacy};

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, TrainParams};
 
+/// Below this [`Model::personalized_share`], a DP model is mostly
+/// popularity: `hush train` warns and the card says so.
+pub const MOSTLY_POPULARITY: f64 = 0.5;
+
 /// The envelope kind of model files.
 pub const MODEL_KIND: Kind = Kind { name: "hush model", magic: *b"HUSHMODL", version: 3 };
 
@@ -56,6 +60,11 @@ impl PrivacyGuarantee {
             PrivacyGuarantee::NonPrivate => None,
             PrivacyGuarantee::Dp { epsilon, .. } => Some(*epsilon),
         }
+    }
+
+    /// Whether the noise came from a fixed seed (false for the twin).
+    pub fn noise_seeded(&self) -> bool {
+        matches!(self, PrivacyGuarantee::Dp { noise_seeded: true, .. })
     }
 }
 
@@ -276,6 +285,26 @@ impl Model {
     }
 
     /// Recomputes derived state (the item Gramian); called after training and loading.
+    /// The share of (released, noisy) interactions that fall on items with
+    /// non-zero factors: where the model personalizes at all. Under DP, items
+    /// whose statistics are mostly noise are shrunk to zero factors and rank
+    /// by popularity alone. Post-processing of released values.
+    pub fn personalized_share(&self) -> f64 {
+        let (mut personal, mut total) = (0.0, 0.0);
+        for i in 0..self.n_items() {
+            let count = f64::from(self.popularity[i]).max(0.0);
+            total += count;
+            if self.factors(i).iter().any(|&v| v != 0.0) {
+                personal += count;
+            }
+        }
+        if total > 0.0 {
+            personal / total
+        } else {
+            0.0
+        }
+    }
+
     pub(crate) fn prepare(&mut self) {
         let d = self.rank;
         let mut gram = vec![0.0f64; d * d];

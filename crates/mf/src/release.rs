@@ -83,8 +83,8 @@ impl ReleaseKind {
 /// - global Gramian: one x xᵀ with ‖x‖ ≤ C, Δ = C²;
 /// - explicit item Gram of z = [x, 1]: Δ = (C² + 1)·√k (upper triangle,
 ///   whose norm is at most the Frobenius norm); rhs: Δ = B·√(C² + 1)·√k;
-/// - implicit item Gram Σ α·v x xᵀ: Δ = C²·α·v_max·√k; rhs Σ (1 + α·v) x:
-///   Δ = C·(1 + α·v_max)·√k.
+/// - implicit rhs Σ (1 + α·v) x: Δ = C·(1 + α·v_max)·√k (the item Gram
+///   statistic is not released: it is estimated from released counts).
 pub fn plan(feedback: Feedback, params: &TrainParams) -> Plan {
     let k = params.max_items_per_subject as f64;
     let c = params.clip_norm;
@@ -121,18 +121,15 @@ pub fn plan(feedback: Feedback, params: &TrainParams) -> Plan {
                 ))
         }
         Feedback::Implicit => {
+            // No per-item Gram release: each item's Gram statistic is
+            // estimated from its noisy count and the noisy global Gramian
+            // (`ItemGramSource::FromCounts`), so the right-hand sides get
+            // the share it would have taken.
             let a = params.alpha * params.max_value;
             Plan::default()
                 .with(planned(ReleaseKind::ItemCounts, NoiseKind::DiscreteGaussian, k.sqrt(), 1, pre))
                 .with(planned(ReleaseKind::GlobalGram, NoiseKind::Gaussian, c * c, t, rest * 0.1))
-                .with(planned(
-                    ReleaseKind::ItemGram,
-                    NoiseKind::Gaussian,
-                    (c * c * a * k.sqrt()).max(f64::MIN_POSITIVE),
-                    t,
-                    rest * 0.45,
-                ))
-                .with(planned(ReleaseKind::ItemRhs, NoiseKind::Gaussian, c * (1.0 + a) * k.sqrt(), t, rest * 0.45))
+                .with(planned(ReleaseKind::ItemRhs, NoiseKind::Gaussian, c * (1.0 + a) * k.sqrt(), t, rest * 0.9))
         }
     }
 }

@@ -24,9 +24,11 @@
 //! triangle is released and mirrored, whose norm is at most the Frobenius
 //! norm), `Δ_b = B·√(C² + 1)·√k`, and for the noisy mean of clipped ratings
 //! (sum of `r − m` and count, `m` the range midpoint) `Δ = k·√((r_max − m)² + 1)`.
-//! Implicit mode releases `G = Σ x xᵀ` (`Δ = C²`), `A_j = Σ (c − 1) x xᵀ`
-//! (`Δ = C²·α·v_max·√k`), `b_j = Σ c x` (`Δ = C·(1 + α·v_max)·√k`) and
-//! noisy item counts (`Δ = √k`). Every (release kind, iteration, item) draws
+//! Implicit mode releases `G = Σ x xᵀ` (`Δ = C²`), `b_j = Σ c x`
+//! (`Δ = C·(1 + α·v_max)·√k`) and noisy item counts (`Δ = √k`); under DP
+//! each item's `A_j = Σ (c − 1) x xᵀ` is estimated from its noisy count and
+//! `G` instead of released ([`ItemGramSource::FromCounts`]), and the
+//! iterations may be chosen from the noisy counts ([`DpRules::iterations`]). Every (release kind, iteration, item) draws
 //! from its own noise stream ([`ReleaseKind::stream`]). Counts and the
 //! rating sum are integers released with exact discrete Gaussian noise; the
 //! rest are Gaussian mechanisms that compose exactly as one Gaussian (GDP).
@@ -38,6 +40,8 @@ use std::time::Instant;
 
 use hush_features::{FeatureSet, Feedback};
 use hush_privacy::{Budget, Calibration, NoiseSource, NoiseStream};
+
+use crate::rules::DpRules;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -60,6 +64,9 @@ pub enum Privacy {
         budget: Budget,
         /// Where the noise comes from ([`NoiseSource::from_os_entropy`] for a real run).
         noise: Box<NoiseSource>,
+        /// Settings taken from [`DpRules`] (every one the user did not fix);
+        /// `None` trains with the params exactly as given (tests, research).
+        rules: Option<DpRules>,
     },
 }
 
@@ -87,6 +94,10 @@ pub struct Mechanics {
     pub item_rhs_std: f64,
     /// Noise std of each entry of the global Gramian (implicit).
     pub global_gram_std: f64,
+    /// Implicit: instead of releasing each item's Gram statistic, estimate it
+    /// from the item's noisy count and the noisy global Gramian (post-processing;
+    /// subject vectors are then scaled to norm exactly C). See [`ItemGramSource`].
+    pub item_gram: ItemGramSource,
     /// The noise source; `None` adds no noise.
     pub noise: Option<NoiseSource>,
     /// Records every release's pre-noise value and the released states.
@@ -94,6 +105,20 @@ pub struct Mechanics {
     /// Released states of another run to condition on, step by step
     /// (neighbour tests: the same history, one subject fewer).
     pub replay: Option<Arc<Vec<ReleasedState>>>,
+    /// Choose the iterations from the noisy item counts ([`DpRules::iterations`]).
+    pub iteration_rule: Option<IterationRule>,
+}
+
+/// What choosing the iterations after the noisy counts needs: the rules,
+/// the budget and the calibration to re-count.
+#[derive(Clone, Debug)]
+pub struct IterationRule {
+    /// The rules (the iterations may be fixed by the user).
+    pub rules: DpRules,
+    /// The run's budget.
+    pub budget: Budget,
+    /// The calibration made for the planned iterations.
+    pub calibration: Calibration,
 }
 
 impl Mechanics {
@@ -108,9 +133,11 @@ impl Mechanics {
             item_gram_std: 0.0,
             item_rhs_std: 0.0,
             global_gram_std: 0.0,
+            item_gram: ItemGramSource::Released,
             noise: None,
             log: None,
             replay: None,
+            iteration_rule: None,
         }
     }
 
@@ -126,9 +153,11 @@ impl Mechanics {
         noise: NoiseSource,
     ) -> Result<Self> {
         let std = |kind: ReleaseKind| -> Result<f64> { Ok(calibration.release(kind.code())?.noise_std) };
-        let (rating_sum_std, global_gram_std) = match feedback {
-            Feedback::Explicit => (std(ReleaseKind::RatingSum)?, 0.0),
-            Feedback::Implicit => (0.0, std(ReleaseKind::GlobalGram)?),
+        let (rating_sum_std, global_gram_std, item_gram, item_gram_std) = match feedback {
+            Feedback::Explicit => {
+                (std(ReleaseKind::RatingSum)?, 0.0, ItemGramSource::Released, std(ReleaseKind::ItemGram)?)
+            }
+            Feedback::Implicit => (0.0, std(ReleaseKind::GlobalGram)?, ItemGramSource::FromCounts, 0.0),
         };
         Ok(Mechanics {
             clip_norm: params.clip_norm,
@@ -136,12 +165,14 @@ impl Mechanics {
             max_items: Some(params.max_items_per_subject),
             rating_sum_std,
             item_count_std: std(ReleaseKind::ItemCounts)?,
-            item_gram_std: std(ReleaseKind::ItemGram)?,
+            item_gram_std,
             item_rhs_std: std(ReleaseKind::ItemRhs)?,
             global_gram_std,
+            item_gram,
             noise: Some(noise),
             log: None,
             replay: None,
+            iteration_rule: None,
         })
     }
 
@@ -154,6 +185,28 @@ impl Mechanics {
             log.record(kind.stream(iteration, index), values());
         }
     }
+}
+
+/// Where an implicit item step's Gram statistic `A_j = Σ_{u∈Ω_j} α·v_uj x_u x_uᵀ` comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemGramSource {
+    /// Computed from the item's subjects (plus noise under DP): exact, and
+    /// what the non-private twin and explicit mode use.
+    Released,
+    /// Estimated as `α · ñ_j · M`, with ñ_j the item's noisy count (released
+    /// once, before training) and `M = C²·G̃ / tr(G̃)` the mean outer product of
+    /// the subject vectors, all scaled to norm C, from the noisy global
+    /// Gramian G̃ (released every iteration anyway). Post-processing: no
+    /// budget. Implicit DP uses it.
+    ///
+    /// # Why
+    /// A released `A_j` carries d(d+1)/2 noisy entries whose spectral norm
+    /// (about 2σ√d) dwarfs the signal of all but the most popular items, so
+    /// the ridge that keeps the solve stable erased what it held. Estimating
+    /// it instead frees that share of ρ for the right-hand sides, which carry
+    /// the item's direction. Measured on a 200k-subject storefront with taste
+    /// (`benches/quality.py`): see the numbers in `dp-rules.md`.
+    FromCounts,
 }
 
 /// Progress of one iteration, for progress bars and logs.
@@ -181,31 +234,72 @@ pub fn train(
 ) -> Result<Model> {
     let params = params.validate()?;
     let feedback = set.meta.feedback;
-    let (mechanics, guarantee) = match privacy {
-        Privacy::NonPrivate => (Mechanics::non_private(), PrivacyGuarantee::NonPrivate),
-        Privacy::Dp { budget, noise } => {
-            let calibration = plan(feedback, &params).calibrate(budget)?;
-            let noise_seeded = noise.is_seeded();
-            let mechanics = Mechanics::calibrated(feedback, &params, &calibration, *noise)?;
-            let guarantee = PrivacyGuarantee::Dp {
-                target_epsilon: budget.epsilon.value(),
-                epsilon: calibration.epsilon,
-                epsilon_gdp: calibration.epsilon_gdp,
-                epsilon_zcdp: calibration.epsilon_zcdp,
-                delta: calibration.delta,
-                rho: calibration.rho,
-                epsilon_simple_bound: calibration.epsilon_simple_bound,
-                releases: calibration.releases,
-                clip_norm: params.clip_norm,
-                residual_bound: params.residual_bound,
-                max_items_per_subject: params.max_items_per_subject,
-                iterations: params.iterations,
-                noise_seeded,
+    let (params, mechanics, guarantee) = match privacy {
+        Privacy::NonPrivate => (params, Mechanics::non_private(), PrivacyGuarantee::NonPrivate),
+        Privacy::Dp { budget, noise, rules } => {
+            let params = match &rules {
+                Some(rules) => rules.settle(feedback, budget, &params).validate()?,
+                None => params,
             };
-            (mechanics, guarantee)
+            let calibration = plan(feedback, &params).calibrate(budget)?;
+            let guarantee = dp_guarantee(budget, &calibration, &params, noise.is_seeded());
+            let mut mechanics = Mechanics::calibrated(feedback, &params, &calibration, *noise)?;
+            mechanics.iteration_rule = rules.map(|rules| IterationRule { rules, budget, calibration });
+            (params, mechanics, guarantee)
         }
     };
     train_with_mechanics(set, &params, &mechanics, guarantee, progress)
+}
+
+/// The guarantee a DP model carries.
+fn dp_guarantee(
+    budget: Budget,
+    calibration: &Calibration,
+    params: &TrainParams,
+    noise_seeded: bool,
+) -> PrivacyGuarantee {
+    PrivacyGuarantee::Dp {
+        target_epsilon: budget.epsilon.value(),
+        epsilon: calibration.epsilon,
+        epsilon_gdp: calibration.epsilon_gdp,
+        epsilon_zcdp: calibration.epsilon_zcdp,
+        delta: calibration.delta,
+        rho: calibration.rho,
+        epsilon_simple_bound: calibration.epsilon_simple_bound,
+        releases: calibration.releases.clone(),
+        clip_norm: params.clip_norm,
+        residual_bound: params.residual_bound,
+        max_items_per_subject: params.max_items_per_subject,
+        iterations: params.iterations,
+        noise_seeded,
+    }
+}
+
+/// Re-counts the per-iteration releases of `rule`'s calibration to
+/// `iterations` (same loss, noise scaled by √(T / planned)) and returns the
+/// new mechanics' noise scales and guarantee.
+fn recount(
+    rule: &IterationRule,
+    feedback: Feedback,
+    params: &TrainParams,
+    iterations: u32,
+    mechanics: &mut Mechanics,
+    noise_seeded: bool,
+) -> Result<PrivacyGuarantee> {
+    let mut calibration = rule.calibration.clone();
+    for kind in [ReleaseKind::GlobalGram, ReleaseKind::ItemGram, ReleaseKind::ItemRhs] {
+        if calibration.release(kind.code()).is_ok() {
+            calibration = calibration.with_count(kind.code(), iterations, rule.budget)?;
+        }
+    }
+    let std = |kind: ReleaseKind| calibration.release(kind.code()).map(|r| r.noise_std).unwrap_or(0.0);
+    mechanics.item_rhs_std = std(ReleaseKind::ItemRhs);
+    match feedback {
+        Feedback::Explicit => mechanics.item_gram_std = std(ReleaseKind::ItemGram),
+        Feedback::Implicit => mechanics.global_gram_std = std(ReleaseKind::GlobalGram),
+    }
+    let params = TrainParams { iterations, ..params.clone() };
+    Ok(dp_guarantee(rule.budget, &calibration, &params, noise_seeded))
 }
 
 /// Subject-major and item-major views of the (bounded, clipped) training
@@ -329,6 +423,27 @@ pub fn train_with_mechanics(
         popularity.clone_from(&state.popularity);
     }
 
+    // Stage 2 of the DP rules: the iterations the budget supports, chosen
+    // from the released counts (post-processing), each iteration's noise
+    // re-scaled so that the total loss is the one calibrated.
+    let mut guarantee = guarantee;
+    let mut owned: Option<(Mechanics, TrainParams)> = None;
+    if let Some(rule) = &mechanics.iteration_rule {
+        let rhs = rule.calibration.release(ReleaseKind::ItemRhs.code())?;
+        let per_interaction = rhs.l2_sensitivity / (params.max_items_per_subject as f64).sqrt();
+        let noise = rhs.noise_std / per_interaction;
+        if let Some(iterations) = rule.rules.iterations(&popularity, mechanics.item_count_std, params.iterations, noise)
+        {
+            let mut m = mechanics.clone();
+            guarantee = recount(rule, feedback, params, iterations, &mut m, guarantee.noise_seeded())?;
+            owned = Some((m, TrainParams { iterations, ..params.clone() }));
+        }
+    }
+    let (mechanics, params) = match &owned {
+        Some((m, p)) => (m, p),
+        None => (mechanics, params),
+    };
+
     // Data-independent initialization: costs no privacy.
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let init = Normal::new(0.0, 0.1 / (d as f64).sqrt()).expect("a valid normal");
@@ -391,6 +506,9 @@ pub fn train_with_mechanics(
                     }
                 }
                 clip_norm(x, mechanics.clip_norm);
+                if mechanics.item_gram == ItemGramSource::FromCounts {
+                    scale_to_norm(x, mechanics.clip_norm);
+                }
             },
         );
         let loss = training_loss(feedback, &data, &subjects, &item_factors, &item_bias, mean);
@@ -425,12 +543,27 @@ pub fn train_with_mechanics(
             Feedback::Explicit => Vec::new(),
         };
         let global_gram32 = to_f32(&global_gram);
+        // The mean outer product of the (norm-C) subject vectors, from the
+        // released Gramian: tr(G) = N·C² when every vector has norm C.
+        let mean_outer: Vec<f64> = match mechanics.item_gram {
+            ItemGramSource::FromCounts if feedback == Feedback::Implicit => {
+                let trace: f64 = (0..d).map(|i| global_gram[i * d + i]).sum();
+                let c2 = mechanics.clip_norm * mechanics.clip_norm;
+                if trace > 0.0 && c2.is_finite() {
+                    global_gram.iter().map(|g| g * c2 / trace).collect()
+                } else {
+                    (0..d * d).map(|k| if k % (d + 1) == 0 { c2.min(1.0) / d as f64 } else { 0.0 }).collect()
+                }
+            }
+            _ => Vec::new(),
+        };
         let solved: Vec<(Vec<f64>, f64)> = (0..n_items)
             .into_par_iter()
             // One scratch matrix per rayon job for an item's noisy Gramian:
             // 16 KB per item at rank 64 would otherwise churn the allocator.
             .map_init(Vec::new, |noisy_gram, item| {
-                let step = ItemStep { item, iteration, mechanics, params };
+                let step =
+                    ItemStep { item, iteration, mechanics, params, global_gram: &global_gram, mean_outer: &mean_outer };
                 match feedback {
                     Feedback::Explicit => step.explicit(&data.items[item], &subjects, mean),
                     Feedback::Implicit => step.implicit(
@@ -555,6 +688,10 @@ struct ItemStep<'a> {
     iteration: u32,
     mechanics: &'a Mechanics,
     params: &'a TrainParams,
+    /// Implicit: the released global Gramian, mirrored.
+    global_gram: &'a [f64],
+    /// Implicit with [`ItemGramSource::FromCounts`]: `C²·G̃ / tr(G̃)`.
+    mean_outer: &'a [f64],
 }
 
 impl ItemStep<'_> {
@@ -636,6 +773,9 @@ impl ItemStep<'_> {
     ) -> (Vec<f64>, f64) {
         let (params, mechanics) = (self.params, self.mechanics);
         let d = params.rank;
+        if mechanics.item_gram == ItemGramSource::FromCounts {
+            return self.implicit_from_counts(users, subject_factors, noisy_count);
+        }
         if mechanics.log.is_some() {
             // Only for neighbour tests: the solve never forms A_j.
             let alpha = params.alpha;
@@ -703,6 +843,60 @@ impl ItemStep<'_> {
             rhs_noise.as_deref(),
         );
         (factors, 0.0)
+    }
+}
+
+impl ItemStep<'_> {
+    /// Implicit item step with [`ItemGramSource::FromCounts`]: only the
+    /// right-hand side `b_j = Σ (1 + α·v) x_u` is released (Δ = C·(1 + α·v_max)·√k).
+    ///
+    /// The noisy `b_j` is shrunk by the positive-part James–Stein factor
+    /// `(1 − d·σ²/‖b_j‖²)₊`: an item whose statistic is mostly noise gets
+    /// (nearly) zero factors and falls back to its popularity prior, an item
+    /// with a strong signal keeps it. Post-processing of the release.
+    fn implicit_from_counts(&self, users: &[(u32, f32)], subject_factors: &[f32], noisy_count: f64) -> (Vec<f64>, f64) {
+        let (params, mechanics) = (self.params, self.mechanics);
+        let d = params.rank;
+        let alpha = params.alpha;
+        let mut rhs = vec![0.0f64; d];
+        for &(s, v) in users {
+            let x = &subject_factors[s as usize * d..(s as usize + 1) * d];
+            let weight = 1.0 + alpha * f64::from(v);
+            rhs.iter_mut().zip(x).for_each(|(b, &x)| *b += weight * f64::from(x));
+        }
+        self.record(ReleaseKind::ItemRhs, || rhs.clone());
+        let mut shrink = 1.0;
+        if let Some(mut noise) = self.stream(ReleaseKind::ItemRhs) {
+            let before = mechanics.log.as_ref().map(|_| rhs.clone());
+            noise.add_gaussian(&mut rhs, mechanics.item_rhs_std);
+            if let (Some(log), Some(before)) = (&mechanics.log, before) {
+                let drawn = rhs.iter().zip(&before).map(|(a, b)| a - b).collect();
+                log.record_noise(ReleaseKind::ItemRhs.stream(self.iteration, self.item as u64), drawn);
+            }
+            let energy: f64 = rhs.iter().map(|b| b * b).sum();
+            let noise_energy = d as f64 * mechanics.item_rhs_std * mechanics.item_rhs_std;
+            shrink = if energy > 0.0 { (1.0 - noise_energy / energy).max(0.0) } else { 0.0 };
+        }
+        if noisy_count < params.min_noisy_count || shrink == 0.0 {
+            return (vec![0.0; d], 0.0);
+        }
+        rhs.iter_mut().for_each(|b| *b *= shrink);
+        let count = noisy_count.max(0.0);
+        let mut a: Vec<f64> =
+            self.global_gram.iter().zip(self.mean_outer).map(|(g, m)| g + alpha * count * m).collect();
+        let ridge = params.lambda + 2.0 * mechanics.global_gram_std * (d as f64).sqrt();
+        let mut x = vec![0.0; d];
+        linalg::solve_with_ridge(&a, d, &vec![1.0; d], ridge, &rhs, &mut x);
+        a.clear();
+        (x, 0.0)
+    }
+}
+
+/// Scales a non-zero `x` to norm exactly `c` (finite `c` only).
+fn scale_to_norm(x: &mut [f64], c: f64) {
+    let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if c.is_finite() && norm > 0.0 {
+        x.iter_mut().for_each(|v| *v *= c / norm);
     }
 }
 

@@ -231,6 +231,54 @@ pub struct Calibration {
 }
 
 impl Calibration {
+    /// The same calibration with release `code` made `count` times instead
+    /// of as planned, each with its noise scaled by √(count / planned count) so
+    /// that the release's total loss (count·Δ²/σ²) is unchanged; σ is rounded
+    /// outward until it is at most the planned loss, and ε is read again.
+    ///
+    /// # Privacy
+    /// Every choice of `count` has the same privacy loss, so the count may be
+    /// chosen from earlier DP outputs (e.g. noisy item counts) without changing
+    /// the guarantee: adaptive composition of mechanisms whose loss is fixed in
+    /// advance.
+    ///
+    /// # Errors
+    /// [`Error::Plan`] if there is no such release, `count` is zero, or ε would
+    /// exceed the budget's (it cannot, but the guarantee is checked, not assumed).
+    pub fn with_count(&self, code: u32, count: u32, budget: Budget) -> Result<Calibration> {
+        if count == 0 {
+            return Err(Error::Plan("a release must be made at least once".into()));
+        }
+        let planned = self.release(code)?.clone();
+        let mut releases = self.releases.clone();
+        let release = releases.iter_mut().find(|r| r.code == code).expect("looked up above");
+        release.count = count;
+        release.noise_std = planned.noise_std * (f64::from(count) / f64::from(planned.count)).sqrt();
+        while release.mu_squared() > planned.mu_squared() {
+            release.noise_std *= 1.0 + 1e-12;
+        }
+        let loss = loss_of(&releases, self.loss.delta_extra);
+        let at = loss.epsilon_at(budget.delta)?;
+        if at.epsilon > budget.epsilon.value() {
+            return Err(Error::Plan(format!(
+                "re-counting {} would raise epsilon to {}, over the budget's {}",
+                planned.name,
+                at.epsilon,
+                budget.epsilon.value()
+            )));
+        }
+        Ok(Calibration {
+            releases,
+            rho: loss.rho(),
+            loss,
+            epsilon: at.epsilon,
+            epsilon_gdp: at.epsilon_gdp,
+            epsilon_zcdp: at.epsilon_zcdp,
+            delta: budget.delta.value(),
+            epsilon_simple_bound: epsilon_simple_bound(Rho::new(loss.rho())?, budget.delta),
+        })
+    }
+
     /// The release with this code.
     ///
     /// # Errors
@@ -513,6 +561,28 @@ mod tests {
             prop_assert!(c.epsilon <= eps);
             let recomputed = loss_of(&c.releases, 0.0).epsilon_at(delta(d)).unwrap();
             prop_assert!(recomputed.epsilon <= eps && recomputed.epsilon_zcdp >= recomputed.epsilon);
+        }
+
+        /// Re-counting a release (the trainer choosing its iterations from
+        /// noisy counts) keeps its loss and never raises ε above the budget.
+        #[test]
+        fn recounting_keeps_the_loss(eps in 0.1f64..32.0, planned_count in 1u32..12, count in 1u32..40) {
+            let plan = Plan::default()
+                .with(planned("a", 1, NoiseKind::Gaussian, 3.0, planned_count, 0.6))
+                .with(planned("b", 2, NoiseKind::DiscreteGaussian, 0.7, 1, 0.4));
+            let budget = Budget::new(eps, 1e-6).unwrap();
+            let c = plan.calibrate(budget).unwrap();
+            let r = c.with_count(1, count, budget).unwrap();
+            let (before, after) = (c.release(1).unwrap(), r.release(1).unwrap());
+            prop_assert_eq!(after.count, count);
+            prop_assert!(after.mu_squared() <= before.mu_squared());
+            prop_assert!(after.mu_squared() >= before.mu_squared() * (1.0 - 1e-9));
+            prop_assert!(r.epsilon <= eps);
+            prop_assert_eq!(r.release(2).unwrap(), c.release(2).unwrap());
+            // More releases of the same total loss: each is noisier.
+            if count > planned_count {
+                prop_assert!(after.noise_std > before.noise_std);
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ pub fn json(model: &Model) -> serde_json::Value {
         "created_at": utc(m.created_at_ms),
         "feedback": m.feedback,
         "privacy": m.privacy,
+        "personalized_share": model.personalized_share(),
         "data": m.data,
         "snapshot_at": utc(m.data.snapshot_at_ms),
         "params": m.params,
@@ -153,6 +154,8 @@ pub fn markdown(model: &Model) -> String {
                 let _ = writeln!(md, "| Residual clip bound | ±{residual_bound} |");
             }
             let _ = writeln!(md, "| Iterations (releases of the item statistics) | {iterations} |");
+            let share = model.personalized_share();
+            let _ = writeln!(md, "| Interactions on items with personalized factors | {:.0}% |", share * 100.0);
             let _ =
                 writeln!(md, "| Noise | {} |\n", if *noise_seeded { "SEEDED: research only" } else { "OS entropy" });
             md.push_str("| Release | noise | L2 sensitivity | times | noise σ |\n|---|---|---:|---:|---:|\n");
@@ -171,6 +174,15 @@ pub fn markdown(model: &Model) -> String {
                 );
             }
             let _ = writeln!(md, "\n**In plain words.** {}\n", words::epsilon_in_words(*epsilon, *delta));
+            if share < hush_mf::MOSTLY_POPULARITY {
+                let _ = writeln!(
+                    md,
+                    "**Mostly popularity.** The noise left personalized factors only for items covering {:.0}% of \
+                     interactions: for the rest this model ranks by noisy popularity, and its personalization may \
+                     not beat DP popularity. More customers per item, or a larger ε, would change that.\n",
+                    share * 100.0
+                );
+            }
             md.push_str("**Assumptions behind the guarantee.**\n\n");
             for a in words::assumptions(*max_items_per_subject, *clip_norm, *iterations) {
                 let _ = writeln!(md, "- {a}");

@@ -81,6 +81,41 @@ impl Default for ConsentDynamics {
     }
 }
 
+/// How a storefront subject chooses the items they look at.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "model")]
+pub enum Preference {
+    /// Popularity first (the bundled sample): six candidates drawn by
+    /// popularity, the best taste match among them chosen softly. Popularity
+    /// is hard to beat on such data, by design of the sample.
+    Browse,
+    /// A low-rank preference model: subject u looks at item j with
+    /// probability proportional to `popularity_j · exp(strength · ⟨p_u, q_j⟩)`,
+    /// distinct items per subject. `p_u ~ N(0, I_r)` and `q_j ~ N(0, I_r / r)`
+    /// (r = `rank`), so `⟨p_u, q_j⟩` has unit variance and `strength` is the
+    /// log-odds a one-standard-deviation better match buys. Drawn by
+    /// sampling-importance-resampling over `candidates` popularity draws, which
+    /// approaches the exact distribution as the candidates grow.
+    Taste {
+        /// Log-odds per standard deviation of taste match (0: popularity only).
+        strength: f64,
+        /// Popularity draws per chosen item.
+        candidates: usize,
+    },
+}
+
+impl Preference {
+    /// Popularity draws per chosen item in taste mode: enough that the
+    /// resampled choice is close to the exact distribution at strengths ≤ 3.
+    pub const CANDIDATES: usize = 64;
+
+    /// The taste model at `strength`, with [`Preference::CANDIDATES`] draws.
+    #[must_use]
+    pub fn taste(strength: f64) -> Preference {
+        Preference::Taste { strength, candidates: Self::CANDIDATES }
+    }
+}
+
 /// Output format of the event file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,6 +146,10 @@ pub struct SynthParams {
     pub rank: usize,
     /// Exponent of the power-law popularity: item j has weight (j + 1)^-exponent.
     pub popularity_exponent: f64,
+    /// How subjects choose what to look at (storefront formats only).
+    pub preference: Preference,
+    /// Spread (σ of the log) of the log-normal number of events per subject.
+    pub activity_sigma: f64,
     /// Start of the simulated period (unix seconds).
     pub start_unix_seconds: i64,
     /// Length of the simulated period.
@@ -132,6 +171,8 @@ impl Default for SynthParams {
             mean_events_per_subject: 12.0,
             rank: 8,
             popularity_exponent: 0.8,
+            preference: Preference::Browse,
+            activity_sigma: 0.8,
             start_unix_seconds: 1_735_689_600, // 2025-01-01
             days: 180,
             consent: ConsentDynamics::default(),
@@ -182,6 +223,17 @@ impl SynthParams {
         }
         if !(0.0..=3.0).contains(&self.popularity_exponent) {
             return bad("popularity_exponent", "must be within 0..=3");
+        }
+        if !(0.0..=3.0).contains(&self.activity_sigma) {
+            return bad("activity_sigma", "must be within 0..=3");
+        }
+        if let Preference::Taste { strength, candidates } = self.preference {
+            if !(0.0..=10.0).contains(&strength) {
+                return bad("preference.strength", "must be within 0..=10");
+            }
+            if !(1..=4096).contains(&candidates) {
+                return bad("preference.candidates", "must be within 1..=4096");
+            }
         }
         if self.days == 0 {
             return bad("days", "must be at least 1");
@@ -299,12 +351,13 @@ pub fn generate(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut(u64))
 
     let mut summary =
         SynthSummary { subjects: u64::from(params.subjects), items: u64::from(params.items), ..Default::default() };
-    let sigma = 0.8f64;
+    let sigma = params.activity_sigma;
     let activity = LogNormal::new(params.mean_events_per_subject.ln() - sigma * sigma / 2.0, sigma)
         .expect("valid log-normal parameters");
     let period = i64::from(params.days) * 86_400;
     let mut taste = vec![0f32; rank];
     let mut times: Vec<i64> = Vec::new();
+    let mut chooser = Chooser::new(params.items as usize);
     for s in 0..params.subjects {
         for t in taste.iter_mut() {
             *t = rng.sample::<f64, _>(StandardNormal) as f32;
@@ -333,8 +386,9 @@ pub fn generate(params: &SynthParams, dir: &Path, progress: &mut dyn FnMut(u64))
         summary.consent_records += written.0;
         summary.erasure_requests += written.1;
 
+        chooser.start_subject();
         for &time in &times {
-            let item = pick_item(&mut rng, &cumulative, &item_traits, &taste, rank);
+            let item = chooser.pick(&mut rng, params.preference, &cumulative, &item_traits, &taste);
             let score = dot(&taste, &item_traits[item * rank..(item + 1) * rank]);
             let id = item_id(item as u32);
             summary.events += write_event(&mut out, &subject, &id, "view", 1.0, time).map_err(io(&events_path))?;
@@ -515,6 +569,83 @@ fn sigmoid(x: f64) -> f64 {
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+}
+
+/// Picks the items one subject looks at, under a [`Preference`].
+struct Chooser {
+    /// Items this subject has already chosen (taste mode picks distinct items).
+    seen: Vec<bool>,
+    chosen: Vec<usize>,
+    /// Scratch: candidate items and their resampling weights.
+    candidates: Vec<(usize, f64)>,
+}
+
+impl Chooser {
+    fn new(items: usize) -> Self {
+        Chooser { seen: vec![false; items], chosen: Vec::new(), candidates: Vec::new() }
+    }
+
+    fn start_subject(&mut self) {
+        for &j in &self.chosen {
+            self.seen[j] = false;
+        }
+        self.chosen.clear();
+    }
+
+    fn pick(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        preference: Preference,
+        cumulative: &[f64],
+        traits: &[f32],
+        taste: &[f32],
+    ) -> usize {
+        let rank = taste.len();
+        let (strength, draws) = match preference {
+            Preference::Browse => return pick_item(rng, cumulative, traits, taste, rank),
+            Preference::Taste { strength, candidates } => (strength, candidates),
+        };
+        // Sampling-importance-resampling: popularity proposes, taste
+        // reweighs. Items the subject already chose get weight zero; if every
+        // candidate was seen (a very active subject), a repeat is allowed,
+        // which the extractor merges like a second visit.
+        let total = *cumulative.last().expect("at least two items");
+        self.candidates.clear();
+        let mut best = f64::NEG_INFINITY;
+        for _ in 0..draws {
+            let u = rng.random::<f64>() * total;
+            let j = cumulative.partition_point(|&c| c < u).min(cumulative.len() - 1);
+            let logit = strength * dot(taste, &traits[j * rank..(j + 1) * rank]);
+            best = best.max(logit);
+            self.candidates.push((j, logit));
+        }
+        let mut sum = 0.0;
+        for (j, w) in &mut self.candidates {
+            *w = if self.seen[*j] { 0.0 } else { (*w - best).exp() };
+            sum += *w;
+        }
+        let j = if sum > 0.0 {
+            let mut u = rng.random::<f64>() * sum;
+            let mut pick = self.candidates[0].0;
+            for &(j, w) in &self.candidates {
+                if w > 0.0 {
+                    pick = j;
+                    if u < w {
+                        break;
+                    }
+                    u -= w;
+                }
+            }
+            pick
+        } else {
+            self.candidates[0].0
+        };
+        if !self.seen[j] {
+            self.seen[j] = true;
+            self.chosen.push(j);
+        }
+        j
+    }
 }
 
 /// Draws a few candidates by popularity and picks the best taste match among
@@ -721,6 +852,40 @@ mod tests {
         assert_eq!(lines.next(), Some("movieId,title,genres"));
         assert_eq!(lines.count(), 1_000);
         assert!(movies.lines().nth(1).unwrap().starts_with("1,Synthetic Film 1 ("));
+    }
+
+    /// Taste mode: each subject's items are distinct (while candidates last)
+    /// and chosen for their match, far beyond what popularity alone picks.
+    #[test]
+    fn taste_mode_picks_distinct_matching_items() {
+        let (rank, items) = (8, 400);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let traits: Vec<f32> =
+            (0..items * rank).map(|_| (rng.sample::<f64, _>(StandardNormal) / (rank as f64).sqrt()) as f32).collect();
+        let mut cumulative = Vec::new();
+        let mut total = 0.0;
+        for j in 0..items {
+            total += (j as f64 + 1.0).powf(-0.8);
+            cumulative.push(total);
+        }
+        let mut chooser = Chooser::new(items);
+        let (mut taste_match, mut browse_match, mut repeats) = (0.0, 0.0, 0);
+        for _ in 0..200 {
+            let taste: Vec<f32> = (0..rank).map(|_| rng.sample::<f64, _>(StandardNormal) as f32).collect();
+            chooser.start_subject();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..20 {
+                let j = chooser.pick(&mut rng, Preference::taste(3.0), &cumulative, &traits, &taste);
+                repeats += usize::from(!seen.insert(j));
+                taste_match += dot(&taste, &traits[j * rank..(j + 1) * rank]);
+                let b = chooser.pick(&mut rng, Preference::taste(0.0), &cumulative, &traits, &taste);
+                browse_match += dot(&taste, &traits[b * rank..(b + 1) * rank]);
+            }
+        }
+        let n = 200.0 * 20.0;
+        assert_eq!(repeats, 0, "a subject's taste-mode items are distinct");
+        assert!(taste_match / n > 1.0, "chosen items match the taste: mean {}", taste_match / n);
+        assert!((browse_match / n).abs() < 0.15, "strength 0 is popularity only: mean {}", browse_match / n);
     }
 
     #[test]

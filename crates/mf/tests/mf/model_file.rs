@@ -8,7 +8,8 @@ use super::clustered;
 
 fn model(subjects: usize) -> Model {
     let set = clustered(subjects, 50, 8, Feedback::Explicit, 9);
-    let privacy = Privacy::Dp { budget: Budget::new(2.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(2)) };
+    let privacy =
+        Privacy::Dp { budget: Budget::new(2.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(2)), rules: None };
     train(&set, &TrainParams { rank: 6, iterations: 2, ..TrainParams::default() }, privacy, &mut |_| {}).unwrap()
 }
 

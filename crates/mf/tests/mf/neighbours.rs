@@ -12,8 +12,8 @@ use hush_consent::formats::EventFormat;
 use hush_consent::{PseudonymKey, Timestamp};
 use hush_features::{ConsentView, ExtractParams, Extractor, FeatureSet, Feedback, Interaction};
 use hush_mf::{
-    plan, train, train_with_mechanics, Mechanics, Privacy, PrivacyGuarantee, ReleaseKind, ReleaseLog, ReleasedState,
-    TrainParams,
+    plan, train, train_with_mechanics, DpRules, IterationRule, Mechanics, Privacy, PrivacyGuarantee, ReleaseKind,
+    ReleaseLog, ReleasedState, TrainParams,
 };
 use hush_privacy::{Budget, NoiseSource, StreamId};
 
@@ -26,12 +26,21 @@ struct Run {
 }
 
 fn run(set: &FeatureSet, params: &TrainParams, replay: Option<&[ReleasedState]>) -> Run {
+    run_with(set, params, replay, false)
+}
+
+/// `rules`: the iterations are chosen from the noisy counts, as in a
+/// default DP run (`DpRules::iterations`).
+fn run_with(set: &FeatureSet, params: &TrainParams, replay: Option<&[ReleasedState]>, rules: bool) -> Run {
     let budget = Budget::new(2.0, 1e-6).unwrap();
     let calibration = plan(set.meta.feedback, params).calibrate(budget).unwrap();
     let log = ReleaseLog::default();
+    let iteration_rule =
+        rules.then(|| IterationRule { rules: DpRules::default(), budget, calibration: calibration.clone() });
     let mechanics = Mechanics {
         log: Some(log.clone()),
         replay: replay.map(|r| Arc::new(r.to_vec())),
+        iteration_rule,
         ..Mechanics::calibrated(set.meta.feedback, params, &calibration, NoiseSource::seeded(5)).unwrap()
     };
     train_with_mechanics(set, params, &mechanics, PrivacyGuarantee::NonPrivate, &mut |_| {}).unwrap();
@@ -106,6 +115,30 @@ fn bounded(rank: usize, k: usize) -> TrainParams {
         clip_norm: 1.0,
         max_items_per_subject: k,
         ..TrainParams::default()
+    }
+}
+
+/// With the iterations chosen by rule from the noisy counts, D and D − u
+/// (replaying D's counts) run the same iterations, and every release stays
+/// within its sensitivity: the choice is post-processing.
+#[test]
+fn iterations_chosen_by_rule_keep_releases_within_their_sensitivities() {
+    let set = clustered(2000, 30, 10, Feedback::Implicit, 17);
+    let params = TrainParams { iterations: 12, ..bounded(4, 8) };
+    let full = run_with(&set, &params, None, true);
+    let iterations = full.states.len() - 1;
+    assert!((1..=12).contains(&iterations), "the rule chose {iterations} of 12 planned iterations");
+    for u in probes(&set) {
+        let neighbour = run_with(&without(&set, u), &params, Some(&full.states), true);
+        assert_eq!(neighbour.states.len(), full.states.len(), "subject {u}: the same iterations");
+        for ((release, iteration), distance) in distances(&full, &neighbour) {
+            let bound =
+                plan(Feedback::Implicit, &params).releases.iter().find(|r| r.code == release).unwrap().l2_sensitivity;
+            assert!(
+                distance <= bound * (1.0 + 1e-9) + 1e-9,
+                "subject {u}: release {release} of iteration {iteration} moved {distance} > {bound}"
+            );
+        }
     }
 }
 
@@ -193,13 +226,16 @@ fn every_release_draws_from_a_stream_of_its_own() {
         let set = clustered(80, 25, 6, feedback, 13);
         let params = bounded(3, 5);
         let noise = NoiseSource::seeded(9).with_stream_log();
-        let privacy = Privacy::Dp { budget: Budget::new(2.0, 1e-6).unwrap(), noise: Box::new(noise.clone()) };
+        let privacy =
+            Privacy::Dp { budget: Budget::new(2.0, 1e-6).unwrap(), noise: Box::new(noise.clone()), rules: None };
         train(&set, &params, privacy, &mut |_| {}).unwrap();
         let opened = noise.opened_streams();
         let distinct: BTreeSet<_> = opened.iter().collect();
         assert_eq!(distinct.len(), opened.len(), "{feedback:?}: a noise stream was opened twice");
-        // Every item's statistics in every iteration, plus the preprocessing releases.
-        let per_iteration = if feedback == Feedback::Explicit { 2 * 25 } else { 2 * 25 + 1 };
+        // Every item's statistics in every iteration (explicit: Gram and
+        // rhs; implicit: rhs, the Gram estimated from counts, and the global
+        // Gramian), plus the preprocessing releases.
+        let per_iteration = if feedback == Feedback::Explicit { 2 * 25 } else { 25 + 1 };
         let preprocessing = if feedback == Feedback::Explicit { 25 + 1 } else { 25 };
         assert_eq!(opened.len(), preprocessing + 3 * per_iteration, "{feedback:?}");
 

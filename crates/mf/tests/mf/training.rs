@@ -7,7 +7,7 @@ use hush_consent::{PseudonymKey, Timestamp};
 use hush_features::split::split;
 use hush_features::{ConsentView, ExtractParams, Extractor, Feedback, SplitSpec};
 use hush_mf::eval::{self, EvalOptions};
-use hush_mf::{train, train_with_mechanics, Mechanics, Model, Privacy, PrivacyGuarantee, TrainParams};
+use hush_mf::{train, train_with_mechanics, DpRules, Mechanics, Model, Privacy, PrivacyGuarantee, TrainParams};
 use hush_privacy::{Budget, NoiseSource};
 
 use super::clustered;
@@ -26,7 +26,11 @@ fn same_numbers(a: &Model, b: &Model) -> bool {
 #[test]
 fn seeded_training_is_deterministic_and_noise_changes_it() {
     let set = clustered(200, 40, 8, Feedback::Explicit, 1);
-    let dp = |seed| Privacy::Dp { budget: Budget::new(4.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(seed)) };
+    let dp = |seed| Privacy::Dp {
+        budget: Budget::new(4.0, 1e-6).unwrap(),
+        noise: Box::new(NoiseSource::seeded(seed)),
+        rules: None,
+    };
     let a = train(&set, &params(4, 3), dp(7), &mut |_| {}).unwrap();
     let b = train(&set, &params(4, 3), dp(7), &mut |_| {}).unwrap();
     let c = train(&set, &params(4, 3), dp(8), &mut |_| {}).unwrap();
@@ -124,9 +128,51 @@ fn movielens_shaped_data_reaches_a_sane_rmse_private_and_not() {
         "non-private RMSE {twin_rmse} should clearly beat the item mean {item_mean}: the users have tastes"
     );
     let dp_params = TrainParams { rank: 16, iterations: 2, clip_norm: 1.0, ..params(16, 2) };
-    let privacy = Privacy::Dp { budget: Budget::new(8.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(1)) };
+    let privacy =
+        Privacy::Dp { budget: Budget::new(8.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(1)), rules: None };
     let dp = train(&parts.train, &dp_params, privacy, &mut |_| {}).unwrap();
     let dp_rmse = eval::evaluate(&dp, &parts.train, &parts.test, options).rating.unwrap().rmse;
     eprintln!("DP RMSE {dp_rmse}");
     assert!(dp_rmse < global_mean, "DP RMSE {dp_rmse} should beat the global mean {global_mean}");
+}
+
+/// A DP run with the rules takes its iterations from the noisy counts: more
+/// budget or more subjects per item buys more iterations, the guarantee
+/// states the iterations run, and re-counting never raises ε.
+#[test]
+fn the_rules_choose_iterations_from_noisy_counts_and_keep_the_guarantee() {
+    let run = |set: &hush_features::FeatureSet, epsilon: f64| {
+        let privacy = Privacy::Dp {
+            budget: Budget::new(epsilon, 1e-6).unwrap(),
+            noise: Box::new(NoiseSource::seeded(3)),
+            rules: Some(DpRules::default()),
+        };
+        train(set, &TrainParams::default(), privacy, &mut |_| {}).unwrap()
+    };
+    let iterations = |model: &Model| match &model.meta.privacy {
+        PrivacyGuarantee::Dp { iterations, epsilon, target_epsilon, releases, .. } => {
+            assert!(epsilon <= target_epsilon, "{epsilon} over {target_epsilon}");
+            for r in releases.iter().filter(|r| ["global_gram", "item_rhs"].contains(&r.name.as_str())) {
+                assert_eq!(r.count, *iterations, "{} is released once per iteration run", r.name);
+            }
+            assert_eq!(model.meta.params.iterations, *iterations);
+            *iterations
+        }
+        other => panic!("expected a DP guarantee, found {other:?}"),
+    };
+    let small = clustered(300, 40, 10, Feedback::Implicit, 5);
+    let large = clustered(6000, 40, 10, Feedback::Implicit, 5);
+    let (tight, loose) = (iterations(&run(&small, 0.5)), iterations(&run(&small, 50.0)));
+    assert!(tight < loose, "ε 0.5 bought {tight} iterations, ε 50 {loose}");
+    assert_eq!(tight, 1, "300 subjects at ε 0.5 support one iteration");
+    assert!(iterations(&run(&large, 0.5)) > tight, "more subjects per item support more iterations");
+    // Implicit DP releases no per-item Gram statistic: it is estimated from the counts.
+    let model = run(&large, 4.0);
+    let PrivacyGuarantee::Dp { releases, .. } = &model.meta.privacy else { unreachable!() };
+    assert_eq!(
+        releases.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["item_counts", "global_gram", "item_rhs"]
+    );
+    // The rules' settings are the model's: binary preferences, k = 60.
+    assert_eq!((model.meta.params.max_value, model.meta.params.max_items_per_subject), (1.0, 60));
 }

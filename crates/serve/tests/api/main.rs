@@ -69,7 +69,7 @@ fn model_weighing(unfit: Unfit, weighting: hush_features::EventWeighting) -> hus
     // A loose budget keeps the two taste clusters apart for the API tests.
     let privacy = match unfit {
         Unfit::NonPrivate => Privacy::NonPrivate,
-        _ => Privacy::Dp { budget: Budget::new(500.0, 1e-6).unwrap(), noise: Box::new(noise) },
+        _ => Privacy::Dp { budget: Budget::new(500.0, 1e-6).unwrap(), noise: Box::new(noise), rules: None },
     };
     let mut model = train(&set, &params, privacy, &mut |_| {}).unwrap();
     if unfit == Unfit::Evaluation {

@@ -1,0 +1,229 @@
+//! DP hyperparameters by rule, not by tuning on private data.
+//!
+//! Choosing a setting by looking at private data (a validation split of the
+//! very data being released) is itself a release. So a DP run takes every
+//! setting the user did not fix from rules: functions of (ε, δ), of public
+//! configuration, and of statistics the run releases anyway (the noisy item
+//! counts). The rules were derived on synthetic storefronts generated with
+//! a different seed from the ones the quality bench measures, and on public
+//! peer figures; `models/dp-rules.md` gives the derivation and the figures.
+//!
+//! Two stages:
+//! 1. [`DpRules::settle`], before anything is released: the contribution
+//!    bound, clipping, value cap, confidence and the share of ρ for the
+//!    preprocessing releases. These shape the sensitivities, so they cannot
+//!    depend on the data.
+//! 2. [`DpRules::iterations`], after the noisy item counts: how many ALS
+//!    iterations the remaining budget supports. Every choice of the count
+//!    has the same privacy loss (the noise of each iteration's releases
+//!    grows with √T, see [`hush_privacy::Calibration::with_count`]), so the
+//!    choice is post-processing of the counts.
+
+use std::collections::BTreeSet;
+
+use hush_features::Feedback;
+use hush_privacy::Budget;
+
+use crate::TrainParams;
+
+/// Which DP settings a run takes from the rules: every one the user did not
+/// set (by name, as in `[train]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DpRules {
+    fixed: BTreeSet<String>,
+}
+
+/// The fields [`DpRules`] may choose.
+pub const RULED_FIELDS: [&str; 9] = [
+    "lambda",
+    "max_items_per_subject",
+    "clip_norm",
+    "max_value",
+    "alpha",
+    "rho_share_preprocessing",
+    "popularity_weight",
+    "iterations",
+    "rank",
+];
+
+/// Settings that only DP runs read (bounds and shares of ρ): a config's
+/// `[train]` fixes them for DP runs too. The others (rank, iterations, λ, α,
+/// value cap, popularity weight) in `[train]` are the twin's; DP runs take
+/// them from the rules unless `[train_dp]` sets them.
+pub const DP_ONLY_FIELDS: [&str; 5] =
+    ["clip_norm", "residual_bound", "max_items_per_subject", "rho_share_preprocessing", "min_noisy_count"];
+
+/// The most iterations the rule picks: beyond it the non-private twin
+/// itself gains little (ALS converges in about ten).
+pub const MAX_RULED_ITERATIONS: u32 = 12;
+
+/// The iteration rule's constant: T = ⌊R·√(n / u₁)⌋, with n the typical
+/// interaction's item count and u₁ the noise of one item's right-hand side
+/// if the whole budget went to one iteration, in interactions. Fitted on the
+/// development storefront (`models/dp-rules.md`, seeds other than the
+/// bench's): with n ≈ 630 the best T measured was 3 at u₁ = 85 (ε = 0.5),
+/// 5 at u₁ = 44 (ε = 1), 6–8 at u₁ = 23 (ε = 2) and 10–12 at u₁ = 12
+/// (ε = 4); quality falls off a cliff a few iterations past the best (0.090
+/// → 0.066 at ε = 1 from T = 5 to 7), so the rule rounds down.
+pub const ITERATION_RULE: f64 = 1.4;
+
+impl DpRules {
+    /// Rules for every field except those named in `fixed` (the keys a
+    /// config's `[train]` table sets).
+    pub fn except<I, S>(fixed: I) -> DpRules
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        DpRules { fixed: fixed.into_iter().map(Into::into).collect() }
+    }
+
+    /// Whether the rules choose `field`.
+    pub fn chooses(&self, field: &str) -> bool {
+        RULED_FIELDS.contains(&field) && !self.fixed.contains(field)
+    }
+
+    /// Stage 1: the settings that shape sensitivities, from (ε, δ) and the
+    /// public configuration only. Fields the user fixed are kept.
+    ///
+    /// # Privacy
+    /// Reads no data: post-processing of nothing.
+    pub fn settle(&self, feedback: Feedback, budget: Budget, params: &TrainParams) -> TrainParams {
+        let mut p = params.clone();
+        let epsilon = budget.epsilon.value();
+        let mut set = |field: &str, apply: &mut dyn FnMut(&mut TrainParams)| {
+            if self.chooses(field) {
+                apply(&mut p);
+            }
+        };
+        match feedback {
+            Feedback::Implicit => {
+                // Binary preferences: a purchase weighs no more than a view in
+                // the noisy statistics, because the sensitivity grows with the
+                // largest weight while most interactions carry the smallest.
+                set("max_value", &mut |p| p.max_value = 1.0);
+                set("alpha", &mut |p| p.alpha = 4.0);
+                // The default 0.05 suits the twin's exact statistics; under
+                // noise, folding a subject in needs a firmer prior (measured:
+                // Recall@10 0.064 at 0.05 against 0.096 at 10, ε = 4).
+                set("lambda", &mut |p| p.lambda = 10.0);
+                // Subject vectors are scaled to norm C, and the item solve is
+                // invariant to C but for the ridge: 1 is as good as any.
+                set("clip_norm", &mut |p| p.clip_norm = 1.0);
+                set("max_items_per_subject", &mut |p| p.max_items_per_subject = implicit_bound(epsilon));
+                set("rho_share_preprocessing", &mut |p| p.rho_share_preprocessing = 0.3);
+                set("popularity_weight", &mut |p| p.popularity_weight = 1.0);
+                set("rank", &mut |p| p.rank = 16);
+                set("iterations", &mut |p| p.iterations = MAX_RULED_ITERATIONS);
+            }
+            Feedback::Explicit => {
+                set("clip_norm", &mut |p| p.clip_norm = 1.0);
+                set("max_items_per_subject", &mut |p| p.max_items_per_subject = 20);
+                set("rank", &mut |p| p.rank = 4);
+                set("iterations", &mut |p| p.iterations = MAX_RULED_ITERATIONS);
+            }
+        }
+        p
+    }
+
+    /// Stage 2: the iterations the budget supports, from the released noisy
+    /// item counts, or `None` if the user fixed them.
+    ///
+    /// `noise_per_interaction` is the noise of one item's right-hand side
+    /// with the planned iterations, in units of one interaction's
+    /// contribution to it (σ·√k/Δ); each iteration's noise grows with √T.
+    /// The typical interaction's item is the interaction-weighted median of
+    /// the noisy counts, each less twice `count_noise` (their noise std), so
+    /// that noise on many rare items does not pass for mass. The rule takes T = ⌊R·√(n / u₁)⌋ iterations
+    /// ([`ITERATION_RULE`]), at least one and at most [`MAX_RULED_ITERATIONS`].
+    ///
+    /// # Privacy
+    /// Post-processing of the released counts.
+    pub fn iterations(
+        &self,
+        noisy_counts: &[f64],
+        count_noise: f64,
+        planned: u32,
+        noise_per_interaction: f64,
+    ) -> Option<u32> {
+        if !self.chooses("iterations") {
+            return None;
+        }
+        // Counts are read net of twice their noise: on small data the noise
+        // of thousands of rare items would otherwise outweigh the real mass.
+        let net: Vec<f64> = noisy_counts.iter().map(|&c| c - 2.0 * count_noise).collect();
+        let typical = weighted_median_count(&net);
+        let unit_noise = noise_per_interaction / f64::from(planned.max(1)).sqrt();
+        let most = if unit_noise > 0.0 { ITERATION_RULE * (typical / unit_noise).sqrt() } else { f64::INFINITY };
+        let iterations = most.floor().clamp(1.0, f64::from(MAX_RULED_ITERATIONS)) as u32;
+        tracing::info!(typical_count = typical, unit_noise, iterations, "iterations chosen by rule");
+        Some(iterations)
+    }
+}
+
+/// The contribution bound of implicit DP runs: more interactions per subject
+/// carry more signal until the √k growth of every sensitivity outweighs it.
+fn implicit_bound(_epsilon: f64) -> usize {
+    60
+}
+
+/// The count of the item that the median interaction touches: sort items by
+/// count, and walk down until half of all (noisy) interactions are covered.
+/// Negative noisy counts count as zero.
+pub fn weighted_median_count(counts: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = counts.iter().map(|&c| c.max(0.0)).collect();
+    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+    let total: f64 = sorted.iter().sum();
+    let mut covered = 0.0;
+    for &c in &sorted {
+        covered += c;
+        if covered >= total / 2.0 {
+            return c;
+        }
+    }
+    0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn weighted_median_is_the_item_of_the_median_interaction() {
+        // 100 + 50 + 30 + 20 = 200: the first item alone covers half.
+        assert_eq!(weighted_median_count(&[20.0, 100.0, 30.0, 50.0]), 100.0);
+        // 40 + 30 covers 70 of 120 (over half); 40 alone does not.
+        assert_eq!(weighted_median_count(&[10.0, 40.0, 30.0, 20.0, 20.0]), 30.0);
+        assert_eq!(weighted_median_count(&[-5.0, 0.0]), 0.0);
+        assert_eq!(weighted_median_count(&[]), 0.0);
+    }
+
+    #[test]
+    fn fixed_fields_are_kept() {
+        let budget = Budget::new(4.0, 1e-6).unwrap();
+        let mine = TrainParams { rank: 48, max_items_per_subject: 7, ..TrainParams::default() };
+        let settled = DpRules::except(["rank", "max_items_per_subject"]).settle(Feedback::Implicit, budget, &mine);
+        assert_eq!((settled.rank, settled.max_items_per_subject), (48, 7));
+        assert_eq!(settled.max_value, 1.0, "an unfixed field is ruled");
+        assert_eq!(DpRules::except(["iterations"]).iterations(&[1e6; 10], 1.0, 10, 1.0), None);
+    }
+
+    proptest! {
+        /// More noise never buys more iterations, and the count stays in range.
+        #[test]
+        fn iterations_fall_as_noise_grows(
+            counts in prop::collection::vec(0.0f64..1e5, 1..50),
+            noise in 0.01f64..1e4,
+            factor in 1.0f64..100.0,
+            planned in 1u32..20,
+        ) {
+            let rules = DpRules::default();
+            let a = rules.iterations(&counts, 1.0, planned, noise).unwrap();
+            let b = rules.iterations(&counts, 1.0, planned, noise * factor).unwrap();
+            prop_assert!(b <= a);
+            prop_assert!((1..=MAX_RULED_ITERATIONS).contains(&a));
+        }
+    }
+}
