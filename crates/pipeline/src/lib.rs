@@ -86,11 +86,12 @@ impl Error {
             Error::Budget(_) => ErrorKind::Budget,
             Error::Store(_) => ErrorKind::Store,
             Error::Io { .. } => ErrorKind::Io,
-            Error::Mf(hush_mf::Error::InvalidParam { .. }) => ErrorKind::Input,
+            Error::Consent(e) | Error::Features(hush_features::Error::Consent(e)) => consent_kind(e),
+            Error::Features(hush_features::Error::Io { .. }) => ErrorKind::Io,
+            Error::Mf(hush_mf::Error::InvalidParam { .. } | hush_mf::Error::Privacy(_)) => ErrorKind::Input,
+            Error::Mf(hush_mf::Error::Features(hush_features::Error::Consent(e))) => consent_kind(e),
+            Error::Mf(hush_mf::Error::Features(hush_features::Error::Io { .. })) => ErrorKind::Io,
             Error::Mf(_) => ErrorKind::Model,
-            Error::Consent(hush_consent::Error::BudgetExceeded { .. }) => ErrorKind::Budget,
-            Error::Consent(e) if is_store_error(e) => ErrorKind::Store,
-            Error::Consent(hush_consent::Error::Io { .. }) => ErrorKind::Io,
             _ => ErrorKind::Input,
         }
     }
@@ -102,19 +103,21 @@ impl Error {
     }
 }
 
-fn is_store_error(e: &hush_consent::Error) -> bool {
+fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
     use hush_consent::Error as E;
-    matches!(
-        e,
+    match e {
+        E::BudgetExceeded { .. } => ErrorKind::Budget,
+        E::Io { .. } => ErrorKind::Io,
         E::Key { .. }
-            | E::Database { .. }
-            | E::Postgres { .. }
-            | E::Connect { .. }
-            | E::CleartextRefused { .. }
-            | E::PoolExhausted { .. }
-            | E::Corrupt { .. }
-            | E::SchemaTooNew { .. }
-    )
+        | E::Database { .. }
+        | E::Postgres { .. }
+        | E::Connect { .. }
+        | E::CleartextRefused { .. }
+        | E::PoolExhausted { .. }
+        | E::Corrupt { .. }
+        | E::SchemaTooNew { .. } => ErrorKind::Store,
+        _ => ErrorKind::Input,
+    }
 }
 
 /// The causes of `error` joined with `: `; a cause whose text already ends

@@ -166,7 +166,7 @@ fn claims_on_a_real_store_spend_once_and_refuse_past_the_cap() {
     let store = Store::open_with(&db, None, ConnectOptions::default(), true).unwrap();
     assert!(store.dataset().starts_with("store-"));
     let params = small_config().train.validate().unwrap();
-    let config = BudgetConfig { lifetime_epsilon: Some(3.0), ..BudgetConfig::default() };
+    let config = BudgetConfig { lifetime_epsilon: Some(2.5), ..BudgetConfig::default() };
     let run = |epsilon: f64, key: &str| RunSpec {
         purpose: BudgetPurpose::Evaluation,
         budget: Some(Budget::new(epsilon, 1e-6).unwrap()),
