@@ -23,11 +23,15 @@ pub struct EventRows {
     pub mapping: CsvMapping,
 }
 
+/// The five field columns of a table (subject, item, kind, value,
+/// timestamp); `None` for an absent optional column.
+type FieldColumns<'a> = [Option<&'a [String]>; 5];
+
 impl EventRows {
     /// The five field columns (subject, item, kind, value, timestamp) and the
     /// context that parses them: a missing required column is an error naming
     /// it; an absent kind or value column is empty, as in a CSV file.
-    fn fields(&self) -> Result<(FieldContext, [Option<&[String]>; 5], usize)> {
+    fn fields(&self) -> Result<(FieldContext, FieldColumns<'_>, usize)> {
         let find = |name: &str| self.columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
         let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
         let missing = |name: &str| {
