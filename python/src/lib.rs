@@ -26,22 +26,22 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-create_exception!(_hush, HushError, PyException, "Every error of hush; the message is the `hush` command's.");
+create_exception!(hush, HushError, PyException, "Every error of hush; the message is the `hush` command's.");
 create_exception!(
-    _hush,
+    hush,
     InputError,
     HushError,
     "Bad input: a malformed row (with its row and field), a setting out of range, a config file."
 );
-create_exception!(_hush, BudgetError, HushError, "The store's privacy budget refuses the run.");
-create_exception!(_hush, StoreError, HushError, "The store or its key is missing or unusable.");
+create_exception!(hush, BudgetError, HushError, "The store's privacy budget refuses the run.");
+create_exception!(hush, StoreError, HushError, "The store or its key is missing or unusable.");
 create_exception!(
-    _hush,
+    hush,
     ModelError,
     HushError,
     "A model file that cannot be read, or a model that does not fit the data."
 );
-create_exception!(_hush, FileError, HushError, "A file that could not be read or written.");
+create_exception!(hush, FileError, HushError, "A file that could not be read or written.");
 
 /// The Python exception of a pipeline error: its kind's class, its message.
 fn py_error(error: Error) -> PyErr {

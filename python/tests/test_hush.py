@@ -346,3 +346,10 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def test_every_error_class_is_a_hush_error():
+    for cls in (hush.InputError, hush.BudgetError, hush.StoreError, hush.ModelError, hush.FileError):
+        assert issubclass(cls, hush.HushError)
+        assert cls.__module__ == "hush"
+    assert issubclass(hush.HushError, Exception)
