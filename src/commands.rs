@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use hush_consent::formats::{ConsentFormat, CsvMapping, EventFormat};
 use hush_consent::import::{self, ImportOptions, ImportReport};
-use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, StoreUrl, Timestamp};
-use hush_features::{ConsentPolicy, ConsentView, ExtractParams, ExtractionReport, Extractor, FeatureSet, Feedback};
+use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, Timestamp};
+use hush_features::{ConsentPolicy, ExtractParams, ExtractionReport, FeatureSet, Feedback};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -43,44 +43,24 @@ pub fn run(cli: Cli) -> Result<()> {
 /// The key file: --key-file, or `hush.key` beside an SQLite store (in the
 /// working directory for a PostgreSQL store).
 fn key_path(g: &Global) -> PathBuf {
-    if let Some(path) = &g.key_file {
-        return path.clone();
-    }
-    match StoreUrl::parse(&g.db) {
-        Ok(StoreUrl::Sqlite(path)) => path.with_file_name("hush.key"),
-        _ => PathBuf::from("hush.key"),
-    }
+    hush_pipeline::store::key_path(&g.db, g.key_file.as_deref())
 }
 
 pub fn load_key(g: &Global) -> Result<PseudonymKey> {
-    require_store(g)?;
-    let path = key_path(g);
-    if !g.create && std::env::var_os(hush_consent::KEY_ENV_VAR).is_none() && !path.exists() {
-        bail!(
-            "key file {} does not exist: pass the store's key with --key-file (or {}), or create a new store \
-             with `hush init` (or --create)",
-            path.display(),
-            hush_consent::KEY_ENV_VAR
-        );
-    }
-    Ok(PseudonymKey::from_env_or_file(&path)?)
+    Ok(hush_pipeline::store::load_key(&g.db, g.key_file.as_deref(), g.create)?)
+}
+
+fn connect_options(g: &Global) -> hush_consent::ConnectOptions {
+    hush_consent::ConnectOptions { allow_cleartext: g.store_allow_cleartext }
 }
 
 pub fn open_ledger(g: &Global) -> Result<Ledger> {
-    require_store(g)?;
-    let options = hush_consent::ConnectOptions { allow_cleartext: g.store_allow_cleartext };
-    Ok(Ledger::connect_with(&g.db, options)?)
+    Ok(hush_pipeline::store::open_ledger(&g.db, connect_options(g), g.create)?)
 }
 
-/// An SQLite store must exist unless the command creates it on purpose
-/// (`hush init`, `--create`): a mistyped `--db` is an error, not a new store.
-fn require_store(g: &Global) -> Result<()> {
-    if let hush_consent::StoreUrl::Sqlite(path) = hush_consent::StoreUrl::parse(&g.db)? {
-        if !g.create && !path.exists() {
-            bail!("store {} does not exist: check --db, or create it with `hush init` (or --create)", path.display());
-        }
-    }
-    Ok(())
+/// The store and its key, for the offline flows of `hush-pipeline`.
+pub fn store(g: &Global) -> Result<hush_pipeline::store::Store> {
+    Ok(hush_pipeline::store::Store::open_with(&g.db, g.key_file.as_deref(), connect_options(g), g.create)?)
 }
 
 /// `hush init`: the store and its key, made once, on purpose.
@@ -449,76 +429,7 @@ fn erase_all(ledger: &mut Ledger, key: &PseudonymKey, ids: &[hush_consent::Subje
     Ok(summary)
 }
 
-/// A hush config file; `models/*.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    #[serde(default)]
-    pub extract: ExtractParams,
-    /// The non-private twin's settings, and the DP-only bounds (clipping,
-    /// contribution bound, shares of ρ) for DP runs.
-    #[serde(default)]
-    pub train: hush_mf::TrainParams,
-    /// Explicit overrides for DP runs. Without them, a DP run takes every
-    /// DP setting `[train]` does not fix from the rules (`hush_mf::rules`):
-    /// settings that suit the twin (rank, iterations, λ, α) do not suit
-    /// noisy statistics, and tuning them on the data being released would
-    /// itself be a release.
-    #[serde(default)]
-    pub train_dp: toml::Table,
-    #[serde(default)]
-    pub budget: crate::budget::BudgetConfig,
-    /// The keys `[train]` sets.
-    #[serde(skip)]
-    pub train_keys: Vec<String>,
-}
-
-impl ConfigFile {
-    /// The training settings of a DP run (`private`: `[train]` with
-    /// `[train_dp]` on top, before the rules) or of the non-private twin.
-    pub fn train_params(&self, private: bool) -> Result<hush_mf::TrainParams> {
-        if !private || self.train_dp.is_empty() {
-            return Ok(self.train.validate()?);
-        }
-        let mut table = toml::Table::try_from(&self.train).context("the [train] table")?;
-        table.extend(self.train_dp.clone());
-        let params: hush_mf::TrainParams =
-            table.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("[train_dp]: {}", e.message()))?;
-        Ok(params.validate()?)
-    }
-
-    /// The DP rules for what the config leaves open: everything but the
-    /// keys of `[train_dp]` and the DP-only bounds `[train]` sets.
-    pub fn dp_rules(&self) -> hush_mf::DpRules {
-        let dp_only = self.train_keys.iter().filter(|k| hush_mf::rules::DP_ONLY_FIELDS.contains(&k.as_str()));
-        hush_mf::DpRules::except(self.train_dp.keys().chain(dp_only).cloned())
-    }
-}
-
-/// Reads a config file; a relative `catalogue` path is taken relative to
-/// the config file, so a config works from any working directory.
-pub fn read_config(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-    let mut config: ConfigFile = toml::from_str(&text).map_err(|e| {
-        let location = e
-            .span()
-            .map(|span| {
-                let line = text[..span.start].matches('\n').count() + 1;
-                format!(":{line}")
-            })
-            .unwrap_or_default();
-        anyhow::anyhow!("config {}{location}: {}", path.display(), e.message())
-    })?;
-    if let Ok(table) = text.parse::<toml::Table>() {
-        if let Some(train) = table.get("train").and_then(toml::Value::as_table) {
-            config.train_keys = train.keys().cloned().collect();
-        }
-    }
-    if let Some(catalogue) = config.extract.catalogue.as_mut().filter(|c| c.is_relative()) {
-        *catalogue = path.parent().unwrap_or(Path::new(".")).join(&*catalogue);
-    }
-    Ok(config)
-}
+pub use hush_pipeline::config::{read_config, ConfigFile};
 
 fn extract_params(args: &ExtractArgs) -> Result<ExtractParams> {
     let mut params = match &args.config {
@@ -573,36 +484,17 @@ pub fn run_extraction(
     use_store: bool,
     now: Timestamp,
 ) -> Result<(FeatureSet, ExtractionReport)> {
-    if config.research_data && use_store {
-        bail!("--research-data reads files only: give --input (research data has no consent ledger)");
-    }
-    // Research data has no ledger, and its output holds no pseudonyms, so a
-    // throwaway key serves; otherwise the store's key must be used.
-    let (ledger, key, view) = if config.research_data {
-        // With a sampling seed the key comes from it too, so a seeded research
-        // run is reproducible end to end (subject keys hang off pseudonyms).
-        let key = match config.sampling_seed {
-            Some(seed) => PseudonymKey::from_bytes(
-                hush_features::SubjectSecret::seeded(seed).derive_bytes(b"research pseudonyms"),
-            ),
-            None => PseudonymKey::generate()?,
-        };
-        (None, key, ConsentView::research(config))
-    } else {
-        let ledger = open_ledger(g)?;
-        let view = ConsentView::from_ledger(&ledger, config)?;
-        (Some(ledger), load_key(g)?, view)
-    };
-    let mut extractor = Extractor::new(config, &view, &key);
+    // Research data has no ledger and no key: no store is reached for it.
+    let store = if config.research_data { None } else { Some(store(g)?) };
+    let inputs: Vec<hush_pipeline::extract::Input> = inputs
+        .iter()
+        .map(|path| hush_pipeline::extract::Input::File { path: path.clone(), format: format.clone() })
+        .collect();
     let bar = progress::counter("rows read", g.quiet);
-    for input in inputs {
-        extractor.add_file(input, format, &mut |n| bar.set_position(n))?;
-    }
-    if let (true, Some(ledger)) = (use_store, &ledger) {
-        extractor.add_store(ledger, &mut |n| bar.set_position(n))?;
-    }
+    let extracted =
+        hush_pipeline::extract::extract(store.as_ref(), config, &inputs, use_store, now, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
-    Ok(extractor.finish(now)?)
+    Ok(extracted)
 }
 
 fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionReport)> {

@@ -6,10 +6,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use hush_consent::BudgetPurpose;
 use hush_consent::Timestamp;
-use hush_features::split::split;
 use hush_features::{ExtractionReport, FeatureSet, Feedback, SplitSpec};
-use hush_mf::eval::{self, Baselines, EvalOptions, Evaluation};
-use hush_mf::{DpRules, Model, ModelPurpose, Privacy, PrivacyGuarantee, TrainParams};
+use hush_mf::eval::{self, EvalOptions};
+use hush_mf::{Model, ModelPurpose, Privacy, TrainParams};
 use hush_privacy::{Budget, NoiseSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -17,10 +16,11 @@ use serde_json::{json, Value};
 use crate::budget::{BudgetConfig, RunSpec};
 use crate::cli::*;
 use crate::commands::{event_format, print_json, read_config, run_extraction, ConfigFile};
+use hush_pipeline::learn::{guarantee_line, metrics_json, save_with_card};
 
 pub fn config_of(data: &DataArgs) -> Result<ConfigFile> {
     match &data.config {
-        Some(path) => read_config(path),
+        Some(path) => Ok(read_config(path)?),
         None => Ok(ConfigFile::default()),
     }
 }
@@ -96,25 +96,11 @@ pub fn budget_of(args: &PrivacyArgs) -> Result<Option<Budget>> {
     }
 }
 
-/// DP training under `budget` with noise from `noise`, the settings the
-/// config leaves open taken from `rules`; or the non-private twin.
-pub fn privacy_with(budget: Option<Budget>, noise: NoiseSource, rules: &DpRules) -> Privacy {
-    match budget {
-        Some(budget) => Privacy::Dp { budget, noise: Box::new(noise), rules: Some(rules.clone()) },
-        None => Privacy::NonPrivate,
-    }
-}
+pub use hush_pipeline::learn::privacy_with;
 
 /// The noise the flags ask for: seeded for research runs, else from the OS.
 pub fn noise_of(args: &PrivacyArgs) -> NoiseSource {
-    match args.noise_seed {
-        Some(seed) => NoiseSource::seeded(seed),
-        None => NoiseSource::from_os_entropy(),
-    }
-}
-
-fn privacy_of(args: &PrivacyArgs, rules: &DpRules) -> Result<Privacy> {
-    Ok(privacy_with(budget_of(args)?, noise_of(args), rules))
+    hush_pipeline::learn::noise_of(args.noise_seed)
 }
 
 pub fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: Privacy) -> Result<Model> {
@@ -141,52 +127,6 @@ pub fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: 
         );
     }
     Ok(model)
-}
-
-/// The metrics object with the stable keys scripts rely on. Exact
-/// statistics of private data: printed for the operator, never put in a model.
-fn metrics_json(
-    model: &Model,
-    train: &FeatureSet,
-    train_seconds: Option<f64>,
-    evaluation: &Evaluation,
-    baselines: &Baselines,
-) -> Value {
-    let (epsilon, delta, rho) = match &model.meta.privacy {
-        PrivacyGuarantee::NonPrivate => (Value::Null, Value::Null, Value::Null),
-        PrivacyGuarantee::Dp { epsilon, delta, rho, .. } => (json!(epsilon), json!(delta), json!(rho)),
-    };
-    let k = evaluation.ranking.k;
-    json!({
-        "model_id": model.meta.model_id,
-        "feedback": model.meta.feedback,
-        "private": model.meta.privacy.epsilon().is_some(),
-        "k": k,
-        "epsilon": epsilon,
-        "delta": delta,
-        "rho": rho,
-        "rmse": evaluation.rating.map(|r| r.rmse),
-        "mae": evaluation.rating.map(|r| r.mae),
-        format!("precision_at_{k}"): evaluation.ranking.precision,
-        format!("recall_at_{k}"): evaluation.ranking.recall,
-        format!("ndcg_at_{k}"): evaluation.ranking.ndcg,
-        format!("map_at_{k}"): evaluation.ranking.map,
-        "coverage": evaluation.coverage,
-        "popularity_bias": evaluation.popularity_bias,
-        "train_seconds": train_seconds,
-        "subjects": train.n_subjects(),
-        "interactions": train.nnz(),
-        "items": model.n_items(),
-        "by_activity": evaluation.by_activity,
-        "by_item_popularity": evaluation.by_item_popularity,
-        "baselines": {
-            "global_mean_rmse": baselines.global_mean.map(|r| r.rmse),
-            "item_mean_rmse": baselines.item_mean.map(|r| r.rmse),
-            format!("popularity_recall_at_{k}"): baselines.popularity.ranking.recall,
-            format!("popularity_ndcg_at_{k}"): baselines.popularity.ranking.ndcg,
-        },
-        "research_only": model.meta.data.research_only,
-    })
 }
 
 fn print_metrics(metrics: &Value) -> Result<()> {
@@ -237,7 +177,7 @@ pub fn train_and_report(
     train: &FeatureSet,
     test: &FeatureSet,
     params: &TrainParams,
-    rules: &DpRules,
+    rules: &hush_mf::DpRules,
     budget_config: &BudgetConfig,
     epsilon: Option<f64>,
     out: &Path,
@@ -272,7 +212,7 @@ pub fn train_for_release(
     g: &Global,
     set: &FeatureSet,
     params: &TrainParams,
-    rules: &DpRules,
+    rules: &hush_mf::DpRules,
     budget_config: &BudgetConfig,
     budget: Budget,
     out: &Path,
@@ -299,44 +239,23 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
     let config = config_of(&args.data)?;
     let set = load_data(g, &args.data, &config)?;
     let budget = budget_of(&args.privacy)?;
-    let (train_part, test_part) = match &args.split {
-        Some(spec) => {
-            let parts = split(&set, &spec.parse::<SplitSpec>()?);
-            (parts.train, Some(parts.test))
-        }
-        None => (set, None),
-    };
-    let params = config.train_params(budget.is_some())?;
-    let research_only = train_part.meta.research_only;
-    // A model trained on a split is there to be evaluated: it is never released.
-    let asked = match (args.purpose, test_part.is_some()) {
-        (Some(BudgetPurposeArg::Release), true) => {
-            bail!("--purpose release: a model trained on a split is for evaluation; train on the whole feature set to release")
-        }
-        (None | Some(BudgetPurposeArg::Evaluation), true) => Some(BudgetPurposeArg::Evaluation),
-        (asked, false) => asked,
-    };
-    let purpose = crate::budget::purpose_for(asked, budget, args.privacy.noise_seed.is_some(), &train_part.meta)?;
-    let run =
-        RunSpec { purpose, budget, set: &train_part, params: &params, run_key: crate::budget::new_run_key("train") };
+    let split = args.split.as_deref().map(str::parse::<SplitSpec>).transpose()?;
     // Research data has no consent ledger and its models are never served:
-    // it has no storefront budget to spend from.
-    let budget_config = (!research_only).then_some(&config.budget);
-    let privacy = privacy_with(budget, noise_of(&args.privacy), &config.dp_rules());
-    let model = crate::budget::train_claimed(g, budget_config, run, || {
-        let mut model = train_model(g, &train_part, &params, privacy)?;
-        if purpose == BudgetPurpose::Evaluation {
-            model.set_purpose(ModelPurpose::Evaluation);
-        }
-        Ok(model)
-    })?;
-    let evaluated = test_part.as_ref().map(|test| {
-        let options = EvalOptions::default();
-        let evaluation = eval::evaluate(&model, &train_part, test, options);
-        let baselines = eval::baselines(&train_part, test, options);
-        let metrics = metrics_json(&model, &train_part, None, &evaluation, &baselines);
-        (evaluation, metrics)
-    });
+    // it spends no storefront budget, so no store is reached for it.
+    let store = if set.meta.research_only { None } else { Some(crate::commands::store(g)?) };
+    let trained = hush_pipeline::learn::train(
+        store.as_ref(),
+        hush_pipeline::learn::TrainRun {
+            set,
+            split,
+            config: &config,
+            budget,
+            noise_seed: args.privacy.noise_seed,
+            purpose: args.purpose.map(crate::budget::purpose_of),
+        },
+        |set, params, privacy| train_model(g, set, params, privacy),
+    )?;
+    let (model, evaluated) = (trained.model, trained.evaluated);
     let cards = save_with_card(&model, &args.out, evaluated.as_ref().map(|(e, _)| e))?;
     let metrics = evaluated.map(|(_, m)| m);
     if g.json {
@@ -355,83 +274,28 @@ pub fn train(g: &Global, args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Saves the model and writes its card beside it (`X.card.md`, `X.card.html`
-/// for `X.hmdl`), and an evaluation's private report (`X.evaluation.md`,
-/// `X.evaluation.json`); returns the paths written besides the model.
-fn save_with_card(model: &Model, out: &Path, evaluation: Option<&Evaluation>) -> Result<Vec<String>> {
-    model.save(out)?;
-    let mut files =
-        vec![("card.md", hush_report::card::markdown(model)), ("card.html", hush_report::card::html(model))];
-    if let Some(e) = evaluation {
-        files.push(("evaluation.md", hush_report::card::evaluation_markdown(model, e)));
-        files.push(("evaluation.json", serde_json::to_string_pretty(e)?));
-    }
-    let mut written = Vec::new();
-    for (extension, text) in files {
-        let path = out.with_extension(extension);
-        hush_consent::files::write_owner_only(&path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path.display().to_string());
-    }
-    Ok(written)
-}
-
-fn guarantee_line(model: &Model) -> String {
-    match &model.meta.privacy {
-        PrivacyGuarantee::NonPrivate => "non-private twin: for evaluation only, no privacy guarantee".into(),
-        PrivacyGuarantee::Dp { epsilon, delta, rho, noise_seeded, .. } => format!(
-            "user-level ({epsilon:.4}, {delta:e})-DP, rho {rho:.5}{}",
-            if *noise_seeded { "; SEEDED NOISE: research only, not for release" } else { "" }
-        ),
-    }
-}
-
 pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     let config = config_of(&args.data)?;
     let set = load_data(g, &args.data, &config)?;
-    let mut parts = split(&set, &args.split.parse::<SplitSpec>()?);
-    if let Some(spec) = &args.validation {
-        if args.model.is_some() {
-            bail!("--validation trains its own model on the carved training part; it cannot evaluate --model");
-        }
-        parts = split(&parts.train, &spec.parse::<SplitSpec>()?);
-    }
-    if let Some(dir) = &args.write_split {
-        write_split_csv(dir, &parts.train, &parts.test)?;
-    }
-    // Evaluating on the store's data is recorded on its evaluation budget
-    // (a given model's exact metrics as a non-private run); research data
-    // belongs to no store.
-    let params = config.train_params(args.privacy.epsilon.is_some())?;
-    let run = RunSpec {
-        purpose: BudgetPurpose::Evaluation,
-        budget: if args.model.is_some() { None } else { budget_of(&args.privacy)? },
-        set: &parts.train,
-        params: &params,
-        run_key: crate::budget::new_run_key("evaluate"),
-    };
-    let budget_config = (!parts.train.meta.research_only).then_some(&config.budget);
-    let started = std::time::Instant::now();
-    let mut train_seconds = None;
-    let model = crate::budget::train_claimed(g, budget_config, run, || match &args.model {
-        Some(path) => Ok(Model::load(path)?),
-        None => {
-            let model = train_model(g, &parts.train, &params, privacy_of(&args.privacy, &config.dp_rules())?)?;
-            train_seconds = Some(started.elapsed().as_secs_f64());
-            Ok(model)
-        }
-    })?;
-    if model.n_items() != parts.train.n_items() {
-        bail!(
-            "the model has {} items but the data has {}: evaluate a model on the feature set it was trained from",
-            model.n_items(),
-            parts.train.n_items()
-        );
-    }
-    let options = EvalOptions { k: args.k, ..EvalOptions::default() };
-    let evaluation = eval::evaluate(&model, &parts.train, &parts.test, options);
-    let baselines = eval::baselines(&parts.train, &parts.test, options);
-    let metrics = metrics_json(&model, &parts.train, train_seconds, &evaluation, &baselines);
+    // A given model is evaluated as it is: no budget flag is needed for it.
+    let budget = if args.model.is_some() { None } else { budget_of(&args.privacy)? };
+    let store = if set.meta.research_only { None } else { Some(crate::commands::store(g)?) };
+    let evaluated = hush_pipeline::learn::evaluate(
+        store.as_ref(),
+        hush_pipeline::learn::EvaluateRun {
+            set: &set,
+            split: args.split.parse::<SplitSpec>()?,
+            validation: args.validation.as_deref().map(str::parse::<SplitSpec>).transpose()?,
+            model: args.model.as_deref(),
+            config: &config,
+            budget,
+            noise_seed: args.privacy.noise_seed,
+            k: args.k,
+            write_split: args.write_split.as_deref(),
+        },
+        |set, params, privacy| train_model(g, set, params, privacy),
+    )?;
+    let metrics = evaluated.metrics;
     if g.json {
         return print_json(&metrics);
     }
@@ -439,54 +303,15 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes both parts of a split as CSV with dense subject indices (never identifiers).
-fn write_split_csv(dir: &Path, train: &FeatureSet, test: &FeatureSet) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, part) in [("train.csv", train), ("test.csv", test)] {
-        let path = dir.join(name);
-        let mut out = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
-        out.write_record(["subject_index", "item_id", "value"])?;
-        for s in 0..part.n_subjects() {
-            for i in part.subject_interactions(s) {
-                out.write_record([s.to_string(), part.items[i.item as usize].clone(), i.value.to_string()])?;
-            }
-        }
-        out.flush()?;
-    }
-    Ok(())
-}
-
 pub fn recommend(g: &Global, args: &RecommendArgs) -> Result<()> {
     let model = Model::load(&args.model)?;
-    let index: std::collections::HashMap<&str, usize> =
-        model.items.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    let default_value = match model.meta.feedback {
-        Feedback::Explicit => 4.0,
-        Feedback::Implicit => 1.0,
-    };
-    if !args.values.is_empty() && args.values.len() != args.items.len() {
-        bail!("--values has {} entries but --items has {}", args.values.len(), args.items.len());
-    }
-    let mut history = Vec::new();
-    let mut unknown = Vec::new();
-    for (n, item) in args.items.iter().enumerate() {
-        match index.get(item.as_str()) {
-            Some(&i) => history.push((i as u32, args.values.get(n).copied().unwrap_or(default_value))),
-            None => unknown.push(item.clone()),
-        }
-    }
-    let seen: std::collections::HashSet<usize> = history.iter().map(|&(i, _)| i as usize).collect();
-    let recommendations = if history.is_empty() {
-        model.popular(args.k, |i| seen.contains(&i))
-    } else {
-        let vector = model.fold_in(&history);
-        model.top_k(&vector, args.k, |i| seen.contains(&i))
-    };
+    let found = hush_pipeline::learn::recommend(&model, &args.items, &args.values, args.k)?;
+    let (recommendations, unknown) = (found.items, found.unknown_items);
     let list: Vec<Value> =
         recommendations.iter().map(|(i, s)| json!({ "item": model.items[*i], "score": s })).collect();
     if g.json {
         return print_json(
-            &json!({ "recommendations": list, "unknown_items": unknown, "personalized": !history.is_empty() }),
+            &json!({ "recommendations": list, "unknown_items": unknown, "personalized": found.personalized }),
         );
     }
     if !unknown.is_empty() {
@@ -537,22 +362,13 @@ pub fn card(g: &Global, args: &CardArgs) -> Result<()> {
 /// is the stored `f32`, printed in its shortest round-tripping form.
 pub fn dump(args: &DumpArgs) -> Result<()> {
     let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let factors: Vec<Vec<f32>> = model.item_factor_matrix().rows().into_iter().map(|r| r.to_vec()).collect();
-    print_json(&json!({
-        "meta": model.meta,
-        "rank": model.rank,
-        "items": model.items,
-        "item_factors": factors,
-        "item_bias": model.item_bias,
-        "popularity": model.popularity,
-        "global_mean": model.global_mean,
-    }))
+    print_json(&hush_pipeline::learn::dump_json(&model))
 }
 
 pub fn inspect(g: &Global, args: &InspectArgs) -> Result<()> {
     let model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     if g.json {
-        return print_json(&json!({ "meta": model.meta, "items": model.n_items(), "rank": model.rank }));
+        return print_json(&hush_pipeline::learn::inspect_json(&model));
     }
     print_card(&model, &args.model)?;
     Ok(())

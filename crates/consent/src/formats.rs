@@ -243,7 +243,10 @@ pub struct FieldContext {
 }
 
 impl FieldContext {
-    fn new(label: &str, names: [&str; 5], default_kind: EventKind) -> Self {
+    /// The context of rows labelled `label` (a file path, or `<DataFrame>`)
+    /// whose five fields (subject, item, kind, value, timestamp) are named
+    /// `names` in errors; an empty kind field means `default_kind`.
+    pub fn new(label: &str, names: [&str; 5], default_kind: EventKind) -> Self {
         FieldContext { label: label.to_string(), names: names.map(str::to_string), default_kind }
     }
 

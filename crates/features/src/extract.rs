@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use std::path::Path;
 
-use hush_consent::formats::{EventFormat, EventReader, RawFields};
+use hush_consent::formats::{EventFormat, EventReader, FieldContext, RawFields};
 use hush_consent::{EventKind, Ledger, Pseudonym, PseudonymKey, RowError, Timestamp};
 
 use crate::report::InputSummary;
@@ -275,6 +275,49 @@ impl<'a> Extractor<'a> {
             .into())
         })?;
         self.inputs.push(InputSummary { source: path.display().to_string(), format: format.name().into(), rows });
+        Ok(())
+    }
+
+    /// Reads in-memory rows (a notebook's DataFrame or Arrow table) exactly
+    /// as the rows of a file: the same subject check, the same field parsing
+    /// and the same consent rules; `source` names them in the report.
+    ///
+    /// # Errors
+    /// As [`Extractor::add_file`]: in strict mode the first malformed row,
+    /// named by `context`'s label, its 1-based row number and its field.
+    pub fn add_rows<'r>(
+        &mut self,
+        source: &str,
+        context: &FieldContext,
+        rows: impl IntoIterator<Item = RawFields<'r>>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let _span = tracing::info_span!("extract_rows").entered();
+        let before = self.rows_in;
+        for fields in rows {
+            self.count_row(progress)?;
+            let slot = match context.subject(&fields) {
+                Ok(subject_id) => self.slot_for_raw(subject_id),
+                Err(error) => {
+                    self.malformed(error)?;
+                    continue;
+                }
+            };
+            // Rows of excluded subjects are dropped unparsed, as in files.
+            if let Inclusion::Excluded(reason) = self.slots[slot as usize].inclusion {
+                self.drop_row(reason);
+                continue;
+            }
+            match context.parse_after_subject(&fields) {
+                Ok(raw) => self.consider(slot, raw.item, raw.kind, raw.value, raw.at)?,
+                Err(error) => self.malformed(error)?,
+            }
+        }
+        self.inputs.push(InputSummary {
+            source: source.to_string(),
+            format: "rows".into(),
+            rows: self.rows_in - before,
+        });
         Ok(())
     }
 

@@ -1,0 +1,149 @@
+//! The offline flows of hush, shared by the `hush` command line and the
+//! Python package: reading a config, reaching a store and its key,
+//! consent-filtered extraction from files or in-memory rows, the budget claim
+//! every training run makes, DP and non-private training, evaluation, sweeps,
+//! and offline recommendations from a model file.
+//!
+//! Nothing here prints: each flow returns what it made (models, reports,
+//! metrics as JSON values), and the callers decide how to show it.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod budget;
+pub mod config;
+pub mod extract;
+pub mod learn;
+pub mod store;
+pub mod sweep;
+
+/// Everything that can go wrong in an offline flow.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ledger, a key, or an input file (including a malformed row).
+    #[error(transparent)]
+    Consent(#[from] hush_consent::Error),
+    /// Extraction settings or feature set files.
+    #[error(transparent)]
+    Features(#[from] hush_features::Error),
+    /// Training settings, training, or a model file.
+    #[error(transparent)]
+    Mf(#[from] hush_mf::Error),
+    /// A privacy budget that is not a budget.
+    #[error(transparent)]
+    Privacy(#[from] hush_privacy::Error),
+    /// Model cards or sweep reports.
+    #[error(transparent)]
+    Report(#[from] hush_report::Error),
+    /// A request the flow cannot run: names the setting and what is allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store's privacy budget refuses the run (with the numbers).
+    #[error("{0}")]
+    Budget(String),
+    /// The store or its key is missing.
+    #[error("{0}")]
+    Store(String),
+    /// A file that could not be read or written: which, then the system's reason.
+    #[error("{context}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Text that is not what it should be (a report, a JSON value).
+    #[error("{context}")]
+    Format {
+        /// What was being read or written.
+        context: String,
+        /// The parser's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What kind of failure an [`Error`] is, for callers that map errors to
+/// their own classes (the Python package's exception hierarchy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: a malformed row, a setting out of range, a config file.
+    Input,
+    /// The privacy budget refuses the run.
+    Budget,
+    /// The store or its key is missing or unusable.
+    Store,
+    /// A model file that cannot be read, or a model that does not fit the data.
+    Model,
+    /// A file that could not be read or written.
+    Io,
+}
+
+impl Error {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Budget(_) => ErrorKind::Budget,
+            Error::Store(_) => ErrorKind::Store,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Consent(e) | Error::Features(hush_features::Error::Consent(e)) => consent_kind(e),
+            Error::Features(hush_features::Error::Io { .. }) => ErrorKind::Io,
+            Error::Mf(hush_mf::Error::InvalidParam { .. } | hush_mf::Error::Privacy(_)) => ErrorKind::Input,
+            Error::Mf(hush_mf::Error::Features(hush_features::Error::Consent(e))) => consent_kind(e),
+            Error::Mf(hush_mf::Error::Features(hush_features::Error::Io { .. })) => ErrorKind::Io,
+            Error::Mf(_) => ErrorKind::Model,
+            _ => ErrorKind::Input,
+        }
+    }
+
+    /// The error and its causes on one line, each cause once: the message
+    /// the `hush` command prints after `error: `.
+    pub fn message(&self) -> String {
+        message_of(self)
+    }
+}
+
+fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
+    use hush_consent::Error as E;
+    match e {
+        E::BudgetExceeded { .. } => ErrorKind::Budget,
+        E::Io { .. } => ErrorKind::Io,
+        E::Key { .. }
+        | E::Database { .. }
+        | E::Postgres { .. }
+        | E::Connect { .. }
+        | E::CleartextRefused { .. }
+        | E::PoolExhausted { .. }
+        | E::Corrupt { .. }
+        | E::SchemaTooNew { .. } => ErrorKind::Store,
+        _ => ErrorKind::Input,
+    }
+}
+
+/// The causes of `error` joined with `: `; a cause whose text already ends
+/// the line is not repeated (library errors name their cause in their own
+/// message, as in `reading x.csv: No such file`).
+pub fn message_of(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = current.source();
+    }
+    line
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An I/O error with what was being done.
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
