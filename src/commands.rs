@@ -814,33 +814,13 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let config = read_config(&args.config)?;
     let train_set = FeatureSet::load(&args.dir.join("features.train.hfs"))?;
     let test_set = FeatureSet::load(&args.dir.join("features.test.hfs"))?;
-    crate::learn::train_and_report(
-        &g,
-        &train_set,
-        &test_set,
-        &config.train_params(true)?,
-        &config.dp_rules(),
-        &config.budget,
-        Some(4.0),
-        &args.dir.join("eval-dp.hmdl"),
-    )?;
-    crate::learn::train_and_report(
-        &g,
-        &train_set,
-        &test_set,
-        &config.train_params(false)?,
-        &config.dp_rules(),
-        &config.budget,
-        None,
-        &args.dir.join("eval-nonprivate.hmdl"),
-    )?;
+    crate::learn::train_and_report(&g, &train_set, &test_set, &config, Some(4.0), &args.dir.join("eval-dp.hmdl"))?;
+    crate::learn::train_and_report(&g, &train_set, &test_set, &config, None, &args.dir.join("eval-nonprivate.hmdl"))?;
     out!("== 6/6 the release: DP model (epsilon 4, delta 1e-6) on the whole feature set, release budget");
     let dp = crate::learn::train_for_release(
         &g,
         &FeatureSet::load(&args.dir.join("features.hfs"))?,
-        &config.train_params(true)?,
-        &config.dp_rules(),
-        &config.budget,
+        &config,
         hush_privacy::Budget::new(4.0, 1e-6)?,
         &args.dir.join("model.hmdl"),
     )?;

@@ -13,7 +13,7 @@ use hush_privacy::{Budget, NoiseSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::budget::{BudgetConfig, RunSpec};
+use crate::budget::RunSpec;
 use crate::cli::*;
 use crate::commands::{event_format, print_json, read_config, run_extraction, ConfigFile};
 use hush_pipeline::learn::{guarantee_line, metrics_json, save_with_card};
@@ -176,13 +176,12 @@ pub fn train_and_report(
     g: &Global,
     train: &FeatureSet,
     test: &FeatureSet,
-    params: &TrainParams,
-    rules: &hush_mf::DpRules,
-    budget_config: &BudgetConfig,
+    config: &ConfigFile,
     epsilon: Option<f64>,
     out: &Path,
 ) -> Result<Model> {
     let budget = epsilon.map(|e| Budget::new(e, 1e-6)).transpose()?;
+    let (params, budget_config) = (&config.train_params(budget.is_some())?, &config.budget);
     let run = RunSpec {
         purpose: BudgetPurpose::Evaluation,
         budget,
@@ -190,7 +189,7 @@ pub fn train_and_report(
         params,
         run_key: crate::budget::new_run_key("train"),
     };
-    let privacy = privacy_with(budget, NoiseSource::from_os_entropy(), rules);
+    let privacy = privacy_with(budget, NoiseSource::from_os_entropy(), &config.dp_rules());
     let model = crate::budget::train_claimed(g, Some(budget_config), run, || {
         let mut model = train_model(g, train, params, privacy)?;
         model.set_purpose(ModelPurpose::Evaluation);
@@ -211,12 +210,11 @@ pub fn train_and_report(
 pub fn train_for_release(
     g: &Global,
     set: &FeatureSet,
-    params: &TrainParams,
-    rules: &hush_mf::DpRules,
-    budget_config: &BudgetConfig,
+    config: &ConfigFile,
     budget: Budget,
     out: &Path,
 ) -> Result<Model> {
+    let (params, budget_config) = (&config.train_params(true)?, &config.budget);
     let run = RunSpec {
         purpose: crate::budget::purpose_for(Some(BudgetPurposeArg::Release), Some(budget), false, &set.meta)?,
         budget: Some(budget),
@@ -224,7 +222,7 @@ pub fn train_for_release(
         params,
         run_key: crate::budget::new_run_key("release"),
     };
-    let privacy = privacy_with(Some(budget), NoiseSource::from_os_entropy(), rules);
+    let privacy = privacy_with(Some(budget), NoiseSource::from_os_entropy(), &config.dp_rules());
     let model = crate::budget::train_claimed(g, Some(budget_config), run, || train_model(g, set, params, privacy))?;
     let cards = save_with_card(&model, out, None)?;
     out!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
