@@ -95,12 +95,12 @@ pub(crate) fn document(routes: &[RouteDoc]) -> Value {
                 },
                 "ConsentChange": {
                     "type": "object",
-                    "required": ["purpose", "granted", "notice_version"],
+                    "required": ["purpose", "granted"],
                     "additionalProperties": false,
                     "properties": {
                         "purpose": { "type": "string", "enum": ["personalization", "training"] },
                         "granted": { "type": "boolean" },
-                        "notice_version": { "type": "string", "minLength": 1, "maxLength": 64 },
+                        "notice_version": { "type": "string", "minLength": 1, "maxLength": 64, "description": "The notice the subject saw: required for a grant (part of the proof of consent); a withdrawal without one is recorded as `none`" },
                         "proof_ref": { "type": "string", "maxLength": 256 },
                         "effective_at": { "type": "string", "description": "RFC 3339 or unix seconds; default now" },
                         "source": { "type": "string", "enum": ["api", "cli", "import"] },

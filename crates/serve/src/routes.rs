@@ -490,7 +490,8 @@ impl<'a> History<'a> {
 struct ConsentBody {
     purpose: String,
     granted: bool,
-    notice_version: String,
+    #[serde(default)]
+    notice_version: Option<String>,
     #[serde(default)]
     proof_ref: Option<String>,
     #[serde(default)]
@@ -527,7 +528,7 @@ async fn put_consent(
                 ))
             }
         },
-        notice_version: body.notice_version,
+        notice_version: hush_consent::record::notice_for(body.granted, body.notice_version)?,
         proof_ref: body.proof_ref,
     };
     // The write commits (synchronously, durably) before this handler returns:

@@ -369,7 +369,7 @@ async fn erasure_leaves_nothing_and_refuses_new_events() {
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
     let (status, report) = server.events(raw, &["sku-3"]).await;
     // The answer does not tell an erased subject from a stored one ...
-    assert_eq!((status, report), (200, json!({ "received": 1 })));
+    assert_eq!((status, report), (200, json!({ "received": 1, "duplicates": 0 })));
     // ... nothing was stored, and the keyless metrics do not tell either.
     let (status, _) = server.get(&format!("/v1/subjects/{raw}/export")).await;
     assert_eq!(status, 404);
@@ -1198,4 +1198,65 @@ async fn query_errors_are_json() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
     let (status, body) = server.get("/v1/model?format=md&format=html").await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
+}
+
+/// A storefront's retry stores nothing twice, on either store, and the
+/// answer is the same whoever the events belong to: `duplicates` counts
+/// only repeats inside the request.
+async fn retried_batches_are_idempotent_and_answer_alike(server: Server) {
+    server.consent("ada", "personalization", true).await;
+    let event = |subject: &str, id: Option<&str>, item: &str| {
+        let mut e =
+            json!({ "subject_id": subject, "item_id": item, "kind": "purchase", "timestamp": "2025-06-01T10:00:00Z" });
+        if let Some(id) = id {
+            e["event_id"] = json!(id);
+        }
+        e
+    };
+    let batch = |subject: &str| json!({ "events": [event(subject, Some("order-1"), "i1"), event(subject, None, "i2"), event(subject, None, "i2")] });
+    let mut answers = Vec::new();
+    for subject in ["ada", "never-seen", "ada", "never-seen"] {
+        let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(batch(subject))).await;
+        assert_eq!(status, 200, "{body}");
+        answers.push(body);
+    }
+    assert!(answers.iter().all(|a| a == &json!({ "received": 3, "duplicates": 1 })), "{answers:?}");
+    let (_, export) = server.get("/v1/subjects/ada/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
+    // The same id with other content inside one request: the client's error.
+    let conflicting = json!({ "events": [event("ada", Some("order-2"), "i1"), event("ada", Some("order-2"), "i3")] });
+    let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(conflicting)).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_event")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("events[1]"), "{body}");
+    // Against a stored event it is not (that would tell who consented): the first one stands.
+    let (status, _) = server
+        .send(reqwest::Method::POST, "/v1/events", Some(json!({ "events": [event("ada", Some("order-1"), "i9")] })))
+        .await;
+    assert_eq!(status, 200);
+    let (_, export) = server.get("/v1/subjects/ada/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
+}
+
+#[tokio::test]
+async fn retried_batches_are_idempotent_on_sqlite() {
+    retried_batches_are_idempotent_and_answer_alike(Server::start().await).await;
+}
+
+#[tokio::test]
+async fn retried_batches_are_idempotent_on_postgres() {
+    retried_batches_are_idempotent_and_answer_alike(Server::start_on_postgres(ServeConfig::default()).await).await;
+}
+
+#[tokio::test]
+async fn a_grant_names_its_notice_and_a_withdrawal_need_not() {
+    let server = Server::start().await;
+    let put = |body: Value| server.send(reqwest::Method::PUT, "/v1/subjects/ada/consent", Some(body));
+    let (status, body) = put(json!({ "purpose": "training", "granted": true })).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_field")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("notice_version"), "{body}");
+    let (status, _) = put(json!({ "purpose": "training", "granted": true, "notice_version": "2025-04" })).await;
+    assert_eq!(status, 200);
+    let (status, body) = put(json!({ "purpose": "training", "granted": false })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recorded"]["notice_version"], "none");
 }
