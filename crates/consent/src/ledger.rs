@@ -422,7 +422,7 @@ impl Ledger {
     pub fn batch(&mut self) -> Result<WriteBatch<'_>> {
         Ok(match &mut self.backend {
             Backend::Sqlite(s) => WriteBatch { inner: BatchBackend::Sqlite(s.batch()?) },
-            Backend::Postgres(p) => WriteBatch { inner: BatchBackend::Postgres(p.get_mut().batch()?) },
+            Backend::Postgres(p) => WriteBatch { inner: BatchBackend::Postgres(Box::new(p.get_mut().batch()?)) },
         })
     }
 
@@ -741,7 +741,7 @@ impl Ledger {
 
 enum BatchBackend<'a> {
     Sqlite(SqliteBatch<'a>),
-    Postgres(PgBatch<'a>),
+    Postgres(Box<PgBatch<'a>>),
 }
 
 /// Writes that commit together or not at all; dropping it without
@@ -827,7 +827,7 @@ impl WriteBatch<'_> {
     pub fn commit(self) -> Result<()> {
         match self.inner {
             BatchBackend::Sqlite(b) => b.commit(),
-            BatchBackend::Postgres(b) => b.commit(),
+            BatchBackend::Postgres(b) => (*b).commit(),
         }
     }
 }
