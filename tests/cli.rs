@@ -969,3 +969,27 @@ fn text_output_is_plain_and_pipes_close_quietly() {
     let global = help.find("Global options:").expect("a Global options section");
     assert!(help[global..].contains("--db") && !help[..global].contains("--db"), "{help}");
 }
+
+/// Issue 17: re-importing an events file stores nothing twice, and the
+/// summary says how many rows were already held.
+#[test]
+fn reimporting_events_is_idempotent_and_counts_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["init"]);
+    ok(d, &["consent", "grant", "--subject", "u1", "--purpose", "training", "--notice-version", "v1"]);
+    std::fs::write(
+        d.join("events.csv"),
+        "subject_id,item_id,kind,value,timestamp\nu1,a,view,1,1700000000\nu1,b,view,1,1700000001\nu1,b,view,1,1700000001\nu2,a,view,1,1700000000\n",
+    )
+    .unwrap();
+    let first = json(&ok(d, &["events", "import", "events.csv", "--json"]));
+    assert_eq!((first["stored"].as_u64(), first["duplicates"].as_u64()), (Some(2), Some(1)), "{first}");
+    assert_eq!(first["dropped_no_consent"].as_u64(), Some(1));
+    let again = json(&ok(d, &["events", "import", "events.csv", "--json"]));
+    assert_eq!((again["stored"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(3)), "{again}");
+    let text = String::from_utf8(ok(d, &["events", "import", "events.csv"]).stdout).unwrap();
+    assert!(text.contains("0 events stored, 3 already held"), "{text}");
+    let export = json(&ok(d, &["export", "--subject", "u1"]));
+    assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
+}
