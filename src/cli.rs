@@ -94,6 +94,7 @@ pub enum Command {
     #[command(subcommand)]
     Model(ModelCommand),
     /// Serve a model over HTTP: consent-gated recommendations, consent, events, export, erasure.
+    /// With --json the start-up summary (address, model id, example requests) is one JSON object.
     Serve(ServeArgs),
     /// The privacy budget ledger: what DP training has spent per dataset, and lifetime caps.
     #[command(subcommand)]
@@ -523,9 +524,11 @@ pub struct ConsentChangeArgs {
     /// personalization or training.
     #[arg(long)]
     pub purpose: String,
-    /// Version of the notice the subject was shown.
-    #[arg(long, default_value = "cli")]
-    pub notice_version: String,
+    /// Version of the notice the subject was shown: required for a grant
+    /// (what the subject agreed to is part of the proof of consent, GDPR
+    /// Art. 7(1)); optional for a withdrawal, which needs no notice.
+    #[arg(long)]
+    pub notice_version: Option<String>,
     /// Reference to proof of the decision (e.g. a consent receipt id).
     #[arg(long)]
     pub proof: Option<String>,

@@ -269,7 +269,8 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
             None => now,
         },
         source: ConsentSource::Cli,
-        notice_version: args.notice_version.clone(),
+        notice_version: hush_consent::record::notice_for(granted, args.notice_version.clone())
+            .map_err(|e| anyhow::anyhow!("{e} (--notice-version)"))?,
         proof_ref: args.proof.clone(),
     };
     if args.after_erasure && granted {
@@ -684,6 +685,31 @@ fn serve_model(
             None => "-H \"Authorization: Bearer $HUSH_API_KEY\"".to_string(),
         };
         let subject = example_subject.unwrap_or("cust-0000002");
+        if g.json {
+            // One JSON object on stdout: logs stay on stderr, so stdout stays parseable.
+            let key = example_key.unwrap_or("$HUSH_API_KEY");
+            let base = format!("http://{address}");
+            print_json(&serde_json::json!({
+                "serving": model_path.display().to_string(),
+                "model_id": state.model().model.meta.model_id,
+                "address": address.to_string(),
+                "base_url": base,
+                "store": hush_consent::ledger::redact(&g.db),
+                "api_key": example_key,
+                "examples": [
+                    { "method": "GET", "url": format!("{base}/v1/model"), "authorization": format!("Bearer {key}") },
+                    { "method": "GET", "url": format!("{base}/v1/recommendations/popular?k=5"), "authorization": format!("Bearer {key}") },
+                    { "method": "GET", "url": format!("{base}/v1/subjects/{subject}/recommendations?k=5"), "authorization": format!("Bearer {key}") },
+                    { "method": "GET", "url": format!("{base}/v1/subjects/{subject}/export"), "authorization": format!("Bearer {key}") },
+                    { "method": "PUT", "url": format!("{base}/v1/subjects/{subject}/consent"), "authorization": format!("Bearer {key}"),
+                      "body": { "purpose": "personalization", "granted": false } },
+                    { "method": "DELETE", "url": format!("{base}/v1/subjects/{subject}"), "authorization": format!("Bearer {key}") },
+                ],
+            }))?;
+            hush_serve::serve(listener, state, shutdown_signal()).await?;
+            eprintln!("stopped: the requests in flight were answered");
+            return Ok(());
+        }
         out!("serving {} on http://{address} (store {})", model_path.display(), hush_consent::ledger::redact(&g.db));
         out!("Ctrl-C or SIGTERM stops after the requests in flight; SIGHUP reloads the model file. Try:");
         out!("  curl {auth} http://{address}/v1/model");
@@ -691,7 +717,7 @@ fn serve_model(
         out!("  curl {auth} 'http://{address}/v1/subjects/{subject}/recommendations?k=5'");
         out!("  curl {auth} http://{address}/v1/subjects/{subject}/export");
         out!("  curl -X PUT {auth} -H 'content-type: application/json' \\");
-        out!("       -d '{{\"purpose\":\"personalization\",\"granted\":false,\"notice_version\":\"2025-04\"}}' \\");
+        out!("       -d '{{\"purpose\":\"personalization\",\"granted\":false}}' \\");
         out!("       http://{address}/v1/subjects/{subject}/consent     # then recommendations answer 403");
         out!("  curl -X DELETE {auth} http://{address}/v1/subjects/{subject}");
         hush_serve::serve(listener, state, shutdown_signal()).await?;

@@ -160,9 +160,25 @@ fn consent_commands_record_and_answer() {
     );
 
     ok(d, &["erase", "--subject", "ada@example.org"]);
-    let out = hush(d, &["consent", "grant", "--subject", "ada@example.org", "--purpose", "training"]);
+    let out = hush(
+        d,
+        &["consent", "grant", "--subject", "ada@example.org", "--purpose", "training", "--notice-version", "v1"],
+    );
     assert!(stderr(&out).contains("pass --after-erasure"), "{}", stderr(&out));
-    ok(d, &["consent", "grant", "--subject", "ada@example.org", "--purpose", "training", "--after-erasure"]);
+    ok(
+        d,
+        &[
+            "consent",
+            "grant",
+            "--subject",
+            "ada@example.org",
+            "--purpose",
+            "training",
+            "--notice-version",
+            "v1",
+            "--after-erasure",
+        ],
+    );
     let db = std::fs::read(d.join("hush.db")).unwrap();
     assert!(!db.windows(15).any(|w| w == b"ada@example.org"));
 }
@@ -179,7 +195,11 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
         args.extend(extra);
         args
     };
-    ok(d, &with("grant", &[]));
+    // A grant names the notice the subject saw (as the API requires); a withdrawal needs none.
+    let out = hush(d, &with("grant", &[]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("notice_version") && stderr(&out).contains("--notice-version"), "{}", stderr(&out));
+    ok(d, &with("grant", &["--notice-version", "2025-04"]));
     let out = ok(d, &with("withdraw", &["--effective-at", "2024-06-01T00:00:00Z"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("recorded"));
     let status = json(&ok(d, &["consent", "status", "--subject", "grace@example.org", "--json"]));
@@ -187,7 +207,7 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
     let status = json(&ok(d, &with("status", &["--as-of", "2025-01-01T00:00:00Z", "--json"])));
     assert_eq!(status[0]["state"], "withdrawn", "the withdrawal widens back to its effective time: {status}");
 
-    let out = hush(d, &with("grant", &["--effective-at", "2999-01-01T00:00:00Z"]));
+    let out = hush(d, &with("grant", &["--notice-version", "2025-04", "--effective-at", "2999-01-01T00:00:00Z"]));
     assert!(!out.status.success());
     let message = stderr(&out);
     assert!(message.contains("invalid effective_at: 2999-01-01T00:00:00Z is in the future"), "{message}");
@@ -225,7 +245,7 @@ fn malformed_input_names_file_line_and_field_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(d, &["init"]);
-    ok(d, &["consent", "grant", "--subject", "u1", "--purpose", "personalization"]);
+    ok(d, &["consent", "grant", "--subject", "u1", "--purpose", "personalization", "--notice-version", "v1"]);
     std::fs::write(
         d.join("bad.csv"),
         "subject_id,item_id,kind,value,timestamp\nu1,a,view,1,1700000000\nu1,b,view,1,17000x\n",
@@ -948,4 +968,28 @@ fn text_output_is_plain_and_pipes_close_quietly() {
     let help = String::from_utf8_lossy(&ok(d, &["consent", "status", "--help"]).stdout).to_string();
     let global = help.find("Global options:").expect("a Global options section");
     assert!(help[global..].contains("--db") && !help[..global].contains("--db"), "{help}");
+}
+
+/// Issue 17: re-importing an events file stores nothing twice, and the
+/// summary says how many rows were already held.
+#[test]
+fn reimporting_events_is_idempotent_and_counts_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["init"]);
+    ok(d, &["consent", "grant", "--subject", "u1", "--purpose", "training", "--notice-version", "v1"]);
+    std::fs::write(
+        d.join("events.csv"),
+        "subject_id,item_id,kind,value,timestamp\nu1,a,view,1,1700000000\nu1,b,view,1,1700000001\nu1,b,view,1,1700000001\nu2,a,view,1,1700000000\n",
+    )
+    .unwrap();
+    let first = json(&ok(d, &["events", "import", "events.csv", "--json"]));
+    assert_eq!((first["stored"].as_u64(), first["duplicates"].as_u64()), (Some(2), Some(1)), "{first}");
+    assert_eq!(first["dropped_no_consent"].as_u64(), Some(1));
+    let again = json(&ok(d, &["events", "import", "events.csv", "--json"]));
+    assert_eq!((again["stored"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(3)), "{again}");
+    let text = String::from_utf8(ok(d, &["events", "import", "events.csv"]).stdout).unwrap();
+    assert!(text.contains("0 events stored, 3 already held"), "{text}");
+    let export = json(&ok(d, &["export", "--subject", "u1"]));
+    assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
 }

@@ -122,6 +122,36 @@ pub struct SubjectEvent {
     pub subject: Pseudonym,
     /// The event.
     pub event: Event,
+    /// The source's own id of the event (an order line, a tracking id), if it
+    /// has one: what makes a retried import idempotent. Without it, an
+    /// identical (subject, item, kind, value, time) is the same event.
+    pub event_id: Option<String>,
+}
+
+/// Checks an event id: 1–128 bytes, no control characters.
+///
+/// # Errors
+/// [`Error::InvalidField`] for the `event_id` field.
+pub fn validate_event_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 128 || has_control_chars(id) {
+        return Err(Error::InvalidField {
+            field: "event_id",
+            message: format!("expected 1 to 128 bytes without control characters, found {} bytes", id.len()),
+        });
+    }
+    Ok(())
+}
+
+/// The 64-bit index key of an event id of one subject: a one-way digest of
+/// the pseudonym and the id, so the index (whose interior pages may keep
+/// copies of deleted keys) holds neither.
+pub(crate) fn event_key(subject: &Pseudonym, event_id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new_with_prefix(b"hush/event-key/v1\0")
+        .chain_update(subject.as_bytes())
+        .chain_update(event_id.as_bytes())
+        .finalize();
+    i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
 }
 
 #[cfg(test)]

@@ -40,8 +40,10 @@ pub struct ImportReport {
     pub rows: u64,
     /// Rows stored.
     pub stored: u64,
-    /// Rows skipped because the store already held exactly that record
-    /// (consent imports: re-importing a file changes nothing).
+    /// Rows skipped because the store already held exactly that record:
+    /// re-importing a file changes nothing. Consent: the same decision
+    /// (subject, purpose, decision, `effective_at`, source, notice, proof);
+    /// events: the same subject, item, kind, value and time.
     pub duplicates: u64,
     /// Rows refused because the subject was erased (suppressed).
     pub dropped_suppressed: u64,
@@ -154,7 +156,9 @@ pub fn import_consent(
 }
 
 /// Imports events from `path` into the event store; events of subjects with
-/// no purpose granted at `now`, or erased, are counted and not stored.
+/// no purpose granted at `now`, or erased, are counted and not stored, and
+/// so are events the store already holds (`duplicates`): re-importing a
+/// file, or a file that overlaps an earlier one, stores nothing twice.
 ///
 /// # Errors
 /// As [`import_consent`].
@@ -175,11 +179,24 @@ pub fn import_events(
         progress,
         || reader.next_row(),
         |batch, raw, report| {
-            let event = SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event };
+            let event = SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event, event_id: None };
             match batch.ingest_event(&event, now)? {
                 IngestOutcome::Stored => report.stored += 1,
                 IngestOutcome::NoConsent => report.dropped_no_consent += 1,
                 IngestOutcome::Suppressed => report.dropped_suppressed += 1,
+                IngestOutcome::Duplicate => report.duplicates += 1,
+                IngestOutcome::Conflict => {
+                    let error = RowError {
+                        path: report.path.clone(),
+                        line: report.rows,
+                        field: Some("event_id".into()),
+                        message: format!(
+                            "data row {}: the store holds this event id of the subject with other content",
+                            report.rows
+                        ),
+                    };
+                    return report.malformed_row(error, options);
+                }
             }
             Ok(())
         },

@@ -74,6 +74,13 @@ pub enum IngestOutcome {
     NoConsent,
     /// Not stored: the subject was erased and is suppressed.
     Suppressed,
+    /// Not stored: the store already holds this event (the same `event_id`
+    /// of the subject, or without an id the same subject, item, kind,
+    /// value and time). Retried imports are idempotent.
+    Duplicate,
+    /// Not stored: the store holds an event of the subject with this
+    /// `event_id` and different content. The first one stands.
+    Conflict,
 }
 
 /// Counts of an ingestion batch, plus the outcome of each event in order.
@@ -87,6 +94,10 @@ pub struct IngestReport {
     pub dropped_no_consent: u64,
     /// Events refused because the subject was erased.
     pub dropped_suppressed: u64,
+    /// Events not stored again: the store already held them.
+    pub duplicates: u64,
+    /// Events refused because their `event_id` was held with other content.
+    pub conflicts: u64,
     /// The outcome of each event, in the order offered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outcomes: Vec<IngestOutcome>,
@@ -99,6 +110,8 @@ impl IngestReport {
             IngestOutcome::Stored => self.stored += 1,
             IngestOutcome::NoConsent => self.dropped_no_consent += 1,
             IngestOutcome::Suppressed => self.dropped_suppressed += 1,
+            IngestOutcome::Duplicate => self.duplicates += 1,
+            IngestOutcome::Conflict => self.conflicts += 1,
         }
         self.outcomes.push(outcome);
     }
@@ -109,6 +122,8 @@ impl IngestReport {
         self.stored += other.stored;
         self.dropped_no_consent += other.dropped_no_consent;
         self.dropped_suppressed += other.dropped_suppressed;
+        self.duplicates += other.duplicates;
+        self.conflicts += other.conflicts;
     }
 }
 
@@ -407,7 +422,7 @@ impl Ledger {
     pub fn batch(&mut self) -> Result<WriteBatch<'_>> {
         Ok(match &mut self.backend {
             Backend::Sqlite(s) => WriteBatch { inner: BatchBackend::Sqlite(s.batch()?) },
-            Backend::Postgres(p) => WriteBatch { inner: BatchBackend::Postgres(p.get_mut().batch()?) },
+            Backend::Postgres(p) => WriteBatch { inner: BatchBackend::Postgres(Box::new(p.get_mut().batch()?)) },
         })
     }
 
@@ -437,8 +452,7 @@ impl Ledger {
     /// [`Error::Database`] if the store fails; nothing of the batch is stored then.
     pub fn ingest_events(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<IngestReport> {
         let mut batch = self.batch()?;
-        let subjects: Vec<Pseudonym> = events.iter().map(|e| e.subject).collect();
-        batch.prefetch(&subjects, now)?;
+        batch.prefetch(events, now)?;
         let mut report = IngestReport::default();
         for event in events {
             report.count(batch.ingest_event(event, now)?);
@@ -727,7 +741,7 @@ impl Ledger {
 
 enum BatchBackend<'a> {
     Sqlite(SqliteBatch<'a>),
-    Postgres(PgBatch<'a>),
+    Postgres(Box<PgBatch<'a>>),
 }
 
 /// Writes that commit together or not at all; dropping it without
@@ -766,17 +780,18 @@ impl WriteBatch<'_> {
         }
     }
 
-    /// Reads at once what deciding about the events of `subjects` at `now`
-    /// needs, so [`WriteBatch::ingest_event`] does not ask the store per
+    /// Reads at once what deciding about `events` at `now` needs (their
+    /// subjects' consent and suppression, and the stored events they could
+    /// repeat), so [`WriteBatch::ingest_event`] does not ask the store per
     /// subject (on PostgreSQL, one round trip instead of three per subject;
     /// SQLite reads in-process and needs none of it).
     ///
     /// # Errors
     /// [`Error::Database`] if the store fails.
-    pub fn prefetch(&mut self, subjects: &[Pseudonym], now: Timestamp) -> Result<()> {
+    pub fn prefetch(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<()> {
         match &mut self.inner {
             BatchBackend::Sqlite(_) => Ok(()),
-            BatchBackend::Postgres(b) => b.prefetch(subjects, now),
+            BatchBackend::Postgres(b) => b.prefetch(events, now),
         }
     }
 
@@ -812,7 +827,7 @@ impl WriteBatch<'_> {
     pub fn commit(self) -> Result<()> {
         match self.inner {
             BatchBackend::Sqlite(b) => b.commit(),
-            BatchBackend::Postgres(b) => b.commit(),
+            BatchBackend::Postgres(b) => (*b).commit(),
         }
     }
 }

@@ -124,6 +124,29 @@ impl ConsentChange {
     }
 }
 
+/// What a withdrawal recorded without a notice version stores as one.
+pub const NO_NOTICE: &str = "none";
+
+/// The notice version to record for a decision, the same rule for the API
+/// and the CLI: a grant must name the notice the subject saw (what they
+/// agreed to is part of the proof of consent, GDPR Art. 7(1)); a withdrawal
+/// needs none (withdrawing must be as easy as granting, Art. 7(3)) and is
+/// recorded with [`NO_NOTICE`] when none is given.
+///
+/// # Errors
+/// [`Error::InvalidField`] for a grant without a notice version.
+pub fn notice_for(granted: bool, notice_version: Option<String>) -> Result<String> {
+    match notice_version {
+        Some(version) => Ok(version),
+        None if granted => Err(Error::InvalidField {
+            field: "notice_version",
+            message: "a grant must name the version of the notice the subject saw (part of the proof of consent)"
+                .into(),
+        }),
+        None => Ok(NO_NOTICE.to_string()),
+    }
+}
+
 fn check_text(field: &'static str, text: &str, max_chars: usize) -> Result<()> {
     let count = text.chars().count();
     if count == 0 || count > max_chars || text.chars().any(char::is_control) {
@@ -184,6 +207,13 @@ mod tests {
             "marketing".parse::<Purpose>().unwrap_err().to_string(),
             "unknown purpose `marketing`: expected one of personalization, training"
         );
+    }
+
+    #[test]
+    fn grants_need_a_notice_and_withdrawals_do_not() {
+        assert!(notice_for(true, None).unwrap_err().to_string().contains("notice_version"));
+        assert_eq!(notice_for(false, None).unwrap(), NO_NOTICE);
+        assert_eq!(notice_for(true, Some("2025-04".into())).unwrap(), "2025-04");
     }
 
     #[test]

@@ -107,6 +107,12 @@ const MIGRATIONS: &[&str] = &[
          batches INTEGER NOT NULL,
          events INTEGER NOT NULL
      );",
+    // 6: idempotent event imports: the source's event id (NULL without one)
+    // and its 64-bit key (a digest of pseudonym and id, see `event_key`).
+    // Events without an id are found by content through `events_by_subject`.
+    "ALTER TABLE events ADD COLUMN event_id TEXT;
+     ALTER TABLE events ADD COLUMN event_key INTEGER;
+     CREATE INDEX events_by_event_key ON events (subject_key, event_key) WHERE event_key IS NOT NULL;",
 ];
 
 /// The newest schema version this build understands.
@@ -370,7 +376,7 @@ impl SqliteStore {
         while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
             let subject = pseudonym_from_row(row, 0).map_err(Error::db(&self.path))?;
             let event = event_from_offset(row, 1).map_err(Error::db(&self.path))?;
-            visit(SubjectEvent { subject, event })?;
+            visit(SubjectEvent { subject, event, event_id: None })?;
         }
         Ok(())
     }
@@ -645,11 +651,15 @@ impl SqliteBatch<'_> {
         if !allowed {
             return Ok(IngestOutcome::NoConsent);
         }
+        if let Some(outcome) = self.held(event)? {
+            return Ok(outcome);
+        }
         let e = &event.event;
         let mut stmt = self
             .tx
             .prepare_cached(
-                "INSERT INTO events (subject_key, subject, item, kind, value, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (subject_key, subject, item, kind, value, at, event_id, event_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .map_err(Error::db(self.path))?;
         stmt.execute(params![
@@ -658,10 +668,59 @@ impl SqliteBatch<'_> {
             e.item,
             e.kind.as_str(),
             f64::from(e.value),
-            e.at.as_unix_millis()
+            e.at.as_unix_millis(),
+            event.event_id,
+            event.event_id.as_deref().map(|id| crate::event::event_key(subject, id)),
         ])
         .map_err(Error::db(self.path))?;
         Ok(IngestOutcome::Stored)
+    }
+
+    /// `Duplicate` or `Conflict` if the store (this batch included) already
+    /// holds the event: by its id when it has one, else by its content
+    /// among the subject's events without an id.
+    fn held(&mut self, event: &SubjectEvent) -> Result<Option<IngestOutcome>> {
+        let (subject, e) = (&event.subject, &event.event);
+        match &event.event_id {
+            Some(id) => {
+                let mut stmt = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT item, kind, value, at FROM events
+                         WHERE subject_key = ?1 AND event_key = ?2 AND subject = ?3 AND event_id = ?4 LIMIT 1",
+                    )
+                    .map_err(Error::db(self.path))?;
+                let held = stmt
+                    .query_row(
+                        params![subject_key(subject), crate::event::event_key(subject, id), subject.as_bytes(), id],
+                        event_from_row,
+                    )
+                    .optional()
+                    .map_err(Error::db(self.path))?;
+                Ok(held.map(|h| if &h == e { IngestOutcome::Duplicate } else { IngestOutcome::Conflict }))
+            }
+            None => {
+                let mut stmt = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT 1 FROM events
+                         WHERE subject_key = ?1 AND at = ?2 AND subject = ?3 AND item = ?4 AND kind = ?5
+                           AND value = ?6 AND event_id IS NULL LIMIT 1",
+                    )
+                    .map_err(Error::db(self.path))?;
+                let held = stmt
+                    .exists(params![
+                        subject_key(subject),
+                        e.at.as_unix_millis(),
+                        subject.as_bytes(),
+                        e.item,
+                        e.kind.as_str(),
+                        f64::from(e.value),
+                    ])
+                    .map_err(Error::db(self.path))?;
+                Ok(held.then_some(IngestOutcome::Duplicate))
+            }
+        }
     }
 
     /// See [`crate::WriteBatch::count_received`].

@@ -111,6 +111,8 @@ impl Metrics {
             stored = report.stored,
             no_consent = report.dropped_no_consent,
             suppressed = report.dropped_suppressed,
+            duplicates = report.duplicates,
+            conflicts = report.conflicts,
             "events ingested"
         );
     }

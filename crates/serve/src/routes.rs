@@ -490,7 +490,8 @@ impl<'a> History<'a> {
 struct ConsentBody {
     purpose: String,
     granted: bool,
-    notice_version: String,
+    #[serde(default)]
+    notice_version: Option<String>,
     #[serde(default)]
     proof_ref: Option<String>,
     #[serde(default)]
@@ -527,7 +528,7 @@ async fn put_consent(
                 ))
             }
         },
-        notice_version: body.notice_version,
+        notice_version: hush_consent::record::notice_for(body.granted, body.notice_version)?,
         proof_ref: body.proof_ref,
     };
     // The write commits (synchronously, durably) before this handler returns:
@@ -605,6 +606,8 @@ struct EventsBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventBody {
+    #[serde(default)]
+    event_id: Option<String>,
     subject_id: String,
     item_id: String,
     kind: String,
@@ -622,6 +625,33 @@ enum TimestampField {
     Text(String),
 }
 
+/// How many events of `batch` repeat an earlier one of the same batch: the
+/// same subject and event id, or without ids the same subject, item, kind,
+/// value and time (the store's rule for duplicates).
+fn duplicates_in_request(batch: &[SubjectEvent]) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    batch
+        .iter()
+        .filter(|e| {
+            let key = match &e.event_id {
+                Some(id) => (e.subject, Some(id.clone()), String::new(), String::new(), 0, 0),
+                None => {
+                    let value = if e.event.value == 0.0 { 0.0f32 } else { e.event.value };
+                    (
+                        e.subject,
+                        None,
+                        e.event.item.clone(),
+                        e.event.kind.as_str().to_string(),
+                        value.to_bits(),
+                        e.event.at.as_unix_millis(),
+                    )
+                }
+            };
+            !seen.insert(key)
+        })
+        .count() as u64
+}
+
 /// The latest event time accepted: the end of year 9999, the last one RFC 3339 can write.
 const LATEST_EVENT_MS: i64 = 253_402_300_799_999;
 
@@ -634,8 +664,14 @@ async fn ingest(
     let now = Timestamp::now();
     // Validate the whole batch first: a bad event stores nothing.
     let mut batch = Vec::with_capacity(body.events.len());
+    // Repeats within the request, found from the body alone: (subject, event
+    // id) to the position that first used it.
+    let mut ids: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
     for (position, e) in body.events.into_iter().enumerate() {
         let bad = |m: String| ApiError::bad("invalid_event", format!("events[{position}]: {m}"));
+        if let Some(id) = &e.event_id {
+            hush_consent::event::validate_event_id(id).map_err(|x| bad(x.to_string()))?;
+        }
         let kind: EventKind = e.kind.parse().map_err(|x: hush_consent::Error| bad(x.to_string()))?;
         hush_consent::event::validate_item_id(&e.item_id).map_err(|x| bad(x.to_string()))?;
         let subject_id = SubjectId::parse(&e.subject_id).map_err(|x| bad(x.to_string()))?;
@@ -653,15 +689,33 @@ async fn ingest(
             (None, EventKind::Rating) => return Err(bad("a rating event needs a value".into())),
             (None, _) => 1.0,
         };
-        batch.push(SubjectEvent {
+        let event = SubjectEvent {
             subject: subject_id.pseudonymize(&state.key),
             event: Event { item: e.item_id, kind, value, at },
-        });
+            event_id: e.event_id,
+        };
+        if let Some(id) = &event.event_id {
+            if let Some(&first) = ids.get(&(e.subject_id.clone(), id.clone())) {
+                let earlier: &SubjectEvent = &batch[first];
+                if earlier.event != event.event {
+                    return Err(bad(format!(
+                        "event_id repeats events[{first}] of the same subject with other content"
+                    )));
+                }
+            } else {
+                ids.insert((e.subject_id, id.clone()), position);
+            }
+        }
+        batch.push(event);
     }
+    let in_request = duplicates_in_request(&batch);
     let report = state.write(move |ledger| ledger.ingest_events(&batch, now)).await??;
     // The answer must not depend on who consented or was erased: per-event or
     // per-reason counts would let an ingest-only key probe any subject with a
-    // one-event batch. The operator sees the outcomes in `/metrics`.
+    // one-event batch. So `duplicates` counts only repeats within this
+    // request (known from the body alone); repeats of events stored earlier
+    // are dropped just the same, and counted in the operator's log, because
+    // the store holds events only of subjects who consented.
     state.metrics.record_ingestion(&report);
-    Ok(Json(json!({ "received": report.received })))
+    Ok(Json(json!({ "received": report.received, "duplicates": in_request })))
 }

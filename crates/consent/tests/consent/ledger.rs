@@ -33,7 +33,16 @@ fn change(purpose: Purpose, granted: bool, at: i64) -> ConsentChange {
 }
 
 fn event(subject: Pseudonym, item: &str, at: i64) -> SubjectEvent {
-    SubjectEvent { subject, event: Event { item: item.into(), kind: EventKind::View, value: 1.0, at: t(at) } }
+    SubjectEvent {
+        subject,
+        event: Event { item: item.into(), kind: EventKind::View, value: 1.0, at: t(at) },
+        event_id: None,
+    }
+}
+
+fn with_id(mut e: SubjectEvent, id: &str) -> SubjectEvent {
+    e.event_id = Some(id.into());
+    e
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -404,9 +413,12 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     ledger.record_consent(&alice, &change(Purpose::Training, true, 10), t(10)).unwrap();
     ledger.ingest_events(&[event(alice, "sku-1", 11), event(alice, "sku-2", 12)], t(13)).unwrap();
     // Make it a version-2 store: the budget tables of migration 3, the
-    // column of migration 4 and the batch counter of migration 5 do not exist yet.
+    // column of migration 4, the batch counter of migration 5 and the event
+    // ids of migration 6 do not exist yet.
     let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps; \
-                     ALTER TABLE suppressions DROP COLUMN subject_was_known; DROP TABLE ingest_batches;";
+                     ALTER TABLE suppressions DROP COLUMN subject_was_known; DROP TABLE ingest_batches; \
+                     DROP INDEX events_by_event_key; ALTER TABLE events DROP COLUMN event_key; \
+                     ALTER TABLE events DROP COLUMN event_id;";
     match ledger.sqlite_path() {
         Some(path) => {
             let conn = rusqlite::Connection::open(path).unwrap();
@@ -425,6 +437,66 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     let recent: Vec<String> = ledger.recent_events(&alice, 10).unwrap().into_iter().map(|e| e.item).collect();
     assert_eq!(recent, ["sku-2", "sku-1"]);
     assert_eq!(ledger.stats().unwrap().ingested_batches, 0, "the counter starts with the migration");
+    // The migrated events take part in duplicate detection.
+    drop(ledger);
+    let mut ledger = store.open();
+    let again = ledger.ingest_events(&[event(alice, "sku-1", 11), with_id(event(alice, "sku-3", 14), "e-1")], t(15));
+    let again = again.unwrap();
+    assert_eq!((again.stored, again.duplicates), (1, 1));
+    assert_eq!(ledger.events_of(&alice).unwrap().len(), 3);
+}
+}
+
+on_both_backends! {
+fn event_ingestion_is_idempotent_by_id_and_by_content(store) {
+    let mut ledger = store.open();
+    let (ada, bob, never) = (key().pseudonymize("ada"), key().pseudonymize("bob"), key().pseudonymize("never"));
+    for s in [ada, bob] {
+        ledger.record_consent(&s, &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+    }
+    let first = [
+        event(ada, "sku-1", 10),
+        with_id(event(ada, "sku-2", 11), "order-7"),
+        // Two events with their own ids and the same content are two events.
+        with_id(event(ada, "sku-9", 12), "a"),
+        with_id(event(ada, "sku-9", 12), "b"),
+        // The same id of another subject is another event.
+        with_id(event(bob, "sku-2", 11), "order-7"),
+        event(never, "sku-1", 10),
+    ];
+    let report = ledger.ingest_events(&first, t(20)).unwrap();
+    assert_eq!((report.stored, report.duplicates, report.dropped_no_consent), (5, 0, 1));
+    // A storefront's retry: everything again, plus a repeat inside the batch.
+    let mut retry = first.to_vec();
+    retry.push(event(bob, "sku-5", 13));
+    retry.push(event(bob, "sku-5", 13));
+    let report = ledger.ingest_events(&retry, t(21)).unwrap();
+    assert_eq!(
+        (report.stored, report.duplicates, report.conflicts, report.dropped_no_consent),
+        (1, 6, 0, 1),
+        "{report:?}"
+    );
+    assert_eq!(ledger.events_of(&ada).unwrap().len(), 4);
+    assert_eq!(ledger.events_of(&bob).unwrap().len(), 2);
+    // The same id with other content: the first one stands.
+    let report = ledger.ingest_events(&[with_id(event(ada, "sku-3", 11), "order-7")], t(22)).unwrap();
+    assert_eq!((report.stored, report.conflicts), (0, 1));
+    let items: Vec<String> = ledger.events_of(&ada).unwrap().into_iter().map(|e| e.item).collect();
+    assert!(items.contains(&"sku-2".to_string()) && !items.contains(&"sku-3".to_string()), "{items:?}");
+    // Every batch still commits alike (migration 5).
+    assert_eq!(ledger.stats().unwrap().ingested_batches, 3);
+    // Erasure deletes the events with their ids: a later grant and the same
+    // events store them afresh, nothing is held as a duplicate.
+    ledger.ingest_events(&[with_id(event(ada, "sku-4", 15), "ada-private-receipt")], t(23)).unwrap();
+    ledger.erase(&ada, t(30)).unwrap();
+    assert!(ledger.events_of(&ada).unwrap().is_empty());
+    if let Some(path) = ledger.sqlite_path() {
+        for (file, bytes) in database_bytes(path) {
+            assert!(!contains(&bytes, b"ada-private-receipt"), "an event id of an erased subject is in {file}");
+        }
+    }
+    ledger.record_consent(&ada, &change(Purpose::Personalization, true, 31), t(31)).ok();
+    assert!(ledger.events_of(&ada).unwrap().is_empty(), "nothing of the erased subject came back");
 }
 }
 

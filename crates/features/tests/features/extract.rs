@@ -177,6 +177,7 @@ fn the_event_store_is_an_input_too() {
     let ev = |who: &str, item: &str| SubjectEvent {
         subject: key().pseudonymize(who),
         event: Event { item: item.into(), kind: EventKind::Purchase, value: 1.0, at: t(5) },
+        event_id: None,
     };
     ledger.ingest_events(&[ev("trains", "x"), ev("personal", "y")], t(6)).unwrap();
     let config = params(10).validate(t(10)).unwrap();

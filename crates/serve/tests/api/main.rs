@@ -191,6 +191,17 @@ impl Server {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET with the key of one scope instead of the admin key.
+    async fn get_as(&self, scope: &str, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.keys[scope]))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn consent(&self, subject: &str, purpose: &str, granted: bool) -> (u16, Value) {
         let body = json!({ "purpose": purpose, "granted": granted, "notice_version": "v1", "proof_ref": "banner-1" });
         self.send(reqwest::Method::PUT, &format!("/v1/subjects/{subject}/consent"), Some(body)).await
@@ -369,7 +380,7 @@ async fn erasure_leaves_nothing_and_refuses_new_events() {
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
     let (status, report) = server.events(raw, &["sku-3"]).await;
     // The answer does not tell an erased subject from a stored one ...
-    assert_eq!((status, report), (200, json!({ "received": 1 })));
+    assert_eq!((status, report), (200, json!({ "received": 1, "duplicates": 0 })));
     // ... nothing was stored, and the keyless metrics do not tell either.
     let (status, _) = server.get(&format!("/v1/subjects/{raw}/export")).await;
     assert_eq!(status, 404);
@@ -1198,4 +1209,163 @@ async fn query_errors_are_json() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
     let (status, body) = server.get("/v1/model?format=md&format=html").await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "{body}");
+}
+
+/// A storefront's retry stores nothing twice, on either store, and the
+/// answer is the same whoever the events belong to: `duplicates` counts
+/// only repeats inside the request.
+async fn retried_batches_are_idempotent_and_answer_alike(server: Server) {
+    server.consent("ada", "personalization", true).await;
+    let event = |subject: &str, id: Option<&str>, item: &str| {
+        let mut e =
+            json!({ "subject_id": subject, "item_id": item, "kind": "purchase", "timestamp": "2025-06-01T10:00:00Z" });
+        if let Some(id) = id {
+            e["event_id"] = json!(id);
+        }
+        e
+    };
+    let batch = |subject: &str| json!({ "events": [event(subject, Some("order-1"), "i1"), event(subject, None, "i2"), event(subject, None, "i2")] });
+    let mut answers = Vec::new();
+    for subject in ["ada", "never-seen", "ada", "never-seen"] {
+        let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(batch(subject))).await;
+        assert_eq!(status, 200, "{body}");
+        answers.push(body);
+    }
+    assert!(answers.iter().all(|a| a == &json!({ "received": 3, "duplicates": 1 })), "{answers:?}");
+    let (_, export) = server.get("/v1/subjects/ada/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
+    // The same id with other content inside one request: the client's error.
+    let conflicting = json!({ "events": [event("ada", Some("order-2"), "i1"), event("ada", Some("order-2"), "i3")] });
+    let (status, body) = server.send(reqwest::Method::POST, "/v1/events", Some(conflicting)).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_event")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("events[1]"), "{body}");
+    // Against a stored event it is not (that would tell who consented): the first one stands.
+    let (status, _) = server
+        .send(reqwest::Method::POST, "/v1/events", Some(json!({ "events": [event("ada", Some("order-1"), "i9")] })))
+        .await;
+    assert_eq!(status, 200);
+    let (_, export) = server.get("/v1/subjects/ada/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
+}
+
+#[tokio::test]
+async fn retried_batches_are_idempotent_on_sqlite() {
+    retried_batches_are_idempotent_and_answer_alike(Server::start().await).await;
+}
+
+#[tokio::test]
+async fn retried_batches_are_idempotent_on_postgres() {
+    retried_batches_are_idempotent_and_answer_alike(Server::start_on_postgres(ServeConfig::default()).await).await;
+}
+
+#[tokio::test]
+async fn a_grant_names_its_notice_and_a_withdrawal_need_not() {
+    let server = Server::start().await;
+    let put = |body: Value| server.send(reqwest::Method::PUT, "/v1/subjects/ada/consent", Some(body));
+    let (status, body) = put(json!({ "purpose": "training", "granted": true })).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_field")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("notice_version"), "{body}");
+    let (status, _) = put(json!({ "purpose": "training", "granted": true, "notice_version": "2025-04" })).await;
+    assert_eq!(status, 200);
+    let (status, body) = put(json!({ "purpose": "training", "granted": false })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recorded"]["notice_version"], "none");
+}
+
+/// Checks `body`, the answer `status` of `method template`, against the
+/// schema the OpenAPI document gives for it (the document's components
+/// resolve `$ref`s); panics naming the route, status and every mismatch.
+fn check_against_document(document: &Value, method: &str, template: &str, status: u16, body: &Value) {
+    let response = &document["paths"][template][method]["responses"][status.to_string()];
+    assert!(!response.is_null(), "{method} {template} answered {status}, which /openapi.json does not list: {body}");
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {template} {status}: no JSON schema in /openapi.json");
+    let root = json!({ "components": document["components"], "allOf": [schema] });
+    let validator = jsonschema::validator_for(&root)
+        .unwrap_or_else(|e| panic!("{method} {template} {status}: the document's schema does not compile: {e}"));
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {template} {status}: the answer does not match the document: {errors:?}\n{body}"
+    );
+}
+
+/// Every route's real answers, successes and errors, from a real server
+/// over HTTP, match the response schemas of its own /openapi.json: a
+/// client generated from the document can trust it.
+#[tokio::test]
+async fn real_answers_match_the_openapi_response_schemas() {
+    let server = Server::start().await;
+    let (status, document) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let item = server.get("/v1/recommendations/popular?k=1").await.1["items"][0]["item"].as_str().unwrap().to_string();
+    let event = json!({ "events": [{ "event_id": "e-1", "subject_id": "ada", "item_id": item, "kind": "purchase", "timestamp": 1_735_689_600 }] });
+    let grant = json!({ "purpose": "personalization", "granted": true, "notice_version": "v1", "proof_ref": "b-1" });
+    let no_notice = json!({ "purpose": "personalization", "granted": true });
+    let withdraw = json!({ "purpose": "personalization", "granted": false });
+    let similar = format!("/v1/items/{item}/similar?k=3");
+    // (method, template, path, body); order matters: grant, ingest, recommend, withdraw, erase.
+    let calls: Vec<(&str, &str, String, Option<Value>)> = vec![
+        ("get", "/healthz", "/healthz".into(), None),
+        ("get", "/readyz", "/readyz".into(), None),
+        ("get", "/v1/model", "/v1/model".into(), None),
+        ("get", "/v1/model", "/v1/model?format=pdf".into(), None),
+        ("get", "/v1/recommendations/popular", "/v1/recommendations/popular?k=3".into(), None),
+        ("get", "/v1/recommendations/popular", "/v1/recommendations/popular?k=0".into(), None),
+        ("get", "/v1/items/{id}/similar", similar, None),
+        ("get", "/v1/items/{id}/similar", "/v1/items/no-such-item/similar".into(), None),
+        ("get", "/v1/subjects/{id}/recommendations", "/v1/subjects/ada/recommendations".into(), None),
+        ("get", "/v1/subjects/{id}/export", "/v1/subjects/ada/export".into(), None),
+        ("put", "/v1/subjects/{id}/consent", "/v1/subjects/ada/consent".into(), Some(no_notice)),
+        ("put", "/v1/subjects/{id}/consent", "/v1/subjects/ada/consent".into(), Some(grant)),
+        ("post", "/v1/events", "/v1/events".into(), Some(event)),
+        ("post", "/v1/events", "/v1/events".into(), Some(json!({ "events": [{ "subject_id": "ada" }] }))),
+        ("get", "/v1/subjects/{id}/recommendations", "/v1/subjects/ada/recommendations?k=3".into(), None),
+        ("get", "/v1/subjects/{id}/consent", "/v1/subjects/ada/consent".into(), None),
+        ("get", "/v1/subjects/{id}/export", "/v1/subjects/ada/export".into(), None),
+        ("put", "/v1/subjects/{id}/consent", "/v1/subjects/ada/consent".into(), Some(withdraw)),
+        ("get", "/v1/subjects/{id}/recommendations", "/v1/subjects/ada/recommendations".into(), None),
+        ("delete", "/v1/subjects/{id}", "/v1/subjects/ada".into(), None),
+        ("delete", "/v1/subjects/{id}", "/v1/subjects/never-seen".into(), None),
+        ("post", "/v1/admin/model/reload", "/v1/admin/model/reload".into(), None),
+    ];
+    let mut statuses = std::collections::BTreeSet::new();
+    for (method, template, path, body) in calls {
+        let verb = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (status, answer) = server.send(verb, &path, body).await;
+        assert!(!answer.is_null(), "{method} {path} answered {status} without a JSON body");
+        check_against_document(&document, method, template, status, &answer);
+        statuses.insert(status);
+    }
+    // Successes and the documented client errors were all exercised.
+    for expected in [200, 400, 403, 404] {
+        assert!(statuses.contains(&expected), "no call answered {expected}: {statuses:?}");
+    }
+    // A key without the scope, and no key at all: the error bodies of every protected route.
+    let (status, answer) = server.get_as("recommend", "/v1/subjects/ada/export").await;
+    check_against_document(&document, "get", "/v1/subjects/{id}/export", status, &answer);
+    assert_eq!(status, 403);
+    let r = reqwest::get(format!("{}/v1/model", server.base)).await.unwrap();
+    let status = r.status().as_u16();
+    check_against_document(&document, "get", "/v1/model", status, &r.json().await.unwrap());
+    assert_eq!(status, 401);
+}
+
+/// The schema check itself is not vacuous: a wrong answer fails it.
+#[tokio::test]
+async fn the_schema_check_refuses_answers_that_do_not_match() {
+    let server = Server::start().await;
+    let (_, document) = server.get("/openapi.json").await;
+    for (template, method, status, wrong) in [
+        ("/v1/events", "post", 200, json!({ "received": "3", "duplicates": 0 })),
+        ("/v1/events", "post", 200, json!({ "received": 3, "duplicates": 0, "stored": 3 })),
+        ("/v1/subjects/{id}/consent", "get", 200, json!({ "status": [{ "purpose": "training" }], "history": [] })),
+        ("/v1/subjects/{id}/export", "get", 404, json!({ "error": "not_found" })),
+        ("/healthz", "get", 418, json!({ "status": "ok" })),
+    ] {
+        let document = document.clone();
+        let caught =
+            std::panic::catch_unwind(move || check_against_document(&document, method, template, status, &wrong));
+        assert!(caught.is_err(), "{method} {template} {status} accepted a wrong answer");
+    }
 }
