@@ -404,9 +404,11 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     ledger.record_consent(&alice, &change(Purpose::Training, true, 10), t(10)).unwrap();
     ledger.ingest_events(&[event(alice, "sku-1", 11), event(alice, "sku-2", 12)], t(13)).unwrap();
     // Make it a version-2 store: the budget tables of migration 3, the
-    // column of migration 4 and the batch counter of migration 5 do not exist yet.
+    // column of migration 4, the batch counter of migration 5 and the
+    // catalogue of migration 6 do not exist yet.
     let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps; \
-                     ALTER TABLE suppressions DROP COLUMN subject_was_known; DROP TABLE ingest_batches;";
+                     ALTER TABLE suppressions DROP COLUMN subject_was_known; DROP TABLE ingest_batches; \
+                     DROP TABLE items;";
     match ledger.sqlite_path() {
         Some(path) => {
             let conn = rusqlite::Connection::open(path).unwrap();
@@ -425,6 +427,7 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     let recent: Vec<String> = ledger.recent_events(&alice, 10).unwrap().into_iter().map(|e| e.item).collect();
     assert_eq!(recent, ["sku-2", "sku-1"]);
     assert_eq!(ledger.stats().unwrap().ingested_batches, 0, "the counter starts with the migration");
+    assert!(ledger.catalogue_items().unwrap().is_empty(), "the catalogue starts empty with the migration");
 }
 }
 
