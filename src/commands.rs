@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth(g, args),
         Command::Consent(command) => consent(g, command),
         Command::Events(EventsCommand::Import(args)) => events_import(g, args),
+        Command::Items(command) => crate::items::run(g, command),
         Command::Export(args) => export(g, args),
         Command::Erase(args) => erase(g, args),
         Command::Extract(args) => extract(g, args).map(|_| ()),
@@ -569,6 +570,17 @@ pub fn run_extraction(
         let ledger = open_ledger(g)?;
         let view = ConsentView::from_ledger(&ledger, config)?;
         (Some(ledger), load_key(g)?, view)
+    };
+    let with_store_catalogue;
+    let config = match (&config.catalogue, &ledger) {
+        (None, Some(ledger)) => match hush_features::Catalogue::from_store(ledger)? {
+            Some(catalogue) => {
+                with_store_catalogue = hush_features::ExtractConfig { catalogue: Some(catalogue), ..config.clone() };
+                &with_store_catalogue
+            }
+            None => config,
+        },
+        _ => config,
     };
     let mut extractor = Extractor::new(config, &view, &key);
     let bar = progress::counter("rows read", g.quiet);

@@ -4,6 +4,7 @@ mod audit;
 mod budget;
 mod cli;
 mod commands;
+mod items;
 mod learn;
 mod progress;
 mod sweep;
