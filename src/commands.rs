@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => crate::learn::evaluate(g, args),
         Command::Sweep(args) => crate::sweep::run(g, args),
         Command::Audit(args) => crate::audit::run(g, args),
+        Command::Recommend(args) if args.all => crate::batch::run(g, args),
         Command::Recommend(args) => crate::learn::recommend(g, args),
         Command::Similar(args) => crate::learn::similar(g, args),
         Command::Model(ModelCommand::Inspect(args)) => crate::learn::inspect(g, args),

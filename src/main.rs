@@ -1,6 +1,7 @@
 //! `hush`: the command line that wires the hush crates together.
 
 mod audit;
+mod batch;
 mod budget;
 mod cli;
 mod commands;
