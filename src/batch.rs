@@ -121,6 +121,7 @@ enum Gate {
 /// Writes rows as CSV or Parquet.
 enum Sink {
     Csv(csv::Writer<std::fs::File>),
+    Parquet(Box<crate::parquet_io::BatchWriter>),
 }
 
 impl Sink {
@@ -129,7 +130,7 @@ impl Sink {
             hush_consent::files::create_owner_only(path).with_context(|| format!("creating {}", path.display()))?;
         match format {
             BatchFormat::Csv => Ok(Sink::Csv(csv::Writer::from_writer(file))),
-            BatchFormat::Parquet => bail!("Parquet output is not built into this hush yet; use --format csv"),
+            BatchFormat::Parquet => Ok(Sink::Parquet(Box::new(crate::parquet_io::BatchWriter::new(file)?))),
         }
     }
 
@@ -140,6 +141,7 @@ impl Sink {
                     w.serialize(row)?;
                 }
             }
+            Sink::Parquet(w) => w.write(rows)?,
         }
         Ok(())
     }
@@ -147,6 +149,7 @@ impl Sink {
     fn finish(self) -> Result<()> {
         match self {
             Sink::Csv(mut w) => w.flush()?,
+            Sink::Parquet(w) => w.finish()?,
         }
         Ok(())
     }

@@ -29,9 +29,11 @@ pub struct ItemsImportArgs {
     /// The catalogue file: CSV with a header (id column `item_id`, `id`,
     /// `item` or `movieId`, else the first; `title`; `category` or `genres`;
     /// every other column an attribute) or JSONL (`item_id` or `id`, `title`,
-    /// `category`, any other keys as attributes).
+    /// `category`, any other keys as attributes) or Parquet (columns named as
+    /// in CSV; other columns become attributes as text).
     pub file: PathBuf,
-    /// File format (default: from the extension; .jsonl is JSONL, anything else CSV).
+    /// File format (default: from the extension; .jsonl is JSONL, .parquet
+    /// Parquet, anything else CSV).
     #[arg(long, value_enum)]
     pub format: Option<ItemsFormat>,
 }
@@ -40,6 +42,7 @@ pub struct ItemsImportArgs {
 pub enum ItemsFormat {
     Csv,
     Jsonl,
+    Parquet,
 }
 
 pub fn run(g: &Global, command: &ItemsCommand) -> Result<()> {
@@ -50,12 +53,18 @@ pub fn run(g: &Global, command: &ItemsCommand) -> Result<()> {
 }
 
 fn import(g: &Global, args: &ItemsImportArgs) -> Result<()> {
+    // `None`: Parquet.
     let format = match args.format {
-        Some(ItemsFormat::Csv) => CatalogueFormat::Csv,
-        Some(ItemsFormat::Jsonl) => CatalogueFormat::Jsonl,
-        None => CatalogueFormat::from_path(&args.file),
+        Some(ItemsFormat::Csv) => Some(CatalogueFormat::Csv),
+        Some(ItemsFormat::Jsonl) => Some(CatalogueFormat::Jsonl),
+        Some(ItemsFormat::Parquet) => None,
+        None if args.file.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) => None,
+        None => Some(CatalogueFormat::from_path(&args.file)),
     };
-    let items = read_catalogue_file(&args.file, format)?;
+    let items = match format {
+        Some(format) => read_catalogue_file(&args.file, format)?,
+        None => crate::parquet_io::read_catalogue(&args.file)?,
+    };
     let mut ledger = open_ledger(g)?;
     let report = ledger.upsert_items(&items, Timestamp::now())?;
     if g.json {

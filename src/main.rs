@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod items;
 mod learn;
+mod parquet_io;
 mod progress;
 mod sweep;
 

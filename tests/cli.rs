@@ -1055,6 +1055,29 @@ fn a_catalogue_in_the_store_titles_batch_recommendations_of_consenting_subjects_
         assert!(synth_items.contains(&format!("{item},{category}")), "{item} {category}");
     }
 
+    // The same run as Parquet, read back with the parquet crate: the same rows.
+    let as_parquet = batch("before.parquet", &[]);
+    assert_eq!(as_parquet["format"], "parquet");
+    assert_eq!(as_parquet["rows"], before["rows"]);
+    let file = std::fs::File::open(d.join("before.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut from_parquet = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let text = |name: &str| {
+            batch.column_by_name(name).unwrap().as_any().downcast_ref::<arrow_array::StringArray>().unwrap().clone()
+        };
+        let (subject, item, title, category) =
+            (text("subject_pseudonym"), text("item"), text("title"), text("category"));
+        let rank = batch.column_by_name("rank").unwrap();
+        let rank = rank.as_any().downcast_ref::<arrow_array::UInt32Array>().unwrap();
+        for r in 0..batch.num_rows() {
+            let value = |a: &arrow_array::StringArray| a.value(r).to_string();
+            from_parquet.push((value(&subject), rank.value(r), value(&item), value(&title), value(&category)));
+        }
+    }
+    assert_eq!(from_parquet, rows);
+
     // Who has personalization consent now, independently of the batch code.
     let consent = std::fs::read_to_string(d.join("shop/consent.csv")).unwrap();
     let ledger = hush_consent::Ledger::open(d.join("hush.db")).unwrap();
@@ -1096,6 +1119,25 @@ fn a_catalogue_in_the_store_titles_batch_recommendations_of_consenting_subjects_
     let filtered = batch_rows(&d.join("cat.csv"));
     assert!(!filtered.is_empty() && filtered.iter().all(|r| r.4 == category));
     assert!(!std::fs::read_to_string(d.join("before.csv")).unwrap().contains("cust-"));
+    // A catalogue from Parquet with the CSV's columns and values: every item unchanged.
+    {
+        use std::sync::Arc;
+        let mut reader = csv::Reader::from_path(d.join("items.csv")).unwrap();
+        let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        let column = |c: usize| -> arrow_array::ArrayRef {
+            Arc::new(arrow_array::StringArray::from_iter_values(records.iter().map(|r| r[c].to_string())))
+        };
+        let batch = arrow_array::RecordBatch::try_from_iter(
+            ["item_id", "title", "category", "colour"].iter().enumerate().map(|(c, name)| (*name, column(c))),
+        )
+        .unwrap();
+        let file = std::fs::File::create(d.join("items.parquet")).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+    let from_parquet = json(&ok(d, &["items", "import", "items.parquet", "--json"]));
+    assert_eq!(from_parquet["report"], serde_json::json!({ "inserted": 0, "updated": 0, "unchanged": 60 }));
     let out = hush(d, &["recommend", "--all", "--model", "m.hmdl", "--out", "recs.txt"]);
     assert!(stderr(&out).contains("--format csv|parquet"), "{}", stderr(&out));
 }
