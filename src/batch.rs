@@ -120,7 +120,7 @@ enum Gate {
 
 /// Writes rows as CSV or Parquet.
 enum Sink {
-    Csv(csv::Writer<std::fs::File>),
+    Csv(Box<csv::Writer<std::fs::File>>),
     Parquet(Box<crate::parquet_io::BatchWriter>),
 }
 
@@ -129,7 +129,7 @@ impl Sink {
         let file =
             hush_consent::files::create_owner_only(path).with_context(|| format!("creating {}", path.display()))?;
         match format {
-            BatchFormat::Csv => Ok(Sink::Csv(csv::Writer::from_writer(file))),
+            BatchFormat::Csv => Ok(Sink::Csv(Box::new(csv::Writer::from_writer(file)))),
             BatchFormat::Parquet => Ok(Sink::Parquet(Box::new(crate::parquet_io::BatchWriter::new(file)?))),
         }
     }
