@@ -68,6 +68,10 @@ pub enum Command {
     /// Import storefront events into the event store.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The storefront's catalogue in the store: the public item universe of
+    /// released models, and the titles and categories serving shows.
+    #[command(subcommand)]
+    Items(crate::items::ItemsCommand),
     /// Export everything held about one subject as JSON (GDPR access and portability).
     Export(ExportArgs),
     /// Erase subjects: delete their consent history and events, and suppress later imports.
@@ -85,7 +89,8 @@ pub enum Command {
     /// included at random, guess their membership from the released model,
     /// and report the epsilon lower bound the guesses prove.
     Audit(AuditArgs),
-    /// Recommend offline for a list of a subject's interactions.
+    /// Recommend offline for a list of a subject's interactions, or (--all)
+    /// for every consenting subject of the store into a CSV or Parquet file.
     Recommend(RecommendArgs),
     /// Items like one item, by the cosine of the model's item factors (as
     /// `GET /v1/items/{id}/similar`).
@@ -380,9 +385,41 @@ pub struct RecommendArgs {
     /// Their values (ratings or weights), comma-separated; default 1 (implicit) or 4 (explicit).
     #[arg(long, value_delimiter = ',')]
     pub values: Vec<f32>,
-    /// How many recommendations.
+    /// How many recommendations (per subject with --all).
     #[arg(long, default_value_t = 10)]
     pub k: usize,
+    /// Batch recommendations for every subject of the store as of --as-of
+    /// (events at or before it, or a personalization decision): each
+    /// subject's personalization consent is checked at run time exactly as
+    /// the server checks it, those without it are counted by reason (no_record,
+    /// withdrawn, erased) and never scored. Needs a release of this store and
+    /// --out; rows are subject_pseudonym, rank, item, title, category, score,
+    /// personalized.
+    #[arg(long, requires = "out")]
+    pub all: bool,
+    /// With --all: the snapshot; only events at or before it are folded in
+    /// (RFC 3339 or unix seconds; default now).
+    #[arg(long, requires = "all")]
+    pub as_of: Option<String>,
+    /// With --all: the output file (owner-only), recs.csv or recs.parquet.
+    #[arg(long, requires = "all")]
+    pub out: Option<PathBuf>,
+    /// With --all: the output format (default: from the --out extension).
+    #[arg(long, value_enum, requires = "all")]
+    pub format: Option<BatchFormat>,
+    /// Only items in these categories of the store's catalogue (comma-separated).
+    #[arg(long, requires = "all")]
+    pub category: Option<String>,
+    /// Never items in these categories of the store's catalogue (comma-separated).
+    #[arg(long, requires = "all")]
+    pub exclude_categories: Option<String>,
+}
+
+/// The file format of batch recommendations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BatchFormat {
+    Csv,
+    Parquet,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,3 +16,17 @@ pub fn counter(label: &str, quiet: bool) -> ProgressBar {
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }
+
+/// A bar over a known number of steps (subjects, cells).
+pub fn bar(label: &str, len: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg}: {wide_bar} {human_pos}/{human_len} [{elapsed_precise}, eta {eta}]")
+            .expect("a valid progress template"),
+    );
+    bar.set_message(label.to_string());
+    bar
+}

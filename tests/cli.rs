@@ -993,3 +993,195 @@ fn reimporting_events_is_idempotent_and_counts_duplicates() {
     let export = json(&ok(d, &["export", "--subject", "u1"]));
     assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
 }
+
+/// The pseudonym a subject id has in the store of `d` (its hush.key).
+fn pseudonym_in(d: &std::path::Path, id: &str) -> String {
+    hush_consent::PseudonymKey::from_env_or_file(&d.join("hush.key")).unwrap().pseudonymize(id).to_hex()
+}
+
+/// Rows of a batch CSV as (subject, rank, item, title, category).
+fn batch_rows(path: &std::path::Path) -> Vec<(String, u32, String, String, String)> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        ["subject_pseudonym", "rank", "item", "title", "category", "score", "personalized"]
+    );
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), r[1].parse().unwrap(), r[2].to_string(), r[3].to_string(), r[4].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_catalogue_in_the_store_titles_batch_recommendations_of_consenting_subjects_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "--out", "shop", "--subjects", "300", "--items", "60", "--seed", "5", "-q"]);
+    ok(d, &["init", "-q"]);
+    ok(d, &["consent", "import", "shop/consent.csv", "-q"]);
+    ok(d, &["events", "import", "shop/events.csv", "-q"]);
+    ok(d, &["erase", "--requests", "shop/erasure_requests.csv", "-q"]);
+
+    // A catalogue with titles, imported twice (nothing changes), then with one title changed.
+    let synth_items = std::fs::read_to_string(d.join("shop/items.csv")).unwrap();
+    let titled = |changed: &str| -> String {
+        let mut text = String::from("item_id,title,category,colour\n");
+        for line in synth_items.lines().skip(1) {
+            let (id, category) = line.split_once(',').unwrap();
+            let title = if id == changed { "Renamed \"thing\", new".to_string() } else { format!("Title of {id}") };
+            text += &format!("{id},\"{}\",{category},blue\n", title.replace('"', "\"\""));
+        }
+        text
+    };
+    std::fs::write(d.join("items.csv"), titled("")).unwrap();
+    let first = json(&ok(d, &["items", "import", "items.csv", "--json"]));
+    assert_eq!(first["report"], serde_json::json!({ "inserted": 60, "updated": 0, "unchanged": 0 }), "{first}");
+    let again = json(&ok(d, &["items", "import", "items.csv", "--json"]));
+    assert_eq!(again["report"], serde_json::json!({ "inserted": 0, "updated": 0, "unchanged": 60 }), "{again}");
+    std::fs::write(d.join("items.csv"), titled("sku-000003")).unwrap();
+    let changed = json(&ok(d, &["items", "import", "items.csv", "--json"]));
+    assert_eq!(changed["report"], serde_json::json!({ "inserted": 0, "updated": 1, "unchanged": 59 }), "{changed}");
+    // A malformed file names file, line and column, and changes nothing.
+    std::fs::write(d.join("bad.csv"), "item_id,title,category\nsku-x,ok,a\nsku-y,bad,\"a,b\"\n").unwrap();
+    let out = hush(d, &["items", "import", "bad.csv"]);
+    assert!(stderr(&out).contains("bad.csv:3: field `category`"), "{}", stderr(&out));
+    let listed = String::from_utf8(ok(d, &["items", "list"]).stdout).unwrap();
+    assert_eq!(listed.lines().count(), 60);
+    assert!(listed.contains("Renamed \"thing\", new") && !listed.contains("sku-x"), "{listed}");
+
+    // Extraction from the store takes the store's catalogue as the item universe.
+    std::fs::write(d.join("events-plus.csv"), {
+        let mut text = std::fs::read_to_string(d.join("shop/events.csv")).unwrap();
+        let copies: Vec<String> = text
+            .lines()
+            .skip(1)
+            .take(500)
+            .map(|event| {
+                let (subject, rest) = event.split_once(',').unwrap();
+                let (_, rest) = rest.split_once(',').unwrap();
+                format!("{subject},not-in-the-catalogue,{rest}\n")
+            })
+            .collect();
+        text += &copies.concat();
+        text
+    })
+    .unwrap();
+    let out = ok(d, &["extract", "--input", "events-plus.csv", "--out", "f.hfs", "--json", "-q"]);
+    let report = &json(&out)["report"];
+    assert_eq!(report["catalogue"], "the store's catalogue (60 items)", "{report}");
+    assert_eq!(report["items"], 60, "{report}");
+    assert!(report["dropped_events"]["unknown_item"].as_u64().unwrap() >= 1, "{report}");
+    std::fs::write(d.join("fast.toml"), "[train]\nrank = 4\niterations = 2\nlambda = 5.0\n").unwrap();
+    ok(d, &["train", "--features", "f.hfs", "--config", "fast.toml", "--epsilon", "4", "--out", "m.hmdl", "-q"]);
+
+    // Batch recommendations: the subjects with personalization consent now get rows, titled.
+    let batch = |out: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["recommend", "--all", "--model", "m.hmdl", "--k", "5", "--out", out, "--json", "-q"];
+        args.extend(extra);
+        json(&ok(d, &args))
+    };
+    let before = batch("before.csv", &[]);
+    let rows = batch_rows(&d.join("before.csv"));
+    let refused: u64 = before["refused"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(before["scored"].as_u64().unwrap() + refused, before["subjects"].as_u64().unwrap(), "{before}");
+    assert!(before["refused"]["no_record"].as_u64().unwrap() > 0, "some subjects only consented to training: {before}");
+    assert_eq!(rows.len() as u64, before["rows"].as_u64().unwrap());
+    assert_eq!(rows.len() as u64, 5 * before["scored"].as_u64().unwrap(), "k rows per scored subject");
+    for (_, rank, item, title, category) in &rows {
+        assert!((1..=5).contains(rank));
+        let expected =
+            if item == "sku-000003" { "Renamed \"thing\", new".to_string() } else { format!("Title of {item}") };
+        assert_eq!(title, &expected);
+        assert!(synth_items.contains(&format!("{item},{category}")), "{item} {category}");
+    }
+
+    // The same run as Parquet, read back with the parquet crate: the same rows.
+    let as_parquet = batch("before.parquet", &[]);
+    assert_eq!(as_parquet["format"], "parquet");
+    assert_eq!(as_parquet["rows"], before["rows"]);
+    let file = std::fs::File::open(d.join("before.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut from_parquet = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let text = |name: &str| {
+            batch.column_by_name(name).unwrap().as_any().downcast_ref::<arrow_array::StringArray>().unwrap().clone()
+        };
+        let (subject, item, title, category) =
+            (text("subject_pseudonym"), text("item"), text("title"), text("category"));
+        let rank = batch.column_by_name("rank").unwrap();
+        let rank = rank.as_any().downcast_ref::<arrow_array::UInt32Array>().unwrap();
+        for r in 0..batch.num_rows() {
+            let value = |a: &arrow_array::StringArray| a.value(r).to_string();
+            from_parquet.push((value(&subject), rank.value(r), value(&item), value(&title), value(&category)));
+        }
+    }
+    assert_eq!(from_parquet, rows);
+
+    // Who has personalization consent now, independently of the batch code.
+    let consent = std::fs::read_to_string(d.join("shop/consent.csv")).unwrap();
+    let ledger = hush_consent::Ledger::open(d.join("hush.db")).unwrap();
+    let now = hush_consent::Timestamp::now();
+    let subjects: std::collections::BTreeSet<&str> =
+        consent.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let scored: std::collections::BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let mut granted_with_history = None;
+    for id in &subjects {
+        let pseudonym = hush_consent::PseudonymKey::from_env_or_file(&d.join("hush.key")).unwrap().pseudonymize(id);
+        let granted = ledger.status(&pseudonym, hush_consent::Purpose::Personalization, now).unwrap().is_granted();
+        assert_eq!(scored.contains(&pseudonym.to_hex()), granted, "subject {id}: granted {granted}");
+        if granted && !ledger.events_of(&pseudonym).unwrap().is_empty() {
+            granted_with_history.get_or_insert(*id);
+        }
+    }
+    drop(ledger);
+    let requests = std::fs::read_to_string(d.join("shop/erasure_requests.csv")).unwrap();
+    for id in requests.lines().skip(1).map(|l| l.split(',').next().unwrap()) {
+        assert!(!scored.contains(&pseudonym_in(d, id)), "an erased subject was scored");
+    }
+
+    // A withdrawal: the subject gets no row the next run, counted as withdrawn.
+    let withdrawn = granted_with_history.expect("someone consented and has events");
+    ok(d, &["consent", "withdraw", "--subject", withdrawn, "--purpose", "personalization", "-q"]);
+    let after = batch("after.csv", &[]);
+    let rows_after = batch_rows(&d.join("after.csv"));
+    assert_eq!(after["scored"].as_u64().unwrap(), before["scored"].as_u64().unwrap() - 1, "{after}");
+    let withdrawals = |report: &serde_json::Value| report["refused"]["withdrawn"].as_u64().unwrap_or(0);
+    assert_eq!(withdrawals(&after), withdrawals(&before) + 1, "{after}");
+    assert!(!rows_after.iter().any(|r| r.0 == pseudonym_in(d, withdrawn)));
+    assert!(rows.iter().any(|r| r.0 == pseudonym_in(d, withdrawn)));
+
+    // A category filter, and no raw subject id in the output or the logs.
+    let category = rows[0].4.clone();
+    let out = hush(d, &["recommend", "--all", "--model", "m.hmdl", "--out", "cat.csv", "--category", &category]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("cust-"), "a raw subject id appeared in the logs");
+    let filtered = batch_rows(&d.join("cat.csv"));
+    assert!(!filtered.is_empty() && filtered.iter().all(|r| r.4 == category));
+    assert!(!std::fs::read_to_string(d.join("before.csv")).unwrap().contains("cust-"));
+    // A catalogue from Parquet with the CSV's columns and values: every item unchanged.
+    {
+        use std::sync::Arc;
+        let mut reader = csv::Reader::from_path(d.join("items.csv")).unwrap();
+        let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        let column = |c: usize| -> arrow_array::ArrayRef {
+            Arc::new(arrow_array::StringArray::from_iter_values(records.iter().map(|r| r[c].to_string())))
+        };
+        let batch = arrow_array::RecordBatch::try_from_iter(
+            ["item_id", "title", "category", "colour"].iter().enumerate().map(|(c, name)| (*name, column(c))),
+        )
+        .unwrap();
+        let file = std::fs::File::create(d.join("items.parquet")).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+    let from_parquet = json(&ok(d, &["items", "import", "items.parquet", "--json"]));
+    assert_eq!(from_parquet["report"], serde_json::json!({ "inserted": 0, "updated": 0, "unchanged": 60 }));
+    let out = hush(d, &["recommend", "--all", "--model", "m.hmdl", "--out", "recs.txt"]);
+    assert!(stderr(&out).contains("--format csv|parquet"), "{}", stderr(&out));
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend};
+use crate::catalogue::{CatalogueItem, ItemUpsertReport};
 use crate::connect::ConnectOptions;
 use crate::postgres::{PgBatch, PgStore};
 use crate::pseudonym::SuppressionTag;
@@ -668,6 +669,44 @@ impl Ledger {
     /// [`Error::Database`] if the store fails.
     pub fn stats(&self) -> Result<LedgerStats> {
         on_backend!(&self.backend, s => s.stats())
+    }
+
+    /// Imports catalogue items, upserting by item id in one transaction:
+    /// an item the store does not hold is inserted, one held with another
+    /// title, category or attributes is replaced, one held exactly so is left
+    /// alone. Items the store holds and `items` does not are kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] for an item that breaks
+    /// [`CatalogueItem::validate`] or an id given twice (nothing is written
+    /// then); [`Error::Database`] if the store fails.
+    pub fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
+        let mut seen = HashSet::with_capacity(items.len());
+        for (position, item) in items.iter().enumerate() {
+            item.validate().map_err(|e| Error::InvalidField {
+                field: "catalogue item",
+                message: format!("item {} of the batch: {e}", position + 1),
+            })?;
+            if !seen.insert(item.id.as_str()) {
+                return Err(Error::InvalidField {
+                    field: "catalogue item",
+                    message: format!("item {} of the batch repeats an id given earlier", position + 1),
+                });
+            }
+        }
+        on_backend!(&mut self.backend, s => s.upsert_items(items, now))
+    }
+
+    /// The whole catalogue, by item id in byte order (empty if none was imported).
+    ///
+    /// # Errors
+    /// [`Error::Database`] if the store fails; [`Error::Corrupt`] for
+    /// attributes that are not a JSON object.
+    pub fn catalogue_items(&self) -> Result<Vec<CatalogueItem>> {
+        let mut items = on_backend!(&self.backend, s => s.catalogue_items())?;
+        // Both backends sort by bytes; sorting again costs little and makes it a guarantee.
+        items.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(items)
     }
 
     /// Sets (or replaces) the lifetime cap of a dataset and purpose.

@@ -12,6 +12,8 @@
 //! - [`rule`] is the consent rule: the latest recorded decision wins.
 //! - [`pool`] keeps several connections to one store for a server, and
 //!   [`connect`] reads a PostgreSQL URL's TLS settings.
+//! - [`catalogue`] is the storefront's item catalogue, the public item
+//!   universe, imported from CSV or JSONL and stored beside the ledger.
 //! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
 //!   every DP training run that spent from them.
 //! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
@@ -19,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod catalogue;
 pub mod connect;
 mod error;
 pub mod event;
@@ -37,6 +40,7 @@ pub mod subject;
 pub mod time;
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
+pub use catalogue::{CatalogueFormat, CatalogueItem, ItemUpsertReport};
 pub use connect::{ConnectOptions, SslMode};
 pub use error::{Error, Result, RowError};
 pub use event::{Event, EventKind, SubjectEvent};

@@ -18,6 +18,7 @@ use std::str::FromStr;
 use postgres::{Client, Row};
 
 use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
+use crate::catalogue::{classify, CatalogueItem, Change, ItemUpsertReport};
 use crate::connect::{ConnectOptions, PgTarget};
 use crate::keys::PresentedKey;
 use crate::ledger::{redact, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, LedgerStats, SCHEMA_VERSION};
@@ -112,7 +113,22 @@ const MIGRATIONS: &[&str] = &[
     // 6: idempotent event imports: the source's event id and its 64-bit key.
     "ALTER TABLE events ADD COLUMN event_id TEXT, ADD COLUMN event_key BIGINT;
      CREATE INDEX events_by_event_key ON events (subject_key, event_key) WHERE event_key IS NOT NULL;",
+    // 7: the item catalogue (attributes as JSON text, compared byte for byte).
+    "CREATE TABLE items (
+         item_id TEXT PRIMARY KEY,
+         title TEXT,
+         category TEXT,
+         attributes TEXT NOT NULL,
+         updated_at BIGINT NOT NULL
+     );",
 ];
+
+/// Advisory lock id that serializes catalogue imports, so two concurrent
+/// imports count what each changed against a consistent catalogue.
+const CATALOGUE_LOCK: i64 = 0x6875_7368_0003;
+
+/// Items written per statement of an upsert (arrays of parameters).
+const UPSERT_CHUNK: usize = 5_000;
 
 /// Counts one ingested batch (see migration 5).
 const COUNT_RECEIVED_SQL: &str = "INSERT INTO ingest_batches (id, batches, events) VALUES (1, 1, $1)
@@ -708,6 +724,67 @@ impl PgStore {
             out.push(BudgetSpend { dataset, purpose, cap, spent_rho, private_runs, non_private_runs });
         }
         Ok(out)
+    }
+
+    /// See [`crate::Ledger::upsert_items`]: one transaction, the inserts and
+    /// updates sent as arrays, a few thousand rows per round trip.
+    pub(crate) fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
+        let location = self.location.clone();
+        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOGUE_LOCK]).map_err(pg(&location))?;
+        let stored: HashMap<String, (Option<String>, Option<String>, String)> = tx
+            .query("SELECT item_id, title, category, attributes FROM items", &[])
+            .map_err(pg(&location))?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect();
+        let mut report = ItemUpsertReport::default();
+        let mut changed = Vec::new();
+        for item in items {
+            match classify(&stored, item) {
+                Change::Insert => report.inserted += 1,
+                Change::Update => report.updated += 1,
+                Change::Unchanged => {
+                    report.unchanged += 1;
+                    continue;
+                }
+            }
+            changed.push(item);
+        }
+        for chunk in changed.chunks(UPSERT_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(|i| i.id.as_str()).collect();
+            let titles: Vec<Option<&str>> = chunk.iter().map(|i| i.title.as_deref()).collect();
+            let categories: Vec<Option<&str>> = chunk.iter().map(|i| i.category.as_deref()).collect();
+            let attributes: Vec<String> = chunk.iter().map(|i| i.attributes_json()).collect();
+            tx.execute(
+                "INSERT INTO items (item_id, title, category, attributes, updated_at)
+                 SELECT id, title, category, attributes, $5
+                 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) AS t (id, title, category, attributes)
+                 ON CONFLICT (item_id) DO UPDATE SET title = EXCLUDED.title, category = EXCLUDED.category,
+                     attributes = EXCLUDED.attributes, updated_at = EXCLUDED.updated_at",
+                &[&ids, &titles, &categories, &attributes, &now.as_unix_millis()],
+            )
+            .map_err(pg(&location))?;
+        }
+        tx.commit().map_err(pg(&location))?;
+        Ok(report)
+    }
+
+    /// See [`crate::Ledger::catalogue_items`].
+    pub(crate) fn catalogue_items(&mut self) -> Result<Vec<CatalogueItem>> {
+        let rows = self
+            .client
+            .query("SELECT item_id, title, category, attributes FROM items ORDER BY item_id COLLATE \"C\"", &[])
+            .map_err(pg(&self.location))?;
+        rows.iter()
+            .map(|r| {
+                let attributes = match serde_json::from_str(r.get::<_, &str>(3)) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Err(corrupt(&self.location, "stored item attributes are not a JSON object")),
+                };
+                Ok(CatalogueItem { id: r.get(0), title: r.get(1), category: r.get(2), attributes })
+            })
+            .collect()
     }
 
     pub(crate) fn budget_runs(&mut self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
+use crate::catalogue::{classify, CatalogueItem, Change, ItemUpsertReport};
 use crate::ledger::{ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats};
 use crate::pseudonym::SuppressionTag;
 use crate::{
@@ -113,6 +114,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN event_id TEXT;
      ALTER TABLE events ADD COLUMN event_key INTEGER;
      CREATE INDEX events_by_event_key ON events (subject_key, event_key) WHERE event_key IS NOT NULL;",
+    // 7: the item catalogue, the public item universe (titles, categories,
+    // other attributes as JSON text), upserted by item id.
+    "CREATE TABLE items (
+         item_id TEXT PRIMARY KEY,
+         title TEXT,
+         category TEXT,
+         attributes TEXT NOT NULL,
+         updated_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The newest schema version this build understands.
@@ -524,6 +534,70 @@ impl SqliteStore {
             erasures: count("SELECT COUNT(*) FROM erasure_log")?,
             ingested_batches: count("SELECT COALESCE(MAX(batches), 0) FROM ingest_batches")?,
         })
+    }
+
+    /// See [`crate::Ledger::upsert_items`].
+    pub fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
+        let path = self.path.clone();
+        let db = || Error::db(&path);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db())?;
+        let stored = {
+            let mut statement = tx.prepare("SELECT item_id, title, category, attributes FROM items").map_err(db())?;
+            let rows = statement
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))))
+                .map_err(db())?;
+            rows.collect::<rusqlite::Result<HashMap<_, _>>>().map_err(db())?
+        };
+        let mut report = ItemUpsertReport::default();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO items (item_id, title, category, attributes, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db())?;
+            let mut update = tx
+                .prepare(
+                    "UPDATE items SET title = ?2, category = ?3, attributes = ?4, updated_at = ?5 WHERE item_id = ?1",
+                )
+                .map_err(db())?;
+            for item in items {
+                let change = classify(&stored, item);
+                let values = params![item.id, item.title, item.category, item.attributes_json(), now.as_unix_millis()];
+                match change {
+                    Change::Insert => {
+                        insert.execute(values).map_err(db())?;
+                        report.inserted += 1;
+                    }
+                    Change::Update => {
+                        update.execute(values).map_err(db())?;
+                        report.updated += 1;
+                    }
+                    Change::Unchanged => report.unchanged += 1,
+                }
+            }
+        }
+        tx.commit().map_err(db())?;
+        Ok(report)
+    }
+
+    /// See [`crate::Ledger::catalogue_items`].
+    pub fn catalogue_items(&self) -> Result<Vec<CatalogueItem>> {
+        let db = Error::db(&self.path);
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT item_id, title, category, attributes FROM items ORDER BY item_id")
+            .map_err(Error::db(&self.path))?;
+        let rows = statement
+            .query_map([], |r| {
+                let attributes: String = r.get(3)?;
+                let attributes = match serde_json::from_str(&attributes) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Err(conversion_error(3, "stored item attributes are not a JSON object".into())),
+                };
+                Ok(CatalogueItem { id: r.get(0)?, title: r.get(1)?, category: r.get(2)?, attributes })
+            })
+            .map_err(Error::db(&self.path))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
 }
 

@@ -72,6 +72,22 @@ impl Catalogue {
     }
 }
 
+impl Catalogue {
+    /// The catalogue imported into the store (`hush items import`), if it
+    /// holds one: the item universe when no catalogue file is given.
+    ///
+    /// # Errors
+    /// [`Error::Consent`] if the store fails.
+    pub fn from_store(ledger: &hush_consent::Ledger) -> Result<Option<Self>> {
+        let items = ledger.catalogue_items()?;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let source = format!("the store's catalogue ({} items)", items.len());
+        Catalogue::from_ids(&source, items.into_iter().map(|i| i.id)).map(Some)
+    }
+}
+
 fn check_id(id: &str) -> std::result::Result<(), String> {
     if id.is_empty() {
         return Err("empty item id".into());

@@ -142,6 +142,19 @@ pub fn extract(
         let view = ConsentView::from_ledger(&ledger, config)?;
         (Some(ledger), store.key().clone(), view)
     };
+    // Without a catalogue file, the store's catalogue (`hush items import`)
+    // is the public item universe.
+    let with_store_catalogue;
+    let config = match (&config.catalogue, &ledger) {
+        (None, Some(ledger)) => match hush_features::Catalogue::from_store(ledger)? {
+            Some(catalogue) => {
+                with_store_catalogue = ExtractConfig { catalogue: Some(catalogue), ..config.clone() };
+                &with_store_catalogue
+            }
+            None => config,
+        },
+        _ => config,
+    };
     let mut extractor = Extractor::new(config, &view, &key);
     for input in inputs {
         match input {

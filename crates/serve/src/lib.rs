@@ -16,6 +16,7 @@ mod error;
 pub mod metrics;
 mod openapi;
 mod routes;
+pub mod score;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -182,6 +183,14 @@ pub struct ServedModel {
     pub card_html: String,
     /// The model card as JSON (`GET /v1/model`).
     pub card_json: serde_json::Value,
+    /// Title of each item (by model index) in the store's catalogue.
+    pub titles: Vec<Option<String>>,
+    /// Category of each item (by model index), as an index into `category_names`.
+    pub category_of: Vec<Option<u32>>,
+    /// The distinct category names of the model's items.
+    pub category_names: Vec<String>,
+    /// Category name → index into `category_names`.
+    pub category_ids: foldhash::HashMap<String, u32>,
 }
 
 /// Admits a model for serving on this store: it must be a release (see
@@ -191,7 +200,7 @@ pub struct ServedModel {
 /// # Errors
 /// [`ServeError::NotReleasable`] or [`ServeError::NotThisStoresRelease`].
 pub fn admit(model: Model, key: &PseudonymKey, ledger: &Ledger) -> Result<ServedModel, ServeError> {
-    let served = ServedModel::new(model)?;
+    let served = ServedModel::new(model)?.with_catalogue(&ledger.catalogue_items()?);
     let model = &served.model;
     let refuse = |reason: String| ServeError::NotThisStoresRelease { model_id: model.meta.model_id.clone(), reason };
     model.verify_seal(&key.derive(hush_mf::SIGNING_PURPOSE)).map_err(|e| refuse(e.to_string()))?;
@@ -226,7 +235,47 @@ impl ServedModel {
         let card_markdown = hush_report::card::markdown(&model);
         let card_html = hush_report::card::html(&model);
         let card_json = hush_report::card::json(&model);
-        Ok(ServedModel { model, index, card_markdown, card_html, card_json })
+        let n = model.n_items();
+        Ok(ServedModel {
+            model,
+            index,
+            card_markdown,
+            card_html,
+            card_json,
+            titles: vec![None; n],
+            category_of: vec![None; n],
+            category_names: Vec::new(),
+            category_ids: foldhash::HashMap::default(),
+        })
+    }
+
+    /// Takes the titles and categories of the model's items from the store's
+    /// catalogue (items the catalogue lacks keep none; catalogue items the
+    /// model lacks are ignored: only the model's items are ever listed).
+    #[must_use]
+    pub fn with_catalogue(mut self, items: &[hush_consent::CatalogueItem]) -> Self {
+        for item in items {
+            let Some(&i) = self.index.get(&item.id) else { continue };
+            self.titles[i].clone_from(&item.title);
+            self.category_of[i] = item.category.as_ref().map(|name| {
+                let next = self.category_names.len() as u32;
+                *self.category_ids.entry(name.clone()).or_insert_with(|| {
+                    self.category_names.push(name.clone());
+                    next
+                })
+            });
+        }
+        self
+    }
+
+    /// The catalogue title of item `i`, if it has one.
+    pub fn title(&self, i: usize) -> Option<&str> {
+        self.titles.get(i).and_then(|t| t.as_deref())
+    }
+
+    /// The catalogue category of item `i`, if it has one.
+    pub fn category(&self, i: usize) -> Option<&str> {
+        self.category_of.get(i).copied().flatten().map(|c| self.category_names[c as usize].as_str())
     }
 }
 

@@ -159,8 +159,10 @@ fn operation(route: &RouteDoc) -> Value {
         responses
             .insert("403".into(), error_response(&format!("insufficient_scope (needs `{scope}`) or consent_required")));
     }
-    responses
-        .insert("400".into(), error_response("invalid request: invalid_json, invalid_field, invalid_k, invalid_event"));
+    responses.insert(
+        "400".into(),
+        error_response("invalid request: invalid_json, invalid_field, invalid_k, invalid_category, invalid_event"),
+    );
     responses.insert("503".into(), error_response("timeout"));
     let mut parameters = Vec::new();
     if route.path.contains("{id}") {
@@ -173,9 +175,28 @@ fn operation(route: &RouteDoc) -> Value {
     if route.path.ends_with("recommendations") || route.path.ends_with("popular") {
         parameters.push(json!({ "name": "k", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100, "default": 10 } }));
         parameters.push(json!({ "name": "exclude", "in": "query", "description": "Comma-separated item ids", "schema": { "type": "string" } }));
+        parameters.push(json!({
+            "name": "category", "in": "query",
+            "description": "Comma-separated categories of the store's catalogue: only items in one of them are listed (a category no item has matches nothing). Each name 1 to 128 bytes, no control characters or commas; otherwise 400 invalid_category",
+            "schema": { "type": "string" },
+        }));
+        parameters.push(json!({
+            "name": "exclude_categories", "in": "query",
+            "description": "Comma-separated categories of the store's catalogue whose items are never listed; same form as `category`",
+            "schema": { "type": "string" },
+        }));
     }
     if route.path.ends_with("recommendations") {
         parameters.push(json!({ "name": "Sec-GPC", "in": "header", "description": "1: object to personalization for this request", "schema": { "type": "string" } }));
+    }
+    if route.path.ends_with("recommendations") || route.path.ends_with("popular") || route.path.ends_with("similar") {
+        responses.insert(
+            "200".into(),
+            json!({
+                "description": "Success: each listed item carries its `title` and `category` from the store's catalogue (null when it has none)",
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ItemList" } } },
+            }),
+        );
     }
     let mut op = json!({
         "summary": route.summary,
@@ -260,6 +281,34 @@ pub(crate) fn document(routes: &[RouteDoc]) -> Value {
                         "state": { "enum": ["granted", "withdrawn", "no_record"] },
                         "as_of": { "$ref": "#/components/schemas/Timestamp" },
                         "decided_by": { "oneOf": [{ "$ref": "#/components/schemas/ConsentRecord" }, { "type": "null" }] },
+                    },
+                },
+                "ItemList": {
+                    "type": "object",
+                    "required": ["items", "model_id"],
+                    "properties": {
+                        "model_id": { "type": "string" },
+                        "personalized": { "type": "boolean" },
+                        "items": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["item", "title", "category"],
+                            "properties": {
+                                "item": { "type": "string" },
+                                "title": { "type": ["string", "null"] },
+                                "category": { "type": ["string", "null"] },
+                                "score": { "type": "number" },
+                                "similarity": { "type": "number" },
+                                "because": { "type": "array", "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "item": { "type": "string" },
+                                        "title": { "type": ["string", "null"] },
+                                        "kind": { "type": "string" },
+                                        "text": { "type": "string" },
+                                    },
+                                } },
+                            },
+                        } },
                     },
                 },
                 "ConsentChange": {

@@ -1,6 +1,5 @@
 //! The HTTP routes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -11,13 +10,12 @@ use axum::{Json, Router};
 use hush_consent::{
     ConsentChange, ConsentSource, Event, EventKind, GatedRead, Purpose, SubjectEvent, SubjectId, Timestamp,
 };
-use hush_features::{DropReason, Feedback};
-use hush_mf::Model;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::auth::{Admin, Authorized, Ingest, Presented, Privacy, Recommend};
+use crate::score::ItemFilter;
 use crate::{ApiError, AppState, ServedModel};
 
 /// Largest request body accepted, in bytes: a batch of a few thousand events.
@@ -223,6 +221,18 @@ async fn model_card(
 struct ListQuery {
     k: Option<String>,
     exclude: Option<String>,
+    category: Option<String>,
+    exclude_categories: Option<String>,
+}
+
+impl ListQuery {
+    /// The item filter the query asks for: `exclude` ids and the
+    /// `category`/`exclude_categories` lists (a 400 `invalid_category` for an
+    /// empty or invalid name; a name no item has simply matches nothing).
+    fn filter(&self) -> Result<ItemFilter, ApiError> {
+        ItemFilter::parse(self.exclude.as_deref(), self.category.as_deref(), self.exclude_categories.as_deref())
+            .map_err(|(_, message)| ApiError::bad("invalid_category", message))
+    }
 }
 
 fn parse_k(raw: Option<&str>, max: usize) -> Result<usize, ApiError> {
@@ -235,17 +245,13 @@ fn parse_k(raw: Option<&str>, max: usize) -> Result<usize, ApiError> {
     }
 }
 
-/// A per-item exclusion mask with the items listed in `raw` (comma-separated
-/// ids) set: checked once per catalogue item per request, so a flat vector,
-/// not a hash set.
+/// A per-item exclusion mask with the items listed in `raw` (comma-separated ids) set.
 fn excluded(served: &ServedModel, raw: Option<&str>) -> Vec<bool> {
-    let mut mask = vec![false; served.model.n_items()];
-    for id in raw.unwrap_or_default().split(',') {
-        if let Some(&i) = served.index.get(id.trim()) {
-            mask[i] = true;
-        }
+    ItemFilter {
+        exclude_items: raw.unwrap_or_default().split(',').map(|s| s.trim().to_string()).collect(),
+        ..ItemFilter::default()
     }
-    mask
+    .mask(served)
 }
 
 async fn popular(
@@ -254,13 +260,16 @@ async fn popular(
     JsonQuery(q): JsonQuery<ListQuery>,
 ) -> ApiResult {
     let k = parse_k(q.k.as_deref(), state.config.max_k)?;
+    let filter = q.filter()?;
     let served = state.model();
-    let skip = excluded(&served, q.exclude.as_deref());
+    let skip = filter.mask(&served);
     let items: Vec<Value> = served
         .model
         .popular(k, |i| skip[i])
         .into_iter()
-        .map(|(i, _)| json!({ "item": served.model.items[i] }))
+        .map(
+            |(i, _)| json!({ "item": served.model.items[i], "title": served.title(i), "category": served.category(i) }),
+        )
         .collect();
     Ok(Json(json!({ "items": items, "personalized": false, "model_id": served.model.meta.model_id })))
 }
@@ -281,25 +290,17 @@ async fn similar_items(
         .model
         .similar(item, k, |i| skip[i])
         .into_iter()
-        .map(|(i, similarity)| json!({ "item": served.model.items[i], "similarity": similarity }))
+        .map(|(i, similarity)| {
+            json!({
+                "item": served.model.items[i],
+                "title": served.title(i),
+                "category": served.category(i),
+                "similarity": similarity,
+            })
+        })
         .collect();
     let basis = if served.model.has_factors(item) { "item_factors" } else { "none" };
     Ok(Json(json!({ "item": id, "items": items, "basis": basis, "model_id": served.model.meta.model_id })))
-}
-
-/// The weight an event contributes to fold-in: exactly what training made
-/// of it (the model carries its event weighting: ratings for explicit
-/// models, kind weights and the rating threshold for implicit ones). A kind
-/// training did not use may carry a serving-only weight (negative feedback
-/// such as `dislike`); a rating below the threshold is no signal.
-fn fold_in_value(model: &Model, serving_weights: &BTreeMap<String, f32>, event: &Event) -> Option<f32> {
-    match model.meta.data.weighting.weigh(model.meta.feedback, &event.kind, event.value) {
-        Ok(value) => Some(value),
-        Err(DropReason::ExcludedKind) if model.meta.feedback == Feedback::Implicit => {
-            serving_weights.get(event.kind.as_str()).copied()
-        }
-        Err(_) => None,
-    }
 }
 
 async fn recommendations(
@@ -311,7 +312,7 @@ async fn recommendations(
 ) -> Result<Response, ApiError> {
     let parsed = path.and_then(|SubjectPath(id)| {
         let JsonQuery(q) = query?;
-        Ok((parse_k(q.k.as_deref(), state.config.max_k)?, id, q))
+        Ok((parse_k(q.k.as_deref(), state.config.max_k)?, id, q.filter()?))
     });
     // Global Privacy Control: an objection to personalization for this request.
     // Every instance counts, on separate lines or joined by a proxy with
@@ -320,7 +321,7 @@ async fn recommendations(
         .get_all("sec-gpc")
         .iter()
         .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|part| part.trim() == "1")));
-    let (k, id, q) = match parsed {
+    let (k, id, filter) = match parsed {
         Ok(parsed) if !objects => parsed,
         refused => {
             // Refused without reading the subject; the key is still checked
@@ -333,7 +334,7 @@ async fn recommendations(
     };
     let subject = id.pseudonymize(&state.key);
     let span = tracing::info_span!("recommendations", subject = %subject.short());
-    recommend(state, key, subject, k, q).instrument(span).await
+    recommend(state, key, subject, k, filter).instrument(span).await
 }
 
 /// The body of [`recommendations`], inside the request's span.
@@ -342,7 +343,7 @@ async fn recommend(
     key: Presented<Recommend>,
     subject: hush_consent::Pseudonym,
     k: usize,
-    q: ListQuery,
+    filter: ItemFilter,
 ) -> Result<Response, ApiError> {
     let now = Timestamp::now();
     let max_history = state.config.max_history;
@@ -368,121 +369,24 @@ async fn recommend(
         }
         GatedRead::Granted { recent, .. } => recent,
     };
+    // Consent is granted: only now is any filtering or scoring work done.
     let served = state.model();
-    let model = &served.model;
-    let events: Vec<(Option<usize>, &Event)> = events.iter().map(|e| (served.index.get(&e.item).copied(), e)).collect();
-    let history =
-        History::of(model.meta.feedback, &events, |event| fold_in_value(model, &state.config.kind_weights, event));
-    let mut skip = excluded(&served, q.exclude.as_deref());
-    for item in events.iter().filter_map(|&(item, _)| item) {
-        skip[item] = true;
-    }
-    let interactions: Vec<(u32, f32)> = history.0.iter().map(|&(i, v, _)| (i as u32, v)).collect();
-    let personalized = !interactions.is_empty();
-    let ranked = if personalized {
-        let vector = model.fold_in(&interactions);
-        model.top_k(&vector, k, |i| skip[i])
-    } else {
-        model.popular(k, |i| skip[i])
+    let scored = crate::score::recommend(&served, &state.config.kind_weights, &events, k, filter.mask(&served));
+    tracing::info!(k, personalized = scored.personalized, "scored");
+    let body = RecommendationList {
+        items: scored.items,
+        personalized: scored.personalized,
+        model_id: &served.model.meta.model_id,
     };
-    let items = ranked
-        .into_iter()
-        .map(|(i, score)| Recommended { item: &model.items[i], score, because: history.explain(model, i) })
-        .collect();
-    tracing::info!(k, personalized, "scored");
-    let body = RecommendationList { items, personalized, model_id: &model.meta.model_id };
     Ok(Json(body).into_response())
 }
 
 /// A response of `GET /v1/subjects/{id}/recommendations`.
 #[derive(Serialize)]
 struct RecommendationList<'a> {
-    items: Vec<Recommended<'a>>,
+    items: Vec<crate::score::Recommended<'a>>,
     personalized: bool,
     model_id: &'a str,
-}
-
-/// One recommended item, with why.
-#[derive(Serialize)]
-struct Recommended<'a> {
-    item: &'a str,
-    score: f64,
-    because: Vec<Because<'a>>,
-}
-
-/// One of the subject's own items behind a recommendation.
-#[derive(Serialize)]
-struct Because<'a> {
-    item: &'a str,
-    kind: &'a EventKind,
-    text: String,
-}
-
-/// What a subject's recent events say about each item they touched: its
-/// fold-in weight and its most recent event, in item order.
-struct History<'a>(Vec<(usize, f32, &'a Event)>);
-
-impl<'a> History<'a> {
-    /// From events newest first, each with its item index if the model
-    /// knows the item, and `value`, an event's fold-in weight (if it counts):
-    /// an explicit model keeps an item's highest rating, an implicit one sums
-    /// its weights. Items whose total is not positive (negative feedback can
-    /// cancel an item out) are left out.
-    fn of(feedback: Feedback, events: &[(Option<usize>, &'a Event)], value: impl Fn(&Event) -> Option<f32>) -> Self {
-        let mut entries: Vec<(usize, f32, &Event)> =
-            events.iter().filter_map(|&(item, event)| Some((item?, value(event)?, event))).collect();
-        // Stable, so an item's newest event stays first among its own.
-        entries.sort_by_key(|&(item, _, _)| item);
-        let mut merged: Vec<(usize, f32, &Event)> = Vec::with_capacity(entries.len());
-        for (item, value, event) in entries {
-            match merged.last_mut() {
-                Some(last) if last.0 == item => {
-                    last.1 = match feedback {
-                        Feedback::Explicit => last.1.max(value),
-                        Feedback::Implicit => last.1 + value,
-                    }
-                }
-                _ => merged.push((item, value, event)),
-            }
-        }
-        merged.retain(|&(_, weight, _)| weight > 0.0);
-        History(merged)
-    }
-
-    /// Why `item` was recommended: the subject's own items most similar to
-    /// it in the model's latent space, weighted by how strongly the subject
-    /// engaged with them (the terms that dominate the item's score in the
-    /// fold-in). The two largest positive contributions, lower item index
-    /// first on ties, in one pass: this runs for every recommended item of
-    /// every request.
-    fn explain(&self, model: &'a hush_mf::Model, item: usize) -> Vec<Because<'a>> {
-        let mut best: [Option<(f32, usize, &Event)>; 2] = [None, None];
-        for &(j, weight, event) in &self.0 {
-            let contribution = weight * model.cosine(item, j);
-            if contribution <= 0.0 {
-                continue;
-            }
-            if best[0].is_none_or(|(c, _, _)| contribution > c) {
-                best = [Some((contribution, j, event)), best[0]];
-            } else if best[1].is_none_or(|(c, _, _)| contribution > c) {
-                best[1] = Some((contribution, j, event));
-            }
-        }
-        best.into_iter()
-            .flatten()
-            .map(|(_, j, event)| {
-                let verb = match event.kind {
-                    EventKind::View => "viewed",
-                    EventKind::Cart => "added to cart",
-                    EventKind::Purchase => "bought",
-                    EventKind::Rating => "rated",
-                    EventKind::Other(_) => "interacted with",
-                };
-                let item = model.items[j].as_str();
-                Because { item, kind: &event.kind, text: format!("because you {verb} {item}") }
-            })
-            .collect()
-    }
 }
 
 #[derive(Deserialize)]

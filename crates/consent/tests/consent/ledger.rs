@@ -413,12 +413,12 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     ledger.record_consent(&alice, &change(Purpose::Training, true, 10), t(10)).unwrap();
     ledger.ingest_events(&[event(alice, "sku-1", 11), event(alice, "sku-2", 12)], t(13)).unwrap();
     // Make it a version-2 store: the budget tables of migration 3, the
-    // column of migration 4, the batch counter of migration 5 and the event
-    // ids of migration 6 do not exist yet.
+    // column of migration 4, the batch counter of migration 5, the event
+    // ids of migration 6 and the catalogue of migration 7 do not exist yet.
     let downgrade = "DROP TABLE budget_runs; DROP TABLE budget_caps; \
                      ALTER TABLE suppressions DROP COLUMN subject_was_known; DROP TABLE ingest_batches; \
                      DROP INDEX events_by_event_key; ALTER TABLE events DROP COLUMN event_key; \
-                     ALTER TABLE events DROP COLUMN event_id;";
+                     ALTER TABLE events DROP COLUMN event_id; DROP TABLE items;";
     match ledger.sqlite_path() {
         Some(path) => {
             let conn = rusqlite::Connection::open(path).unwrap();
@@ -437,6 +437,7 @@ fn an_older_schema_is_migrated_and_keeps_its_data(store) {
     let recent: Vec<String> = ledger.recent_events(&alice, 10).unwrap().into_iter().map(|e| e.item).collect();
     assert_eq!(recent, ["sku-2", "sku-1"]);
     assert_eq!(ledger.stats().unwrap().ingested_batches, 0, "the counter starts with the migration");
+    assert!(ledger.catalogue_items().unwrap().is_empty(), "the catalogue starts empty with the migration");
     // The migrated events take part in duplicate detection.
     drop(ledger);
     let mut ledger = store.open();

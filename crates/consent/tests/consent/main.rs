@@ -2,6 +2,7 @@
 
 mod backends;
 mod budget;
+mod catalogue;
 mod formats;
 mod ledger;
 mod tls;

@@ -131,6 +131,16 @@ impl Server {
 
     /// A server of `released` on a fresh PostgreSQL database, or on a fresh SQLite file.
     async fn start_on(released: hush_mf::Model, config: ServeConfig, on_postgres: bool) -> Server {
+        Server::start_catalogued(released, config, on_postgres, Vec::new()).await
+    }
+
+    /// As [`Server::start_on`], with `catalogue` imported into the store before the server starts.
+    async fn start_catalogued(
+        released: hush_mf::Model,
+        config: ServeConfig,
+        on_postgres: bool,
+        catalogue: Vec<hush_consent::CatalogueItem>,
+    ) -> Server {
         captured_logs();
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("hush.db");
@@ -139,7 +149,9 @@ impl Server {
         // this test's runtime (as `hush serve` sets up before starting its own).
         let (state, keys) = {
             let (db, model_path) = (db.clone(), model_path.clone());
-            std::thread::spawn(move || Server::state(released, config, on_postgres, &db, &model_path)).join().unwrap()
+            std::thread::spawn(move || Server::state(released, config, on_postgres, &db, &model_path, &catalogue))
+                .join()
+                .unwrap()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -157,6 +169,7 @@ impl Server {
         on_postgres: bool,
         db: &Path,
         model_path: &Path,
+        catalogue: &[hush_consent::CatalogueItem],
     ) -> (AppState, std::collections::HashMap<&'static str, String>) {
         let mut ledger = match on_postgres {
             true => Ledger::connect(&hush_testkit::postgres_url()).unwrap(),
@@ -167,6 +180,9 @@ impl Server {
         for scope in ["admin", "recommend", "ingest", "privacy"] {
             let (key, _) = hush_consent::keys::create(&mut ledger, scope, &[scope.to_string()], now).unwrap();
             keys.insert(scope, key);
+        }
+        if !catalogue.is_empty() {
+            ledger.upsert_items(catalogue, now).unwrap();
         }
         release(&mut released, &mut ledger);
         released.save(model_path).unwrap();
@@ -1367,5 +1383,86 @@ async fn the_schema_check_refuses_answers_that_do_not_match() {
         let caught =
             std::panic::catch_unwind(move || check_against_document(&document, method, template, status, &wrong));
         assert!(caught.is_err(), "{method} {template} {status} accepted a wrong answer");
+    }
+}
+
+/// The test model's catalogue: sku-0..sku-19 in `garden`, sku-20..sku-38 in
+/// `kitchen`, sku-39 absent (no title, no category), and one item the model
+/// does not know.
+fn test_catalogue() -> Vec<hush_consent::CatalogueItem> {
+    (0..39)
+        .map(|i| hush_consent::CatalogueItem {
+            id: format!("sku-{i}"),
+            title: Some(format!("Thing {i}")),
+            category: Some(if i < 20 { "garden" } else { "kitchen" }.to_string()),
+            attributes: serde_json::Map::new(),
+        })
+        .chain(std::iter::once(hush_consent::CatalogueItem {
+            id: "not-in-the-model".into(),
+            title: Some("Ghost".into()),
+            category: Some("attic".into()),
+            attributes: serde_json::Map::new(),
+        }))
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_carry_titles_and_filter_by_category_on_both_backends() {
+    for on_postgres in [false, true] {
+        let server =
+            Server::start_catalogued(model(false), ServeConfig::default(), on_postgres, test_catalogue()).await;
+        assert_eq!(server.consent("cat", "personalization", true).await.0, 200);
+        assert_eq!(server.events("cat", &["sku-0", "sku-2"]).await.0, 200);
+        let items = |body: &Value| -> Vec<(String, Value, Value)> {
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["item"].as_str().unwrap().to_string(), i["title"].clone(), i["category"].clone()))
+                .collect()
+        };
+        let path = "/v1/subjects/cat/recommendations?k=40";
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, 200, "{body}");
+        let all = items(&body);
+        assert_eq!(all.len(), 38, "40 items less the subject's own two: {body}");
+        for (item, title, category) in &all {
+            let n: usize = item.trim_start_matches("sku-").parse().unwrap();
+            if n == 39 {
+                assert_eq!((title, category), (&Value::Null, &Value::Null), "not in the catalogue");
+            } else {
+                assert_eq!(title, &json!(format!("Thing {n}")));
+                assert_eq!(category, &json!(if n < 20 { "garden" } else { "kitchen" }));
+            }
+        }
+        let because = &body["items"][0]["because"][0];
+        assert!(because["text"].as_str().unwrap().starts_with("because you bought Thing "), "{body}");
+        assert!(because["title"].as_str().unwrap().starts_with("Thing "), "{body}");
+
+        let (_, body) = server.get(&format!("{path}&category=kitchen")).await;
+        let kitchen = items(&body);
+        assert_eq!(kitchen.len(), 19, "{body}");
+        assert!(kitchen.iter().all(|(_, _, c)| c == "kitchen"), "{body}");
+        let (_, body) = server.get(&format!("{path}&exclude_categories=kitchen")).await;
+        let rest = items(&body);
+        assert_eq!(rest.len(), 19, "18 garden items and sku-39, which has no category: {body}");
+        assert!(rest.iter().all(|(_, _, c)| c != "kitchen"), "{body}");
+        let (_, body) = server.get(&format!("{path}&category=garden,kitchen&exclude_categories=garden")).await;
+        assert_eq!(items(&body).len(), 19, "{body}");
+        let (status, body) = server.get(&format!("{path}&category=no-such-shelf")).await;
+        assert_eq!((status, items(&body).len()), (200, 0), "an unknown category matches nothing: {body}");
+        let (_, body) = server.get("/v1/recommendations/popular?k=40&category=garden").await;
+        assert_eq!(items(&body).len(), 20, "{body}");
+        assert!(items(&body).iter().all(|(_, t, c)| c == "garden" && t.is_string()), "{body}");
+        let (_, body) = server.get("/v1/items/sku-1/similar?k=3").await;
+        assert!(items(&body).iter().all(|(_, t, _)| t.is_string()), "{body}");
+
+        for bad in ["category=", "category=a,,b", "exclude_categories=%01", "category=a%2Cb,"] {
+            let (status, body) = server.get(&format!("{path}&{bad}")).await;
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_category")), "{bad}: {body}");
+        }
+        // Consent first: a subject without it is refused, whatever the filter.
+        let (status, body) = server.get("/v1/subjects/nobody/recommendations?category=garden").await;
+        assert_eq!((status, body["reason"].as_str()), (403, Some("not_granted")), "{body}");
     }
 }
