@@ -323,6 +323,12 @@ fn prepare_data(set: &FeatureSet, params: &TrainParams, mechanics: &Mechanics) -
     let subjects: Vec<Vec<(u32, f32)>> = (0..set.n_subjects())
         .map(|s| {
             let mut row: Vec<(u32, f32)> = set.subject_interactions(s).map(|i| (i.item, clip(i.value))).collect();
+            // Clamping passes NaN through, and one NaN would poison every
+            // released sum: a feature set built in code or read from a
+            // crafted file must not reach the statistics with one.
+            if row.iter().any(|&(_, v)| !v.is_finite()) {
+                return Err(Error::Data(format!("subject {s} has a value that is not a finite number")));
+            }
             // The √k sensitivities assume k *distinct* items per subject.
             row.sort_unstable_by_key(|&(item, _)| item);
             if row.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -893,10 +899,15 @@ impl ItemStep<'_> {
 }
 
 /// Scales a non-zero `x` to norm exactly `c` (finite `c` only).
+///
+/// The target is C·(1 − 10⁻⁶), not C: the statistics are summed from `f32`
+/// copies, whose rounding could otherwise put a norm a few 10⁻⁸ above C,
+/// over the sensitivity the noise was calibrated to.
 fn scale_to_norm(x: &mut [f64], c: f64) {
     let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
     if c.is_finite() && norm > 0.0 {
-        x.iter_mut().for_each(|v| *v *= c / norm);
+        let target = c * (1.0 - 1e-6);
+        x.iter_mut().for_each(|v| *v *= target / norm);
     }
 }
 

@@ -176,3 +176,31 @@ fn the_rules_choose_iterations_from_noisy_counts_and_keep_the_guarantee() {
     // The rules' settings are the model's: binary preferences, k = 60.
     assert_eq!((model.meta.params.max_value, model.meta.params.max_items_per_subject), (1.0, 60));
 }
+
+/// A value that is not a finite number never reaches the released sums.
+#[test]
+fn a_non_finite_value_is_refused_before_any_release() {
+    let mut set = clustered(20, 10, 3, Feedback::Implicit, 1);
+    let rows: Vec<Vec<hush_features::Interaction>> = (0..set.n_subjects())
+        .map(|s| {
+            set.subject_interactions(s)
+                .map(|mut i| {
+                    if s == 3 {
+                        i.value = f32::NAN;
+                    }
+                    i
+                })
+                .collect()
+        })
+        .collect();
+    set = hush_features::FeatureSet::from_keyed_rows(
+        set.meta.clone(),
+        set.items.clone(),
+        &rows,
+        set.subject_keys.clone(),
+    );
+    let privacy =
+        Privacy::Dp { budget: Budget::new(1.0, 1e-6).unwrap(), noise: Box::new(NoiseSource::seeded(1)), rules: None };
+    let err = train(&set, &params(4, 2), privacy, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("subject 3 has a value that is not a finite number"), "{err}");
+}
