@@ -22,6 +22,7 @@ use super::clustered;
 /// One DP run's pre-noise releases and released states.
 struct Run {
     pre_noise: BTreeMap<StreamId, Vec<f64>>,
+    noise: BTreeMap<StreamId, Vec<f64>>,
     states: Vec<ReleasedState>,
 }
 
@@ -44,7 +45,7 @@ fn run_with(set: &FeatureSet, params: &TrainParams, replay: Option<&[ReleasedSta
         ..Mechanics::calibrated(set.meta.feedback, params, &calibration, NoiseSource::seeded(5)).unwrap()
     };
     train_with_mechanics(set, params, &mechanics, PrivacyGuarantee::NonPrivate, &mut |_| {}).unwrap();
-    Run { pre_noise: log.pre_noise(), states: log.states() }
+    Run { pre_noise: log.pre_noise(), noise: log.noise(), states: log.states() }
 }
 
 /// `set` without subject `u`.
@@ -140,6 +141,29 @@ fn iterations_chosen_by_rule_keep_releases_within_their_sensitivities() {
             );
         }
     }
+}
+
+/// The noise actually drawn follows the re-counted calibration: with 48
+/// iterations planned and fewer chosen, each iteration's rhs noise is the
+/// planned σ scaled by √(T/48), and exactly T iterations draw it.
+#[test]
+fn rule_chosen_iterations_draw_the_recounted_noise() {
+    let set = clustered(2000, 30, 10, Feedback::Implicit, 17);
+    let params = TrainParams { iterations: 48, ..bounded(4, 8) };
+    let budget = Budget::new(2.0, 1e-6).unwrap();
+    let run = run_with(&set, &params, None, true);
+    let chosen = (run.states.len() - 1) as u32;
+    assert!(chosen <= 12, "the rule chose {chosen} iterations");
+    let rhs = ReleaseKind::ItemRhs.code();
+    let iterations: BTreeSet<u32> = run.noise.keys().filter(|id| id.release == rhs).map(|id| id.iteration).collect();
+    assert_eq!(iterations, (1..=chosen).collect::<BTreeSet<_>>(), "exactly the chosen iterations draw rhs noise");
+    let planned = plan(Feedback::Implicit, &params).calibrate(budget).unwrap();
+    let expected = planned.with_count(rhs, chosen, budget).unwrap().release(rhs).unwrap().noise_std;
+    let drawn: Vec<f64> = run.noise.iter().filter(|(id, _)| id.release == rhs).flat_map(|(_, v)| v.clone()).collect();
+    let std = (drawn.iter().map(|x| x * x).sum::<f64>() / drawn.len() as f64).sqrt();
+    assert!((std / expected - 1.0).abs() < 0.1, "drawn σ {std} against the re-counted {expected}");
+    let planned_std = planned.release(rhs).unwrap().noise_std;
+    assert!(expected < 0.6 * planned_std, "fewer iterations, less noise each: {expected} vs {planned_std}");
 }
 
 #[test]
