@@ -23,6 +23,11 @@
 //!   after the last block. `curl` lines then reach it: `:8080` in them is
 //!   rewritten to the port. A `curl` line passes on a 2xx answer, or on the
 //!   status its trailing comment names (`# answers 403`).
+//! - `pip install ./python ...` (the Python section): not run. Building the
+//!   extension means a release build of the whole workspace in the README's
+//!   directory; `.ci/run`'s Python step builds and installs it from this
+//!   checkout, and its pytest runs the README's `python` block. It is
+//!   counted as mapped, not as run.
 //! - `export HUSH_DB='postgres://…'` (the deployment section): the URL of a
 //!   throwaway PostgreSQL database (`hush_testkit::postgres_url`) instead of
 //!   the example host, which does not exist here.
@@ -142,6 +147,9 @@ fn plan(text: &str, pg_url: &dyn Fn() -> String) -> Plan {
     match w.as_slice() {
         ["cargo", "install", ..] => return Plan::Mapped("the built hush is first on the PATH"),
         ["cargo", "test", ..] => return Plan::Mapped("this is the command running this test"),
+        ["pip", "install", "./python", ..] => {
+            return Plan::Mapped("built, installed and tested (the README's python block too) by .ci/run's Python step")
+        }
         ["cargo", "run", ..] => {
             let rest = text.split_once(" -- ").map(|(_, rest)| rest).unwrap_or("");
             return plan(&format!("hush {rest}"), pg_url);
@@ -435,6 +443,8 @@ fn cargo_lines_map_to_the_built_binary_and_servers_go_to_the_background() {
     assert_eq!(plan("hush quickstart --no-serve", &no_pg), Plan::Run("hush quickstart --no-serve".into()));
     assert!(matches!(plan("cargo test --workspace", &no_pg), Plan::Mapped(_)));
     assert!(matches!(plan("cargo install --path .", &no_pg), Plan::Mapped(_)));
+    assert!(matches!(plan("pip install ./python pyarrow      # builds", &no_pg), Plan::Mapped(_)));
+    assert!(matches!(plan("pip install pandas", &no_pg), Plan::Run(_)));
     assert_eq!(
         plan("export HUSH_DB='postgres://h:5432/hush?sslmode=verify-full'", &|| "postgres://local/db".into()),
         Plan::Export { name: "HUSH_DB".into(), value: "'postgres://local/db'".into() }
