@@ -33,6 +33,12 @@ fn opendp_error(e: opendp::error::Error) -> Error {
 /// # Errors
 /// [`Error::OpenDp`] if OpenDP refuses the parameters.
 pub fn epsilon_for_rho(rho: Rho, delta: Delta) -> Result<f64> {
+    // OpenDP's arithmetic swaps the process's panic hook for a silent one
+    // and back (`catch_unwind_silent`); two threads doing that at once can
+    // leave the silent hook installed for good, and every later panic
+    // message of the process is lost. One caller at a time keeps it paired.
+    static OPENDP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = OPENDP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut scale = (1.0 / (2.0 * rho.value())).sqrt();
     // Each step lowers the scale by one ulp; OpenDP's ρ is within a few ulps
     // of 1/(2·scale²), so a handful of steps always suffice.
