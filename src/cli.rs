@@ -83,7 +83,7 @@ pub enum Command {
     /// Evaluate a model on a split, or run the whole offline loop on a ratings file.
     Evaluate(EvaluateArgs),
     /// Compare privacy budgets: train and evaluate at every epsilon and seed plus the
-    /// non-private twin, and write report.html, results.csv and results.json.
+    /// non-private twin, and write report.html, results.csv, results.parquet and results.json.
     Sweep(SweepArgs),
     /// Audit a DP training run empirically: train once with canary subjects
     /// included at random, guess their membership from the released model,
@@ -293,6 +293,9 @@ pub struct EvaluateArgs {
     /// so peer libraries can be measured on exactly the same data.
     #[arg(long)]
     pub write_split: Option<PathBuf>,
+    /// The format of --write-split's files: csv, or parquet (train.parquet, test.parquet).
+    #[arg(long, default_value = "csv", requires = "write_split")]
+    pub split_format: hush_pipeline::tables::TableFormat,
 }
 
 #[derive(Debug, Args)]
@@ -533,7 +536,8 @@ pub struct ImportTolerance {
 pub struct ConsentImportArgs {
     /// The file to import.
     pub file: PathBuf,
-    /// File format (default: from the extension; .jsonl is JSONL, anything else CSV).
+    /// File format (default: from the extension: .parquet/.pq Parquet,
+    /// .jsonl/.ndjson JSONL, anything else CSV).
     #[arg(long, value_enum)]
     pub format: Option<ConsentFileFormat>,
     #[command(flatten)]
@@ -544,6 +548,7 @@ pub struct ConsentImportArgs {
 pub enum ConsentFileFormat {
     Csv,
     Jsonl,
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -607,10 +612,12 @@ pub struct EventsImportArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct FormatArgs {
-    /// movielens-csv, udata, dat, csv or jsonl.
-    #[arg(long, default_value = "csv")]
-    pub format: String,
-    /// Column mapping for --format csv, e.g. `subject=user,item=sku,timestamp=ts,kind=,default_kind=purchase`.
+    /// movielens-csv, udata, dat, csv, jsonl or parquet (default: from each
+    /// file's extension: .parquet/.pq Parquet, .jsonl/.ndjson JSONL, .dat
+    /// MovieLens dat, anything else CSV).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Column mapping for csv and parquet, e.g. `subject=user,item=sku,timestamp=ts,kind=,default_kind=purchase`.
     #[arg(long)]
     pub mapping: Option<String>,
 }

@@ -197,6 +197,7 @@ fn consent(g: &Global, command: &ConsentCommand) -> Result<()> {
             let format = match args.format {
                 Some(ConsentFileFormat::Csv) => ConsentFormat::Csv,
                 Some(ConsentFileFormat::Jsonl) => ConsentFormat::Jsonl,
+                Some(ConsentFileFormat::Parquet) => ConsentFormat::Parquet,
                 None => ConsentFormat::from_path(&args.file),
             };
             let bar = progress::counter("consent rows", g.quiet);
@@ -301,12 +302,18 @@ fn change(g: &Global, ledger: &mut Ledger, key: &PseudonymKey, args: &ConsentCha
     Ok(())
 }
 
-pub fn event_format(args: &FormatArgs) -> Result<EventFormat> {
-    let format = EventFormat::from_name(&args.format)?;
-    Ok(match (format, &args.mapping) {
-        (EventFormat::Csv(_), Some(mapping)) => EventFormat::Csv(mapping.parse::<CsvMapping>()?),
-        (_, Some(_)) => bail!("--mapping only applies to --format csv"),
-        (format, None) => format,
+/// The format `path` is read in: `--format`, or else its extension; with
+/// `--mapping`'s columns (CSV and Parquet only).
+pub fn event_format(args: &FormatArgs, path: &Path) -> Result<EventFormat> {
+    let format = match &args.format {
+        Some(name) => EventFormat::from_name(name)?,
+        None => EventFormat::from_path(path),
+    };
+    Ok(match &args.mapping {
+        Some(mapping) => format
+            .with_mapping(mapping.parse::<CsvMapping>()?)
+            .with_context(|| format!("--mapping for {}", path.display()))?,
+        None => format,
     })
 }
 
@@ -318,7 +325,7 @@ fn events_import(g: &Global, args: &EventsImportArgs) -> Result<()> {
         &mut ledger,
         &key,
         &args.file,
-        &event_format(&args.format)?,
+        &event_format(&args.format, &args.file)?,
         &options(&args.tolerance)?,
         Timestamp::now(),
         &mut |n| bar.set_position(n),
@@ -483,16 +490,16 @@ pub fn run_extraction(
     g: &Global,
     config: &hush_features::ExtractConfig,
     inputs: &[PathBuf],
-    format: &EventFormat,
+    format: &FormatArgs,
     use_store: bool,
     now: Timestamp,
 ) -> Result<(FeatureSet, ExtractionReport)> {
     // Research data has no ledger and no key: no store is reached for it.
     let store = if config.research_data { None } else { Some(store(g)?) };
-    let inputs: Vec<hush_pipeline::extract::Input> = inputs
+    let inputs = inputs
         .iter()
-        .map(|path| hush_pipeline::extract::Input::File { path: path.clone(), format: format.clone() })
-        .collect();
+        .map(|path| Ok(hush_pipeline::extract::Input::File { path: path.clone(), format: event_format(format, path)? }))
+        .collect::<Result<Vec<_>>>()?;
     let bar = progress::counter("rows read", g.quiet);
     let extracted =
         hush_pipeline::extract::extract(store.as_ref(), config, &inputs, use_store, now, &mut |n| bar.set_position(n))?;
@@ -504,9 +511,8 @@ fn extract(g: &Global, args: &ExtractArgs) -> Result<(FeatureSet, ExtractionRepo
     let now = Timestamp::now();
     let config = extract_params(args)?.validate(now)?;
     let split = args.split.as_deref().map(str::parse::<hush_features::SplitSpec>).transpose()?;
-    let format = event_format(&args.format)?;
     let use_store = args.inputs.is_empty() || args.from_store;
-    let (set, report) = run_extraction(g, &config, &args.inputs, &format, use_store, now)?;
+    let (set, report) = run_extraction(g, &config, &args.inputs, &args.format, use_store, now)?;
     set.save(&args.out)?;
     let report_path = args.report.clone().unwrap_or_else(|| args.out.with_extension("report.json"));
     hush_consent::files::write_owner_only(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
@@ -816,7 +822,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     out!("== 4/6 consent-filtered extraction (config {})", args.config.display());
     let extract_args = ExtractArgs {
         inputs: vec![sample.join("events.csv")],
-        format: FormatArgs { format: "csv".into(), mapping: None },
+        format: FormatArgs { format: Some("csv".into()), mapping: None },
         from_store: false,
         config: Some(args.config.clone()),
         as_of: None,

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::budget::RunSpec;
 use crate::cli::*;
-use crate::commands::{event_format, print_json, read_config, run_extraction, ConfigFile};
+use crate::commands::{print_json, read_config, run_extraction, ConfigFile};
 use hush_pipeline::learn::{guarantee_line, metrics_json, save_with_card};
 
 pub fn config_of(data: &DataArgs) -> Result<ConfigFile> {
@@ -83,7 +83,7 @@ pub fn load_data_with_report(
     }
     let now = Timestamp::now();
     let extract = params.validate(now)?;
-    let (set, report) = run_extraction(g, &extract, &data.inputs, &event_format(&data.format)?, false, now)?;
+    let (set, report) = run_extraction(g, &extract, &data.inputs, &data.format, false, now)?;
     Ok((set, Some(report)))
 }
 
@@ -289,7 +289,7 @@ pub fn evaluate(g: &Global, args: &EvaluateArgs) -> Result<()> {
             budget,
             noise_seed: args.privacy.noise_seed,
             k: args.k,
-            write_split: args.write_split.as_deref(),
+            write_split: args.write_split.as_deref().map(|dir| (dir, args.split_format)),
         },
         |set, params, privacy| train_model(g, set, params, privacy),
     )?;

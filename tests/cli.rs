@@ -994,6 +994,90 @@ fn reimporting_events_is_idempotent_and_counts_duplicates() {
     assert_eq!(export["events"].as_array().unwrap().len(), 2, "{export}");
 }
 
+/// A Parquet file of text columns.
+fn write_parquet(path: &std::path::Path, columns: &[(&str, Vec<Option<&str>>)]) {
+    use std::sync::Arc;
+    let batch = arrow_array::RecordBatch::try_from_iter(columns.iter().map(|(name, values)| {
+        (name.to_string(), Arc::new(arrow_array::StringArray::from(values.clone())) as arrow_array::ArrayRef)
+    }))
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Issue 17: consent records and events import from Parquet (known by the
+/// extension), and a source's event ids make a retry store nothing twice,
+/// whatever the format of the retry.
+#[test]
+fn parquet_imports_and_event_ids_make_retries_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["init"]);
+    write_parquet(
+        &d.join("consent.parquet"),
+        &[
+            ("subject_id", vec![Some("u1"), Some("u2")]),
+            ("purpose", vec![Some("training"), Some("personalization")]),
+            ("granted", vec![Some("true"), Some("true")]),
+            ("effective_at", vec![Some("2024-01-01T00:00:00Z"), Some("1704067200")]),
+            ("notice_version", vec![Some("v1"), Some("v1")]),
+        ],
+    );
+    let consent = json(&ok(d, &["consent", "import", "consent.parquet", "--json"]));
+    assert_eq!((consent["rows"].as_u64(), consent["stored"].as_u64()), (Some(2), Some(2)), "{consent}");
+    let again = json(&ok(d, &["consent", "import", "consent.parquet", "--json"]));
+    assert_eq!((again["stored"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(2)), "{again}");
+
+    // Two events of u1 with the same content but their own order lines are
+    // two events; u3 has no consent.
+    write_parquet(
+        &d.join("events.parquet"),
+        &[
+            ("subject_id", vec![Some("u1"), Some("u1"), Some("u2"), Some("u3")]),
+            ("item_id", vec![Some("a"), Some("a"), Some("b"), Some("a")]),
+            ("kind", vec![Some("purchase"), Some("purchase"), Some("view"), Some("view")]),
+            ("timestamp", vec![Some("1700000000"), Some("1700000000"), Some("1700000001"), Some("1700000002")]),
+            ("event_id", vec![Some("order-1/1"), Some("order-1/2"), None, Some("x")]),
+        ],
+    );
+    let first = json(&ok(d, &["events", "import", "events.parquet", "--json"]));
+    assert_eq!(
+        (first["stored"].as_u64(), first["duplicates"].as_u64(), first["dropped_no_consent"].as_u64()),
+        (Some(3), Some(0), Some(1)),
+        "{first}"
+    );
+    // The storefront retries from its CSV export: the same ids, one of them
+    // now with other content (a conflict: the stored event stands).
+    std::fs::write(
+        d.join("retry.csv"),
+        "subject_id,item_id,kind,value,timestamp,event_id\n\
+         u1,a,purchase,1,1700000000,order-1/1\n\
+         u1,z,purchase,1,1700000000,order-1/2\n\
+         u2,b,view,1,1700000001,\n",
+    )
+    .unwrap();
+    let retry = json(&ok(d, &["events", "import", "retry.csv", "--max-malformed", "0.5", "--json"]));
+    assert_eq!(
+        (retry["stored"].as_u64(), retry["duplicates"].as_u64(), retry["malformed"].as_u64()),
+        (Some(0), Some(2), Some(1)),
+        "{retry}"
+    );
+    let error = retry["errors"][0].to_string();
+    assert!(error.contains("event_id") && error.contains("other content"), "{error}");
+    let export = json(&ok(d, &["export", "--subject", "u1"]));
+    let items: Vec<&str> = export["events"].as_array().unwrap().iter().map(|e| e["item"].as_str().unwrap()).collect();
+    assert_eq!(items, ["a", "a"], "{export}");
+
+    // --format overrides the extension; a Parquet file is no CSV.
+    let out = hush(d, &["events", "import", "events.parquet", "--format", "csv", "--strict"]);
+    assert!(!out.status.success());
+    let out = hush(d, &["events", "import", "retry.csv", "--format", "parquet"]);
+    let message = stderr(&out);
+    assert!(message.contains("retry.csv:0: not a readable Parquet file"), "{message}");
+}
+
 /// The pseudonym a subject id has in the store of `d` (its hush.key).
 fn pseudonym_in(d: &std::path::Path, id: &str) -> String {
     hush_consent::PseudonymKey::from_env_or_file(&d.join("hush.key")).unwrap().pseudonymize(id).to_hex()

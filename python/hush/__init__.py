@@ -156,7 +156,7 @@ def synth(
 def extract(
     events: Any = (),
     *,
-    format: str = "csv",
+    format: Optional[str] = None,
     mapping: Optional[str] = None,
     config: Optional[PathLike] = None,
     store: Optional[str] = None,
@@ -170,7 +170,10 @@ def extract(
     ``events``: a file path, a pandas DataFrame, a pyarrow Table, or a list of
     them. Tables are read as a CSV file with a header would be: the columns
     ``subject_id, item_id, kind, value, timestamp`` (``kind`` and ``value``
-    optional), or those named by ``mapping`` (as ``--mapping``). A malformed
+    optional), or those named by ``mapping`` (as ``--mapping``). Files are
+    read in ``format`` (``csv``, ``jsonl``, ``parquet``, ``dat``, ``udata``,
+    ``movielens-csv``), by default the one their extension names
+    (``.parquet``, ``.jsonl``, ``.dat``; anything else CSV). A malformed
     row raises ``InputError`` naming its row (from 1) and field in strict
     mode, and counts against ``max_malformed_fraction`` otherwise.
 
@@ -264,12 +267,15 @@ def evaluate(
     store: Optional[str] = None,
     key_file: Optional[PathLike] = None,
     write_split: Optional[PathLike] = None,
+    split_format: str = "csv",
 ) -> dict:
     """Evaluates as ``hush evaluate --json``: the metrics dict (exact, private).
 
     Trains on the split's train part (DP or twin) unless ``model`` names a
     model file to evaluate. ``evaluation_table(metrics)`` gives the audit by
-    subject activity and item popularity as a DataFrame.
+    subject activity and item popularity as a DataFrame. ``write_split``
+    names a directory for the two parts (``train``/``test``, as
+    ``split_format`` ``"csv"`` or ``"parquet"``).
     """
     return _hush.evaluate(
         _features(data),
@@ -286,6 +292,7 @@ def evaluate(
         store=store,
         key_file=_path(key_file),
         write_split=_path(write_split),
+        split_format=split_format,
     )
 
 

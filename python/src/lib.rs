@@ -412,12 +412,12 @@ fn synth<'py>(
 /// tables (`(label, [(column, [text, ...]), ...])`); `settings` overrides the
 /// config's `[extract]` table by its key names.
 #[pyfunction]
-#[pyo3(signature = (inputs, format = "csv", mapping = None, config = None, store = None, key_file = None, use_store = false, settings = None))]
+#[pyo3(signature = (inputs, format = None, mapping = None, config = None, store = None, key_file = None, use_store = false, settings = None))]
 #[allow(clippy::too_many_arguments)]
 fn extract(
     py: Python<'_>,
     inputs: Vec<Bound<'_, PyAny>>,
-    format: &str,
+    format: Option<&str>,
     mapping: Option<&str>,
     config: Option<PathBuf>,
     store: Option<&str>,
@@ -430,11 +430,16 @@ fn extract(
         Some(s) => merged(&config.extract, from_py(py, s)?, "extract")?,
         None => config.extract.clone(),
     };
-    let file_format = EventFormat::from_name(format).or_py()?;
-    let file_format = match (file_format, mapping) {
-        (EventFormat::Csv(_), Some(m)) => EventFormat::Csv(m.parse::<CsvMapping>().or_py()?),
-        (_, Some(_)) => return Err(invalid("mapping only applies to format=\"csv\"".into())),
-        (f, None) => f,
+    // Each file in `format`, or else the format its extension names.
+    let file_format = |path: &std::path::Path| -> PyResult<EventFormat> {
+        let format = match format {
+            Some(name) => EventFormat::from_name(name).or_py()?,
+            None => EventFormat::from_path(path),
+        };
+        match mapping {
+            Some(m) => format.with_mapping(m.parse::<CsvMapping>().or_py()?).or_py(),
+            None => Ok(format),
+        }
     };
     let row_mapping = match mapping {
         Some(m) => m.parse::<CsvMapping>().or_py()?,
@@ -446,7 +451,8 @@ fn extract(
             parsed.push(Input::Rows(EventRows { label, columns, mapping: row_mapping.clone() }));
         } else {
             let path: PathBuf = input.extract()?;
-            parsed.push(Input::File { path, format: file_format.clone() });
+            let format = file_format(&path)?;
+            parsed.push(Input::File { path, format });
         }
     }
     let store = if params.research_data { None } else { store_of(store, key_file)? };
@@ -527,7 +533,7 @@ fn train(
 /// Evaluates as `hush evaluate`: trains on the split's train part (or
 /// evaluates the model file `model`) and returns the metrics dict.
 #[pyfunction]
-#[pyo3(signature = (data, split = "holdout:0.2:42", model = None, epsilon = None, delta = 1e-6, non_private = false, noise_seed = None, k = 10, validation = None, config = None, settings = None, store = None, key_file = None, write_split = None))]
+#[pyo3(signature = (data, split = "holdout:0.2:42", model = None, epsilon = None, delta = 1e-6, non_private = false, noise_seed = None, k = 10, validation = None, config = None, settings = None, store = None, key_file = None, write_split = None, split_format = "csv"))]
 #[allow(clippy::too_many_arguments)]
 fn evaluate<'py>(
     py: Python<'py>,
@@ -545,6 +551,7 @@ fn evaluate<'py>(
     store: Option<&str>,
     key_file: Option<PathBuf>,
     write_split: Option<PathBuf>,
+    split_format: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut config = config_of(config)?;
     if let Some(s) = &settings {
@@ -553,6 +560,7 @@ fn evaluate<'py>(
     let budget = if model.is_some() { None } else { budget_of(epsilon, delta, non_private)? };
     let split = split_of(split)?;
     let validation = validation.map(split_of).transpose()?;
+    let format: hush_pipeline::tables::TableFormat = split_format.parse().or_py()?;
     let store = if data.set.meta.research_only { None } else { store_of(store, key_file)? };
     let evaluated = py
         .allow_threads(|| {
@@ -567,7 +575,7 @@ fn evaluate<'py>(
                     budget,
                     noise_seed,
                     k,
-                    write_split: write_split.as_deref(),
+                    write_split: write_split.as_deref().map(|dir| (dir, format)),
                 },
                 |set, params, privacy| -> hush_pipeline::Result<_> {
                     Ok(hush_mf::train(set, params, privacy, &mut |_| {})?)

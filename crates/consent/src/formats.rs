@@ -14,6 +14,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::event::validate_item_id;
+use crate::parquet_table::{ParquetTable, Wanted};
 use crate::time::truncate_for_message;
 use crate::{ConsentChange, ConsentSource, Error, Event, EventKind, Purpose, Result, RowError, Timestamp};
 
@@ -28,13 +29,19 @@ pub enum EventFormat {
     MovielensDat,
     /// A CSV file with a header, read through a column mapping.
     Csv(CsvMapping),
-    /// One JSON object per line: `subject_id`, `item_id`, `kind`, `value`, `timestamp`.
+    /// One JSON object per line: `subject_id`, `item_id`, `kind`, `value`,
+    /// `timestamp`, and optionally `event_id`.
     Jsonl,
+    /// A Parquet file whose columns are named by the mapping (the same
+    /// names as CSV by default; the delimiter is unused). Text, integer,
+    /// float, boolean and dictionary columns are read as their text;
+    /// `timestamp` columns may also be Parquet timestamps of any unit.
+    Parquet(CsvMapping),
 }
 
 impl EventFormat {
     /// The names accepted on the command line.
-    pub const NAMES: &'static str = "movielens-csv, udata, dat, csv, jsonl";
+    pub const NAMES: &'static str = "movielens-csv, udata, dat, csv, jsonl, parquet";
 
     /// Parses a format name; `csv` uses the default [`CsvMapping`].
     ///
@@ -47,6 +54,7 @@ impl EventFormat {
             "dat" => EventFormat::MovielensDat,
             "csv" => EventFormat::Csv(CsvMapping::default()),
             "jsonl" => EventFormat::Jsonl,
+            "parquet" => EventFormat::Parquet(CsvMapping::default()),
             other => {
                 return Err(Error::InvalidField {
                     field: "format",
@@ -68,6 +76,34 @@ impl EventFormat {
             EventFormat::MovielensDat => "dat",
             EventFormat::Csv(_) => "csv",
             EventFormat::Jsonl => "jsonl",
+            EventFormat::Parquet(_) => "parquet",
+        }
+    }
+
+    /// The format a file's extension suggests: `.parquet` is Parquet,
+    /// `.jsonl`/`.ndjson` JSONL, `.dat` MovieLens `::`, anything else CSV
+    /// with the default mapping.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet") | Some("pq") => EventFormat::Parquet(CsvMapping::default()),
+            Some("jsonl") | Some("ndjson") => EventFormat::Jsonl,
+            Some("dat") => EventFormat::MovielensDat,
+            _ => EventFormat::Csv(CsvMapping::default()),
+        }
+    }
+
+    /// This format with its columns named by `mapping` (CSV and Parquet only).
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] for a format whose columns are fixed.
+    pub fn with_mapping(self, mapping: CsvMapping) -> Result<Self> {
+        match self {
+            EventFormat::Csv(_) => Ok(EventFormat::Csv(mapping)),
+            EventFormat::Parquet(_) => Ok(EventFormat::Parquet(mapping)),
+            other => Err(Error::InvalidField {
+                field: "mapping",
+                message: format!("a column mapping applies to csv and parquet, not to {}", other.name()),
+            }),
         }
     }
 }
@@ -85,6 +121,9 @@ pub struct CsvMapping {
     pub value: Option<String>,
     /// Column with the timestamp (RFC 3339 or unix seconds).
     pub timestamp: String,
+    /// Column with the source's own event id (an order line, a tracking
+    /// id), which makes a retried import idempotent; optional.
+    pub event_id: Option<String>,
     /// Kind used when there is no kind column.
     pub default_kind: EventKind,
     /// Field separator byte.
@@ -92,7 +131,8 @@ pub struct CsvMapping {
 }
 
 impl Default for CsvMapping {
-    /// The layout `hush synth` writes: `subject_id,item_id,kind,value,timestamp`.
+    /// The layout `hush synth` writes: `subject_id,item_id,kind,value,timestamp`,
+    /// and an `event_id` column when the file has one.
     fn default() -> Self {
         CsvMapping {
             subject: "subject_id".into(),
@@ -100,6 +140,7 @@ impl Default for CsvMapping {
             kind: Some("kind".into()),
             value: Some("value".into()),
             timestamp: "timestamp".into(),
+            event_id: Some("event_id".into()),
             default_kind: EventKind::View,
             delimiter: b',',
         }
@@ -127,6 +168,7 @@ impl FromStr for CsvMapping {
                 "kind" => mapping.kind = optional(column),
                 "value" => mapping.value = optional(column),
                 "timestamp" => mapping.timestamp = column,
+                "event_id" => mapping.event_id = optional(column),
                 "default_kind" => mapping.default_kind = column.parse()?,
                 "delimiter" => {
                     let bytes = match column.as_str() {
@@ -140,7 +182,7 @@ impl FromStr for CsvMapping {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown field `{}`; expected subject, item, kind, value, timestamp, default_kind, delimiter",
+                        "unknown field `{}`; expected subject, item, kind, value, timestamp, event_id, default_kind, delimiter",
                         truncate_for_message(other)
                     )))
                 }
@@ -182,6 +224,8 @@ pub struct RawEvent {
     pub subject_id: String,
     /// The event.
     pub event: Event,
+    /// The source's own id of the event, when the file has one.
+    pub event_id: Option<String>,
 }
 
 /// An event borrowed from the reader's buffer, valid until the next read:
@@ -198,6 +242,8 @@ pub struct RawEventRef<'a> {
     pub value: f32,
     /// When it happened.
     pub at: Timestamp,
+    /// The source's own id of the event, when the row has one.
+    pub event_id: Option<&'a str>,
 }
 
 impl RawEventRef<'_> {
@@ -206,6 +252,7 @@ impl RawEventRef<'_> {
         RawEvent {
             subject_id: self.subject_id.to_string(),
             event: Event { item: self.item.to_string(), kind: self.kind.clone(), value: self.value, at: self.at },
+            event_id: self.event_id.map(str::to_string),
         }
     }
 }
@@ -221,12 +268,15 @@ pub struct EventReader {
 }
 
 /// The five text fields of one row, in the order subject, item, kind,
-/// value, timestamp, not yet checked; empty where the format has no such field.
+/// value, timestamp, and the event id, not yet checked; empty where the
+/// format has no such field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawFields<'a> {
     /// The field texts.
     pub texts: [&'a str; 5],
-    /// 1-based line of the row.
+    /// The source's event id ("" when the row has none).
+    pub event_id: &'a str,
+    /// 1-based line of the row (for Parquet and tables, the data row).
     pub line: u64,
 }
 
@@ -239,6 +289,7 @@ pub struct RawFields<'a> {
 pub struct FieldContext {
     label: String,
     names: [String; 5],
+    event_id_name: String,
     default_kind: EventKind,
 }
 
@@ -247,7 +298,18 @@ impl FieldContext {
     /// whose five fields (subject, item, kind, value, timestamp) are named
     /// `names` in errors; an empty kind field means `default_kind`.
     pub fn new(label: &str, names: [&str; 5], default_kind: EventKind) -> Self {
-        FieldContext { label: label.to_string(), names: names.map(str::to_string), default_kind }
+        FieldContext {
+            label: label.to_string(),
+            names: names.map(str::to_string),
+            event_id_name: "event_id".into(),
+            default_kind,
+        }
+    }
+
+    /// The same context, naming the event id field `name` in errors.
+    pub fn with_event_id_name(mut self, name: &str) -> Self {
+        self.event_id_name = name.to_string();
+        self
     }
 
     /// The subject id of a row, checked (1–256 bytes, no control characters).
@@ -278,7 +340,13 @@ impl FieldContext {
     /// A [`RowError`] naming the first bad field and the expected form.
     pub fn parse_after_subject<'a>(&self, fields: &RawFields<'a>) -> std::result::Result<RawEventRef<'a>, RowError> {
         let names = [&*self.names[0], &*self.names[1], &*self.names[2], &*self.names[3], &*self.names[4]];
-        build_event(fields.texts, &self.default_kind, names, &self.label, fields.line)
+        let mut event = build_event(fields.texts, &self.default_kind, names, &self.label, fields.line)?;
+        if !fields.event_id.is_empty() {
+            crate::event::validate_event_id(fields.event_id)
+                .map_err(|e| row_error(&self.label, fields.line, Some(&self.event_id_name), e.to_string()))?;
+            event.event_id = Some(fields.event_id);
+        }
+        Ok(event)
     }
 }
 
@@ -295,6 +363,11 @@ enum Inner {
         line: u64,
         shape: LineShape,
     },
+    Parquet {
+        // Boxed: a Parquet reader is large, and most files are text.
+        table: Box<ParquetTable<6>>,
+        context: FieldContext,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -310,6 +383,7 @@ struct Columns {
     kind: Option<usize>,
     value: Option<usize>,
     timestamp: usize,
+    event_id: Option<usize>,
     default_kind: EventKind,
     names: Vec<String>,
     expected_fields: usize,
@@ -325,6 +399,7 @@ impl Columns {
             kind: None,
             value: Some(2),
             timestamp: 3,
+            event_id: None,
             default_kind: EventKind::Rating,
             names,
             expected_fields: 4,
@@ -343,6 +418,14 @@ impl EventReader {
     /// [`Error::Io`] if the file cannot be opened, [`Error::Row`] if its header
     /// does not fit the format.
     pub fn open(path: &Path, format: &EventFormat) -> Result<Self> {
+        if let EventFormat::Parquet(mapping) = format {
+            // Read from the file itself: Parquet seeks to its footer and then
+            // to each column chunk, so nothing is read twice or held whole.
+            let label = path.display().to_string();
+            let table = ParquetTable::open(path, parquet_columns(mapping))?;
+            let inner = parquet_inner(&label, table, mapping);
+            return Ok(Self::new(label, inner));
+        }
         let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::from_reader(path.display().to_string(), Box::new(file), format)
     }
@@ -420,6 +503,7 @@ impl EventReader {
                     kind: optional_column(&header, mapping.kind.as_deref(), "kind", &find)?,
                     value: optional_column(&header, mapping.value.as_deref(), "value", &find)?,
                     timestamp: find(&mapping.timestamp)?,
+                    event_id: optional_column(&header, mapping.event_id.as_deref(), "event_id", &find)?,
                     default_kind: mapping.default_kind.clone(),
                     expected_fields: header.len(),
                     names: header,
@@ -427,7 +511,15 @@ impl EventReader {
                 };
                 Inner::Csv { reader, record: csv::StringRecord::new(), columns }
             }
+            EventFormat::Parquet(mapping) => {
+                let table = ParquetTable::from_reader(label.clone(), input, parquet_columns(mapping))?;
+                parquet_inner(&label, table, mapping)
+            }
         };
+        Ok(Self::new(label, inner))
+    }
+
+    fn new(label: String, inner: Inner) -> Self {
         let context = match &inner {
             Inner::Csv { columns, .. } => {
                 let name = |i: usize| columns.names[i].as_str();
@@ -442,13 +534,15 @@ impl EventReader {
                     ],
                     columns.default_kind.clone(),
                 )
+                .with_event_id_name(columns.event_id.map_or("event_id", name))
             }
+            Inner::Parquet { context, .. } => context.clone(),
             Inner::Lines { shape: LineShape::DoubleColon, .. } => {
                 FieldContext::new(&label, RATING_FIELDS_WITH_KIND, EventKind::Rating)
             }
             Inner::Lines { shape: LineShape::Jsonl, .. } => FieldContext::new(&label, JSONL_FIELDS, EventKind::View),
         };
-        Ok(EventReader { label, inner, rows: 0, json_scratch: None, context })
+        EventReader { label, inner, rows: 0, json_scratch: None, context }
     }
 
     /// Data rows read so far (header excluded).
@@ -489,6 +583,38 @@ impl EventReader {
     }
 }
 
+/// The columns a Parquet event file is read by: the mapping's five, and the event id.
+fn parquet_columns(mapping: &CsvMapping) -> [Wanted<'_>; 6] {
+    // As in CSV: an optional column under its default name may be absent;
+    // one the mapping names otherwise must exist.
+    fn optional<'a>(name: Option<&'a str>, default: &str) -> Wanted<'a> {
+        match name {
+            None => Wanted { name: "", required: false },
+            Some(n) => Wanted { name: n, required: n != default },
+        }
+    }
+    [
+        Wanted { name: &mapping.subject, required: true },
+        Wanted { name: &mapping.item, required: true },
+        optional(mapping.kind.as_deref(), "kind"),
+        optional(mapping.value.as_deref(), "value"),
+        Wanted { name: &mapping.timestamp, required: true },
+        optional(mapping.event_id.as_deref(), "event_id"),
+    ]
+}
+
+fn parquet_inner(label: &str, table: ParquetTable<6>, mapping: &CsvMapping) -> Inner {
+    let name = |i: usize, default: &str| table.column_name(i).unwrap_or(default).to_string();
+    let names = [name(0, ""), name(1, ""), name(2, "kind"), name(3, "value"), name(4, "")];
+    let context = FieldContext::new(
+        label,
+        [&*names[0], &*names[1], &*names[2], &*names[3], &*names[4]],
+        mapping.default_kind.clone(),
+    )
+    .with_event_id_name(&name(5, "event_id"));
+    Inner::Parquet { table: Box::new(table), context }
+}
+
 const JSONL_FIELDS: [&str; 5] = ["subject_id", "item_id", "kind", "value", "timestamp"];
 
 /// Reads one row's fields; the reader's parts are passed apart so the result
@@ -501,6 +627,13 @@ fn read_fields<'a>(
 ) -> Result<Option<std::result::Result<RawFields<'a>, RowError>>> {
     let io = |source: std::io::Error| Error::Io { path: label.into(), source };
     match inner {
+        Inner::Parquet { table, .. } => {
+            let row = table.next_row()?;
+            Ok(row.map(|([subject, item, kind, value, timestamp, event_id], line)| {
+                *rows = line;
+                Ok(RawFields { texts: [subject, item, kind, value, timestamp], event_id, line })
+            }))
+        }
         Inner::Csv { reader, record, columns } => match reader.read_record(record) {
             Ok(false) => Ok(None),
             Ok(true) => {
@@ -544,7 +677,8 @@ fn read_fields<'a>(
                     Ok(json) => {
                         let json = json_scratch.insert(json);
                         let [a, b, c, d, e] = &json.texts;
-                        Ok(Some(Ok(RawFields { texts: [a, b, c, d, e], line })))
+                        let event_id = json.event_id.as_deref().unwrap_or("");
+                        Ok(Some(Ok(RawFields { texts: [a, b, c, d, e], event_id, line })))
                     }
                 },
             }
@@ -613,7 +747,7 @@ fn build_event<'a>(
         }
     };
     let at = Timestamp::parse(timestamp).map_err(|e| err(4, e.to_string()))?;
-    Ok(RawEventRef { subject_id: subject, item, kind, value, at })
+    Ok(RawEventRef { subject_id: subject, item, kind, value, at, event_id: None })
 }
 
 fn csv_fields<'a>(
@@ -644,6 +778,7 @@ fn csv_fields<'a>(
             columns.value.map_or("", |i| &record[i]),
             &record[columns.timestamp],
         ],
+        event_id: columns.event_id.map_or("", |i| &record[i]),
         line,
     })
 }
@@ -654,7 +789,7 @@ fn dat_fields<'a>(text: &'a [u8], label: &str, line: u64) -> std::result::Result
     let fields: [Option<&str>; 5] = std::array::from_fn(|_| parts.next());
     match fields {
         [Some(user), Some(item), Some(rating), Some(timestamp), None] => {
-            Ok(RawFields { texts: [user, item, "", rating, timestamp], line })
+            Ok(RawFields { texts: [user, item, "", rating, timestamp], event_id: "", line })
         }
         _ => Err(row_error(
             label,
@@ -681,6 +816,8 @@ struct JsonEvent {
     #[serde(default)]
     value: Option<f64>,
     timestamp: JsonScalar,
+    #[serde(default)]
+    event_id: Option<String>,
     /// The five fields as text, filled in after parsing.
     #[serde(skip)]
     texts: [String; 5],
@@ -715,7 +852,10 @@ fn parse_jsonl_event(text: &[u8], label: &str, line: u64) -> std::result::Result
             label,
             line,
             None,
-            format!("expected a JSON object with subject_id, item_id, kind, value, timestamp: {}", json_message(&e)),
+            format!(
+                "expected a JSON object with subject_id, item_id, kind, value, timestamp (event_id optional): {}",
+                json_message(&e)
+            ),
         )
     })?;
     json.texts = [
@@ -744,13 +884,18 @@ pub enum ConsentFormat {
     Csv,
     /// One JSON object per line with the same fields.
     Jsonl,
+    /// Parquet with columns of the same names (`granted` boolean or text,
+    /// `effective_at` text, unix seconds or a Parquet timestamp).
+    Parquet,
 }
 
 impl ConsentFormat {
-    /// Picks the format from a file's extension (`.jsonl`/`.ndjson` or anything else as CSV).
+    /// Picks the format from a file's extension (`.jsonl`/`.ndjson`,
+    /// `.parquet`, or anything else as CSV).
     pub fn from_path(path: &Path) -> Self {
         match path.extension().and_then(|e| e.to_str()) {
             Some("jsonl") | Some("ndjson") => ConsentFormat::Jsonl,
+            Some("parquet") | Some("pq") => ConsentFormat::Parquet,
             _ => ConsentFormat::Csv,
         }
     }
@@ -788,6 +933,12 @@ enum ConsentInner {
         buffer: Vec<u8>,
         line: u64,
     },
+    Parquet(Box<ParquetTable<6>>),
+}
+
+/// The columns of a Parquet consent file.
+fn consent_columns() -> [Wanted<'static>; 6] {
+    CONSENT_COLUMNS.map(|name| Wanted { name, required: name != "proof_ref" })
 }
 
 #[derive(Deserialize)]
@@ -826,6 +977,14 @@ impl ConsentReader {
     /// # Errors
     /// [`Error::Io`] if it cannot be opened; [`Error::Row`] if a CSV header lacks a required column.
     pub fn open(path: &Path, format: ConsentFormat) -> Result<Self> {
+        if format == ConsentFormat::Parquet {
+            let table = ParquetTable::open(path, consent_columns())?;
+            return Ok(ConsentReader {
+                label: path.display().to_string(),
+                inner: ConsentInner::Parquet(Box::new(table)),
+                rows: 0,
+            });
+        }
         let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::from_reader(path.display().to_string(), Box::new(file), format)
     }
@@ -837,6 +996,9 @@ impl ConsentReader {
     pub fn from_reader(label: String, input: Box<dyn Read + Send>, format: ConsentFormat) -> Result<Self> {
         let inner = match format {
             ConsentFormat::Jsonl => ConsentInner::Jsonl { reader: BufReader::new(input), buffer: Vec::new(), line: 0 },
+            ConsentFormat::Parquet => {
+                ConsentInner::Parquet(Box::new(ParquetTable::from_reader(label.clone(), input, consent_columns())?))
+            }
             ConsentFormat::Csv => {
                 let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
                 let header = read_header(&mut reader, &label)?;
@@ -874,6 +1036,15 @@ impl ConsentReader {
         let label = &self.label;
         let io = |source: std::io::Error| Error::Io { path: label.into(), source };
         match &mut self.inner {
+            ConsentInner::Parquet(table) => {
+                let row = table.next_row()?;
+                let rows = &mut self.rows;
+                Ok(row.map(|(fields, line)| {
+                    *rows = line;
+                    let granted = parse_granted(fields[2]).map_err(|m| row_error(label, line, Some("granted"), m));
+                    granted.and_then(|g| build_consent(fields, g, label, line))
+                }))
+            }
             ConsentInner::Csv { reader, record, positions, width } => match reader.read_byte_record(record) {
                 Ok(false) => Ok(None),
                 Ok(true) => {

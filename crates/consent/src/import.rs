@@ -43,7 +43,8 @@ pub struct ImportReport {
     /// Rows skipped because the store already held exactly that record:
     /// re-importing a file changes nothing. Consent: the same decision
     /// (subject, purpose, decision, `effective_at`, source, notice, proof);
-    /// events: the same subject, item, kind, value and time.
+    /// events: the same subject and event id, or, without an id, the same
+    /// subject, item, kind, value and time.
     pub duplicates: u64,
     /// Rows refused because the subject was erased (suppressed).
     pub dropped_suppressed: u64,
@@ -158,7 +159,10 @@ pub fn import_consent(
 /// Imports events from `path` into the event store; events of subjects with
 /// no purpose granted at `now`, or erased, are counted and not stored, and
 /// so are events the store already holds (`duplicates`): re-importing a
-/// file, or a file that overlaps an earlier one, stores nothing twice.
+/// file, or a file that overlaps an earlier one, stores nothing twice. A row
+/// with an `event_id` is the same event as any other of the subject with
+/// that id (a different content under a stored id is a malformed row); a
+/// row without one is the same event as an identical stored one.
 ///
 /// # Errors
 /// As [`import_consent`].
@@ -179,7 +183,8 @@ pub fn import_events(
         progress,
         || reader.next_row(),
         |batch, raw, report| {
-            let event = SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event, event_id: None };
+            let event =
+                SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event, event_id: raw.event_id };
             match batch.ingest_event(&event, now)? {
                 IngestOutcome::Stored => report.stored += 1,
                 IngestOutcome::NoConsent => report.dropped_no_consent += 1,

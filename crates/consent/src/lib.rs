@@ -30,6 +30,7 @@ pub mod formats;
 pub mod import;
 pub mod keys;
 pub mod ledger;
+mod parquet_table;
 pub mod pool;
 mod postgres;
 pub mod pseudonym;

@@ -58,8 +58,9 @@ enum BatchRow {
         /// `None` when the subject is the same as the previous row's: exports
         /// are often grouped by customer, and this skips a hash lookup per row.
         subject: Option<std::ops::Range<usize>>,
-        /// Item, kind, value and timestamp.
-        rest: [std::ops::Range<usize>; 4],
+        /// Item, kind, value, timestamp and event id (checked as on import,
+        /// so a file extracts and imports with the same malformed rows).
+        rest: [std::ops::Range<usize>; 5],
         line: u64,
     },
     Malformed(RowError),
@@ -121,8 +122,13 @@ fn parse_batches(
                         first = false;
                         Some(batch.push_str(subject_id))
                     };
-                    let rest =
-                        [batch.push_str(item), batch.push_str(kind), batch.push_str(value), batch.push_str(timestamp)];
+                    let rest = [
+                        batch.push_str(item),
+                        batch.push_str(kind),
+                        batch.push_str(value),
+                        batch.push_str(timestamp),
+                        batch.push_str(fields.event_id),
+                    ];
                     batch.rows.push(BatchRow::Fields { subject, rest, line: fields.line });
                 }
                 Ok(Some(Err(error))) => batch.rows.push(BatchRow::Malformed(error)),
@@ -225,7 +231,7 @@ impl<'a> Extractor<'a> {
                     self.count_row(progress)?;
                     match row {
                         BatchRow::Fields { subject, rest, line } => {
-                            let [item, kind, value, timestamp] = rest;
+                            let [item, kind, value, timestamp, event_id] = rest;
                             let fields = RawFields {
                                 texts: [
                                     subject.as_ref().map_or("", |s| batch.text(s)),
@@ -234,6 +240,7 @@ impl<'a> Extractor<'a> {
                                     batch.text(value),
                                     batch.text(timestamp),
                                 ],
+                                event_id: batch.text(event_id),
                                 line: *line,
                             };
                             let slot = match (subject, last_slot) {

@@ -23,14 +23,15 @@ pub struct EventRows {
     pub mapping: CsvMapping,
 }
 
-/// The five field columns of a table (subject, item, kind, value,
-/// timestamp); `None` for an absent optional column.
-type FieldColumns<'a> = [Option<&'a [String]>; 5];
+/// The field columns of a table (subject, item, kind, value, timestamp,
+/// event id); `None` for an absent optional column.
+type FieldColumns<'a> = [Option<&'a [String]>; 6];
 
 impl EventRows {
-    /// The five field columns (subject, item, kind, value, timestamp) and the
-    /// context that parses them: a missing required column is an error naming
-    /// it; an absent kind or value column is empty, as in a CSV file.
+    /// The field columns (subject, item, kind, value, timestamp, event id)
+    /// and the context that parses them: a missing required column is an
+    /// error naming it; an absent kind, value or event id column is empty,
+    /// as in a CSV file.
     fn fields(&self) -> Result<(FieldContext, FieldColumns<'_>, usize)> {
         let find = |name: &str| self.columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
         let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
@@ -56,6 +57,7 @@ impl EventRows {
             optional(m.kind.as_deref(), "kind")?,
             optional(m.value.as_deref(), "value")?,
             Some(required(&m.timestamp)?),
+            optional(m.event_id.as_deref(), "event_id")?,
         ];
         let rows = self.columns.first().map_or(0, |(_, v)| v.len());
         if let Some((name, values)) = self.columns.iter().find(|(_, v)| v.len() != rows) {
@@ -71,7 +73,8 @@ impl EventRows {
             &self.label,
             [&m.subject, &m.item, kind_name, value_name, &m.timestamp],
             m.default_kind.clone(),
-        );
+        )
+        .with_event_id_name(m.event_id.as_deref().unwrap_or("event_id"));
         Ok((context, columns, rows))
     }
 }
@@ -165,6 +168,7 @@ pub fn extract(
                 // Rows are numbered from 1, as the data rows of a table.
                 let fields = (0..n).map(|row| RawFields {
                     texts: [text(0, row), text(1, row), text(2, row), text(3, row), text(4, row)],
+                    event_id: text(5, row),
                     line: row as u64 + 1,
                 });
                 extractor.add_rows(&rows.label, &context, fields, progress)?;

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::budget::{new_run_key, purpose_for, train_claimed, RunSpec};
 use crate::config::ConfigFile;
 use crate::store::Store;
+use crate::tables::TableFormat;
 use crate::{Error, Result};
 
 /// DP training under `budget` with noise from `noise`, the settings the
@@ -191,8 +192,9 @@ pub struct EvaluateRun<'a> {
     pub noise_seed: Option<u64>,
     /// Metrics at k.
     pub k: usize,
-    /// A directory to write both parts into as CSV (dense subject indices).
-    pub write_split: Option<&'a Path>,
+    /// A directory to write both parts into (dense subject indices), and
+    /// in which format.
+    pub write_split: Option<(&'a Path, TableFormat)>,
 }
 
 /// An evaluation: the metrics object and the train and test parts.
@@ -231,8 +233,8 @@ pub fn evaluate<E: From<Error>>(
         }
         parts = split(&parts.train, spec);
     }
-    if let Some(dir) = run.write_split {
-        write_split_csv(dir, &parts.train, &parts.test)?;
+    if let Some((dir, format)) = run.write_split {
+        write_split(dir, format, &parts.train, &parts.test)?;
     }
     let params = run.config.train_params(run.budget.is_some())?;
     let spec = RunSpec {
@@ -274,14 +276,20 @@ pub fn evaluate<E: From<Error>>(
     Ok(Evaluated { metrics, train: parts.train, test: parts.test })
 }
 
-/// Writes both parts of a split as CSV with dense subject indices (never identifiers).
+/// Writes both parts of a split as `DIR/train.EXT` and `DIR/test.EXT`
+/// (`subject_index,item_id,value`, dense subject indices, never identifiers).
 ///
 /// # Errors
 /// [`Error::Io`] naming the file that cannot be written.
-pub fn write_split_csv(dir: &Path, train: &FeatureSet, test: &FeatureSet) -> Result<()> {
+pub fn write_split(dir: &Path, format: TableFormat, train: &FeatureSet, test: &FeatureSet) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(crate::io(format!("creating {}", dir.display())))?;
-    for (name, part) in [("train.csv", train), ("test.csv", test)] {
-        let path = dir.join(name);
+    for (name, part) in [("train", train), ("test", test)] {
+        let path = dir.join(format!("{name}.{}", format.extension()));
+        if format == TableFormat::Parquet {
+            let bytes = crate::tables::split_part_parquet(part, &format!("writing {}", path.display()))?;
+            crate::tables::write_file(&path, &bytes)?;
+            continue;
+        }
         let csv_error =
             |e: csv::Error| Error::Format { context: format!("writing {}", path.display()), source: Box::new(e) };
         let mut out = csv::Writer::from_path(&path).map_err(csv_error)?;

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod learn;
 pub mod store;
 pub mod sweep;
+pub mod tables;
 
 /// Everything that can go wrong in an offline flow.
 #[derive(Debug, thiserror::Error)]

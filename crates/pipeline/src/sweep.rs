@@ -118,8 +118,8 @@ pub fn check_request(request: &SweepRequest) -> Result<Vec<f64>> {
 }
 
 /// Runs a sweep on `set` (whose extraction report, if known, goes into the
-/// results) and writes `results.json`, `results.csv` and `report.html` into
-/// the request's directory; cells already there are reused.
+/// results) and writes `results.json`, `results.csv`, `results.parquet` and
+/// `report.html` into the request's directory; cells already there are reused.
 ///
 /// # Privacy
 /// Every DP cell trains through [`train_claimed`] on the store's evaluation
@@ -261,8 +261,12 @@ pub fn sweep(
     let html = hush_report::render::report_html(&results)?;
     let json = serde_json::to_vec_pretty(&results)
         .map_err(|e| Error::Format { context: "the sweep results".into(), source: Box::new(e) })?;
-    let files =
-        [("results.json", json), ("results.csv", results.to_csv()?.into_bytes()), ("report.html", html.into_bytes())];
+    let files = [
+        ("results.json", json),
+        ("results.csv", results.to_csv()?.into_bytes()),
+        ("results.parquet", crate::tables::results_parquet(&results)?),
+        ("report.html", html.into_bytes()),
+    ];
     for (name, bytes) in &files {
         write_atomically(&out.join(name), bytes)?;
     }

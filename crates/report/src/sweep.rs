@@ -343,6 +343,18 @@ impl SweepResults {
         self.summary.iter().find(|r| r.arm == arm && r.epsilon == epsilon && r.metric == metric)
     }
 
+    /// Every result as a long table: one row per cell and metric (and the
+    /// cell's achieved ε and ρ when it has them), in cell order. The rows of
+    /// `results.csv` and `results.parquet`.
+    pub fn rows(&self) -> impl Iterator<Item = ResultRow<'_>> {
+        self.cells.iter().flat_map(|c| {
+            let extra = [("achieved_epsilon", c.achieved_epsilon), ("rho", c.rho)];
+            c.metrics.iter().map(|(k, v)| (k.as_str(), Some(*v))).chain(extra).filter_map(move |(metric, value)| {
+                Some(ResultRow { arm: c.arm, epsilon: c.epsilon, seed: c.seed, metric, value: value? })
+            })
+        })
+    }
+
     /// `results.csv`: one row per cell and metric, `arm,epsilon,seed,metric,value`.
     ///
     /// # Errors
@@ -351,20 +363,29 @@ impl SweepResults {
         let mut out = csv::Writer::from_writer(Vec::new());
         let fail = |e: csv::Error| Error::Results(format!("writing results.csv: {e}"));
         out.write_record(["arm", "epsilon", "seed", "metric", "value"]).map_err(fail)?;
-        for c in &self.cells {
-            let epsilon = c.epsilon.map(|e| e.to_string()).unwrap_or_default();
-            let seed = c.seed.map(|s| s.to_string()).unwrap_or_default();
-            let extra = [("achieved_epsilon", c.achieved_epsilon), ("rho", c.rho)];
-            let rows = c.metrics.iter().map(|(k, v)| (k.as_str(), Some(*v))).chain(extra);
-            for (metric, value) in rows {
-                if let Some(value) = value {
-                    out.write_record([c.arm.as_str(), &epsilon, &seed, metric, &value.to_string()]).map_err(fail)?;
-                }
-            }
+        for row in self.rows() {
+            let epsilon = row.epsilon.map(|e| e.to_string()).unwrap_or_default();
+            let seed = row.seed.map(|s| s.to_string()).unwrap_or_default();
+            out.write_record([row.arm.as_str(), &epsilon, &seed, row.metric, &row.value.to_string()]).map_err(fail)?;
         }
         let bytes = out.into_inner().map_err(|e| Error::Results(format!("writing results.csv: {e}")))?;
         String::from_utf8(bytes).map_err(|e| Error::Results(e.to_string()))
     }
+}
+
+/// One row of the results table (see [`SweepResults::rows`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResultRow<'a> {
+    /// The arm.
+    pub arm: Arm,
+    /// The cell's ε (`None` for the twin and baselines).
+    pub epsilon: Option<f64>,
+    /// The cell's noise seed, if it has one.
+    pub seed: Option<u64>,
+    /// The metric's name.
+    pub metric: &'a str,
+    /// Its value.
+    pub value: f64,
 }
 
 fn summarize(cells: &[Cell]) -> Vec<SummaryRow> {

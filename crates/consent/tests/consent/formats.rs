@@ -95,7 +95,7 @@ fn generic_csv_uses_the_mapping() {
     let err = read_all(&format, b"when;sku;customer\n").unwrap_err();
     assert_eq!(err, "in.txt:1: field `ts`: column is missing from the header `when;sku;customer` (separator ';')");
     let err = "subject=user,colour=red".parse::<CsvMapping>().unwrap_err().to_string();
-    assert_eq!(err, "invalid csv mapping: unknown field `colour`; expected subject, item, kind, value, timestamp, default_kind, delimiter");
+    assert_eq!(err, "invalid csv mapping: unknown field `colour`; expected subject, item, kind, value, timestamp, event_id, default_kind, delimiter");
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn jsonl_rows_and_their_errors() {
         errs,
         [
             "in.txt:3: field `kind`: invalid event kind `Bad Kind`: expected view, cart, purchase, rating, or a lowercase name of letters, digits and '_' (1 to 32 characters)",
-            "in.txt:4: expected a JSON object with subject_id, item_id, kind, value, timestamp: EOF while parsing an object (column 50)",
+            "in.txt:4: expected a JSON object with subject_id, item_id, kind, value, timestamp (event_id optional): EOF while parsing an object (column 50)",
             "in.txt:5: field `value`: a rating event needs a numeric value",
         ]
     );

@@ -5,4 +5,5 @@ mod budget;
 mod catalogue;
 mod formats;
 mod ledger;
+mod parquet;
 mod tls;

@@ -36,6 +36,7 @@ pub fn movielens_mapping() -> CsvMapping {
         timestamp: "timestamp".into(),
         default_kind: EventKind::Rating,
         delimiter: b',',
+        event_id: None,
     }
 }
 

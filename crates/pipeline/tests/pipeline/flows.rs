@@ -1,5 +1,7 @@
 //! Training, evaluation, budget claims, sweeps and recommendations.
 
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
 use hush_consent::{BudgetPurpose, ConnectOptions};
 use hush_features::SplitSpec;
 use hush_mf::TrainParams;
@@ -8,6 +10,7 @@ use hush_pipeline::config::{read_config, BudgetConfig, ConfigFile};
 use hush_pipeline::learn::{self, EvaluateRun, TrainRun};
 use hush_pipeline::store::Store;
 use hush_pipeline::sweep::{sweep, SweepRequest};
+use hush_pipeline::tables::TableFormat;
 use hush_pipeline::{Error, ErrorKind};
 use hush_privacy::Budget;
 
@@ -91,15 +94,35 @@ fn evaluate_refuses_a_model_of_other_data_and_writes_the_split() {
             budget: None,
             noise_seed: None,
             k: 5,
-            write_split: Some(&split_dir),
+            write_split: Some((&split_dir, TableFormat::Csv)),
         },
         train_with_mf,
     )
     .unwrap();
     assert_eq!(evaluated.metrics["private"], false);
     assert!(evaluated.metrics.get("recall_at_5").is_some());
-    let lines = std::fs::read_to_string(split_dir.join("train.csv")).unwrap().lines().count();
-    assert_eq!(lines - 1, evaluated.train.nnz());
+    let csv_rows = |name: &str| -> Vec<(u32, String, f32)> {
+        let mut reader = csv::Reader::from_path(split_dir.join(name)).unwrap();
+        reader.deserialize().map(Result::unwrap).collect()
+    };
+    let train_rows = csv_rows("train.csv");
+    assert_eq!(train_rows.len(), evaluated.train.nnz());
+    // The Parquet form holds exactly the rows of the CSV form, typed.
+    learn::write_split(&split_dir, TableFormat::Parquet, &evaluated.train, &evaluated.test).unwrap();
+    for (name, csv_name) in [("train.parquet", "train.csv"), ("test.parquet", "test.csv")] {
+        let file = std::fs::File::open(split_dir.join(name)).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let mut rows = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let s = batch.column(0).as_primitive::<arrow_array::types::UInt32Type>();
+            let i = batch.column(1).as_string::<i32>();
+            let v = batch.column(2).as_primitive::<arrow_array::types::Float32Type>();
+            rows.extend((0..batch.num_rows()).map(|r| (s.value(r), i.value(r).to_string(), v.value(r))));
+        }
+        assert_eq!(rows, csv_rows(csv_name), "{name}");
+    }
 
     let other_dir = tempfile::tempdir().unwrap();
     let params = hush_synth::SynthParams {
@@ -249,6 +272,33 @@ fn a_sweep_writes_its_files_and_resumes() {
     for file in &first.files {
         assert!(std::path::Path::new(file).is_file(), "{file}");
     }
+    // results.parquet holds the rows of results.csv, typed (ε null for the twin).
+    let file = std::fs::File::open(request.out.join("results.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut from_parquet = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let arm = batch.column(0).as_string::<i32>();
+        let epsilon = batch.column(1).as_primitive::<arrow_array::types::Float64Type>();
+        let seed = batch.column(2).as_primitive::<arrow_array::types::UInt64Type>();
+        let metric = batch.column(3).as_string::<i32>();
+        let value = batch.column(4).as_primitive::<arrow_array::types::Float64Type>();
+        for r in 0..batch.num_rows() {
+            let or_empty = |valid: bool, text: String| if valid { text } else { String::new() };
+            from_parquet.push(format!(
+                "{},{},{},{},{}",
+                arm.value(r),
+                or_empty(epsilon.is_valid(r), epsilon.value(r).to_string()),
+                or_empty(seed.is_valid(r), seed.value(r).to_string()),
+                metric.value(r),
+                value.value(r)
+            ));
+        }
+    }
+    let csv = std::fs::read_to_string(request.out.join("results.csv")).unwrap();
+    let from_csv: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(from_csv.iter().any(|l| l.starts_with("non_private,,42,")), "{csv}");
+    assert_eq!(from_parquet, from_csv);
     let again = sweep(None, &config, &set, None, &request, &|_| {}).unwrap();
     assert_eq!((again.computed, again.reused), (0, 4));
     let bad = SweepRequest { seeds: 0, ..request };
