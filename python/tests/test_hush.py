@@ -226,6 +226,18 @@ def test_evaluate_returns_the_cli_metrics_and_a_group_table(research, tmp_path):
     table = hush.evaluation_table(metrics)
     assert list(table["group"]) == ["heavy", "light", "medium", "head", "tail"]
     assert table["recall"].between(0, 1).all()
+    # The same split as Parquet: the same rows, typed.
+    hush.evaluate(research, epsilon=2.0, noise_seed=3, params=PARAMS, k=5,
+                  write_split=tmp_path / "pq", split_format="parquet")
+    for part in ("train", "test"):
+        from_csv = pd.read_csv(tmp_path / "split" / f"{part}.csv", dtype={"item_id": str})
+        from_parquet = pd.read_parquet(tmp_path / "pq" / f"{part}.parquet")
+        assert list(from_parquet.columns) == ["subject_index", "item_id", "value"]
+        assert str(from_parquet["subject_index"].dtype) == "uint32"
+        assert from_csv["item_id"].tolist() == from_parquet["item_id"].tolist()
+        assert from_csv["subject_index"].tolist() == from_parquet["subject_index"].tolist()
+    with pytest.raises(hush.HushError, match="csv or parquet"):
+        hush.evaluate(research, non_private=True, write_split=tmp_path / "x", split_format="xlsx")
 
 
 def test_evaluate_a_model_file_and_refuse_one_of_other_data(research, tmp_path):
@@ -252,8 +264,10 @@ def test_sweep_writes_its_report_and_resumes(research, tmp_path):
     assert sorted(table["arm"].unique()) == ["baseline", "dp", "non_private"]
     assert len(table) == 1 + 1 + 2
     assert results["computed"] == 4 and results["reused"] == 0
-    for name in ("results.json", "results.csv", "report.html"):
+    for name in ("results.json", "results.csv", "results.parquet", "report.html"):
         assert (tmp_path / "sw" / name).is_file()
+    long = pd.read_parquet(tmp_path / "sw" / "results.parquet")
+    assert len(long) == len(pd.read_csv(tmp_path / "sw" / "results.csv"))
     assert "sentence" in results["recommendation"]
     again = hush.sweep(research, tmp_path / "sw", epsilons=[1, 4], seeds=1, params=PARAMS)
     assert again["computed"] == 0 and again["reused"] == 4
