@@ -770,6 +770,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
             std::fs::remove_file(&path).with_context(|| format!("removing old {}", path.display()))?;
         }
     }
+    let json = g.json;
     // The demo builds its own store from scratch.
     let g = Global {
         db: db.display().to_string(),
@@ -780,12 +781,42 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         quiet: g.quiet,
         verbose: g.verbose,
     };
-    let key = load_key(&g)?;
+    // With --json the steps print nothing and one summary says what they did.
+    let steps = || quickstart_steps(&g, args, sample, &db);
+    let summary = if json { crate::with_stdout_muted(steps)? } else { steps()? };
+    if json {
+        print_json(&summary)?;
+    }
+    if args.no_serve {
+        return Ok(());
+    }
+    // Serving answers --json with its own start-up document.
+    let g = Global { json, ..g };
+    if !json {
+        out!("== serving the DP model (an admin API key was created for this demo)");
+    }
     let mut ledger = open_ledger(&g)?;
+    let (key, _) = hush_consent::keys::create(&mut ledger, "quickstart", &["admin".to_string()], Timestamp::now())?;
+    let subject = demo_subject(&ledger, &load_key(&g)?, &sample.join("consent.csv"))?;
+    drop(ledger);
+    serve_model(
+        &g,
+        &args.dir.join("model.hmdl"),
+        &args.bind,
+        Some(&key),
+        subject.as_deref(),
+        hush_serve::ServeConfig::default(),
+    )
+}
+
+/// Steps 1–6 of the quickstart; returns what they did, for `--json`.
+fn quickstart_steps(g: &Global, args: &QuickstartArgs, sample: &Path, db: &Path) -> Result<Value> {
+    let key = load_key(g)?;
+    let mut ledger = open_ledger(g)?;
     let lenient = ImportOptions::default();
 
     out!("== 1/6 consent ledger: importing {}", sample.join("consent.csv").display());
-    let report = import::import_consent(
+    let consent = import::import_consent(
         &mut ledger,
         &key,
         &sample.join("consent.csv"),
@@ -794,11 +825,11 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         Timestamp::now(),
         &mut |_| {},
     )?;
-    print_import(&g, "consent records", &report)?;
+    print_import(g, "consent records", &consent)?;
 
     out!("== 2/6 event store: importing {}", sample.join("events.csv").display());
     let format = EventFormat::Csv(CsvMapping::default());
-    let report = import::import_events(
+    let events = import::import_events(
         &mut ledger,
         &key,
         &sample.join("events.csv"),
@@ -807,7 +838,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         Timestamp::now(),
         &mut |_| {},
     )?;
-    print_import(&g, "events", &report)?;
+    print_import(g, "events", &events)?;
 
     out!("== 3/6 erasure requests: {}", sample.join("erasure_requests.csv").display());
     let erased = erase_all(&mut ledger, &key, &erasure_requests(&sample.join("erasure_requests.csv"))?)?;
@@ -839,7 +870,7 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         report: Some(args.dir.join("extraction-report.json")),
         split: Some("holdout:0.2:42".into()),
     };
-    extract(&g, &extract_args)?;
+    let (_, extraction) = extract(g, &extract_args)?;
 
     out!(
         "== 5/6 evaluation on the train split (private report, evaluation budget): DP model (epsilon 4, delta \
@@ -848,17 +879,19 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
     let config = read_config(&args.config)?;
     let train_set = FeatureSet::load(&args.dir.join("features.train.hfs"))?;
     let test_set = FeatureSet::load(&args.dir.join("features.test.hfs"))?;
-    crate::learn::train_and_report(&g, &train_set, &test_set, &config, Some(4.0), &args.dir.join("eval-dp.hmdl"))?;
-    crate::learn::train_and_report(&g, &train_set, &test_set, &config, None, &args.dir.join("eval-nonprivate.hmdl"))?;
+    let dp_eval = args.dir.join("eval-dp.hmdl");
+    let (_, dp_metrics) = crate::learn::train_and_report(g, &train_set, &test_set, &config, Some(4.0), &dp_eval)?;
+    let twin_eval = args.dir.join("eval-nonprivate.hmdl");
+    let (_, twin_metrics) = crate::learn::train_and_report(g, &train_set, &test_set, &config, None, &twin_eval)?;
     out!("== 6/6 the release: DP model (epsilon 4, delta 1e-6) on the whole feature set, release budget");
     let dp = crate::learn::train_for_release(
-        &g,
+        g,
         &FeatureSet::load(&args.dir.join("features.hfs"))?,
         &config,
         hush_privacy::Budget::new(4.0, 1e-6)?,
         &args.dir.join("model.hmdl"),
     )?;
-    out!("{}", crate::budget::release_line(&g)?);
+    out!("{}", crate::budget::release_line(g)?);
     out!(
         "done: the store is {}, the key {}, the model {} (id {})",
         db.display(),
@@ -866,20 +899,20 @@ fn quickstart(g: &Global, args: &QuickstartArgs) -> Result<()> {
         args.dir.join("model.hmdl").display(),
         dp.meta.model_id
     );
-    if args.no_serve {
-        return Ok(());
-    }
-    out!("== serving the DP model (an admin API key was created for this demo)");
-    let mut ledger = open_ledger(&g)?;
-    let (key, _) = hush_consent::keys::create(&mut ledger, "quickstart", &["admin".to_string()], Timestamp::now())?;
-    let subject = demo_subject(&ledger, &load_key(&g)?, &sample.join("consent.csv"))?;
-    drop(ledger);
-    serve_model(
-        &g,
-        &args.dir.join("model.hmdl"),
-        &args.bind,
-        Some(&key),
-        subject.as_deref(),
-        hush_serve::ServeConfig::default(),
-    )
+    Ok(serde_json::json!({
+        "store": db.display().to_string(),
+        "key_file": args.dir.join("hush.key").display().to_string(),
+        "consent_import": consent,
+        "event_import": events,
+        "erasure": erased,
+        "extraction": extraction,
+        "evaluation": {
+            "dp": { "model": dp_eval.display().to_string(), "metrics": dp_metrics },
+            "non_private": { "model": twin_eval.display().to_string(), "metrics": twin_metrics },
+        },
+        "release": {
+            "model": args.dir.join("model.hmdl").display().to_string(),
+            "inspect": hush_pipeline::learn::inspect_json(&dp),
+        },
+    }))
 }

@@ -179,7 +179,7 @@ pub fn train_and_report(
     config: &ConfigFile,
     epsilon: Option<f64>,
     out: &Path,
-) -> Result<Model> {
+) -> Result<(Model, Value)> {
     let budget = epsilon.map(|e| Budget::new(e, 1e-6)).transpose()?;
     let (params, budget_config) = (&config.train_params(budget.is_some())?, &config.budget);
     let run = RunSpec {
@@ -202,7 +202,7 @@ pub fn train_and_report(
     let cards = save_with_card(&model, out, Some(&evaluation))?;
     out!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));
     print_metrics(&metrics)?;
-    Ok(model)
+    Ok((model, metrics))
 }
 
 /// Trains the model to serve: DP on the whole feature set, spending from

@@ -18,7 +18,9 @@ use clap::Parser;
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*)?;
+        if !$crate::STDOUT_MUTED.load(std::sync::atomic::Ordering::Relaxed) {
+            writeln!(std::io::stdout(), $($arg)*)?;
+        }
     }};
 }
 pub(crate) use out;
@@ -27,10 +29,29 @@ pub(crate) use out;
 macro_rules! out_partial {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        write!(std::io::stdout(), $($arg)*)?;
+        if !$crate::STDOUT_MUTED.load(std::sync::atomic::Ordering::Relaxed) {
+            write!(std::io::stdout(), $($arg)*)?;
+        }
     }};
 }
 pub(crate) use out_partial;
+
+/// Set while a command that answers with one JSON document (`quickstart
+/// --json`) runs the steps that would otherwise print their own lines.
+pub(crate) static STDOUT_MUTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `f` with [`out!`] muted (restored however `f` ends).
+pub(crate) fn with_stdout_muted<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    use std::sync::atomic::Ordering;
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            STDOUT_MUTED.store(self.0, Ordering::Relaxed);
+        }
+    }
+    let _restore = Restore(STDOUT_MUTED.swap(true, Ordering::Relaxed));
+    f()
+}
 
 /// mimalloc: per-thread free lists suit the server's many mid-sized, short-lived
 /// allocations far better than glibc's malloc (see benches/serve_load.sh).

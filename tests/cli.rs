@@ -1269,3 +1269,45 @@ fn a_catalogue_in_the_store_titles_batch_recommendations_of_consenting_subjects_
     let out = hush(d, &["recommend", "--all", "--model", "m.hmdl", "--out", "recs.txt"]);
     assert!(stderr(&out).contains("--format csv|parquet"), "{}", stderr(&out));
 }
+
+/// Issue 17: `quickstart --json` answers with one JSON document saying what
+/// each step did, and prints nothing else on stdout.
+#[test]
+fn quickstart_json_is_one_document_of_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sample = root().join("data/sample");
+    let config = root().join("models/sample.toml");
+    let out = ok(
+        d,
+        &[
+            "quickstart",
+            "--sample",
+            sample.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--dir",
+            "qs",
+            "--no-serve",
+            "--json",
+        ],
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON document");
+    let consent = &summary["consent_import"];
+    assert!(consent["stored"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary["event_import"]["stored"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary["erasure"]["subjects"].as_u64().unwrap() > 0, "{summary}");
+    // The extraction, as its report file says.
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("qs/extraction-report.json")).unwrap()).unwrap();
+    assert_eq!(summary["extraction"], report);
+    for arm in ["dp", "non_private"] {
+        let recall = summary["evaluation"][arm]["metrics"]["recall_at_10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&recall), "{arm}: {recall}");
+    }
+    assert_eq!(summary["evaluation"]["dp"]["metrics"]["private"], true);
+    // The release is the model file written, with its guarantee.
+    let inspected = json(&ok(d, &["model", "inspect", "qs/model.hmdl", "--json"]));
+    assert_eq!(summary["release"]["inspect"]["meta"]["model_id"], inspected["meta"]["model_id"]);
+    assert!(summary["release"]["inspect"]["meta"]["privacy"]["dp"]["epsilon"].as_f64().unwrap() <= 4.0 + 1e-9);
+}
