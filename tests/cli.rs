@@ -1064,8 +1064,13 @@ fn parquet_imports_and_event_ids_make_retries_idempotent() {
         (Some(0), Some(2), Some(1)),
         "{retry}"
     );
-    let error = retry["errors"][0].to_string();
-    assert!(error.contains("event_id") && error.contains("other content"), "{error}");
+    let error = &retry["errors"][0];
+    assert_eq!(
+        (error["line"].as_u64(), error["field"].as_str()),
+        (Some(3), Some("event_id")),
+        "the file's line: {error}"
+    );
+    assert!(error["message"].as_str().unwrap().contains("other content"), "{error}");
     let export = json(&ok(d, &["export", "--subject", "u1"]));
     let items: Vec<&str> = export["events"].as_array().unwrap().iter().map(|e| e["item"].as_str().unwrap()).collect();
     assert_eq!(items, ["a", "a"], "{export}");

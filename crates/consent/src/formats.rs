@@ -226,6 +226,8 @@ pub struct RawEvent {
     pub event: Event,
     /// The source's own id of the event, when the file has one.
     pub event_id: Option<String>,
+    /// Where the row is: its 1-based line (for Parquet, its data row).
+    pub line: u64,
 }
 
 /// An event borrowed from the reader's buffer, valid until the next read:
@@ -244,6 +246,8 @@ pub struct RawEventRef<'a> {
     pub at: Timestamp,
     /// The source's own id of the event, when the row has one.
     pub event_id: Option<&'a str>,
+    /// Where the row is: its 1-based line (for Parquet and tables, its data row).
+    pub line: u64,
 }
 
 impl RawEventRef<'_> {
@@ -253,6 +257,7 @@ impl RawEventRef<'_> {
             subject_id: self.subject_id.to_string(),
             event: Event { item: self.item.to_string(), kind: self.kind.clone(), value: self.value, at: self.at },
             event_id: self.event_id.map(str::to_string),
+            line: self.line,
         }
     }
 }
@@ -310,6 +315,11 @@ impl FieldContext {
     pub fn with_event_id_name(mut self, name: &str) -> Self {
         self.event_id_name = name.to_string();
         self
+    }
+
+    /// What the event id field is called in this input (for errors found later, on import).
+    pub fn event_id_name(&self) -> &str {
+        &self.event_id_name
     }
 
     /// The subject id of a row, checked (1–256 bytes, no control characters).
@@ -747,7 +757,7 @@ fn build_event<'a>(
         }
     };
     let at = Timestamp::parse(timestamp).map_err(|e| err(4, e.to_string()))?;
-    Ok(RawEventRef { subject_id: subject, item, kind, value, at, event_id: None })
+    Ok(RawEventRef { subject_id: subject, item, kind, value, at, event_id: None, line })
 }
 
 fn csv_fields<'a>(

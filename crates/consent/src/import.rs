@@ -176,6 +176,7 @@ pub fn import_events(
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport> {
     let mut reader = EventReader::open(path, format)?;
+    let event_id_field = reader.field_context().event_id_name().to_string();
     import_rows(
         ledger,
         path,
@@ -193,12 +194,9 @@ pub fn import_events(
                 IngestOutcome::Conflict => {
                     let error = RowError {
                         path: report.path.clone(),
-                        line: report.rows,
-                        field: Some("event_id".into()),
-                        message: format!(
-                            "data row {}: the store holds this event id of the subject with other content",
-                            report.rows
-                        ),
+                        line: raw.line,
+                        field: Some(event_id_field.clone()),
+                        message: "the store holds this event id of the subject with other content".into(),
                     };
                     return report.malformed_row(error, options);
                 }

@@ -58,8 +58,9 @@ enum BatchRow {
         /// `None` when the subject is the same as the previous row's: exports
         /// are often grouped by customer, and this skips a hash lookup per row.
         subject: Option<std::ops::Range<usize>>,
-        /// Item, kind, value, timestamp and event id (checked as on import,
-        /// so a file extracts and imports with the same malformed rows).
+        /// Item, kind, value, timestamp and event id (its form checked as on
+        /// import; extraction reads a file as it is and does not deduplicate
+        /// by it, as import does against the store).
         rest: [std::ops::Range<usize>; 5],
         line: u64,
     },

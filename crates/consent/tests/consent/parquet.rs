@@ -148,6 +148,22 @@ fn missing_columns_and_untextual_types_are_explained() {
     ]);
     let err = read_events(&parquet_format(), "in.parquet", &bytes).unwrap_err();
     assert!(err.starts_with("in.parquet:1: field `item_id`: a column of type List"), "{err}");
+    // Columns nobody asked for are not decoded: a nested one is no error.
+    let mut list = ListBuilder::new(StringBuilder::new());
+    list.values().append_value("x");
+    list.append(true);
+    let bytes = parquet(vec![
+        ("tags", Arc::new(list.finish()) as ArrayRef),
+        ("timestamp", text(&["7"])),
+        ("item_id", text(&["i"])),
+        ("subject_id", text(&["s"])),
+    ]);
+    let rows = read_events(&parquet_format(), "in.parquet", &bytes).unwrap();
+    let row = rows[0].clone().unwrap();
+    assert_eq!(
+        (row.subject_id.as_str(), row.event.item.as_str(), row.event.at),
+        ("s", "i", Timestamp::from_unix_seconds(7))
+    );
 }
 
 #[test]
@@ -302,7 +318,11 @@ proptest! {
         prop_assert_eq!(from_csv.len(), from_parquet.len());
         for (row, (c, p)) in from_csv.iter().zip(&from_parquet).enumerate() {
             match (c, p) {
-                (Ok(c), Ok(p)) => prop_assert_eq!(c, p),
+                (Ok(c), Ok(p)) => {
+                    // CSV counts the header as line 1; Parquet numbers data rows.
+                    prop_assert_eq!((c.line, p.line), (row as u64 + 2, row as u64 + 1));
+                    prop_assert_eq!(RawEvent { line: 0, ..c.clone() }, RawEvent { line: 0, ..p.clone() });
+                }
                 // CSV counts the header as line 1; Parquet numbers data rows.
                 (Err(c), Err(p)) => prop_assert_eq!(
                     c.replacen(&format!("in:{}:", row + 2), "", 1),
@@ -329,4 +349,93 @@ proptest! {
         }
         let _ = ConsentReader::from_reader("c.parquet".into(), Box::new(Cursor::new(bytes)), ConsentFormat::Parquet);
     }
+}
+
+/// A Parquet file with legacy INT96 times (as Spark, Hive and Impala write
+/// them): one event per (subject, item, unix day).
+fn int96_events(rows: &[(&str, &str, i64)]) -> Vec<u8> {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int96, Int96Type};
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message m { required binary subject_id (UTF8); required binary item_id (UTF8); required int96 timestamp; }",
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut writer = SerializedFileWriter::new(&mut bytes, Arc::new(schema), Default::default()).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    for column in 0..3 {
+        let mut chunk = group.next_column().unwrap().unwrap();
+        if column < 2 {
+            let values: Vec<ByteArray> =
+                rows.iter().map(|r| ByteArray::from(if column == 0 { r.0 } else { r.1 })).collect();
+            chunk.typed::<ByteArrayType>().write_batch(&values, None, None).unwrap();
+        } else {
+            let values: Vec<Int96> = rows
+                .iter()
+                .map(|r| {
+                    let mut v = Int96::new();
+                    // Nanoseconds of the day (0), then the Julian day.
+                    v.set_data(0, 0, u32::try_from(2_440_588 + r.2).unwrap());
+                    v
+                })
+                .collect();
+            chunk.typed::<Int96Type>().write_batch(&values, None, None).unwrap();
+        }
+        chunk.close().unwrap();
+    }
+    group.close().unwrap();
+    writer.close().unwrap();
+    bytes
+}
+
+#[test]
+fn legacy_int96_times_read_right_far_from_1970() {
+    // 2600-06-01 and 1500-03-01 wrap around as nanoseconds; read to the
+    // millisecond they are the days they say.
+    let days = |at: &str| Timestamp::parse(at).unwrap().as_unix_millis().div_euclid(86_400_000);
+    let (future, past, near) =
+        (days("2600-06-01T00:00:00Z"), days("1500-03-01T00:00:00Z"), days("2024-01-02T00:00:00Z"));
+    let bytes = int96_events(&[("a", "x", future), ("b", "y", past), ("c", "z", near)]);
+    let rows = read_events(&parquet_format(), "legacy.parquet", &bytes).unwrap();
+    let at: Vec<Timestamp> = rows.into_iter().map(|r| r.unwrap().event.at).collect();
+    assert_eq!(
+        at,
+        ["2600-06-01T00:00:00Z", "1500-03-01T00:00:00Z", "2024-01-02T00:00:00Z"].map(|t| Timestamp::parse(t).unwrap())
+    );
+}
+
+#[test]
+fn unconvertible_and_oversized_cells_are_refused_not_misread() {
+    use arrow_array::BinaryArray;
+    // Invalid UTF-8 in a binary column is an error naming the column, not a
+    // silent null (which would read as the default kind).
+    let kinds: ArrayRef = Arc::new(BinaryArray::from(vec![&b"purchase"[..], &b"\xffpurchase"[..]]));
+    let bytes = parquet(vec![
+        ("subject_id", text(&["u1", "u1"])),
+        ("item_id", text(&["a", "b"])),
+        ("kind", kinds),
+        ("timestamp", text(&["1", "2"])),
+    ]);
+    let err = read_events(&parquet_format(), "bin.parquet", &bytes).unwrap_err();
+    assert!(err.starts_with("bin.parquet:1: field `kind`:"), "{err}");
+
+    // Times beyond year 9999 are a row error naming the value, never read in another unit.
+    let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![8_210_266_876_800_001, 1_000]));
+    let bytes =
+        parquet(vec![("subject_id", text(&["u1", "u1"])), ("item_id", text(&["a", "b"])), ("timestamp", times)]);
+    let rows = read_events(&parquet_format(), "t.parquet", &bytes).unwrap();
+    let err = rows[0].clone().unwrap_err();
+    assert!(err.starts_with("t.parquet:1: field `timestamp`: invalid timestamp `8210266876800001"), "{err}");
+    assert_eq!(rows[1].clone().unwrap().event.at, Timestamp::from_unix_seconds(1));
+
+    // A small file declaring huge cells (a decompression bomb) is refused
+    // before anything is decoded.
+    let big = "a".repeat(1 << 20);
+    let bytes = parquet(vec![
+        ("subject_id", text(&["u1"; 8])),
+        ("item_id", text(&[big.as_str(); 8])),
+        ("timestamp", text(&["1"; 8])),
+    ]);
+    let err = read_events(&parquet_format(), "bomb.parquet", &bytes).unwrap_err();
+    assert!(err.starts_with("bomb.parquet:0: field `item_id`: row group 0 declares"), "{err}");
 }
