@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{hush, json, ok, root, stderr};
+use common::{hush, json, ok, root, sample_store, stderr};
 use serde_json::Value;
 
 #[test]
@@ -1315,4 +1315,49 @@ fn quickstart_json_is_one_document_of_what_it_did() {
     let inspected = json(&ok(d, &["model", "inspect", "qs/model.hmdl", "--json"]));
     assert_eq!(summary["release"]["inspect"]["meta"]["model_id"], inspected["meta"]["model_id"]);
     assert!(summary["release"]["inspect"]["meta"]["privacy"]["dp"]["epsilon"].as_f64().unwrap() <= 4.0 + 1e-9);
+}
+
+/// Issue 17: offline recommendations and similar items carry the store's
+/// catalogue titles and categories, as the API's do; with no store, none.
+#[test]
+fn offline_answers_carry_the_store_catalogues_titles() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sample_store(d);
+    let store = ["--db", "qs/hush.db", "--key-file", "qs/hush.key"];
+    let items = root().join("data/sample/items.csv");
+    ok(d, &[&store[..], &["items", "import", items.to_str().unwrap()]].concat());
+    let catalogue: std::collections::HashMap<String, String> = csv::Reader::from_path(&items)
+        .unwrap()
+        .deserialize::<std::collections::HashMap<String, String>>()
+        .map(|row| {
+            let row = row.unwrap();
+            (row["item_id"].clone(), row["category"].clone())
+        })
+        .collect();
+    let recommend = ["recommend", "--model", "qs/model.hmdl", "--items", "sku-000001,sku-000042", "--k", "5", "--json"];
+    let answer = json(&ok(d, &[&store[..], &recommend[..]].concat()));
+    let list = answer["recommendations"].as_array().unwrap();
+    assert_eq!(list.len(), 5, "{answer}");
+    // The sample's catalogue has categories and no titles.
+    for r in list {
+        assert_eq!(r["category"].as_str(), Some(catalogue[r["item"].as_str().unwrap()].as_str()), "{r}");
+        assert!(r["title"].is_null(), "{r}");
+    }
+    let similar = ["similar", "--model", "qs/model.hmdl", "--item", "sku-000001", "--k", "3", "--json"];
+    let answer = json(&ok(d, &[&store[..], &similar[..]].concat()));
+    for r in answer["items"].as_array().unwrap() {
+        assert_eq!(r["category"].as_str(), Some(catalogue[r["item"].as_str().unwrap()].as_str()), "{r}");
+    }
+    let text = String::from_utf8(ok(d, &[&store[..], &recommend[..recommend.len() - 1]].concat()).stdout).unwrap();
+    let first = &list[0];
+    assert!(text.contains(&format!("{}  ", first["item"].as_str().unwrap())), "{text}");
+    assert!(text.contains(&format!("({})", first["category"].as_str().unwrap())), "{text}");
+    // A model file alone (no store here): ids and scores, titles null, no error.
+    let bare = json(&ok(
+        d,
+        &["--db", "nowhere.db", "recommend", "--model", "qs/model.hmdl", "--items", "sku-000001", "--json"],
+    ));
+    assert!(bare["recommendations"][0]["category"].is_null(), "{bare}");
+    assert!(!d.join("nowhere.db").exists(), "looking for titles creates no store");
 }
