@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{hush, json, ok, root, sample_store, stderr};
+use common::{hush, json, ok, quickstart, root, sample_store, stderr};
 use serde_json::Value;
 
 #[test]
@@ -1281,22 +1281,7 @@ fn a_catalogue_in_the_store_titles_batch_recommendations_of_consenting_subjects_
 fn quickstart_json_is_one_document_of_what_it_did() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sample = root().join("data/sample");
-    let config = root().join("models/sample.toml");
-    let out = ok(
-        d,
-        &[
-            "quickstart",
-            "--sample",
-            sample.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--dir",
-            "qs",
-            "--no-serve",
-            "--json",
-        ],
-    );
+    let out = quickstart(d, &["--json"]);
     let summary: Value = serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON document");
     let consent = &summary["consent_import"];
     assert!(consent["stored"].as_u64().unwrap() > 0, "{summary}");

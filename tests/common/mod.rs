@@ -50,22 +50,25 @@ pub fn stderr(out: &Output) -> String {
 /// The quickstart on the bundled sample into `dir/qs` (store, key, feature
 /// sets, extraction report, DP model and twin), without serving.
 pub fn sample_store(dir: &Path) -> Output {
+    quickstart(dir, &[])
+}
+
+/// [`sample_store`] with `extra` arguments (e.g. `--json`).
+pub fn quickstart(dir: &Path, extra: &[&str]) -> Output {
     let sample = root().join("data/sample");
     let config = root().join("models/sample.toml");
-    ok(
-        dir,
-        &[
-            "quickstart",
-            "--sample",
-            sample.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--dir",
-            "qs",
-            "-q",
-            "--no-serve",
-        ],
-    )
+    let args = [
+        "quickstart",
+        "--sample",
+        sample.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--dir",
+        "qs",
+        "-q",
+        "--no-serve",
+    ];
+    ok(dir, &[&args[..], extra].concat())
 }
 
 /// A `hush serve` process on a free 127.0.0.1 port, on `store` with the
