@@ -1051,8 +1051,7 @@ impl ConsentReader {
                 let rows = &mut self.rows;
                 Ok(row.map(|(fields, line)| {
                     *rows = line;
-                    let granted = parse_granted(fields[2]).map_err(|m| row_error(label, line, Some("granted"), m));
-                    granted.and_then(|g| build_consent(fields, g, label, line))
+                    consent_from_text(fields, label, line)
                 }))
             }
             ConsentInner::Csv { reader, record, positions, width } => match reader.read_byte_record(record) {
@@ -1081,8 +1080,7 @@ impl ConsentReader {
                             }
                         }
                     }
-                    let granted = parse_granted(fields[2]).map_err(|m| row_error(label, line, Some("granted"), m));
-                    Ok(Some(granted.and_then(|g| build_consent(fields, g, label, line))))
+                    Ok(Some(consent_from_text(fields, label, line)))
                 }
                 Err(e) => match e.into_kind() {
                     csv::ErrorKind::Io(source) => Err(io(source)),
@@ -1126,6 +1124,13 @@ fn parse_jsonl_consent(text: &[u8], label: &str, line: u64) -> std::result::Resu
     let effective = json.effective_at.into_text();
     let proof = json.proof_ref.unwrap_or_default();
     build_consent([&subject, &json.purpose, "", &effective, &json.notice_version, &proof], granted, label, line)
+}
+
+/// A consent record from its six text fields (CSV and Parquet rows), the
+/// decision among them as text.
+fn consent_from_text(fields: [&str; 6], label: &str, line: u64) -> std::result::Result<RawConsent, RowError> {
+    let granted = parse_granted(fields[2]).map_err(|m| row_error(label, line, Some("granted"), m))?;
+    build_consent(fields, granted, label, line)
 }
 
 fn build_consent(

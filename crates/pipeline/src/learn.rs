@@ -287,7 +287,7 @@ pub fn write_split(dir: &Path, format: TableFormat, train: &FeatureSet, test: &F
         let path = dir.join(format!("{name}.{}", format.extension()));
         if format == TableFormat::Parquet {
             let bytes = crate::tables::split_part_parquet(part, &format!("writing {}", path.display()))?;
-            crate::tables::write_file(&path, &bytes)?;
+            hush_report::store::write_atomically(&path, &bytes)?;
             continue;
         }
         let csv_error =

@@ -3,7 +3,6 @@
 //! them straight into pandas, polars or DuckDB with their column types
 //! (the `parquet`/`arrow` crates of the Apache Arrow project write them).
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -122,9 +121,4 @@ pub fn results_parquet(results: &SweepResults) -> Result<Vec<u8>> {
         ("value", Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value)))),
     ];
     parquet_bytes(context, [batch(context, columns)?])
-}
-
-/// Writes bytes to `path`, naming it on failure.
-pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(crate::io(format!("writing {}", path.display())))
 }
