@@ -689,8 +689,16 @@ impl Model {
                         }
                     }
                 }
-                candidates.sort_by(|&a, &b| ranking(a, b));
-                candidates.into_iter().take(k).map(|(_, i)| i).collect()
+                // Only the best k need an order. When the approximate scores
+                // bunch up (a DP model whose item factors were mostly shrunk
+                // away), thousands pass the threshold, and sorting them all
+                // took more time than everything else in a request.
+                if candidates.len() > k {
+                    candidates.select_nth_unstable_by(k - 1, |&a, &b| ranking(a, b));
+                    candidates.truncate(k);
+                }
+                candidates.sort_unstable_by(|&a, &b| ranking(a, b));
+                candidates.into_iter().map(|(_, i)| i).collect()
             }
             None => {
                 let exact: Vec<f32> = (0..self.n_items()).map(|i| self.rank_score(&factors, i)).collect();
