@@ -304,6 +304,12 @@ pub struct AppState {
     /// the latest committed state, so a write acknowledged on `ledger` (or by
     /// another replica) is seen by every later read.
     readers: LedgerPool,
+    /// One permit per read connection, handed out first come first served:
+    /// a request waits here, on no thread, until a connection is free, so
+    /// the blocking pool never holds more readers than there are connections
+    /// and a burst is answered in arrival order (the pool's own wait wakes
+    /// threads in no particular order, which showed as a long latency tail).
+    read_permits: tokio::sync::Semaphore,
     key: PseudonymKey,
     config: ServeConfig,
     metrics: metrics::Metrics,
@@ -316,6 +322,7 @@ impl AppState {
     /// As [`ServedModel::new`].
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
         let readers = LedgerPool::new(&ledger, config.store_pool_size)?;
+        let read_permits = tokio::sync::Semaphore::new(readers.size() as usize);
         let served = admit(model, &key, &ledger)?;
         warn_of_ignored_weights(&served.model, &config);
         Ok(AppState {
@@ -323,6 +330,7 @@ impl AppState {
             model_path: None,
             ledger: Mutex::new(ledger),
             readers,
+            read_permits,
             key,
             config,
             metrics: metrics::Metrics::new(),
@@ -375,9 +383,12 @@ impl AppState {
         self: &Arc<Self>,
         f: impl FnOnce(&Ledger) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
+        let permit = self.read_permits.acquire().await.map_err(|_| ApiError::Internal)?;
         let (state, span) = (self.clone(), tracing::Span::current());
         let read = move || span.in_scope(|| state.readers.get().map(|ledger| f(&ledger)));
-        Ok(tokio::task::spawn_blocking(read).await.map_err(|_| ApiError::Internal)??)
+        let result = tokio::task::spawn_blocking(read).await.map_err(|_| ApiError::Internal);
+        drop(permit);
+        Ok(result??)
     }
 
     /// How many read connections there are and how many are in use.
