@@ -131,8 +131,9 @@ const CATALOGUE_LOCK: i64 = 0x6875_7368_0003;
 const UPSERT_CHUNK: usize = 5_000;
 
 /// Counts one ingested batch (see migration 5).
-const COUNT_RECEIVED_SQL: &str = "INSERT INTO ingest_batches (id, batches, events) VALUES (1, 1, $1)
-     ON CONFLICT (id) DO UPDATE SET batches = ingest_batches.batches + 1, events = ingest_batches.events + EXCLUDED.events";
+const COUNT_RECEIVED_SQL: &str = "INSERT INTO ingest_batches (id, batches, events) VALUES (1, $1, $2)
+     ON CONFLICT (id) DO UPDATE SET batches = ingest_batches.batches + EXCLUDED.batches,
+                                    events = ingest_batches.events + EXCLUDED.events";
 
 /// Advisory lock id that serializes schema migrations of one database.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
@@ -1067,9 +1068,10 @@ impl PgBatch<'_> {
         Ok(())
     }
 
-    pub(crate) fn count_received(&mut self, events: u64) -> Result<()> {
+    pub(crate) fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let statement = self.prepared(COUNT_RECEIVED_SQL)?;
-        self.tx.execute(&statement, &[&i64::try_from(events).unwrap_or(i64::MAX)]).map_err(pg(self.location))?;
+        self.tx.execute(&statement, &[&count(batches), &count(events)]).map_err(pg(self.location))?;
         Ok(())
     }
 

@@ -801,13 +801,14 @@ impl SqliteBatch<'_> {
     ///
     /// # Errors
     /// [`Error::Database`] if SQLite fails.
-    pub fn count_received(&mut self, events: u64) -> Result<()> {
+    pub fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.tx
             .prepare_cached(
-                "INSERT INTO ingest_batches (id, batches, events) VALUES (1, 1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET batches = batches + 1, events = events + excluded.events",
+                "INSERT INTO ingest_batches (id, batches, events) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET batches = batches + excluded.batches, events = events + excluded.events",
             )
-            .and_then(|mut stmt| stmt.execute([i64::try_from(events).unwrap_or(i64::MAX)]))
+            .and_then(|mut stmt| stmt.execute([count(batches), count(events)]))
             .map_err(Error::db(self.path))?;
         Ok(())
     }

@@ -21,7 +21,7 @@ pub mod score;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use error::{ApiError, ServeError};
-use hush_consent::{Ledger, LedgerPool, PseudonymKey};
+use hush_consent::{IngestReport, Ledger, LedgerPool, PseudonymKey, SubjectEvent, Timestamp};
 use hush_mf::Model;
 pub use routes::app;
 
@@ -293,6 +293,17 @@ fn warn_of_ignored_weights(model: &Model, config: &ServeConfig) {
     }
 }
 
+/// The most events one ingest group commits: a bound on how long one
+/// transaction holds the writer (the batches beyond it form the next group).
+const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// A batch waiting in [`AppState`]'s ingest queue, and where its answer goes.
+struct QueuedIngest {
+    events: Vec<SubjectEvent>,
+    now: Timestamp,
+    reply: tokio::sync::oneshot::Sender<Result<IngestReport, hush_consent::Error>>,
+}
+
 /// Everything the handlers need; shared as `Arc<AppState>`.
 pub struct AppState {
     model: RwLock<Arc<ServedModel>>,
@@ -310,6 +321,9 @@ pub struct AppState {
     /// and a burst is answered in arrival order (the pool's own wait wakes
     /// threads in no particular order, which showed as a long latency tail).
     read_permits: tokio::sync::Semaphore,
+    /// Validated event batches waiting for the writer; the writer commits
+    /// all that are waiting in one transaction (see [`AppState::ingest`]).
+    ingest_queue: Mutex<Vec<QueuedIngest>>,
     key: PseudonymKey,
     config: ServeConfig,
     metrics: metrics::Metrics,
@@ -331,6 +345,7 @@ impl AppState {
             ledger: Mutex::new(ledger),
             readers,
             read_permits,
+            ingest_queue: Mutex::new(Vec::new()),
             key,
             config,
             metrics: metrics::Metrics::new(),
@@ -406,6 +421,81 @@ impl AppState {
         tokio::task::spawn_blocking(move || span.in_scope(|| f(&mut state.ledger())))
             .await
             .map_err(|_| ApiError::Internal)
+    }
+
+    /// Stores a validated batch of events (received at `now`) and answers
+    /// with its report once it is durable.
+    ///
+    /// Group commit: the batch joins a queue, and whoever next holds the
+    /// writing connection commits every batch waiting then in one
+    /// transaction ([`Ledger::ingest_event_batches`]: each batch decided as
+    /// if alone, after the ones before it). Under load a store then pays its
+    /// lock, reads, round trips and flush once per group instead of once per
+    /// request; alone, a batch is its own group. Consent writes take the
+    /// same connection, so a withdrawal acknowledged before a batch arrived
+    /// is seen by the group that stores it.
+    pub(crate) async fn ingest(
+        self: &Arc<Self>,
+        events: Vec<SubjectEvent>,
+        now: Timestamp,
+    ) -> Result<IngestReport, ApiError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue().push(QueuedIngest { events, now, reply });
+        let (state, span) = (self.clone(), tracing::Span::current());
+        // Not awaited: the answer comes through `reply`, possibly from a
+        // group another request's task committed; this task then finds the
+        // queue empty and must not hold the request up meanwhile.
+        tokio::task::spawn_blocking(move || span.in_scope(|| state.commit_queued_ingest()));
+        answer.await.map_err(|_| ApiError::Internal)?.map_err(ApiError::from)
+    }
+
+    /// Commits the batches waiting in the ingest queue (up to
+    /// [`MAX_GROUP_EVENTS`] events), if any are left, and answers each.
+    fn commit_queued_ingest(&self) {
+        if self.queue().is_empty() {
+            return; // Committed by an earlier group.
+        }
+        let mut ledger = self.ledger();
+        // Taken while holding the writer, so the group holds every batch
+        // that queued up while the previous one was being written.
+        let group: Vec<QueuedIngest> = {
+            let mut queue = self.queue();
+            let (mut take, mut events) = (0, 0);
+            while take < queue.len() && (take == 0 || events + queue[take].events.len() <= MAX_GROUP_EVENTS) {
+                events += queue[take].events.len();
+                take += 1;
+            }
+            queue.drain(..take).collect()
+        };
+        let Some(now) = group.iter().map(|q| q.now).max() else { return };
+        let batches: Vec<&[SubjectEvent]> = group.iter().map(|q| &q.events[..]).collect();
+        match ledger.ingest_event_batches(&batches, now) {
+            Ok(reports) => {
+                self.metrics.ingest_commits.inc();
+                for (queued, report) in group.into_iter().zip(reports) {
+                    let _ = queued.reply.send(Ok(report));
+                }
+            }
+            Err(error) if group.len() == 1 => {
+                let _ = group.into_iter().next().map(|q| q.reply.send(Err(error)));
+            }
+            Err(error) => {
+                // Nothing of the group was stored. One batch's failure must
+                // not fail the others: each is tried again alone.
+                tracing::warn!(%error, batches = group.len(), "ingest group failed; committing its batches one by one");
+                for queued in group {
+                    let result = ledger.ingest_events(&queued.events, now);
+                    if result.is_ok() {
+                        self.metrics.ingest_commits.inc();
+                    }
+                    let _ = queued.reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<QueuedIngest>> {
+        self.ingest_queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The writing connection.

@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Connections open now.
     pub open_connections: IntGauge,
     events: IntCounter,
+    /// Transactions that stored ingested batches: fewer than the batches
+    /// when several waiting batches were committed together.
+    pub ingest_commits: IntCounter,
     pool: IntGaugeVec,
 }
 
@@ -59,6 +62,11 @@ impl Metrics {
             IntGauge::new("hush_open_connections", "HTTP connections open now").expect("valid metric");
         let events =
             IntCounter::new("hush_events_received_total", "Events received by POST /v1/events").expect("valid metric");
+        let ingest_commits = IntCounter::new(
+            "hush_ingest_commits_total",
+            "Store transactions that committed ingested event batches (several waiting batches commit together)",
+        )
+        .expect("valid metric");
         let pool = IntGaugeVec::new(
             Opts::new(
                 "hush_store_pool_connections",
@@ -70,6 +78,7 @@ impl Metrics {
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(pool.clone()),
+            Box::new(ingest_commits.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(consent_refusals.clone()),
@@ -88,6 +97,7 @@ impl Metrics {
             connections_refused,
             open_connections,
             events,
+            ingest_commits,
             pool,
         }
     }

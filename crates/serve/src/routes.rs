@@ -613,7 +613,7 @@ async fn ingest(
         batch.push(event);
     }
     let in_request = duplicates_in_request(&batch);
-    let report = state.write(move |ledger| ledger.ingest_events(&batch, now)).await??;
+    let report = state.ingest(batch, now).await?;
     // The answer must not depend on who consented or was erased: per-event or
     // per-reason counts would let an ingest-only key probe any subject with a
     // one-event batch. So `duplicates` counts only repeats within this

@@ -849,3 +849,94 @@ fn the_sqlite_files_are_owner_only() {
     let _ledger = Ledger::open(&db).unwrap();
     assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+/// The same store contents, on a fresh store of `store`'s backend.
+fn twin_of(store: &Fresh) -> Fresh {
+    Fresh::new(if store.url().starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres })
+}
+
+/// Consent for ada and bob, nothing for `never`, and `gone` erased.
+fn consenting_store(store: &Fresh) -> hush_consent::Ledger {
+    let mut ledger = store.open();
+    for name in ["ada", "bob", "gone"] {
+        ledger.record_consent(&key().pseudonymize(name), &change(Purpose::Personalization, true, 1), t(1)).unwrap();
+    }
+    ledger.erase(&key().pseudonymize("gone"), t(2)).unwrap();
+    ledger
+}
+
+on_both_backends! {
+fn a_group_of_batches_is_decided_as_the_same_batches_one_after_another(store) {
+    let [ada, bob, never, gone] = ["ada", "bob", "never", "gone"].map(|n| key().pseudonymize(n));
+    let batches: Vec<Vec<SubjectEvent>> = vec![
+        vec![event(ada, "sku-1", 10), with_id(event(ada, "sku-2", 11), "order-7"), event(never, "sku-1", 10)],
+        // Repeats of the first batch, by content and by id; a conflict; an erased subject.
+        vec![
+            event(ada, "sku-1", 10),
+            with_id(event(ada, "sku-2", 11), "order-7"),
+            with_id(event(ada, "sku-3", 12), "order-7"),
+            event(gone, "sku-1", 10),
+            event(bob, "sku-4", 13),
+        ],
+        // A repeat inside one batch, and one of the second batch.
+        vec![event(bob, "sku-5", 14), event(bob, "sku-5", 14), event(bob, "sku-4", 13)],
+    ];
+    let mut one_by_one = consenting_store(&store);
+    let alone: Vec<_> = batches.iter().map(|b| one_by_one.ingest_events(b, t(20)).unwrap()).collect();
+    let twin = twin_of(&store);
+    let mut grouped = consenting_store(&twin);
+    let slices: Vec<&[SubjectEvent]> = batches.iter().map(|b| &b[..]).collect();
+    let together = grouped.ingest_event_batches(&slices, t(20)).unwrap();
+
+    assert_eq!(together, alone, "each batch of a group is reported as if committed alone");
+    assert_eq!(
+        alone.iter().map(|r| (r.stored, r.duplicates, r.conflicts, r.dropped_no_consent, r.dropped_suppressed)).collect::<Vec<_>>(),
+        [(2, 0, 0, 1, 0), (1, 2, 1, 0, 1), (1, 2, 0, 0, 0)],
+        "the expected decisions themselves"
+    );
+    for subject in [ada, bob, never, gone] {
+        assert_eq!(grouped.events_of(&subject).unwrap(), one_by_one.events_of(&subject).unwrap());
+    }
+    let (a, b) = (one_by_one.stats().unwrap(), grouped.stats().unwrap());
+    assert_eq!((b.events, b.ingested_batches), (a.events, a.ingested_batches));
+    assert_eq!(b.ingested_batches, 3, "a group counts each of its batches");
+}
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any split of any events into batches: committing the batches as one
+    /// group stores and reports exactly what committing them one by one does.
+    #[test]
+    fn any_group_matches_its_batches_one_by_one(
+        events in proptest::collection::vec((0..4usize, 0..5usize, 0..4i64, proptest::option::of(0..3usize)), 0..40),
+        cuts in proptest::collection::vec(0..40usize, 0..5),
+    ) {
+        let names = ["ada", "bob", "never", "gone"];
+        let events: Vec<SubjectEvent> = events
+            .into_iter()
+            .map(|(who, item, at, id)| {
+                let e = event(key().pseudonymize(names[who]), &format!("sku-{item}"), 10 + at);
+                match id {
+                    Some(id) => with_id(e, &format!("e-{id}")),
+                    None => e,
+                }
+            })
+            .collect();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(events.len())).collect();
+        cuts.push(0);
+        cuts.push(events.len());
+        cuts.sort_unstable();
+        let batches: Vec<&[SubjectEvent]> = cuts.windows(2).map(|w| &events[w[0]..w[1]]).collect();
+        let (a, b) = (Fresh::new(Backend::Sqlite), Fresh::new(Backend::Sqlite));
+        let (mut one_by_one, mut grouped) = (consenting_store(&a), consenting_store(&b));
+        let alone: Vec<_> = batches.iter().map(|batch| one_by_one.ingest_events(batch, t(20)).unwrap()).collect();
+        let together = grouped.ingest_event_batches(&batches, t(20)).unwrap();
+        prop_assert_eq!(together, alone);
+        for name in names {
+            let s = key().pseudonymize(name);
+            prop_assert_eq!(grouped.events_of(&s).unwrap(), one_by_one.events_of(&s).unwrap());
+        }
+    }
+}

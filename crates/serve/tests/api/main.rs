@@ -1502,3 +1502,80 @@ async fn lists_carry_titles_and_filter_by_category_on_both_backends() {
         assert_eq!((status, body["reason"].as_str()), (403, Some("not_granted")), "{body}");
     }
 }
+
+/// The value of a counter in the `/metrics` text.
+async fn counter(server: &Server, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {text}"));
+    line[name.len() + 1..].trim().parse().unwrap()
+}
+
+/// Many clients posting at once: waiting batches commit together (fewer
+/// store transactions than requests), yet every batch is answered and
+/// stored exactly as if alone, and a withdrawal acknowledged before a burst
+/// holds for every batch of it.
+async fn concurrent_batches_commit_together_and_each_as_alone(server: Server) {
+    let shoppers: Vec<String> = (0..8).map(|s| format!("shopper-{s}")).collect();
+    for s in &shoppers {
+        assert_eq!(server.consent(s, "personalization", true).await.0, 200);
+    }
+    // 64 batches, 8 per shopper, each of 20 new items plus one repeat inside it.
+    let batch = |s: usize, j: usize| {
+        let mut events: Vec<Value> = (0..20)
+            .map(|i| json!({ "subject_id": shoppers[s], "item_id": format!("sku-{j}-{i}"), "kind": "view", "timestamp": 1_750_000_000 + i }))
+            .collect();
+        events.push(events[0].clone());
+        json!({ "events": events })
+    };
+    // Every request of a burst is sent at once, each on a task of its own.
+    let burst = |bodies: Vec<Value>| {
+        let tasks: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let (client, url) = (server.client.clone(), format!("{}/v1/events", server.base));
+                tokio::spawn(async move {
+                    let r = client.post(url).json(&body).send().await.unwrap();
+                    (r.status().as_u16(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        async move {
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.unwrap());
+            }
+            answers
+        }
+    };
+    let answers = burst((0..64).map(|n| batch(n % 8, n / 8)).collect()).await;
+    for (status, body) in &answers {
+        assert_eq!((*status, body), (200, &json!({ "received": 21, "duplicates": 1 })));
+    }
+    for s in &shoppers {
+        let (_, export) = server.get(&format!("/v1/subjects/{s}/export")).await;
+        assert_eq!(export["events"].as_array().unwrap().len(), 8 * 20, "{s}: every batch stored, no repeat");
+    }
+    let commits = counter(&server, "hush_ingest_commits_total").await;
+    assert!((1..64).contains(&commits), "64 concurrent batches took {commits} transactions");
+    assert_eq!(counter(&server, "hush_events_received_total").await, 64 * 21);
+
+    // A withdrawal acknowledged, then a burst mixing the withdrawn shopper's
+    // new events with everyone else's: none of theirs is stored.
+    assert_eq!(server.consent("shopper-0", "personalization", false).await.0, 200);
+    let answers = burst((0..32).map(|n| batch(n % 8, 100 + n / 8)).collect()).await;
+    assert!(answers.iter().all(|(status, _)| *status == 200), "{answers:?}");
+    let (_, export) = server.get("/v1/subjects/shopper-0/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 8 * 20, "nothing stored after the withdrawal");
+    let (_, export) = server.get("/v1/subjects/shopper-1/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 12 * 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_commit_together_on_sqlite() {
+    concurrent_batches_commit_together_and_each_as_alone(Server::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_commit_together_on_postgres() {
+    concurrent_batches_commit_together_and_each_as_alone(Server::start_on_postgres(ServeConfig::default()).await).await;
+}
