@@ -130,10 +130,17 @@ const CATALOGUE_LOCK: i64 = 0x6875_7368_0003;
 /// Items written per statement of an upsert (arrays of parameters).
 const UPSERT_CHUNK: usize = 5_000;
 
-/// Counts one ingested batch (see migration 5).
-const COUNT_RECEIVED_SQL: &str = "INSERT INTO ingest_batches (id, batches, events) VALUES (1, $1, $2)
-     ON CONFLICT (id) DO UPDATE SET batches = ingest_batches.batches + EXCLUDED.batches,
-                                    events = ingest_batches.events + EXCLUDED.events";
+/// Counts ingested batches (see migration 5) and commits, in one message
+/// of the simple-query protocol: one round trip for both. The counts are
+/// integers formatted by hush, never text from a client.
+fn count_and_commit_sql(batches: u64, events: u64) -> String {
+    format!(
+        "INSERT INTO ingest_batches (id, batches, events) VALUES (1, {batches}, {events})
+         ON CONFLICT (id) DO UPDATE SET batches = ingest_batches.batches + EXCLUDED.batches,
+                                        events = ingest_batches.events + EXCLUDED.events;
+         COMMIT"
+    )
+}
 
 /// Advisory lock id that serializes schema migrations of one database.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
@@ -332,6 +339,7 @@ impl PgStore {
             held: HashMap::new(),
             allowed_cache: HashMap::new(),
             suppressed_cache: HashMap::new(),
+            received: None,
         })
     }
 
@@ -819,6 +827,8 @@ pub(crate) struct PgBatch<'a> {
     held: HashMap<Pseudonym, HeldEvents>,
     allowed_cache: HashMap<Pseudonym, bool>,
     suppressed_cache: HashMap<Pseudonym, bool>,
+    /// Batches and events received, counted at commit (with the commit).
+    received: Option<(u64, u64)>,
 }
 
 impl PgBatch<'_> {
@@ -1069,16 +1079,26 @@ impl PgBatch<'_> {
     }
 
     pub(crate) fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
-        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let statement = self.prepared(COUNT_RECEIVED_SQL)?;
-        self.tx.execute(&statement, &[&count(batches), &count(events)]).map_err(pg(self.location))?;
+        // Written by the commit, in its round trip.
+        let (b, e) = self.received.unwrap_or((0, 0));
+        self.received = Some((b.saturating_add(batches), e.saturating_add(events)));
         Ok(())
     }
 
     pub(crate) fn commit(mut self) -> Result<()> {
         self.flush()?;
-        self.open = false;
-        self.tx.batch_execute("COMMIT").map_err(pg(self.location))
+        let result = match self.received {
+            Some((batches, events)) => {
+                let count = |n: u64| n.min(i64::MAX as u64);
+                self.tx.batch_execute(&count_and_commit_sql(count(batches), count(events)))
+            }
+            None => self.tx.batch_execute("COMMIT"),
+        };
+        // A failed count leaves the transaction aborted, its COMMIT not run:
+        // the drop rolls it back, so nothing of it lingers on the connection.
+        // After a COMMIT, failed or not, no transaction is open.
+        self.open = result.as_ref().is_err_and(|_| self.received.is_some());
+        result.map_err(pg(self.location))
     }
 }
 
