@@ -241,6 +241,9 @@ pub(crate) struct ServingIndex {
     item_scales: Vec<f32>,
     /// Each item's quantization error, as a norm: ‖v − scale·q‖.
     item_errors: Vec<f32>,
+    /// Each item's factor norm for the bounds: summed in `f64` and rounded
+    /// up, so a tiny row's norm never underflows to zero as `norms`' can.
+    bound_norms: Vec<f32>,
     /// The ranking prior of each item ([`Model::prior`]), padded to whole panels.
     prior: Vec<f32>,
     /// Each item's factor norm.
@@ -280,6 +283,7 @@ impl ServingIndex {
         let mut item_scales = vec![0.0f32; padded];
         let mut item_errors = Vec::with_capacity(n);
         let mut norms = Vec::with_capacity(n);
+        let mut bound_norms = Vec::with_capacity(n);
         let mut usable = true;
         for (i, prior) in prior.iter_mut().enumerate().take(n) {
             let (panel, lane) = (i / PANEL, i % PANEL);
@@ -300,6 +304,8 @@ impl ServingIndex {
             item_errors.push(next_up(error.sqrt() as f32));
             let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
             norms.push(norm);
+            let exact_norm = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+            bound_norms.push(next_up(exact_norm as f32));
             *prior = model.prior(i);
             usable &= largest.is_finite() && norm.is_finite() && prior.is_finite();
         }
@@ -307,7 +313,18 @@ impl ServingIndex {
         by_popularity.sort_by(|&a, &b| {
             ranking((model.popularity[a as usize], a as usize), (model.popularity[b as usize], b as usize))
         });
-        ServingIndex { quantized, quads, offset_terms, item_scales, item_errors, prior, norms, usable, by_popularity }
+        ServingIndex {
+            quantized,
+            quads,
+            offset_terms,
+            item_scales,
+            item_errors,
+            bound_norms,
+            prior,
+            norms,
+            usable,
+            by_popularity,
+        }
     }
 
     /// Quantizes subject factors `u` on their own scale, keeping what the
@@ -363,7 +380,7 @@ impl ServingIndex {
         let underflow = 2f64.powi(-100);
         let mut bounds = vec![0.0f32; self.prior.len()];
         for (i, bound) in bounds.iter_mut().enumerate().take(self.norms.len()) {
-            let (error, norm) = (f64::from(self.item_errors[i]), f64::from(self.norms[i]));
+            let (error, norm) = (f64::from(self.item_errors[i]), f64::from(self.bound_norms[i]));
             let quantization = a * error + b * norm;
             let score = magnitude * (norm + error) + f64::from(self.prior[i].abs());
             let total = 1.01 * (quantization + roundings * score) + underflow;
@@ -722,8 +739,18 @@ impl Model {
             return (0..n).filter(|&i| !exclude(i)).collect();
         };
         approximate.truncate(n);
-        let lower: Vec<f32> = approximate.iter().zip(&bounds).map(|(&s, &b)| s - b).collect();
-        let upper: Vec<f32> = approximate.iter().zip(&bounds).map(|(&s, &b)| s + b).collect();
+        // A product of scales can overflow on finite factors (0·∞ is NaN):
+        // such an item is bounded by nothing, so it can be anywhere.
+        let lower: Vec<f32> = approximate
+            .iter()
+            .zip(&bounds)
+            .map(|(&s, &b)| if (s - b).is_nan() { f32::NEG_INFINITY } else { s - b })
+            .collect();
+        let upper: Vec<f32> = approximate
+            .iter()
+            .zip(&bounds)
+            .map(|(&s, &b)| if (s + b).is_nan() { f32::INFINITY } else { s + b })
+            .collect();
         // k items score at least their lower bounds, so at least the k-th
         // best of those: an item whose upper bound is below it is beaten.
         let threshold = match best_k(&lower, k, exclude).last() {
@@ -953,6 +980,90 @@ mod tests {
         if model.approximate_scores(&model.serving.quantize_query(&u)).is_some() {
             let shortlist = model.shortlist(&u, 10, &|_| false);
             assert!(shortlist.len() < 100, "{} of {n} items rescored", shortlist.len());
+        }
+    }
+
+    /// The exact ranking of the first `k` items, by a full sort.
+    fn exact_top(model: &Model, u: &[f32], k: usize, exclude: impl Fn(usize) -> bool) -> Vec<usize> {
+        let mut reference: Vec<usize> = (0..model.n_items()).filter(|&i| !exclude(i)).collect();
+        reference.sort_by(|&a, &b| model.rank_score(u, b).total_cmp(&model.rank_score(u, a)).then(a.cmp(&b)));
+        reference.truncate(k);
+        reference
+    }
+
+    fn top(model: &Model, u: &[f32], k: usize, exclude: impl Fn(usize) -> bool) -> Vec<usize> {
+        let subject = SubjectVector { factors: u.iter().map(|&x| f64::from(x)).collect(), bias: 0.0 };
+        model.top_k(&subject, k, exclude).into_iter().map(|(i, _)| i).collect()
+    }
+
+    /// Rows so small that their squares underflow in `f32` still have a
+    /// bound that holds (review finding: their `f32` norm was zero).
+    #[test]
+    fn tiny_rows_whose_f32_norm_underflows_are_still_bounded() {
+        let t = 1e-23f32;
+        let model = model_with(2, 2, vec![0.0, t, 0.005 * t, 0.0], vec![0.0; 2]);
+        let u = [1.0f32, 0.4 / 63.0];
+        assert_eq!(top(&model, &u, 1, |_| false), exact_top(&model, &u, 1, |_| false));
+    }
+
+    /// A query scale times an item scale beyond `f32`'s range (finite
+    /// factors): the item is rescored, not dropped (review finding).
+    #[test]
+    fn an_overflowing_scale_product_does_not_drop_an_item() {
+        let model = model_with(3, 2, vec![1e19, 0.0, 0.0, 1.0, 0.0, -1.0], vec![0.0; 3]);
+        let u = [0.0f32, 1e38];
+        assert_eq!(top(&model, &u, 2, |_| false), exact_top(&model, &u, 2, |_| false));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// Adversarial catalogues (the review's): rows from zero to 1e9 built
+        /// from a few shared directions (ties), with and without jitter, or
+        /// rows so tiny they underflow; priors negative, tiny and huge;
+        /// subjects from 1e-12 to 1e9; k beyond the catalogue; excluded
+        /// items. `top_k` is the full exact sort every time.
+        #[test]
+        fn top_k_is_exact_on_adversarial_catalogues(
+            n in 1usize..70,
+            d in 1usize..40,
+            seed in any::<u64>(),
+            k in 0usize..80,
+            modulus in 2usize..9,
+            tiny in any::<bool>(),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let scales: &[f32] = if tiny { &[0.0, 1e-24, 1e-23, 3e-23] } else { &[0.0, 1e-15, 1e-12, 1e-3, 1.0, 1e3, 1e9] };
+            let coarse = [-1.0f32, -0.5, 0.0, 0.25, 0.5, 1.0, 3e-6, 0.3333];
+            let unit = [-1.0f32, 0.0, 1.0];
+            let directions: Vec<Vec<f32>> = (0..4)
+                .map(|_| {
+                    (0..d)
+                        .map(|_| if tiny { unit[rng.random_range(0..3)] } else { coarse[rng.random_range(0..coarse.len())] })
+                        .collect()
+                })
+                .collect();
+            let mut factors = Vec::new();
+            for _ in 0..n {
+                let scale = scales[rng.random_range(0..scales.len())];
+                let row = &directions[rng.random_range(0..directions.len())];
+                let jitter = !tiny && rng.random_bool(0.5);
+                for &x in row {
+                    let j = if jitter { rng.random_range(-1e-6f32..1e-6) } else { 0.0 };
+                    factors.push(scale * (x + j));
+                }
+            }
+            let mut model = model_with(n, d, factors, vec![0.0; n]);
+            let priors = [0.0f64, -1.0, 1.0, 1e-7, -1e-7, 0.5, 1e6];
+            model.popularity_prior =
+                (0..n).map(|_| if tiny { 0.0 } else { priors[rng.random_range(0..priors.len())] }).collect();
+            model.serving = ServingIndex::of(&model);
+            let subject_scale = [1e-12f32, 1e-3, 1.0, 1e3, 1e9][rng.random_range(0..5)];
+            let u: Vec<f32> = (0..d)
+                .map(|_| subject_scale * (coarse[rng.random_range(0..coarse.len())] + rng.random_range(-0.01f32..0.01)))
+                .collect();
+            let exclude = |i: usize| i.is_multiple_of(modulus);
+            prop_assert_eq!(top(&model, &u, k, exclude), exact_top(&model, &u, k, exclude));
         }
     }
 
