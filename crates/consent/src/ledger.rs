@@ -452,35 +452,36 @@ impl Ledger {
     /// # Errors
     /// [`Error::Database`] if the store fails; nothing of the batch is stored then.
     pub fn ingest_events(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<IngestReport> {
-        let mut reports = self.ingest_event_batches(&[events], now)?;
+        let mut reports = self.ingest_event_batches(&[(events, now)])?;
         Ok(reports.pop().unwrap_or_default())
     }
 
-    /// Stores several batches of events in one transaction (group commit):
-    /// each batch is decided exactly as [`Ledger::ingest_events`] would
-    /// decide it after the batches before it, and gets its own report, but
-    /// the store is locked, read and made durable once for all of them. A
-    /// server takes every batch waiting for the writer at once, so a busy
-    /// store pays its per-transaction round trips and flush once per group
-    /// rather than once per request.
+    /// Stores several batches of events, each with the time it arrived, in
+    /// one transaction (group commit): each batch is decided exactly as
+    /// [`Ledger::ingest_events`] would decide it at its own time after the
+    /// batches before it, and gets its own report, but the store is locked,
+    /// read and made durable once for all of them. A server takes every
+    /// batch waiting for the writer at once, so a busy store pays its
+    /// per-transaction round trips and flush once per group rather than once
+    /// per request.
     ///
     /// # Errors
     /// [`Error::Database`] if the store fails; nothing of any batch is stored then.
-    pub fn ingest_event_batches(&mut self, batches: &[&[SubjectEvent]], now: Timestamp) -> Result<Vec<IngestReport>> {
+    pub fn ingest_event_batches(&mut self, batches: &[(&[SubjectEvent], Timestamp)]) -> Result<Vec<IngestReport>> {
         let mut batch = self.batch()?;
         let all: Vec<SubjectEvent>;
         let prefetched = match batches {
-            [one] => *one,
+            [(one, _)] => *one,
             _ => {
-                all = batches.iter().flat_map(|b| b.iter().cloned()).collect();
+                all = batches.iter().flat_map(|(b, _)| b.iter().cloned()).collect();
                 &all[..]
             }
         };
-        batch.prefetch(prefetched, now)?;
+        batch.prefetch(prefetched)?;
         let mut reports = Vec::with_capacity(batches.len());
-        for events in batches {
+        for &(events, now) in batches {
             let mut report = IngestReport::default();
-            for event in *events {
+            for event in events {
                 report.count(batch.ingest_event(event, now)?);
             }
             reports.push(report);
@@ -847,18 +848,19 @@ impl WriteBatch<'_> {
         }
     }
 
-    /// Reads at once what deciding about `events` at `now` needs (their
-    /// subjects' consent and suppression, and the stored events they could
+    /// Reads at once what deciding about `events` needs (their subjects'
+    /// consent decisions and suppression, and the stored events they could
     /// repeat), so [`WriteBatch::ingest_event`] does not ask the store per
     /// subject (on PostgreSQL, one round trip instead of three per subject;
-    /// SQLite reads in-process and needs none of it).
+    /// SQLite reads in-process and needs none of it). The decisions are
+    /// kept whole, so events can then be decided at any time.
     ///
     /// # Errors
     /// [`Error::Database`] if the store fails.
-    pub fn prefetch(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<()> {
+    pub fn prefetch(&mut self, events: &[SubjectEvent]) -> Result<()> {
         match &mut self.inner {
             BatchBackend::Sqlite(_) => Ok(()),
-            BatchBackend::Postgres(b) => b.prefetch(events, now),
+            BatchBackend::Postgres(b) => b.prefetch(events),
         }
     }
 

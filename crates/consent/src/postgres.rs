@@ -349,6 +349,7 @@ impl PgStore {
             pending: PendingEvents::default(),
             held: HashMap::new(),
             allowed_cache: HashMap::new(),
+            decisions_cache: HashMap::new(),
             suppressed_cache: HashMap::new(),
             received: None,
         })
@@ -836,7 +837,11 @@ pub(crate) struct PgBatch<'a> {
     /// What the store (and this batch) holds of each subject seen so far,
     /// for finding duplicates without a round trip per event.
     held: HashMap<Pseudonym, HeldEvents>,
-    allowed_cache: HashMap<Pseudonym, bool>,
+    /// Whether a subject had some purpose granted at a time (batches of
+    /// one group are each decided at their own arrival time).
+    allowed_cache: HashMap<(Pseudonym, Timestamp), bool>,
+    /// Every consent decision of the subjects [`PgBatch::prefetch`] read.
+    decisions_cache: HashMap<Pseudonym, Vec<ConsentRecord>>,
     suppressed_cache: HashMap<Pseudonym, bool>,
     /// Batches and events received, counted at commit (with the commit).
     received: Option<(u64, u64)>,
@@ -891,17 +896,13 @@ impl PgBatch<'_> {
     /// `subjects` needs (their suppression entries and consent decisions),
     /// so [`PgBatch::ingest_event`] asks nothing more for them. Runs under
     /// the batch's lock, like the reads it replaces.
-    pub(crate) fn prefetch(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<()> {
+    pub(crate) fn prefetch(&mut self, events: &[SubjectEvent]) -> Result<()> {
         self.prefetch_held(events)?;
         let subjects: Vec<Pseudonym> = events.iter().map(|e| e.subject).collect();
         let subjects = &subjects[..];
         let subjects: Vec<&Pseudonym> = {
             let mut seen = HashSet::new();
-            subjects
-                .iter()
-                .filter(|s| !self.allowed_cache.contains_key(s) && !self.suppressed_cache.contains_key(s))
-                .filter(|s| seen.insert(**s))
-                .collect()
+            subjects.iter().filter(|s| !self.decisions_cache.contains_key(s)).filter(|s| seen.insert(**s)).collect()
         };
         if subjects.is_empty() {
             return Ok(());
@@ -926,13 +927,33 @@ impl PgBatch<'_> {
             let is_suppressed = suppressed.contains(&tag[..]);
             self.suppressed_cache.insert(*subject, is_suppressed);
             let records = decisions.remove(&subject.as_bytes()[..]).unwrap_or_default();
-            let allowed = Purpose::ALL.iter().any(|&purpose| {
-                let of_purpose: Vec<ConsentRecord> = records.iter().filter(|r| r.purpose == purpose).cloned().collect();
-                ConsentStatus::from_records(of_purpose, purpose, now).is_granted()
-            });
-            self.allowed_cache.insert(*subject, allowed);
+            self.decisions_cache.insert(*subject, records);
         }
         Ok(())
+    }
+
+    /// Whether `subject` has some purpose granted at `now`: from the
+    /// decisions prefetched, else asked of the store.
+    fn allowed(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<bool> {
+        if let Some(&allowed) = self.allowed_cache.get(&(*subject, now)) {
+            return Ok(allowed);
+        }
+        let allowed = match self.decisions_cache.get(subject) {
+            Some(records) => Purpose::ALL.iter().any(|&purpose| {
+                let of_purpose: Vec<ConsentRecord> = records.iter().filter(|r| r.purpose == purpose).cloned().collect();
+                ConsentStatus::from_records(of_purpose, purpose, now).is_granted()
+            }),
+            None => {
+                let statement = self.prepared(STATUS_SQL)?;
+                let mut allowed = false;
+                for purpose in Purpose::ALL {
+                    allowed |= status_on(self.tx, self.location, &statement, subject, purpose, now)?.is_granted();
+                }
+                allowed
+            }
+        };
+        self.allowed_cache.insert((*subject, now), allowed);
+        Ok(allowed)
     }
 
     pub(crate) fn record_consent(
@@ -970,7 +991,8 @@ impl PgBatch<'_> {
                 ],
             )
             .map_err(pg(self.location))?;
-        self.allowed_cache.remove(subject);
+        self.allowed_cache.retain(|(s, _), _| s != subject);
+        self.decisions_cache.remove(subject);
         Ok(ConsentRecord {
             seq: row.get(0),
             purpose: change.purpose,
@@ -988,19 +1010,7 @@ impl PgBatch<'_> {
         if self.suppressed(subject)? {
             return Ok(IngestOutcome::Suppressed);
         }
-        let allowed = match self.allowed_cache.get(subject) {
-            Some(&allowed) => allowed,
-            None => {
-                let statement = self.prepared(STATUS_SQL)?;
-                let mut allowed = false;
-                for purpose in Purpose::ALL {
-                    allowed |= status_on(self.tx, self.location, &statement, subject, purpose, now)?.is_granted();
-                }
-                self.allowed_cache.insert(*subject, allowed);
-                allowed
-            }
-        };
-        if !allowed {
+        if !self.allowed(subject, now)? {
             return Ok(IngestOutcome::NoConsent);
         }
         if !self.held.contains_key(subject) {

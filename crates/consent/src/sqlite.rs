@@ -607,7 +607,9 @@ pub(crate) struct SqliteBatch<'a> {
     tx: Transaction<'a>,
     path: &'a Path,
     /// Whether a subject may have events stored, per subject, for this batch.
-    allowed_cache: HashMap<Pseudonym, bool>,
+    /// Whether a subject had some purpose granted at a time (batches of
+    /// one group are each decided at their own arrival time).
+    allowed_cache: HashMap<(Pseudonym, Timestamp), bool>,
     suppressed_cache: HashMap<Pseudonym, bool>,
 }
 
@@ -689,7 +691,7 @@ impl SqliteBatch<'_> {
         ])
         .map_err(Error::db(self.path))?;
         let seq = self.tx.last_insert_rowid();
-        self.allowed_cache.remove(subject);
+        self.allowed_cache.retain(|(s, _), _| s != subject);
         Ok(ConsentRecord {
             seq,
             purpose: change.purpose,
@@ -711,14 +713,14 @@ impl SqliteBatch<'_> {
         if self.suppressed(subject)? {
             return Ok(IngestOutcome::Suppressed);
         }
-        let allowed = match self.allowed_cache.get(subject) {
+        let allowed = match self.allowed_cache.get(&(*subject, now)) {
             Some(&allowed) => allowed,
             None => {
                 let mut allowed = false;
                 for purpose in Purpose::ALL {
                     allowed |= status_on(&self.tx, self.path, subject, purpose, now)?.is_granted();
                 }
-                self.allowed_cache.insert(*subject, allowed);
+                self.allowed_cache.insert((*subject, now), allowed);
                 allowed
             }
         };

@@ -320,7 +320,7 @@ pub struct AppState {
     /// the blocking pool never holds more readers than there are connections
     /// and a burst is answered in arrival order (the pool's own wait wakes
     /// threads in no particular order, which showed as a long latency tail).
-    read_permits: tokio::sync::Semaphore,
+    read_permits: Arc<tokio::sync::Semaphore>,
     /// Validated event batches waiting for the writer; the writer commits
     /// all that are waiting in one transaction (see [`AppState::ingest`]).
     ingest_queue: Mutex<Vec<QueuedIngest>>,
@@ -336,7 +336,7 @@ impl AppState {
     /// As [`ServedModel::new`].
     pub fn new(model: Model, ledger: Ledger, key: PseudonymKey, config: ServeConfig) -> Result<Self, ServeError> {
         let readers = LedgerPool::new(&ledger, config.store_pool_size)?;
-        let read_permits = tokio::sync::Semaphore::new(readers.size() as usize);
+        let read_permits = Arc::new(tokio::sync::Semaphore::new(readers.size() as usize));
         let served = admit(model, &key, &ledger)?;
         warn_of_ignored_weights(&served.model, &config);
         Ok(AppState {
@@ -398,12 +398,15 @@ impl AppState {
         self: &Arc<Self>,
         f: impl FnOnce(&Ledger) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = self.read_permits.acquire().await.map_err(|_| ApiError::Internal)?;
+        let permit = self.read_permits.clone().acquire_owned().await.map_err(|_| ApiError::Internal)?;
         let (state, span) = (self.clone(), tracing::Span::current());
-        let read = move || span.in_scope(|| state.readers.get().map(|ledger| f(&ledger)));
-        let result = tokio::task::spawn_blocking(read).await.map_err(|_| ApiError::Internal);
-        drop(permit);
-        Ok(result??)
+        // The permit goes with the read: a request dropped meanwhile (its
+        // client gone) still holds it until the connection is back.
+        let read = move || {
+            let _permit = permit;
+            span.in_scope(|| state.readers.get().map(|ledger| f(&ledger)))
+        };
+        Ok(tokio::task::spawn_blocking(read).await.map_err(|_| ApiError::Internal)??)
     }
 
     /// How many read connections there are and how many are in use.
@@ -467,9 +470,12 @@ impl AppState {
             }
             queue.drain(..take).collect()
         };
-        let Some(now) = group.iter().map(|q| q.now).max() else { return };
-        let batches: Vec<&[SubjectEvent]> = group.iter().map(|q| &q.events[..]).collect();
-        match ledger.ingest_event_batches(&batches, now) {
+        if group.is_empty() {
+            return;
+        }
+        // Each batch is decided at its own arrival time, as if alone.
+        let batches: Vec<(&[SubjectEvent], Timestamp)> = group.iter().map(|q| (&q.events[..], q.now)).collect();
+        match ledger.ingest_event_batches(&batches) {
             Ok(reports) => {
                 self.metrics.ingest_commits.inc();
                 for (queued, report) in group.into_iter().zip(reports) {
@@ -484,7 +490,7 @@ impl AppState {
                 // not fail the others: each is tried again alone.
                 tracing::warn!(%error, batches = group.len(), "ingest group failed; committing its batches one by one");
                 for queued in group {
-                    let result = ledger.ingest_events(&queued.events, now);
+                    let result = ledger.ingest_events(&queued.events, queued.now);
                     if result.is_ok() {
                         self.metrics.ingest_commits.inc();
                     }

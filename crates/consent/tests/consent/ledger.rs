@@ -855,21 +855,30 @@ fn twin_of(store: &Fresh) -> Fresh {
     Fresh::new(if store.url().starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres })
 }
 
-/// Consent for ada and bob, nothing for `never`, and `gone` erased.
+/// Consent for ada and bob, nothing for `never`, `gone` erased, and
+/// `late` granted from t = 25 (a grant recorded ahead of its effect).
 fn consenting_store(store: &Fresh) -> hush_consent::Ledger {
     let mut ledger = store.open();
     for name in ["ada", "bob", "gone"] {
         ledger.record_consent(&key().pseudonymize(name), &change(Purpose::Personalization, true, 1), t(1)).unwrap();
     }
+    ledger.record_consent(&key().pseudonymize("late"), &change(Purpose::Personalization, true, 25), t(1)).unwrap();
     ledger.erase(&key().pseudonymize("gone"), t(2)).unwrap();
     ledger
 }
 
 on_both_backends! {
 fn a_group_of_batches_is_decided_as_the_same_batches_one_after_another(store) {
-    let [ada, bob, never, gone] = ["ada", "bob", "never", "gone"].map(|n| key().pseudonymize(n));
+    let [ada, bob, never, gone, late] = ["ada", "bob", "never", "gone", "late"].map(|n| key().pseudonymize(n));
+    // Each batch arrived at its own time; `late`'s grant takes effect between.
+    let times = [t(20), t(24), t(30)];
     let batches: Vec<Vec<SubjectEvent>> = vec![
-        vec![event(ada, "sku-1", 10), with_id(event(ada, "sku-2", 11), "order-7"), event(never, "sku-1", 10)],
+        vec![
+            event(ada, "sku-1", 10),
+            with_id(event(ada, "sku-2", 11), "order-7"),
+            event(never, "sku-1", 10),
+            event(late, "sku-6", 10),
+        ],
         // Repeats of the first batch, by content and by id; a conflict; an erased subject.
         vec![
             event(ada, "sku-1", 10),
@@ -878,23 +887,24 @@ fn a_group_of_batches_is_decided_as_the_same_batches_one_after_another(store) {
             event(gone, "sku-1", 10),
             event(bob, "sku-4", 13),
         ],
-        // A repeat inside one batch, and one of the second batch.
-        vec![event(bob, "sku-5", 14), event(bob, "sku-5", 14), event(bob, "sku-4", 13)],
+        // A repeat inside one batch, one of the second batch; `late` now granted.
+        vec![event(bob, "sku-5", 14), event(bob, "sku-5", 14), event(bob, "sku-4", 13), event(late, "sku-7", 29)],
     ];
     let mut one_by_one = consenting_store(&store);
-    let alone: Vec<_> = batches.iter().map(|b| one_by_one.ingest_events(b, t(20)).unwrap()).collect();
+    let alone: Vec<_> =
+        batches.iter().zip(times).map(|(b, at)| one_by_one.ingest_events(b, at).unwrap()).collect();
     let twin = twin_of(&store);
     let mut grouped = consenting_store(&twin);
-    let slices: Vec<&[SubjectEvent]> = batches.iter().map(|b| &b[..]).collect();
-    let together = grouped.ingest_event_batches(&slices, t(20)).unwrap();
+    let slices: Vec<(&[SubjectEvent], Timestamp)> = batches.iter().zip(times).map(|(b, at)| (&b[..], at)).collect();
+    let together = grouped.ingest_event_batches(&slices).unwrap();
 
     assert_eq!(together, alone, "each batch of a group is reported as if committed alone");
     assert_eq!(
         alone.iter().map(|r| (r.stored, r.duplicates, r.conflicts, r.dropped_no_consent, r.dropped_suppressed)).collect::<Vec<_>>(),
-        [(2, 0, 0, 1, 0), (1, 2, 1, 0, 1), (1, 2, 0, 0, 0)],
-        "the expected decisions themselves"
+        [(2, 0, 0, 2, 0), (1, 2, 1, 0, 1), (2, 2, 0, 0, 0)],
+        "the expected decisions themselves: each batch gated at its own time"
     );
-    for subject in [ada, bob, never, gone] {
+    for subject in [ada, bob, never, gone, late] {
         assert_eq!(grouped.events_of(&subject).unwrap(), one_by_one.events_of(&subject).unwrap());
     }
     let (a, b) = (one_by_one.stats().unwrap(), grouped.stats().unwrap());
@@ -903,40 +913,75 @@ fn a_group_of_batches_is_decided_as_the_same_batches_one_after_another(store) {
 }
 }
 
+/// Events of ada, bob, never, gone and late, as (who, item, time, id) draws.
+type Draw = (usize, usize, i64, Option<usize>);
+
+/// Commits `events` split at `cuts`, each batch arriving at its own time,
+/// as one group on one fresh store and one by one on another of `backend`:
+/// the reports and the stored events must be the same.
+fn group_matches_one_by_one(
+    backend: Backend,
+    events: Vec<Draw>,
+    cuts: Vec<usize>,
+    arrivals: Vec<i64>,
+) -> Result<(), TestCaseError> {
+    let names = ["ada", "bob", "never", "gone", "late"];
+    let events: Vec<SubjectEvent> = events
+        .into_iter()
+        .map(|(who, item, at, id)| {
+            let e = event(key().pseudonymize(names[who]), &format!("sku-{item}"), 10 + at);
+            match id {
+                Some(id) => with_id(e, &format!("e-{id}")),
+                None => e,
+            }
+        })
+        .collect();
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(events.len())).collect();
+    cuts.push(0);
+    cuts.push(events.len());
+    cuts.sort_unstable();
+    // Arrival times in any order (a group is in queue order, not time order).
+    let batches: Vec<(&[SubjectEvent], Timestamp)> =
+        cuts.windows(2).zip(&arrivals).map(|(w, &at)| (&events[w[0]..w[1]], t(at))).collect();
+    let (a, b) = (Fresh::new(backend), Fresh::new(backend));
+    let (mut one_by_one, mut grouped) = (consenting_store(&a), consenting_store(&b));
+    let alone: Vec<_> = batches.iter().map(|&(batch, at)| one_by_one.ingest_events(batch, at).unwrap()).collect();
+    let together = grouped.ingest_event_batches(&batches).unwrap();
+    prop_assert_eq!(together, alone);
+    for name in names {
+        let s = key().pseudonymize(name);
+        prop_assert_eq!(grouped.events_of(&s).unwrap(), one_by_one.events_of(&s).unwrap());
+    }
+    Ok(())
+}
+
+fn draws() -> impl Strategy<Value = (Vec<Draw>, Vec<usize>, Vec<i64>)> {
+    (
+        proptest::collection::vec((0..5usize, 0..5usize, 0..4i64, proptest::option::of(0..3usize)), 0..40),
+        proptest::collection::vec(0..40usize, 0..5),
+        proptest::collection::vec(20..30i64, 6),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// Any split of any events into batches: committing the batches as one
-    /// group stores and reports exactly what committing them one by one does.
+    /// Any split of any events into batches, arriving at any times:
+    /// committing the batches as one group stores and reports exactly what
+    /// committing them one by one does.
     #[test]
-    fn any_group_matches_its_batches_one_by_one(
-        events in proptest::collection::vec((0..4usize, 0..5usize, 0..4i64, proptest::option::of(0..3usize)), 0..40),
-        cuts in proptest::collection::vec(0..40usize, 0..5),
-    ) {
-        let names = ["ada", "bob", "never", "gone"];
-        let events: Vec<SubjectEvent> = events
-            .into_iter()
-            .map(|(who, item, at, id)| {
-                let e = event(key().pseudonymize(names[who]), &format!("sku-{item}"), 10 + at);
-                match id {
-                    Some(id) => with_id(e, &format!("e-{id}")),
-                    None => e,
-                }
-            })
-            .collect();
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(events.len())).collect();
-        cuts.push(0);
-        cuts.push(events.len());
-        cuts.sort_unstable();
-        let batches: Vec<&[SubjectEvent]> = cuts.windows(2).map(|w| &events[w[0]..w[1]]).collect();
-        let (a, b) = (Fresh::new(Backend::Sqlite), Fresh::new(Backend::Sqlite));
-        let (mut one_by_one, mut grouped) = (consenting_store(&a), consenting_store(&b));
-        let alone: Vec<_> = batches.iter().map(|batch| one_by_one.ingest_events(batch, t(20)).unwrap()).collect();
-        let together = grouped.ingest_event_batches(&batches, t(20)).unwrap();
-        prop_assert_eq!(together, alone);
-        for name in names {
-            let s = key().pseudonymize(name);
-            prop_assert_eq!(grouped.events_of(&s).unwrap(), one_by_one.events_of(&s).unwrap());
-        }
+    fn any_group_matches_its_batches_one_by_one_on_sqlite((events, cuts, arrivals) in draws()) {
+        group_matches_one_by_one(Backend::Sqlite, events, cuts, arrivals)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// The same on PostgreSQL, whose batch prefetches every decision of a
+    /// group's subjects in one round trip and decides each batch from them.
+    #[test]
+    fn any_group_matches_its_batches_one_by_one_on_postgres((events, cuts, arrivals) in draws()) {
+        group_matches_one_by_one(Backend::Postgres, events, cuts, arrivals)?;
     }
 }

@@ -1579,3 +1579,57 @@ async fn concurrent_batches_commit_together_on_sqlite() {
 async fn concurrent_batches_commit_together_on_postgres() {
     concurrent_batches_commit_together_and_each_as_alone(Server::start_on_postgres(ServeConfig::default()).await).await;
 }
+
+/// Group commit decides each batch at its own arrival time: an event that
+/// arrived before a grant took effect is not stored, even when it is
+/// committed together with a batch that arrived after (another client's
+/// request time must not change this batch's outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grouped_batch_is_gated_at_its_own_arrival_time() {
+    let server = Server::start().await;
+    let now = hush_consent::Timestamp::now().as_unix_millis();
+    let effective = hush_consent::Timestamp::from_unix_millis(now + 3_000).to_rfc3339();
+    let body =
+        json!({ "purpose": "personalization", "granted": true, "notice_version": "v1", "effective_at": effective });
+    assert_eq!(server.send(reqwest::Method::PUT, "/v1/subjects/late/consent", Some(body)).await.0, 200);
+    assert_eq!(server.consent("other", "personalization", true).await.0, 200);
+    // Control: alone, an event of `late` now is dropped (the grant is not in force yet).
+    assert_eq!(server.events("late", &["sku-0"]).await.0, 200);
+    let (_, export) = server.get("/v1/subjects/late/export").await;
+    assert_eq!(export["events"].as_array().unwrap().len(), 0, "{export}");
+
+    // Hold SQLite's write lock from another connection, so batches queue.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let db = server.db.clone();
+    let holder = std::thread::spawn(move || {
+        let mut ledger = Ledger::open(&db).unwrap();
+        let batch = ledger.batch().unwrap();
+        locked.send(()).unwrap();
+        released.recv().unwrap();
+        drop(batch);
+    });
+    is_locked.recv().unwrap();
+    let post = |subject: &'static str, item: &'static str| {
+        let (client, url) = (server.client.clone(), format!("{}/v1/events", server.base));
+        tokio::spawn(async move {
+            let body = json!({ "events": [{ "subject_id": subject, "item_id": item, "kind": "view" }] });
+            client.post(url).json(&body).send().await.unwrap().status().as_u16()
+        })
+    };
+    let blocker = post("other", "sku-1"); // group 1: waits for the lock
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let a = post("late", "sku-2"); // arrives before the grant takes effect
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    let b = post("other", "sku-3"); // arrives after
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!((blocker.await.unwrap(), a.await.unwrap(), b.await.unwrap()), (200, 200, 200));
+    let (_, export) = server.get("/v1/subjects/late/export").await;
+    assert_eq!(
+        export["events"].as_array().unwrap().len(),
+        0,
+        "an event received before the grant took effect was stored: {export}"
+    );
+}
