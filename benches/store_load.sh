@@ -109,6 +109,11 @@ out=$(run "http://127.0.0.1:18301/v1/events" 16 "$key_sqlite" -s ingest.lua); sq
 if [ -n "$(non2xx <<<"$out")" ]; then echo "ingestion on SQLite failed: $out" >&2; exit 1; fi
 out=$(run "http://127.0.0.1:18302/v1/events" 16 "$key_pg" -s ingest.lua); pg_ingest=$(rps <<<"$out")
 if [ -n "$(non2xx <<<"$out")" ]; then echo "ingestion on PostgreSQL failed: $out" >&2; exit 1; fi
+# Group commit: how many batches each store transaction took on average.
+group() { # port
+  curl -fs "http://127.0.0.1:$1/metrics" | awk '/^hush_events_received_total /{e=$2} /^hush_ingest_commits_total /{c=$2} END{printf "%.1f", (c > 0 ? e / 100 / c : 0)}'
+}
+echo "batches per ingest transaction: SQLite $(group 18301), PostgreSQL $(group 18302)"
 
 python3 - "$sqlite_rps" "$sqlite_p99" "$pg_rps" "$pg_p99" "$two_rps" "$sqlite_ingest" "$pg_ingest" <<'PY'
 import sys
