@@ -190,7 +190,7 @@ pub struct ServeArgs {
     pub bind: Option<String>,
     /// A TOML file with a [serve] table: model, bind, max_history, max_k,
     /// max_concurrent_requests, request_timeout_ms, header_read_timeout_ms, write_timeout_ms,
-    /// max_connections, store_pool_size, kind_weights. Flags and
+    /// max_connections, store_pool_size, store_reader_connections, kind_weights. Flags and
     /// environment variables win over it.
     #[arg(long, env = "HUSH_SERVE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -198,6 +198,11 @@ pub struct ServeArgs {
     /// [serve] config). /metrics shows how many are in use.
     #[arg(long, env = "HUSH_STORE_POOL_SIZE")]
     pub store_pool_size: Option<u32>,
+    /// On PostgreSQL, connections of the per-request read, each carrying
+    /// pipelined queries (default: this machine's cores;
+    /// `store_reader_connections` in the [serve] config).
+    #[arg(long, env = "HUSH_STORE_READER_CONNECTIONS")]
+    pub store_reader_connections: Option<u32>,
 }
 
 /// Where training data comes from: a feature set file, or input files extracted on the fly.

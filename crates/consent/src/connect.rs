@@ -110,8 +110,9 @@ enum RootCert {
 /// A PostgreSQL URL taken apart: the client's settings, and the TLS settings
 /// the client does not read itself.
 pub(crate) struct PgTarget {
-    /// Everything but the TLS settings, for `postgres::Config::connect`.
-    pub config: postgres::Config,
+    /// Everything but the TLS settings: the asynchronous client's form,
+    /// which the blocking client's [`PgTarget::blocking_config`] wraps.
+    pub config: tokio_postgres::Config,
     /// The TLS mode in force (given or defaulted).
     pub mode: SslMode,
     /// The connector, set up for `mode`.
@@ -175,7 +176,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// Whether every host of `config` is on this machine: a Unix socket, `localhost`, or a loopback address.
-fn is_loopback(config: &postgres::Config) -> bool {
+fn is_loopback(config: &tokio_postgres::Config) -> bool {
     use postgres::config::Host;
     let hosts_local = config.get_hosts().iter().all(|host| match host {
         Host::Tcp(name) => {
@@ -197,7 +198,7 @@ impl PgTarget {
     /// [`ConnectOptions::allow_cleartext`].
     pub(crate) fn parse(url: &str, options: ConnectOptions) -> Result<Self> {
         let split = split_tls_params(url)?;
-        let mut config = postgres::Config::from_str(&split.rest)
+        let mut config = tokio_postgres::Config::from_str(&split.rest)
             .map_err(|e| Error::InvalidField { field: "store URL", message: format!("`{}`: {e}", redact(url)) })?;
         let loopback = is_loopback(&config);
         let mode = split.mode.unwrap_or(if loopback { SslMode::Prefer } else { SslMode::VerifyFull });
@@ -211,6 +212,11 @@ impl PgTarget {
         });
         let tls = MakeRustlsConnect::new(client_config(mode, split.root_cert.as_ref())?);
         Ok(PgTarget { config, mode, tls })
+    }
+
+    /// The settings for the blocking `postgres` client.
+    pub(crate) fn blocking_config(&self) -> postgres::Config {
+        postgres::Config::from(self.config.clone())
     }
 }
 

@@ -10,8 +10,9 @@
 //! - [`formats`] parses the file formats hush imports (consent records and
 //!   storefront events), with per-row errors that name file, line and field.
 //! - [`rule`] is the consent rule: the latest recorded decision wins.
-//! - [`pool`] keeps several connections to one store for a server, and
-//!   [`connect`] reads a PostgreSQL URL's TLS settings.
+//! - [`pool`] keeps several connections to one store for a server,
+//!   [`PgReader`] sends a server's per-request read to PostgreSQL without
+//!   blocking, and [`connect`] reads a PostgreSQL URL's TLS settings.
 //! - [`catalogue`] is the storefront's item catalogue, the public item
 //!   universe, imported from CSV or JSONL and stored beside the ledger.
 //! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
@@ -31,6 +32,7 @@ pub mod import;
 pub mod keys;
 pub mod ledger;
 mod parquet_table;
+mod pg_reader;
 pub mod pool;
 mod postgres;
 pub mod pseudonym;
@@ -49,6 +51,7 @@ pub use ledger::{
     ConsentState, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,
     SubjectExport, WriteBatch,
 };
+pub use pg_reader::{PgReader, PgReaderState, PgReaderTarget};
 pub use pool::{LedgerPool, PoolState, PooledLedger};
 pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
 pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};

@@ -173,7 +173,7 @@ static BEGIN_LOCKED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 /// decision (1): id, effective_at, recorded_at, purpose, source, notice_version, proof_ref, -, granted, -;
 /// event (2): at, id, -, item, kind, -, -, value, -, -; in no particular
 /// order (sorting them here cost more than in the caller).
-const GATED_READ_SQL: &str = "WITH key AS (
+pub(crate) const GATED_READ_SQL: &str = "WITH key AS (
          SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256,
                 COALESCE(revoked_at IS NULL AND secret_sha256 = $2
                          AND ($3 = ANY (string_to_array(scopes, ',')) OR 'admin' = ANY (string_to_array(scopes, ','))),
@@ -197,6 +197,113 @@ const GATED_READ_SQL: &str = "WITH key AS (
      FROM decisions
      UNION ALL
      SELECT 2, at, id, NULL, item, kind, NULL, NULL, value, NULL, NULL FROM recent";
+
+/// The parameters of [`GATED_READ_SQL`], owned for the call.
+pub(crate) struct GatedReadParams<'a> {
+    key_id: Option<&'a str>,
+    digest: Option<&'a [u8]>,
+    scope: &'a str,
+    subject_key: i64,
+    subject: &'a [u8],
+    purpose: &'static str,
+    limit: i64,
+}
+
+impl<'a> GatedReadParams<'a> {
+    pub(crate) fn new(
+        key: Option<(&'a PresentedKey, &'a str)>,
+        subject: &'a Pseudonym,
+        purpose: Purpose,
+        limit: usize,
+    ) -> Self {
+        let (key_id, digest, scope) = match key {
+            Some((presented, scope)) => (Some(presented.key_id.as_str()), Some(&presented.secret_sha256[..]), scope),
+            None => (None, None, ""),
+        };
+        GatedReadParams {
+            key_id,
+            digest,
+            scope,
+            subject_key: subject_key(subject),
+            subject: &subject.as_bytes()[..],
+            purpose: purpose.as_str(),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// In the statement's order, $1 to $7.
+    pub(crate) fn as_params(&self) -> [&(dyn postgres::types::ToSql + Sync); 7] {
+        [&self.key_id, &self.digest, &self.scope, &self.subject_key, &self.subject, &self.purpose, &self.limit]
+    }
+}
+
+/// Decodes the rows of [`GATED_READ_SQL`] into the answer, checking the key
+/// again in Rust (the statement read the subject only behind the same test).
+pub(crate) fn gated_read_from_rows(
+    rows: &[postgres::Row],
+    key: Option<(&PresentedKey, &str)>,
+    purpose: Purpose,
+    as_of: Timestamp,
+    location: &str,
+) -> Result<GatedRead> {
+    let (mut stored_key, mut gate_open, mut records, mut recent) = (None, false, Vec::new(), Vec::new());
+    for row in rows {
+        match row.get::<_, i32>(0) {
+            0 => {
+                let digest: Vec<u8> = row.get(10);
+                let digest: [u8; 32] =
+                    digest.try_into().map_err(|_| corrupt(location, "stored key digest is not 32 bytes"))?;
+                let scopes: String = row.get(6);
+                let record = crate::keys::ApiKeyRecord {
+                    key_id: row.get(4),
+                    name: row.get(5),
+                    scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                    created_at: Timestamp::from_unix_millis(row.get(1)),
+                    revoked_at: row.get::<_, Option<i64>>(2).map(Timestamp::from_unix_millis),
+                };
+                gate_open = row.get(9);
+                stored_key = Some((record, digest));
+            }
+            1 => records.push(ConsentRecord {
+                seq: row.get(1),
+                purpose: parse_text(row.get(4), location)?,
+                granted: row.get(9),
+                effective_at: Timestamp::from_unix_millis(row.get(2)),
+                recorded_at: Timestamp::from_unix_millis(row.get(3)),
+                source: parse_text(row.get(5), location)?,
+                notice_version: row.get(6),
+                proof_ref: row.get(7),
+            }),
+            _ => {
+                let value: f64 = row.get(8);
+                let event = Event {
+                    item: row.get(4),
+                    kind: parse_text(row.get(5), location)?,
+                    value: value as f32,
+                    at: Timestamp::from_unix_millis(row.get(1)),
+                };
+                recent.push((row.get::<_, i64>(2), event));
+            }
+        }
+    }
+    // Newest first, ties by arrival, as `recent_events` answers.
+    recent.sort_unstable_by(|(a_id, a), (b_id, b)| (b.at, b_id).cmp(&(a.at, a_id)));
+    let recent: Vec<Event> = recent.into_iter().map(|(_, event)| event).collect();
+    if let Some((presented, scope)) = key {
+        if let Err(why) = crate::keys::verify(stored_key, presented, scope) {
+            return Ok(GatedRead::KeyRefused(why));
+        }
+        // The statement read the subject only behind the same test.
+        if !gate_open {
+            return Err(corrupt(location, "the key check in SQL disagrees with hush's"));
+        }
+    }
+    let status = ConsentStatus::from_records(records, purpose, as_of);
+    if !status.is_granted() {
+        return Ok(GatedRead::NotGranted(status));
+    }
+    Ok(GatedRead::Granted { status, recent })
+}
 
 /// Advisory lock id that serializes the writes about subjects.
 const WRITER_LOCK: i64 = 0x6875_7368_0002;
@@ -252,7 +359,7 @@ impl Drop for OpenClient {
     }
 }
 
-fn pg(location: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
+pub(crate) fn pg(location: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
     move |source| Error::Postgres { location: location.to_string(), source }
 }
 
@@ -262,7 +369,7 @@ impl PgStore {
         let location = redact(url);
         let target = PgTarget::parse(url, options)?;
         let client = target
-            .config
+            .blocking_config()
             .connect(target.tls)
             .map_err(|e| Error::Connect { location: location.clone(), message: connect_message(&e) })?;
         let mut client = client;
@@ -378,76 +485,9 @@ impl PgStore {
         limit: usize,
     ) -> Result<GatedRead> {
         let statement = self.statement(GATED_READ_SQL)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (key_id, digest, scope) = match key {
-            Some((presented, scope)) => (Some(presented.key_id.as_str()), Some(&presented.secret_sha256[..]), scope),
-            None => (None, None, ""),
-        };
-        let rows = self
-            .client
-            .query(
-                &statement,
-                &[&key_id, &digest, &scope, &subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str(), &limit],
-            )
-            .map_err(pg(&self.location))?;
-        let location = &self.location;
-        let (mut stored_key, mut gate_open, mut records, mut recent) = (None, false, Vec::new(), Vec::new());
-        for row in &rows {
-            match row.get::<_, i32>(0) {
-                0 => {
-                    let digest: Vec<u8> = row.get(10);
-                    let digest: [u8; 32] =
-                        digest.try_into().map_err(|_| corrupt(location, "stored key digest is not 32 bytes"))?;
-                    let scopes: String = row.get(6);
-                    let record = crate::keys::ApiKeyRecord {
-                        key_id: row.get(4),
-                        name: row.get(5),
-                        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-                        created_at: Timestamp::from_unix_millis(row.get(1)),
-                        revoked_at: row.get::<_, Option<i64>>(2).map(Timestamp::from_unix_millis),
-                    };
-                    gate_open = row.get(9);
-                    stored_key = Some((record, digest));
-                }
-                1 => records.push(ConsentRecord {
-                    seq: row.get(1),
-                    purpose: parse_text(row.get(4), location)?,
-                    granted: row.get(9),
-                    effective_at: Timestamp::from_unix_millis(row.get(2)),
-                    recorded_at: Timestamp::from_unix_millis(row.get(3)),
-                    source: parse_text(row.get(5), location)?,
-                    notice_version: row.get(6),
-                    proof_ref: row.get(7),
-                }),
-                _ => {
-                    let value: f64 = row.get(8);
-                    let event = Event {
-                        item: row.get(4),
-                        kind: parse_text(row.get(5), location)?,
-                        value: value as f32,
-                        at: Timestamp::from_unix_millis(row.get(1)),
-                    };
-                    recent.push((row.get::<_, i64>(2), event));
-                }
-            }
-        }
-        // Newest first, ties by arrival, as `recent_events` answers.
-        recent.sort_unstable_by(|(a_id, a), (b_id, b)| (b.at, b_id).cmp(&(a.at, a_id)));
-        let recent: Vec<Event> = recent.into_iter().map(|(_, event)| event).collect();
-        if let Some((presented, scope)) = key {
-            if let Err(why) = crate::keys::verify(stored_key, presented, scope) {
-                return Ok(GatedRead::KeyRefused(why));
-            }
-            // The statement read the subject only behind the same test.
-            if !gate_open {
-                return Err(corrupt(location, "the key check in SQL disagrees with hush's"));
-            }
-        }
-        let status = ConsentStatus::from_records(records, purpose, as_of);
-        if !status.is_granted() {
-            return Ok(GatedRead::NotGranted(status));
-        }
-        Ok(GatedRead::Granted { status, recent })
+        let params = GatedReadParams::new(key, subject, purpose, limit);
+        let rows = self.client.query(&statement, &params.as_params()).map_err(pg(&self.location))?;
+        gated_read_from_rows(&rows, key, purpose, as_of, &self.location)
     }
 
     pub(crate) fn status(&mut self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
@@ -1461,7 +1501,7 @@ fn sum_runs(
 }
 
 /// The part of a connection error people can act on, without the password.
-fn connect_message(e: &postgres::Error) -> String {
+pub(crate) fn connect_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => {

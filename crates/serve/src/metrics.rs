@@ -31,6 +31,7 @@ pub struct Metrics {
     /// when several waiting batches were committed together.
     pub ingest_commits: IntCounter,
     pool: IntGaugeVec,
+    reader: IntGaugeVec,
 }
 
 impl Metrics {
@@ -75,9 +76,19 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let reader = IntGaugeVec::new(
+            Opts::new(
+                "hush_store_reader_connections",
+                "PostgreSQL connections of the per-request read (pipelined): their number, how many are open, \
+                 and the queries in flight on them",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(pool.clone()),
+            Box::new(reader.clone()),
             Box::new(ingest_commits.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
@@ -99,6 +110,7 @@ impl Metrics {
             events,
             ingest_commits,
             pool,
+            reader,
         }
     }
 
@@ -107,6 +119,13 @@ impl Metrics {
         for (label, n) in [("size", state.size), ("open", state.open), ("in_use", state.in_use()), ("idle", state.idle)]
         {
             self.pool.with_label_values(&[label]).set(i64::from(n));
+        }
+    }
+
+    /// Records the asynchronous reader's state (PostgreSQL stores only).
+    pub fn record_reader(&self, state: hush_consent::PgReaderState) {
+        for (label, n) in [("size", state.size), ("open", state.open), ("in_flight", state.in_flight)] {
+            self.reader.with_label_values(&[label]).set(i64::from(n));
         }
     }
 

@@ -146,6 +146,9 @@ async fn openapi(axum::Extension(document): axum::Extension<Arc<Value>>) -> Json
 
 async fn metrics(State(state): State<Arc<AppState>>) -> String {
     state.metrics.record_pool(state.store_pool());
+    if let Some(reader) = state.store_reader() {
+        state.metrics.record_reader(reader);
+    }
     state.metrics.render(&state.model().model.meta.model_id)
 }
 
@@ -351,12 +354,20 @@ async fn recommend(
     // The key check, the consent status and the recent events in one read
     // (one statement on PostgreSQL): nothing of the subject comes back unless
     // the key is good, and no event unless personalization is granted.
-    let read = state
-        .read(move |ledger| {
+    let read = match state.pg_reader().await? {
+        Some(reader) => {
             let key = key.as_ref().map(|(presented, scope)| (presented, *scope));
-            ledger.gated_read(key, &subject, Purpose::Personalization, now, max_history)
-        })
-        .await??;
+            reader.gated_read(key, &subject, Purpose::Personalization, now, max_history).await?
+        }
+        None => {
+            state
+                .read(move |ledger| {
+                    let key = key.as_ref().map(|(presented, scope)| (presented, *scope));
+                    ledger.gated_read(key, &subject, Purpose::Personalization, now, max_history)
+                })
+                .await??
+        }
+    };
     let events = match read {
         GatedRead::KeyRefused(why) => return Err(crate::auth::refusal::<Recommend>(why)),
         GatedRead::NotGranted(status) => {

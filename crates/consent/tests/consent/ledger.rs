@@ -536,8 +536,19 @@ fn a_gated_read_returns_only_what_the_key_and_consent_allow(store) {
     let (privacy_key, _) = keys::create(&mut ledger, "dpo", &["privacy".into()], t(1)).unwrap();
     let (admin_key, _) = keys::create(&mut ledger, "ops", &["admin".into()], t(1)).unwrap();
     let presented = PresentedKey::parse(&key_text).unwrap();
+    // On PostgreSQL a server reads through `PgReader` (asynchronous,
+    // pipelined): every answer below must be the same through it.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let reader = hush_consent::PgReaderTarget::of(&ledger)
+        .map(|target| runtime.block_on(hush_consent::PgReader::connect(target, 2)).unwrap());
     let read = |ledger: &Ledger, key: Option<&PresentedKey>, at: i64| {
-        ledger.gated_read(key.map(|k| (k, "recommend")), &s, Purpose::Personalization, t(at), 2).unwrap()
+        let key = key.map(|k| (k, "recommend"));
+        let answer = ledger.gated_read(key, &s, Purpose::Personalization, t(at), 2).unwrap();
+        if let Some(reader) = &reader {
+            let asynchronous = runtime.block_on(reader.gated_read(key, &s, Purpose::Personalization, t(at), 2));
+            assert_eq!(asynchronous.unwrap(), answer, "PgReader and the ledger disagree");
+        }
+        answer
     };
     // Never decided: refused with no record, whoever asks.
     for key in [None, Some(&presented)] {
@@ -984,4 +995,52 @@ proptest! {
     fn any_group_matches_its_batches_one_by_one_on_postgres((events, cuts, arrivals) in draws()) {
         group_matches_one_by_one(Backend::Postgres, events, cuts, arrivals)?;
     }
+}
+
+/// A `PgReader` connection the server closes is opened again by the next
+/// read on it: a restarted database or a killed backend costs no more than
+/// the reads that were on it.
+#[test]
+fn the_async_reader_reopens_connections_the_server_closed() {
+    use hush_consent::{GatedRead, PgReader, PgReaderTarget};
+    let url = hush_testkit::postgres_url();
+    let mut ledger = Ledger::connect(&url).unwrap();
+    let s = key().pseudonymize("reopened");
+    ledger.record_consent(&s, &change(Purpose::Personalization, true, 10), t(10)).unwrap();
+    ledger.ingest_events(&[event(s, "a", 11), event(s, "b", 12)], t(14)).unwrap();
+    let want = ledger.gated_read(None, &s, Purpose::Personalization, t(20), 5).unwrap();
+    assert!(matches!(&want, GatedRead::Granted { recent, .. } if recent.len() == 2), "{want:?}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let reader = PgReader::connect(PgReaderTarget::of(&ledger).unwrap(), 3).await.unwrap();
+        assert_eq!(reader.state().open, 3);
+        assert_eq!(reader.gated_read(None, &s, Purpose::Personalization, t(20), 5).await.unwrap(), want);
+        // The server ends every other connection to this test's database.
+        let database = url.rsplit('/').next().unwrap().to_string();
+        let admin = url.replace(&format!("/{database}"), "/postgres");
+        let terminated = tokio::task::spawn_blocking(move || {
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            let row = client
+                .query_one(
+                    "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&database],
+                )
+                .unwrap();
+            row.get::<_, i64>(0)
+        })
+        .await
+        .unwrap();
+        assert!(terminated >= 3, "{terminated} connections ended");
+        // The reader notices, then every read reopens its slot's connection.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reader.state().open > 0 {
+            assert!(std::time::Instant::now() < deadline, "the closed connections were not noticed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for _ in 0..6 {
+            assert_eq!(reader.gated_read(None, &s, Purpose::Personalization, t(20), 5).await.unwrap(), want);
+        }
+        assert_eq!(reader.state(), hush_consent::PgReaderState { size: 3, open: 3, in_flight: 0 });
+    });
 }

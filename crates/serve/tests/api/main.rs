@@ -663,7 +663,7 @@ async fn metrics_count_routes_refusals_and_the_model() {
 /// SQLite, in the same order (a bad key first, then the request, then consent).
 #[tokio::test]
 async fn the_recommendation_gate_answers_alike_on_both_backends() {
-    let config = ServeConfig { store_pool_size: 3, ..ServeConfig::default() };
+    let config = ServeConfig { store_pool_size: 3, store_reader_connections: 2, ..ServeConfig::default() };
     let mut answers = Vec::new();
     for server in [Server::start_with(config.clone()).await, Server::start_on_postgres(config.clone()).await] {
         let mut seen = Vec::new();
@@ -712,6 +712,10 @@ async fn the_recommendation_gate_answers_alike_on_both_backends() {
         seen.push(get(path, recommend.clone(), false).await);
         let text = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
         assert!(text.contains(r#"hush_store_pool_connections{state="size"} 3"#), "{text}");
+        // On PostgreSQL the gate is read through the asynchronous reader.
+        let on_postgres = !answers.is_empty();
+        assert_eq!(text.contains(r#"hush_store_reader_connections{state="size"} 2"#), on_postgres, "{text}");
+        assert_eq!(text.contains(r#"hush_store_reader_connections{state="in_flight"} 0"#), on_postgres, "{text}");
         answers.push(seen);
     }
     let expected: Vec<(u16, &str, &str)> = vec![
