@@ -98,6 +98,31 @@ fn verify_full_connects_over_tls_when_the_certificate_names_the_host() {
     assert_eq!(ledger.stats().unwrap().erasures, 0);
 }
 
+/// A server's per-request reader (`PgReader`) opens its connections with
+/// the ledger's TLS settings: every one of them is encrypted.
+#[test]
+fn the_async_reader_connects_over_tls_as_its_ledger_does() {
+    let s = server();
+    let url = url("localhost", &format!("sslmode=verify-full&sslrootcert={}", s.ca_file));
+    let ledger = Ledger::connect(&url).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let target = hush_consent::PgReaderTarget::of(&ledger).unwrap();
+    let reader = runtime.block_on(hush_consent::PgReader::connect(target, 2)).unwrap();
+    assert_eq!(reader.state().open, 2);
+    let name = url.split("application_name=").nth(1).unwrap().split('&').next().unwrap();
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", s.port);
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let row = client
+        .query_one(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+             WHERE a.application_name = $1",
+            &[&name],
+        )
+        .unwrap();
+    // The ledger's connection and the reader's two.
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 3), "connections named {name}, encrypted");
+}
+
 #[test]
 fn a_certificate_from_another_ca_is_refused() {
     let s = server();
