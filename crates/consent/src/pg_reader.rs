@@ -16,6 +16,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::connect::{ConnectOptions, PgTarget};
 use crate::keys::PresentedKey;
@@ -32,13 +33,30 @@ pub struct PgReader {
     next: AtomicUsize,
 }
 
-/// One connection's place: the connection while it is open, and how many
-/// queries are on it now.
+/// One connection's place: the connection while it is open, how many
+/// queries are on it now, and when reopening it last failed.
+///
+/// Reopening is single-flight, behind `reopening`: the requests that find
+/// the connection closed wait for one of them to reopen it, and after a
+/// failed attempt none tries again for [`REOPEN_BACKOFF`]. Without this,
+/// every request that met a closed connection opened one of its own: a
+/// PostgreSQL restart under load opened 125 backends in a burst, past the
+/// server's `max_connections`, refusing other replicas' connections too.
 #[derive(Default)]
 struct Slot {
     open: Mutex<Option<Arc<Connection>>>,
+    reopening: tokio::sync::Mutex<Option<Instant>>,
     in_flight: AtomicUsize,
 }
+
+/// How long a slot waits after a failed reopening before trying again;
+/// reads meanwhile fail at once.
+const REOPEN_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long opening a connection may take when the URL sets no
+/// `connect_timeout`: a store that does not answer fails the read, not the
+/// request's whole timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An open connection with the gated read prepared on it.
 struct Connection {
@@ -105,11 +123,18 @@ impl PgReader {
         let PgReaderTarget { url, options } = target;
         let url = url.as_str();
         if size == 0 {
-            return Err(Error::InvalidField { field: "store_pool_size", message: "must be at least 1".into() });
+            return Err(Error::InvalidField {
+                field: "store_reader_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        let mut target = PgTarget::parse(url, options)?;
+        if target.config.get_connect_timeout().is_none() {
+            target.config.connect_timeout(CONNECT_TIMEOUT);
         }
         let reader = PgReader {
             slots: (0..size).map(|_| Slot::default()).collect(),
-            target: PgTarget::parse(url, options)?,
+            target,
             location: crate::ledger::redact(url),
             next: AtomicUsize::new(0),
         };
@@ -144,10 +169,13 @@ impl PgReader {
     /// See [`Ledger::gated_read`]: the same statement and the same answer,
     /// awaited on the caller's task.
     ///
+    /// A read whose connection the server closed under it is sent once more
+    /// on the reopened connection (a read may be repeated; it still starts
+    /// after the request did).
+    ///
     /// # Errors
-    /// [`Error::Postgres`] if the store fails (a closed connection is
-    /// reopened by the next read on it); [`Error::Connect`] if it cannot be
-    /// reopened.
+    /// [`Error::Postgres`] if the store fails; [`Error::Connect`] if a
+    /// closed connection cannot be reopened.
     pub async fn gated_read(
         &self,
         key: Option<(&PresentedKey, &str)>,
@@ -159,13 +187,16 @@ impl PgReader {
         let slot = self.least_busy();
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&slot.in_flight);
-        let connection = self.connection(slot).await?;
         let params = GatedReadParams::new(key, subject, purpose, limit);
-        let rows = connection
-            .client
-            .query(&connection.gated_read, &params.as_params())
-            .await
-            .map_err(crate::postgres::pg(&self.location))?;
+        let connection = self.connection(slot).await?;
+        let rows = match connection.client.query(&connection.gated_read, &params.as_params()).await {
+            Err(_) if connection.client.is_closed() => {
+                let connection = self.connection(slot).await?;
+                connection.client.query(&connection.gated_read, &params.as_params()).await
+            }
+            answer => answer,
+        }
+        .map_err(crate::postgres::pg(&self.location))?;
         gated_read_from_rows(&rows, key, purpose, as_of, &self.location)
     }
 
@@ -180,15 +211,34 @@ impl PgReader {
             .unwrap_or(&self.slots[0])
     }
 
-    /// The slot's connection, reopened if the server closed it.
+    /// The slot's connection, reopened if the server closed it (by one
+    /// request at a time, at most once per [`REOPEN_BACKOFF`] after a
+    /// failure: see [`Slot`]).
     async fn connection(&self, slot: &Slot) -> Result<Arc<Connection>> {
-        let current = slot.open.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(connection) = current.filter(|c| !c.client.is_closed()) {
+        let open = || slot.open.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|c| !c.client.is_closed());
+        if let Some(connection) = open() {
             return Ok(connection);
         }
-        let connection = self.open().await?;
-        *slot.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
-        Ok(connection)
+        let mut last_failure = slot.reopening.lock().await;
+        // Reopened by the request this one waited for.
+        if let Some(connection) = open() {
+            return Ok(connection);
+        }
+        if last_failure.is_some_and(|at| at.elapsed() < REOPEN_BACKOFF) {
+            let message = "could not reconnect less than a second ago; not retrying yet".to_string();
+            return Err(Error::Connect { location: self.location.clone(), message });
+        }
+        match self.open().await {
+            Ok(connection) => {
+                *last_failure = None;
+                *slot.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(e) => {
+                *last_failure = Some(Instant::now());
+                Err(e)
+            }
+        }
     }
 
     /// How many connections are open and how many queries are on them.

@@ -160,6 +160,11 @@ static BEGIN_LOCKED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     format!("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 });
 
+/// [`BEGIN_LOCKED_SQL`] for a server without `plan_cache_mode` (before
+/// PostgreSQL 12), which plans as it always did.
+static BEGIN_LOCKED_PLAIN_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"));
+
 /// The read of a personalized request ([`PgStore::gated_read`]), one
 /// statement: the API key's row ($1: key id, or NULL when keys are not
 /// required), whether it admits the request ($2: SHA-256 of the presented
@@ -317,6 +322,8 @@ pub(crate) struct PgStore {
     /// Prepared statements of the per-request reads: one round trip each
     /// instead of two (parse, then execute), and no planning per request.
     statements: HashMap<&'static str, postgres::Statement>,
+    /// Whether the server has `plan_cache_mode` (PostgreSQL 12 and later).
+    plan_cache_mode: bool,
     url: String,
     options: ConnectOptions,
     location: String,
@@ -379,13 +386,18 @@ impl PgStore {
         // estimates a custom plan cheaper, and that planning was most of the
         // server's CPU per recommendation (3,760 against 1,571 req/s, one
         // replica, 64 connections, wrk alternating runs).
-        if let Err(e) = client.batch_execute("SET plan_cache_mode = force_generic_plan") {
-            // PostgreSQL before 12 has no such setting: slower, not wrong.
-            tracing::warn!(location = %location, error = %connect_message(&e), "could not set plan_cache_mode");
-        }
+        let plan_cache_mode = match client.batch_execute("SET plan_cache_mode = force_generic_plan") {
+            Ok(()) => true,
+            Err(e) => {
+                // PostgreSQL before 12 has no such setting: slower, not wrong.
+                tracing::warn!(location = %location, error = %connect_message(&e), "could not set plan_cache_mode");
+                false
+            }
+        };
         let mut store = PgStore {
             client: OpenClient(Some(client)),
             statements: HashMap::new(),
+            plan_cache_mode,
             url: url.to_string(),
             options,
             location,
@@ -450,11 +462,12 @@ impl PgStore {
     }
 
     pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
-        let PgStore { client, statements, location, .. } = self;
+        let PgStore { client, statements, location, plan_cache_mode, .. } = self;
         let client: &mut Client = client;
+        let begin = if *plan_cache_mode { &*BEGIN_LOCKED_SQL } else { &*BEGIN_LOCKED_PLAIN_SQL };
         // BEGIN and the writers' lock in one round trip: the simple-query
         // protocol runs both from one message, in order.
-        if let Err(e) = client.batch_execute(&BEGIN_LOCKED_SQL) {
+        if let Err(e) = client.batch_execute(begin) {
             // Whatever part of it ran must not linger on the connection.
             let _ = client.batch_execute("ROLLBACK");
             return Err(pg(location)(e));

@@ -47,11 +47,15 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioIo, TokioTimer};
 
-    // The first requests should not pay for connecting; a failure is logged
-    // and tried again by the first read.
-    if let Err(e) = state.pg_reader().await {
-        tracing::warn!(error = ?e, "could not open the store's read connections yet");
-    }
+    // The first requests should not pay for connecting, but the server
+    // answers (/healthz) meanwhile; a failure is logged and tried again by
+    // the next read.
+    let opening = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = opening.pg_reader().await {
+            tracing::warn!(error = ?e, "could not open the store's read connections yet");
+        }
+    });
     let connections = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -129,7 +133,7 @@ pub struct ServeConfig {
     /// On PostgreSQL, the connections of the per-request read (the key,
     /// consent and events of a recommendation): each carries any number of
     /// pipelined queries, so a few keep the store busy. Defaults to the
-    /// cores of this machine.
+    /// cores of this machine, at most 4.
     pub store_reader_connections: u32,
     /// Require API keys with scopes (off only for local experiments).
     pub require_api_keys: bool,
@@ -178,7 +182,9 @@ impl Default for ServeConfig {
             // cores (benches/store_load.sh's pair, 6 s runs): 8 connections
             // each gave 1.01x one replica's throughput, 2 each gave 1.14x,
             // and one replica alone 6,183 against 7,699 req/s.
-            store_reader_connections: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            // At most 4: each replica's connections count against the
+            // server's max_connections (100 by default).
+            store_reader_connections: std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32),
             // Two negative kinds, as strong as a purchase is positive.
             kind_weights: [("dislike", -5.0), ("return", -5.0)].into_iter().map(|(k, w)| (k.to_string(), w)).collect(),
             bind: None,

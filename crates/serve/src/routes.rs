@@ -183,6 +183,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let model = state.model();
     // One read of the schema version: proves the store answers, costs no scan.
     let schema_version = state.read(|ledger| ledger.schema_version()).await??;
+    // On PostgreSQL, recommendations read on connections of their own.
+    state.pg_reader().await?;
     Ok(Json(json!({ "status": "ready", "model_id": model.model.meta.model_id, "schema_version": schema_version })))
 }
 
