@@ -226,3 +226,36 @@ fn a_withdrawal_or_erasure_acknowledged_by_one_replica_holds_on_the_other() {
     // The erased subject is gone for both replicas.
     assert_eq!(call(b.port, "GET", "/v1/subjects/replica-erased/export", &key, None).0, 404);
 }
+
+/// A replica whose store connections all end (a PostgreSQL restart, killed
+/// backends) connects again: each blocking connection (the writer, the read
+/// pool's 8) fails the one call that meets it closed, and is replaced; a
+/// recommendation read is retried on a reopened connection, so it does not
+/// fail at all. Privacy holds across it: a withdrawal through the reopened
+/// writer is honoured at once.
+#[test]
+fn a_replica_reconnects_when_the_store_ends_its_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (url, key) = shared_store(d);
+    let model = common::release_on(d, &url);
+    let a = start_server(d, &url, &model);
+    grant_with_events(a.port, &key, "reconnected");
+    let recommend = "/v1/subjects/reconnected/recommendations?k=5";
+    assert_eq!(call(a.port, "GET", recommend, &key, None).0, 200);
+
+    assert!(hush_testkit::end_connections(&url) >= 2, "the replica's connections were open");
+    let consent = |granted: bool| {
+        let body = format!(r#"{{"purpose":"personalization","granted":{granted},"notice_version":"v1"}}"#);
+        call(a.port, "PUT", "/v1/subjects/reconnected/consent", &key, Some(&body)).0
+    };
+    // Each call fails at most once per closed connection it meets: 9 of them.
+    let answers: Vec<u16> = (0..12).map(|_| consent(true)).collect();
+    assert!(answers.iter().all(|&s| s == 200 || s == 500), "{answers:?}");
+    assert_eq!(answers[9..], [200, 200, 200], "the connections were not replaced: {answers:?}");
+    for _ in 0..5 {
+        assert_eq!(call(a.port, "GET", recommend, &key, None).0, 200, "the recommendation read did not reconnect");
+    }
+    assert_eq!(consent(false), 200);
+    assert_eq!(call(a.port, "GET", recommend, &key, None).0, 403);
+}

@@ -305,7 +305,8 @@ macro_rules! on_backend {
             Backend::Sqlite($store) => $body,
             Backend::Postgres(cell) => {
                 let $store = &mut *cell.borrow_mut();
-                $body
+                let result = $body;
+                $store.noting_loss(result)
             }
         }
     };
@@ -636,7 +637,11 @@ impl Ledger {
         &self,
         visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        on_backend!(&self.backend, s => s.for_each_event(visit))
+        match &self.backend {
+            // Streams for extraction: their error type is the caller's.
+            Backend::Sqlite(s) => s.for_each_event(visit),
+            Backend::Postgres(cell) => cell.borrow_mut().for_each_event(visit),
+        }
     }
 
     /// Calls `visit(subject, decision)` for every decision on `purpose`, in
@@ -649,7 +654,11 @@ impl Ledger {
         purpose: Purpose,
         visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        on_backend!(&self.backend, s => s.for_each_consent_decision(purpose, visit))
+        match &self.backend {
+            // Streams for extraction: their error type is the caller's.
+            Backend::Sqlite(s) => s.for_each_consent_decision(purpose, visit),
+            Backend::Postgres(cell) => cell.borrow_mut().for_each_consent_decision(purpose, visit),
+        }
     }
 
     /// Stores a new API key record (the secret itself is never stored).

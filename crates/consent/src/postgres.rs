@@ -324,6 +324,8 @@ pub(crate) struct PgStore {
     statements: HashMap<&'static str, postgres::Statement>,
     /// Whether the server has `plan_cache_mode` (PostgreSQL 12 and later).
     plan_cache_mode: bool,
+    /// Whether the connection is known to be gone: see [`PgStore::is_closed`].
+    lost: bool,
     url: String,
     options: ConnectOptions,
     location: String,
@@ -398,6 +400,7 @@ impl PgStore {
             client: OpenClient(Some(client)),
             statements: HashMap::new(),
             plan_cache_mode,
+            lost: false,
             url: url.to_string(),
             options,
             location,
@@ -411,8 +414,23 @@ impl PgStore {
     }
 
     /// Whether the server closed the connection (or it failed for good).
+    ///
+    /// The blocking client does not always know: after the server ended the
+    /// connection (a restart, `pg_terminate_backend`), its statements fail
+    /// while its `is_closed` stays false. So the errors say it instead (see
+    /// [`PgStore::noting_loss`]), as does a write transaction that could
+    /// not even begin.
     pub(crate) fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.lost
+    }
+
+    /// `result`, remembering when its error says the connection is gone, so
+    /// that a pool or a server replaces it.
+    pub(crate) fn noting_loss<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Postgres { source, .. }) = &result {
+            self.lost |= connection_lost(source);
+        }
+        result
     }
 
     /// The prepared statement of `sql`, prepared on first use.
@@ -462,7 +480,7 @@ impl PgStore {
     }
 
     pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
-        let PgStore { client, statements, location, plan_cache_mode, .. } = self;
+        let PgStore { client, statements, location, plan_cache_mode, lost, .. } = self;
         let client: &mut Client = client;
         let begin = if *plan_cache_mode { &*BEGIN_LOCKED_SQL } else { &*BEGIN_LOCKED_PLAIN_SQL };
         // BEGIN and the writers' lock in one round trip: the simple-query
@@ -470,6 +488,8 @@ impl PgStore {
         if let Err(e) = client.batch_execute(begin) {
             // Whatever part of it ran must not linger on the connection.
             let _ = client.batch_execute("ROLLBACK");
+            // On a healthy connection this cannot fail: take it as lost.
+            *lost = true;
             return Err(pg(location)(e));
         }
         Ok(PgBatch {
@@ -1511,6 +1531,15 @@ fn sum_runs(
         )
         .map_err(pg(location))?;
     Ok((row.get(0), row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64))
+}
+
+/// Whether `e` says the connection is gone: closed, broken (an I/O error),
+/// or ended by the server (its shutdown, `pg_terminate_backend`, SQLSTATE
+/// class 08 and 57P).
+fn connection_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.code().is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
 }
 
 /// The part of a connection error people can act on, without the password.

@@ -477,7 +477,7 @@ impl AppState {
         f: impl FnOnce(&mut Ledger) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (state, span) = (self.clone(), tracing::Span::current());
-        tokio::task::spawn_blocking(move || span.in_scope(|| f(&mut state.ledger())))
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&mut state.writer())))
             .await
             .map_err(|_| ApiError::Internal)
     }
@@ -514,7 +514,7 @@ impl AppState {
         if self.queue().is_empty() {
             return; // Committed by an earlier group.
         }
-        let mut ledger = self.ledger();
+        let mut ledger = self.writer();
         // Taken while holding the writer, so the group holds every batch
         // that queued up while the previous one was being written.
         let group: Vec<QueuedIngest> = {
@@ -565,5 +565,26 @@ impl AppState {
         // A panic while holding the lock cannot leave SQLite half-written: every
         // write is a transaction. Keep serving.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writing connection, reopened first if the server closed it (a
+    /// restarted PostgreSQL, a killed backend): without this, every write
+    /// failed until the server itself was restarted. The write that met the
+    /// closed connection has already failed; writes are not retried, since
+    /// the store may have committed one whose answer was lost. If it cannot
+    /// be reopened, the closed one is kept and the write fails with the
+    /// store's error.
+    fn writer(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        let mut ledger = self.ledger();
+        if ledger.is_broken() {
+            match ledger.reopen() {
+                Ok(fresh) => {
+                    *ledger = fresh;
+                    tracing::info!("reopened the store's writing connection");
+                }
+                Err(error) => tracing::warn!(%error, "could not reopen the store's writing connection"),
+            }
+        }
+        ledger
     }
 }

@@ -211,6 +211,25 @@ pub fn postgres_url() -> String {
     format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port)
 }
 
+/// Ends every connection to the database of `url` (one of
+/// [`postgres_url`]'s), as a restart of the server would end them, and says
+/// how many there were. Call it on a thread that drives no async runtime.
+///
+/// # Panics
+/// When the test cluster cannot be reached.
+pub fn end_connections(url: &str) -> i64 {
+    let (server, database) = url.rsplit_once('/').expect("a database URL");
+    let mut client = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls)
+        .expect("the test cluster accepts connections");
+    let row = client
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .expect("ending the connections");
+    row.get(0)
+}
+
 /// The port of a throwaway PostgreSQL server of its own (not the shared
 /// one of [`postgres_url`]) that offers TLS with `cert_pem` and `key_pem`
 /// (the server's certificate chain and private key, PEM) and accepts user

@@ -1033,22 +1033,9 @@ fn the_async_reader_reopens_connections_the_server_closed() {
         let reader = PgReader::connect(PgReaderTarget::of(&ledger).unwrap(), 3).await.unwrap();
         assert_eq!(reader.state().open, 3);
         assert_eq!(reader.gated_read(None, &s, Purpose::Personalization, t(20), 5).await.unwrap(), want);
-        // The server ends every other connection to this test's database.
-        let database = url.rsplit('/').next().unwrap().to_string();
-        let admin = url.replace(&format!("/{database}"), "/postgres");
-        let terminated = tokio::task::spawn_blocking(move || {
-            let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-            let row = client
-                .query_one(
-                    "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                    &[&database],
-                )
-                .unwrap();
-            row.get::<_, i64>(0)
-        })
-        .await
-        .unwrap();
+        // The server ends every connection to this test's database.
+        let ended = url.clone();
+        let terminated = tokio::task::spawn_blocking(move || hush_testkit::end_connections(&ended)).await.unwrap();
         assert!(terminated >= 3, "{terminated} connections ended");
         // The reader notices, then every read reopens its slot's connection.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1069,4 +1056,20 @@ fn the_async_reader_reopens_connections_the_server_closed() {
         assert_eq!(reader.state(), hush_consent::PgReaderState { size: 3, open: 3, in_flight: 0 });
         assert_eq!(sessions(&url) - sessions_before, 3, "one reconnection per connection, not per read");
     });
+}
+
+/// A connection the server ended is known as broken once a call on it has
+/// failed, so a pool or a server replaces it (the blocking client's own
+/// `is_closed` does not notice).
+#[test]
+fn a_connection_the_server_ended_is_known_as_broken_after_its_first_failure() {
+    let url = hush_testkit::postgres_url();
+    let ledger = Ledger::connect(&url).unwrap();
+    assert!(ledger.api_key("nobody").unwrap().is_none());
+    assert!(!ledger.is_broken());
+    assert_eq!(hush_testkit::end_connections(&url), 1);
+    let error = ledger.api_key("nobody").unwrap_err();
+    assert!(ledger.is_broken(), "not known as broken after: {error:?}");
+    let fresh = ledger.reopen().unwrap();
+    assert!(fresh.api_key("nobody").unwrap().is_none());
 }
