@@ -253,41 +253,41 @@ pub(crate) fn gated_read_from_rows(
 ) -> Result<GatedRead> {
     let (mut stored_key, mut gate_open, mut records, mut recent) = (None, false, Vec::new(), Vec::new());
     for row in rows {
-        match row.get::<_, i32>(0) {
+        match column::<i32>(row, 0, location)? {
             0 => {
-                let digest: Vec<u8> = row.get(10);
+                let digest: Vec<u8> = column(row, 10, location)?;
                 let digest: [u8; 32] =
                     digest.try_into().map_err(|_| corrupt(location, "stored key digest is not 32 bytes"))?;
-                let scopes: String = row.get(6);
+                let scopes: String = column(row, 6, location)?;
                 let record = crate::keys::ApiKeyRecord {
-                    key_id: row.get(4),
-                    name: row.get(5),
+                    key_id: column(row, 4, location)?,
+                    name: column(row, 5, location)?,
                     scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-                    created_at: Timestamp::from_unix_millis(row.get(1)),
-                    revoked_at: row.get::<_, Option<i64>>(2).map(Timestamp::from_unix_millis),
+                    created_at: Timestamp::from_unix_millis(column(row, 1, location)?),
+                    revoked_at: column::<Option<i64>>(row, 2, location)?.map(Timestamp::from_unix_millis),
                 };
-                gate_open = row.get(9);
+                gate_open = column(row, 9, location)?;
                 stored_key = Some((record, digest));
             }
             1 => records.push(ConsentRecord {
-                seq: row.get(1),
-                purpose: parse_text(row.get(4), location)?,
-                granted: row.get(9),
-                effective_at: Timestamp::from_unix_millis(row.get(2)),
-                recorded_at: Timestamp::from_unix_millis(row.get(3)),
-                source: parse_text(row.get(5), location)?,
-                notice_version: row.get(6),
-                proof_ref: row.get(7),
+                seq: column(row, 1, location)?,
+                purpose: parse_text(column(row, 4, location)?, location)?,
+                granted: column(row, 9, location)?,
+                effective_at: Timestamp::from_unix_millis(column(row, 2, location)?),
+                recorded_at: Timestamp::from_unix_millis(column(row, 3, location)?),
+                source: parse_text(column(row, 5, location)?, location)?,
+                notice_version: column(row, 6, location)?,
+                proof_ref: column(row, 7, location)?,
             }),
             _ => {
-                let value: f64 = row.get(8);
+                let value: f64 = column(row, 8, location)?;
                 let event = Event {
-                    item: row.get(4),
-                    kind: parse_text(row.get(5), location)?,
+                    item: column(row, 4, location)?,
+                    kind: parse_text(column(row, 5, location)?, location)?,
                     value: value as f32,
-                    at: Timestamp::from_unix_millis(row.get(1)),
+                    at: Timestamp::from_unix_millis(column(row, 1, location)?),
                 };
-                recent.push((row.get::<_, i64>(2), event));
+                recent.push((column::<i64>(row, 2, location)?, event));
             }
         }
     }
@@ -308,6 +308,14 @@ pub(crate) fn gated_read_from_rows(
         return Ok(GatedRead::NotGranted(status));
     }
     Ok(GatedRead::Granted { status, recent })
+}
+
+/// Column `i` of a gated read's row, or an error naming the store: the
+/// asynchronous reader decodes on the request's task, where a panic (what
+/// `Row::get` does on a mismatched column) would drop the client's
+/// connection instead of answering.
+fn column<'a, T: postgres::types::FromSql<'a>>(row: &'a postgres::Row, i: usize, location: &str) -> Result<T> {
+    row.try_get(i).map_err(pg(location))
 }
 
 /// Advisory lock id that serializes the writes about subjects.
