@@ -199,7 +199,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HUSH_STORE_POOL_SIZE")]
     pub store_pool_size: Option<u32>,
     /// On PostgreSQL, connections of the per-request read, each carrying
-    /// pipelined queries (default: this machine's cores;
+    /// pipelined queries (default: this machine's cores, at most 4;
     /// `store_reader_connections` in the [serve] config).
     #[arg(long, env = "HUSH_STORE_READER_CONNECTIONS")]
     pub store_reader_connections: Option<u32>,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::connect::{ConnectOptions, PgTarget};
 use crate::keys::PresentedKey;
 use crate::ledger::GatedRead;
-use crate::postgres::{gated_read_from_rows, GatedReadParams, GATED_READ_SQL};
+use crate::postgres::{gated_read_from_rows, GatedReadParams, GATED_READ_SQL, GENERIC_PLANS_SQL};
 use crate::{Error, Ledger, Pseudonym, Purpose, Result, Timestamp};
 
 /// Connections to a PostgreSQL store for the gated read, each carrying any
@@ -147,7 +147,7 @@ impl PgReader {
     }
 
     /// Opens one connection: generic plans, as the blocking connections
-    /// (`PgStore::connect` says why), and the gated read prepared.
+    /// (`GENERIC_PLANS_SQL` says why), and the gated read prepared.
     async fn open(&self) -> Result<Arc<Connection>> {
         let location = &self.location;
         let (client, connection) = self.target.config.connect(self.target.tls.clone()).await.map_err(|e| {
@@ -159,7 +159,7 @@ impl PgReader {
                 tracing::warn!(location = %log_location, error = %e, "store read connection closed");
             }
         });
-        if let Err(e) = client.batch_execute("SET plan_cache_mode = force_generic_plan").await {
+        if let Err(e) = client.batch_execute(GENERIC_PLANS_SQL).await {
             let error = crate::postgres::connect_message(&e);
             tracing::warn!(location = %location, %error, "could not set plan_cache_mode");
         }

@@ -160,6 +160,16 @@ static BEGIN_LOCKED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     format!("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 });
 
+/// Run on every connection as it opens (this module's and
+/// [`crate::PgReader`]'s). Every statement hush prepares looks rows up by
+/// key, where the generic plan is the right one; under the default `auto`,
+/// PostgreSQL re-plans parameterized statements per execution whenever it
+/// estimates a custom plan cheaper, and that planning was most of the
+/// server's CPU per recommendation (3,760 against 1,571 req/s, one replica,
+/// 64 connections, wrk alternating runs). Write transactions override it
+/// ([`BEGIN_LOCKED_SQL`]).
+pub(crate) const GENERIC_PLANS_SQL: &str = "SET plan_cache_mode = force_generic_plan";
+
 /// [`BEGIN_LOCKED_SQL`] for a server without `plan_cache_mode` (before
 /// PostgreSQL 12), which plans as it always did.
 static BEGIN_LOCKED_PLAIN_SQL: std::sync::LazyLock<String> =
@@ -390,13 +400,7 @@ impl PgStore {
             .connect(target.tls)
             .map_err(|e| Error::Connect { location: location.clone(), message: connect_message(&e) })?;
         let mut client = client;
-        // Every statement hush prepares looks rows up by key, where the
-        // generic plan is the right one; under the default `auto`, PostgreSQL
-        // re-plans parameterized statements per execution whenever it
-        // estimates a custom plan cheaper, and that planning was most of the
-        // server's CPU per recommendation (3,760 against 1,571 req/s, one
-        // replica, 64 connections, wrk alternating runs).
-        let plan_cache_mode = match client.batch_execute("SET plan_cache_mode = force_generic_plan") {
+        let plan_cache_mode = match client.batch_execute(GENERIC_PLANS_SQL) {
             Ok(()) => true,
             Err(e) => {
                 // PostgreSQL before 12 has no such setting: slower, not wrong.

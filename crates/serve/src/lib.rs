@@ -464,6 +464,30 @@ impl AppState {
         Ok(reader.as_ref())
     }
 
+    /// [`hush_consent::Ledger::gated_read`] on whichever path the store has:
+    /// the asynchronous reader on PostgreSQL, a pooled connection on a
+    /// blocking thread on SQLite.
+    pub(crate) async fn gated_read(
+        self: &Arc<Self>,
+        key: Option<(hush_consent::keys::PresentedKey, &'static str)>,
+        subject: hush_consent::Pseudonym,
+        purpose: hush_consent::Purpose,
+        as_of: Timestamp,
+        limit: usize,
+    ) -> Result<hush_consent::GatedRead, ApiError> {
+        fn key_ref<'a>(
+            key: &'a Option<(hush_consent::keys::PresentedKey, &'static str)>,
+        ) -> Option<(&'a hush_consent::keys::PresentedKey, &'static str)> {
+            key.as_ref().map(|(presented, scope)| (presented, *scope))
+        }
+        Ok(match self.pg_reader().await? {
+            Some(reader) => reader.gated_read(key_ref(&key), &subject, purpose, as_of, limit).await?,
+            None => {
+                self.read(move |ledger| ledger.gated_read(key_ref(&key), &subject, purpose, as_of, limit)).await??
+            }
+        })
+    }
+
     /// The asynchronous reader's connections and queries in flight, once
     /// it is open.
     pub fn store_reader(&self) -> Option<hush_consent::PgReaderState> {

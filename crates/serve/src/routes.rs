@@ -356,20 +356,7 @@ async fn recommend(
     // The key check, the consent status and the recent events in one read
     // (one statement on PostgreSQL): nothing of the subject comes back unless
     // the key is good, and no event unless personalization is granted.
-    let read = match state.pg_reader().await? {
-        Some(reader) => {
-            let key = key.as_ref().map(|(presented, scope)| (presented, *scope));
-            reader.gated_read(key, &subject, Purpose::Personalization, now, max_history).await?
-        }
-        None => {
-            state
-                .read(move |ledger| {
-                    let key = key.as_ref().map(|(presented, scope)| (presented, *scope));
-                    ledger.gated_read(key, &subject, Purpose::Personalization, now, max_history)
-                })
-                .await??
-        }
-    };
+    let read = state.gated_read(key, subject, Purpose::Personalization, now, max_history).await?;
     let events = match read {
         GatedRead::KeyRefused(why) => return Err(crate::auth::refusal::<Recommend>(why)),
         GatedRead::NotGranted(status) => {
