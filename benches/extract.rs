@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench extract`. The 10M-event comparison against a bare
 //! CSV parse, with peak memory, is `benches/extract_vs_csv.sh`.
+// `criterion_group!` defines a public function without a doc comment.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hush_consent::formats::{ConsentFormat, EventFormat};

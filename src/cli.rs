@@ -188,19 +188,19 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long, env = "HUSH_BIND")]
     pub bind: Option<String>,
-    /// A TOML file with a [serve] table: model, bind, max_history, max_k,
+    /// A TOML file with a `[serve]` table: model, bind, max_history, max_k,
     /// max_concurrent_requests, request_timeout_ms, header_read_timeout_ms, write_timeout_ms,
     /// max_connections, store_pool_size, store_reader_connections, kind_weights. Flags and
     /// environment variables win over it.
     #[arg(long, env = "HUSH_SERVE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Read connections to the store (default 8; `store_pool_size` in the
-    /// [serve] config). /metrics shows how many are in use.
+    /// `[serve]` config). /metrics shows how many are in use.
     #[arg(long, env = "HUSH_STORE_POOL_SIZE")]
     pub store_pool_size: Option<u32>,
     /// On PostgreSQL, connections of the per-request read, each carrying
     /// pipelined queries (default: this machine's cores, at most 4;
-    /// `store_reader_connections` in the [serve] config).
+    /// `store_reader_connections` in the `[serve]` config).
     #[arg(long, env = "HUSH_STORE_READER_CONNECTIONS")]
     pub store_reader_connections: Option<u32>,
 }
@@ -211,7 +211,7 @@ pub struct DataArgs {
     /// A feature set written by `hush extract`.
     #[arg(long, conflicts_with = "inputs")]
     pub features: Option<PathBuf>,
-    /// Input event files, extracted with the config's [extract] settings.
+    /// Input event files, extracted with the config's `[extract]` settings.
     #[arg(long = "input")]
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
@@ -225,7 +225,7 @@ pub struct DataArgs {
     /// The consent snapshot time for on-the-fly extraction (default now).
     #[arg(long)]
     pub as_of: Option<String>,
-    /// A TOML config with [extract] and [train] tables (see models/).
+    /// A TOML config with `[extract]` and `[train]` tables (see models/).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The catalogue for on-the-fly extraction (overrides the config's).
@@ -663,7 +663,7 @@ pub struct ExtractArgs {
     /// Also read the event store when --input is given.
     #[arg(long)]
     pub from_store: bool,
-    /// A TOML config with an [extract] table (see models/).
+    /// A TOML config with an `[extract]` table (see models/).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Consent snapshot time T (RFC 3339 or unix seconds; default now).

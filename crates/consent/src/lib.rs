@@ -19,7 +19,6 @@
 //!   every DP training run that spent from them.
 //! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
 //!   vocabulary the other hush crates build on.
-#![deny(missing_docs)]
 
 pub mod budget;
 pub mod catalogue;

@@ -11,7 +11,6 @@
 //! - [`Extractor`]: the streaming pipeline.
 //! - [`FeatureSet`]: CSR by subject and by item, saved in a checksummed [`envelope`].
 //! - [`split`]: the seeded evaluation splits the trainer and evaluator share.
-#![deny(missing_docs)]
 
 mod catalogue;
 mod config;

@@ -2,6 +2,8 @@
 //! and scoring a 10k-item, rank-64 catalogue for the top 10; and of one
 //! similar-items request (exact cosine) at 10k and 100k items.
 //! `cargo bench -p hush-mf --bench foldin`
+// `criterion_group!` defines a public function without a doc comment.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hush_features::{FeatureMeta, FeatureSet, Feedback, Interaction};

@@ -8,7 +8,6 @@
 //!   its [`PrivacyGuarantee`]; [`Model::fold_in`] computes a subject's vector
 //!   at request time from their own interactions.
 //! - [`eval`]: rating and ranking metrics, baselines and the fairness audit.
-#![deny(missing_docs)]
 
 mod cg;
 mod config;

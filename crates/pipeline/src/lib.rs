@@ -6,8 +6,6 @@
 //!
 //! Nothing here prints: each flow returns what it made (models, reports,
 //! metrics as JSON values), and the callers decide how to show it.
-#![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
 pub mod budget;
 pub mod config;

@@ -2,6 +2,8 @@
 //! draw, block-generated ziggurat) against `rand_distr::StandardNormal` on
 //! the same generator and on the standard one, and against OpenDP's exact
 //! discrete Gaussian, in one run. `cargo bench -p hush-privacy --bench noise`
+// `criterion_group!` defines a public function without a doc comment.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hush_privacy::{NoiseSource, StreamId};

@@ -91,8 +91,8 @@ fn golden_section_argmin(f: &dyn Fn(f64) -> f64, mut lo: f64, mut hi: f64, steps
     (lo + hi) / 2.0
 }
 
-/// ε at δ for ρ-zCDP from the Canonne–Kamath–Steinke bound, computed
-/// independently of OpenDP (bisection on ε of [`cks_delta`]).
+/// ε at δ for ρ-zCDP from the Canonne–Kamath–Steinke bound (2020, Prop. 12),
+/// computed independently of OpenDP by bisection on ε of that δ(ε).
 pub fn epsilon_closed_form(rho: Rho, delta: Delta) -> f64 {
     let (mut lo, mut hi) = (0.0, epsilon_simple_bound(rho, delta));
     for _ in 0..200 {

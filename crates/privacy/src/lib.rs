@@ -15,7 +15,6 @@
 //!   scales for a budget by bisection, and the stated ε never exceeds the target.
 //! - [`NoiseSource`]: the run's noise key; [`NoiseSource::stream`] opens the
 //!   stream of one (release, iteration, index), never shared with another.
-#![deny(missing_docs)]
 
 mod accountant;
 mod discrete;

@@ -1,6 +1,5 @@
 //! Readable reports of hush: model cards and the privacy-budget sweep
 //! report, as Markdown and as self-contained HTML pages with inline SVG plots.
-#![deny(missing_docs)]
 
 pub mod card;
 pub mod html;

@@ -12,7 +12,6 @@
 //! [`EventFileFormat::MovielensCsv`] writes a MovieLens-shaped research data
 //! set instead (`ratings.csv` and `movies.csv`, as in ml-latest-small), so that
 //! tests need no real MovieLens file beside the project.
-#![deny(missing_docs)]
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -14,7 +14,6 @@
 //! programs (and Chromium, for the report test) are installed on first use
 //! when the tests may do so (as root or with password-less sudo), so that
 //! `cargo test --workspace` needs nothing set up by hand.
-#![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
