@@ -28,6 +28,12 @@
 //!   directory; `.ci/run`'s Python step builds and installs it from this
 //!   checkout, and its pytest runs the README's `python` block. It is
 //!   counted as mapped, not as run.
+//! - `.ci/install-test-deps`: not run. It installs Debian packages (with
+//!   `sudo`), and `.ci/run` has run it before these tests; the README's
+//!   directory here has no `.ci/` either.
+//! - `a && b`: each side is planned (and run, or mapped) on its own, in
+//!   order, stopping at the first failure, as the shell would; the README's
+//!   set-up lines chain a mapped command with a run one.
 //! - `export HUSH_DB='postgres://…'` (the deployment section): the URL of a
 //!   throwaway PostgreSQL database (`hush_testkit::postgres_url`) instead of
 //!   the example host, which does not exist here.
@@ -147,6 +153,7 @@ fn plan(text: &str, pg_url: &dyn Fn() -> String) -> Plan {
     match w.as_slice() {
         ["cargo", "install", ..] => return Plan::Mapped("the built hush is first on the PATH"),
         ["cargo", "test", ..] => return Plan::Mapped("this is the command running this test"),
+        [".ci/install-test-deps", ..] => return Plan::Mapped("run by .ci/run before the tests"),
         ["pip", "install", "./python", ..] => {
             return Plan::Mapped("built, installed and tested (the README's python block too) by .ci/run's Python step")
         }
@@ -249,6 +256,11 @@ impl Session {
 
     /// Runs one command; `Err` says why it failed.
     fn run(&mut self, line: &Line) -> Result<bool, String> {
+        if let Some((first, rest)) = line.text.split_once(" && ") {
+            let first_ran = self.run(&Line { line: line.line, text: first.trim().to_string() })?;
+            let rest_ran = self.run(&Line { line: line.line, text: rest.trim().to_string() })?;
+            return Ok(first_ran || rest_ran);
+        }
         let pg = || self.pg_url.clone().unwrap_or_else(hush_testkit::postgres_url);
         let planned = plan(&line.text, &pg);
         match planned {
@@ -443,6 +455,7 @@ fn cargo_lines_map_to_the_built_binary_and_servers_go_to_the_background() {
     assert_eq!(plan("hush quickstart --no-serve", &no_pg), Plan::Run("hush quickstart --no-serve".into()));
     assert!(matches!(plan("cargo test --workspace", &no_pg), Plan::Mapped(_)));
     assert!(matches!(plan("cargo install --path .", &no_pg), Plan::Mapped(_)));
+    assert!(matches!(plan(".ci/install-test-deps", &no_pg), Plan::Mapped(_)));
     assert!(matches!(plan("pip install ./python pyarrow      # builds", &no_pg), Plan::Mapped(_)));
     assert!(matches!(plan("pip install pandas", &no_pg), Plan::Run(_)));
     assert_eq!(

@@ -10,10 +10,10 @@
 //! (PostgreSQL refuses to run as root).
 //!
 //! There is no skipping: a test that needs PostgreSQL fails with the reason
-//! when the server cannot be started. On a fresh Debian machine the server
-//! programs (and Chromium, for the report test) are installed on first use
-//! when the tests may do so (as root or with password-less sudo), so that
-//! `cargo test --workspace` needs nothing set up by hand.
+//! when the server cannot be started. Nothing is installed from inside the
+//! tests: when Debian's `postgresql` (or `chromium`, for the report tests) is
+//! missing, the test fails with the command that installs it
+//! (`.ci/install-test-deps`, which `.ci/run` runs first).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,45 +27,20 @@ struct Cluster {
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
 
-/// Installs a Debian package unless `present()` already holds, when this
-/// process may (root, or password-less sudo). Each package is tried once
-/// per test process.
-///
-/// # Errors
-/// Why the package is still missing.
-pub fn debian_package(package: &'static str, present: impl Fn() -> bool) -> Result<(), String> {
-    static TRIED: std::sync::Mutex<Vec<&str>> = std::sync::Mutex::new(Vec::new());
-    if present() {
-        return Ok(());
-    }
-    let mut tried = TRIED.lock().unwrap_or_else(|e| e.into_inner());
-    if !tried.contains(&package) && !present() {
-        tried.push(package);
-        let sudo = if is_root() { "" } else { "sudo -n " };
-        let script = format!(
-            "{sudo}apt-get install -y -qq {package} >/dev/null 2>&1 || \
-             ({sudo}apt-get update -qq >/dev/null 2>&1 && {sudo}apt-get install -y -qq {package} >/dev/null 2>&1)"
-        );
-        let _ = Command::new("sh").args(["-c", &script]).env("DEBIAN_FRONTEND", "noninteractive").status();
-    }
-    if present() {
-        Ok(())
-    } else {
-        Err(format!("Debian's `{package}` package is needed and could not be installed here (not root, no sudo?)"))
-    }
-}
+/// How to install what the tests need, named in every "missing" failure.
+const INSTALL_HINT: &str = "run `.ci/install-test-deps` from the repository root \
+     (it runs `sudo apt-get install chromium postgresql python3-venv` for what is missing)";
 
-/// Headless Chromium for the report tests: Debian's, installed on first use when possible.
+/// Headless Chromium for the report tests: Debian's `chromium`.
 ///
 /// # Panics
-/// When Chromium is missing and cannot be installed: the test fails, with the reason.
+/// When Chromium is missing: the test fails, saying how to install it.
 pub fn chromium() -> PathBuf {
-    let find =
-        || ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    if let Err(reason) = debian_package("chromium", || find().is_some()) {
-        panic!("headless Chromium is needed for this test: {reason}");
-    }
-    find().expect("chromium is installed")
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("headless Chromium is needed for this test and is not installed: {INSTALL_HINT}"))
 }
 
 /// The directory of PostgreSQL's server programs: `HUSH_PG_BIN`, or the
@@ -84,9 +59,10 @@ fn server_bin() -> Result<PathBuf, String> {
     let on_path = Command::new("sh").args(["-c", "command -v initdb"]).output().ok().filter(|o| o.status.success());
     match on_path {
         Some(out) => Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).parent().unwrap().to_path_buf()),
-        None => Err("PostgreSQL server programs (initdb, postgres) were not found: install Debian's `postgresql` \
-                     package (.ci/run does), or point HUSH_PG_BIN at their directory"
-            .into()),
+        None => Err(format!(
+            "PostgreSQL's server programs (initdb, postgres) were not found: {INSTALL_HINT}; \
+             or point HUSH_PG_BIN at their directory"
+        )),
     }
 }
 
@@ -117,7 +93,6 @@ impl Dir {
 /// Starts a cluster; with `tls` (certificate and key, PEM) it speaks TLS
 /// with them as well as plain connections.
 fn start(tls: Option<(&str, &str)>) -> Result<Cluster, String> {
-    debian_package("postgresql", || server_bin().is_ok())?;
     let bin = server_bin()?;
     let root = is_root();
     // Kept (not deleted on drop): the watchdog removes it after the server stops.
