@@ -343,3 +343,72 @@ pub fn baselines(train: &FeatureSet, test: &FeatureSet, options: EvalOptions) ->
         popularity: summarize(&outcomes, &context, n_items, options.k, false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Known answers, computed by hand from the definitions in the module doc.
+    use super::*;
+    use hush_features::{FeatureMeta, Interaction};
+
+    const TOLERANCE: f64 = 1e-12;
+
+    fn close(got: f64, want: f64, what: &str) {
+        assert!((got - want).abs() < TOLERANCE, "{what}: got {got}, want {want}");
+    }
+
+    #[test]
+    fn ranking_terms_of_a_list_with_two_hits() {
+        // Relevant {1, 5, 7}; the list 3 1 4 5 9 hits at ranks 2 and 4.
+        let (precision, recall, ndcg, map) = ranking_terms(&[3, 1, 4, 5, 9], &[1, 5, 7], 5);
+        close(precision, 2.0 / 5.0, "precision");
+        close(recall, 2.0 / 3.0, "recall");
+        // DCG = 1/log2(3) + 1/log2(5); IDCG over min(5, 3) = 3 ranks = 1 + 1/log2(3) + 1/2.
+        close(ndcg, 0.498_189_257_466_412_85, "ndcg");
+        // AP = (1/2 + 2/4) / min(5, 3).
+        close(map, 1.0 / 3.0, "map");
+    }
+
+    #[test]
+    fn ranking_terms_count_only_the_first_k_and_a_perfect_list_scores_one() {
+        let (precision, recall, ndcg, map) = ranking_terms(&[7, 8, 1, 2], &[7, 8], 2);
+        close(precision, 1.0, "precision");
+        close(recall, 1.0, "recall");
+        close(ndcg, 1.0, "ndcg");
+        close(map, 1.0, "map");
+        // A hit past k does not count.
+        let (precision, recall, ndcg, map) = ranking_terms(&[4, 5, 6], &[6], 2);
+        for (value, what) in [(precision, "precision"), (recall, "recall"), (ndcg, "ndcg"), (map, "map")] {
+            close(value, 0.0, what);
+        }
+    }
+
+    fn implicit(rows: &[&[u32]]) -> FeatureSet {
+        let rows: Vec<Vec<Interaction>> = rows
+            .iter()
+            .map(|items| items.iter().map(|&item| Interaction { item, value: 1.0, time: 0 }).collect())
+            .collect();
+        let items = (0..4).map(|i| format!("item-{i}")).collect();
+        FeatureSet::from_subject_rows(FeatureMeta::assembled(Feedback::Implicit), items, &rows)
+    }
+
+    #[test]
+    fn the_popularity_baseline_on_a_tiny_split_has_the_hand_computed_metrics() {
+        // Training counts: item 0 thrice, item 1 twice, item 2 once, item 3 never,
+        // so popularity recommends 0 1 2 3, each subject's seen items skipped.
+        let train = implicit(&[&[0], &[0, 1], &[0, 1, 2]]);
+        let test = implicit(&[&[2], &[3], &[3]]);
+        let popularity = baselines(&train, &test, EvalOptions { k: 2, relevance_threshold: 0.0 }).popularity;
+        // Subject 0 gets [1, 2] (hit at rank 2), subject 1 [2, 3] (hit at rank 2),
+        // subject 2 only [3] (hit at rank 1).
+        let ranking = &popularity.ranking;
+        assert_eq!((ranking.k, ranking.subjects), (2, 3));
+        close(ranking.precision, 0.5, "precision");
+        close(ranking.recall, 1.0, "recall");
+        close(ranking.ndcg, (2.0 / 3f64.log2() + 1.0) / 3.0, "ndcg");
+        close(ranking.map, (0.5 + 0.5 + 1.0) / 3.0, "map");
+        // Items 1, 2 and 3 are recommended to someone: 3 of 4.
+        close(popularity.coverage, 0.75, "coverage");
+        // Percentiles 1 - rank/4: item 1 0.75, item 2 0.5, item 3 0.25; five recommendations.
+        close(popularity.popularity_bias, (0.75 + 0.5 + 0.5 + 0.25 + 0.25) / 5.0, "popularity bias");
+    }
+}
