@@ -60,6 +60,54 @@ pub fn prepare_owner_only(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Who may read a file [`write_atomically`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Its owner only: anything derived from personal data (feature sets,
+    /// train/test splits, models before release).
+    OwnerOnly,
+    /// Whatever the process's umask allows: aggregates meant to be shared
+    /// (a sweep's results and report).
+    Shared,
+}
+
+/// Writes `path` all at once or not at all: `contents` writes a temporary
+/// file beside it, which is flushed, synced and renamed over `path`.
+/// Creates the parent directory. On any failure the temporary file is
+/// removed and a file already at `path` is left as it was.
+///
+/// # Errors
+/// The I/O error that stopped it (from `contents` too).
+pub fn write_atomically(
+    path: &Path,
+    access: Access,
+    contents: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    // The process id in the name: two processes writing the same file do
+    // not share a temporary file (the last rename wins, whole).
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let temp = path.with_file_name(name);
+    let result = (|| {
+        let file = match access {
+            Access::OwnerOnly => create_owner_only(&temp)?,
+            Access::Shared => std::fs::File::create(&temp)?,
+        };
+        let mut writer = std::io::BufWriter::new(file);
+        contents(&mut writer)?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
 #[cfg(unix)]
 fn restrict(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -102,5 +150,25 @@ mod tests {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o664)).unwrap();
         prepare_owner_only(&db).unwrap();
         assert_eq!(mode(&db), 0o600);
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_file_whole_or_leaves_it_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/split.csv");
+        write_atomically(&path, Access::OwnerOnly, |w| w.write_all(b"first")).unwrap();
+        assert_eq!((mode(&path), std::fs::read(&path).unwrap()), (0o600, b"first".to_vec()));
+        let failed = write_atomically(&path, Access::OwnerOnly, |w| {
+            w.write_all(b"half of the second")?;
+            Err(std::io::Error::other("the writer failed"))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "the writer failed");
+        assert_eq!(std::fs::read(&path).unwrap(), b"first", "the old file is untouched");
+        let left: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("split.csv")], "no temporary file is left behind");
+        let shared = dir.path().join("report.html");
+        write_atomically(&shared, Access::Shared, |w| w.write_all(b"<p>")).unwrap();
+        assert_eq!(std::fs::read(&shared).unwrap(), b"<p>");
     }
 }

@@ -85,29 +85,15 @@ pub struct Kind {
 /// [`EnvelopeError::Io`] if the file cannot be written; any existing file at
 /// `path` is left untouched then.
 pub fn write(path: &Path, kind: Kind, payload: &[u8]) -> Result<(), EnvelopeError> {
-    let io = |source| EnvelopeError::Io { path: path.to_path_buf(), source };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let temp = path.with_file_name(name);
-    let result = (|| {
-        // Feature sets and models are derived from personal data: owner-only, like the store.
-        let mut file = std::io::BufWriter::new(hush_consent::files::create_owner_only(&temp)?);
+    // Feature sets and models are derived from personal data: owner-only, like the store.
+    hush_consent::files::write_atomically(path, hush_consent::files::Access::OwnerOnly, |file| {
         file.write_all(&kind.magic)?;
         file.write_all(&kind.version.to_le_bytes())?;
         file.write_all(&(payload.len() as u64).to_le_bytes())?;
         file.write_all(&Sha256::digest(payload))?;
-        file.write_all(payload)?;
-        let file = file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.map_err(io)
+        file.write_all(payload)
+    })
+    .map_err(|source| EnvelopeError::Io { path: path.to_path_buf(), source })
 }
 
 /// Reads `path`, checks magic, version, length and checksum, and returns the payload.

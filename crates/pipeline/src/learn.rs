@@ -2,6 +2,7 @@
 //! with its metrics, model files with their cards, and offline
 //! recommendations from a model file.
 
+use std::io::Write;
 use std::path::Path;
 
 use hush_consent::BudgetPurpose;
@@ -282,25 +283,27 @@ pub fn evaluate<E: From<Error>>(
 /// # Errors
 /// [`Error::Io`] naming the file that cannot be written.
 pub fn write_split(dir: &Path, format: TableFormat, train: &FeatureSet, test: &FeatureSet) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(crate::io(format!("creating {}", dir.display())))?;
+    use hush_consent::files::{write_atomically, Access};
     for (name, part) in [("train", train), ("test", test)] {
         let path = dir.join(format!("{name}.{}", format.extension()));
+        let context = format!("writing {}", path.display());
+        // Pseudonymous interactions: owner-only, like the feature set they come from.
         if format == TableFormat::Parquet {
-            let bytes = crate::tables::split_part_parquet(part, &format!("writing {}", path.display()))?;
-            hush_report::store::write_atomically(&path, &bytes)?;
+            let bytes = crate::tables::split_part_parquet(part, &context)?;
+            write_atomically(&path, Access::OwnerOnly, |file| file.write_all(&bytes)).map_err(crate::io(context))?;
             continue;
         }
-        let csv_error =
-            |e: csv::Error| Error::Format { context: format!("writing {}", path.display()), source: Box::new(e) };
-        let mut out = csv::Writer::from_path(&path).map_err(csv_error)?;
-        out.write_record(["subject_index", "item_id", "value"]).map_err(csv_error)?;
-        for s in 0..part.n_subjects() {
-            for i in part.subject_interactions(s) {
-                out.write_record([s.to_string(), part.items[i.item as usize].clone(), i.value.to_string()])
-                    .map_err(csv_error)?;
+        write_atomically(&path, Access::OwnerOnly, |file| {
+            let mut out = csv::Writer::from_writer(file);
+            out.write_record(["subject_index", "item_id", "value"])?;
+            for s in 0..part.n_subjects() {
+                for i in part.subject_interactions(s) {
+                    out.write_record([s.to_string(), part.items[i.item as usize].clone(), i.value.to_string()])?;
+                }
             }
-        }
-        out.flush().map_err(crate::io(format!("writing {}", path.display())))?;
+            out.flush()
+        })
+        .map_err(crate::io(context))?;
     }
     Ok(())
 }

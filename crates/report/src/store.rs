@@ -21,13 +21,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename.
+/// Writes `bytes` to `path` atomically ([`hush_consent::files::write_atomically`]),
+/// readable as the umask allows: a sweep's cells, results and report are
+/// aggregates meant to be shared.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or_default()));
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    hush_consent::files::write_atomically(path, hush_consent::files::Access::Shared, |file| file.write_all(bytes))
+        .map_err(io(path))
 }
 
 impl CellStore {

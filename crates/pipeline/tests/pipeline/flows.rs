@@ -123,6 +123,13 @@ fn evaluate_refuses_a_model_of_other_data_and_writes_the_split() {
         }
         assert_eq!(rows, csv_rows(csv_name), "{name}");
     }
+    // Pseudonymous interactions, like the feature set: owner-only in both forms.
+    #[cfg(unix)]
+    for name in ["train.csv", "test.csv", "train.parquet", "test.parquet"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(split_dir.join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
 
     let other_dir = tempfile::tempdir().unwrap();
     let params = hush_synth::SynthParams {
