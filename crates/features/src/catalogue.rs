@@ -88,14 +88,9 @@ impl Catalogue {
     }
 }
 
+/// The ingest rule for item ids, so a catalogue cannot hold an id no event could name.
 fn check_id(id: &str) -> std::result::Result<(), String> {
-    if id.is_empty() {
-        return Err("empty item id".into());
-    }
-    if id.len() > 256 || id.chars().any(char::is_control) {
-        return Err("an item id is 1 to 256 bytes without control characters".into());
-    }
-    Ok(())
+    hush_consent::event::validate_item_id(id).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -113,7 +108,11 @@ mod tests {
         assert_eq!(Catalogue::load(&path).unwrap().items, ["10", "2"]);
         std::fs::write(&path, "item_id,category\nsku-1,a\n,b\n").unwrap();
         let e = Catalogue::load(&path).unwrap_err().to_string();
-        assert!(e.contains("items.csv:3") && e.contains("empty item id"), "{e}");
+        assert!(e.contains("items.csv:3") && e.contains("expected 1 to 128 bytes"), "{e}");
+        // Longer than any event's item id may be.
+        std::fs::write(&path, format!("item_id\n{}\n", "x".repeat(129))).unwrap();
+        let e = Catalogue::load(&path).unwrap_err().to_string();
+        assert!(e.contains("items.csv:2") && e.contains("found 129 bytes"), "{e}");
         std::fs::write(&path, "item_id\n").unwrap();
         assert!(Catalogue::load(&path).unwrap_err().to_string().contains("no items"));
     }
