@@ -11,10 +11,10 @@
 //! Moved here from the tests (issue 18):
 //! - `crates/features/tests/features/movielens.rs`: the exact counts of
 //!   ml-latest-small and the contribution bound on its heavy raters;
-//! - `tests/cli.rs` `research_data_extraction_of_movielens`: the same counts
+//! - `tests/integration/cli.rs` `research_data_extraction_of_movielens`: the same counts
 //!   (100,836 ratings, 610 users, 9,724 movies);
 //! - `crates/mf/tests/mf/training.rs` `movielens_reaches_a_sane_rmse_private_and_not`
-//!   and `tests/cli.rs` `train_evaluate_recommend_and_inspect_on_real_files`:
+//!   and `tests/integration/cli.rs` `train_evaluate_recommend_and_inspect_on_real_files`:
 //!   the RMSE sanity bounds, private and not.
 
 use std::path::{Path, PathBuf};

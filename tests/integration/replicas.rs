@@ -3,15 +3,13 @@
 //! ledger, and a withdrawal or erasure acknowledged by one is honoured by the
 //! other for every request that starts afterwards.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{hush, json, ok, root, sample_store, start_server, stderr};
+use crate::common::{hush, json, ok, root, sample_store, start_server, stderr};
 use serde_json::Value;
 
 /// One HTTP/1.1 request to 127.0.0.1:`port` with the API key; (status, body).
@@ -175,7 +173,7 @@ fn a_withdrawal_or_erasure_acknowledged_by_one_replica_holds_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (url, key) = shared_store(d);
-    let model = common::release_on(d, &url);
+    let model = crate::common::release_on(d, &url);
     let a = start_server(d, &url, &model);
     let b = start_server(d, &url, &model);
     // Both replicas report the model version they serve, in /readyz and /metrics.
@@ -238,7 +236,7 @@ fn a_replica_reconnects_when_the_store_ends_its_connections() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (url, key) = shared_store(d);
-    let model = common::release_on(d, &url);
+    let model = crate::common::release_on(d, &url);
     let a = start_server(d, &url, &model);
     grant_with_events(a.port, &key, "reconnected");
     let recommend = "/v1/subjects/reconnected/recommendations?k=5";

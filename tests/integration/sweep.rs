@@ -2,8 +2,6 @@
 //! checked against results.json, resumption, and the page rendered in a real
 //! headless Chromium that must make no network request.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::net::TcpListener;
@@ -11,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use common::{hush, json, ok, root, sample_store};
+use crate::common::{hush, json, ok, root, sample_store};
 use serde_json::Value;
 
 fn sweep(dir: &Path, epsilons: &str, extra: &[&str]) -> Output {

@@ -1,10 +1,8 @@
 //! End-to-end runs of the real `hush` binary on real files.
 
-mod common;
-
 use std::process::Command;
 
-use common::{hush, json, ok, quickstart, root, sample_store, stderr};
+use crate::common::{hush, json, ok, quickstart, root, sample_store, stderr};
 use serde_json::Value;
 
 #[test]
@@ -357,7 +355,7 @@ fn research_data_extraction_of_movielens_shaped_data() {
 fn quickstart_runs_the_main_job() {
     let dir = tempfile::tempdir().unwrap();
     let sample = root().join("data/sample");
-    let quickstart = || common::sample_store(dir.path());
+    let quickstart = || crate::common::sample_store(dir.path());
     let out = quickstart();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== 4/6 consent-filtered extraction"), "{text}");
@@ -783,7 +781,7 @@ fn serve_reloads_on_sighup_refuses_bad_files_and_stops_gracefully_on_sigterm() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::sample_store(d);
+    crate::common::sample_store(d);
     let root_config = root().join("models/sample.toml").display().to_string();
     let store = ["--db", "qs/hush.db", "--key-file", "qs/hush.key"];
     let mut args = store.to_vec();

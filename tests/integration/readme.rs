@@ -42,8 +42,6 @@
 //! are skipped: Python blocks are run by pytest. The test prints its
 //! coverage: blocks run of shell blocks, commands run of commands.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -373,7 +371,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn every_shell_block_of_the_readme_runs_as_written() {
-    let root = common::root();
+    let root = crate::common::root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let blocks = blocks(&readme).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
@@ -427,7 +425,7 @@ fn every_shell_block_of_the_readme_runs_as_written() {
     session.stop_server();
     eprintln!(
         "README coverage: {blocks_run}/{shell_blocks} shell blocks run, {commands_run}/{commands} commands run \
-         (the rest mapped, see tests/readme.rs)"
+         (the rest mapped, see tests/integration/readme.rs)"
     );
     assert!(shell_blocks >= 3, "the README lost its command blocks? found {shell_blocks}");
     assert_eq!(blocks_run, shell_blocks, "every shell block runs at least one command");

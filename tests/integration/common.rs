@@ -1,6 +1,4 @@
 //! Helpers the end-to-end test files share: running the real binary.
-// Each test file compiles this module on its own and uses only part of it.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,15 +2,13 @@
 //! ingestion and consent load, on SQLite and on PostgreSQL. Afterwards every
 //! acknowledged write is there, and no batch is there in part.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ok, sample_store, start_server};
+use crate::common::{ok, sample_store, start_server};
 use hush_consent::{Ledger, PseudonymKey, Purpose};
 
 /// One request; `None` when the connection fails (the server is gone).
@@ -55,7 +53,7 @@ fn crash_under_load(dir: &Path, store: &str) {
         .trim()
         .to_string();
 
-    let model = common::release_on(dir, store);
+    let model = crate::common::release_on(dir, store);
     let mut server = start_server(dir, store, &model);
     let port = server.port;
 
