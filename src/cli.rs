@@ -71,7 +71,7 @@ pub enum Command {
     /// The storefront's catalogue in the store: the public item universe of
     /// released models, and the titles and categories serving shows.
     #[command(subcommand)]
-    Items(crate::items::ItemsCommand),
+    Items(crate::commands::items::ItemsCommand),
     /// Export everything held about one subject as JSON (GDPR access and portability).
     Export(ExportArgs),
     /// Erase subjects: delete their consent history and events, and suppress later imports.

@@ -1,15 +1,9 @@
 //! `hush`: the command line that wires the hush crates together.
 
-mod audit;
-mod batch;
-mod budget;
 mod cli;
 mod commands;
-mod items;
-mod learn;
 mod parquet_io;
 mod progress;
-mod sweep;
 
 use clap::Parser;
 

@@ -18,7 +18,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Map, Value};
 
-use crate::batch::BatchRow;
+use crate::commands::batch::BatchRow;
 
 /// Rows per record batch written: a few MB of columns at a time.
 const WRITE_BATCH_ROWS: usize = 64 * 1024;

@@ -8,9 +8,9 @@ use hush_pipeline::sweep::{SweepProgress, SweepRequest};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::learn::{config_of, load_data_with_report};
+use super::print_json;
 use crate::cli::{Global, SweepArgs};
-use crate::commands::print_json;
-use crate::learn::{config_of, load_data_with_report};
 
 pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
     let request = SweepRequest {
@@ -29,7 +29,7 @@ pub fn run(g: &Global, args: &SweepArgs) -> Result<()> {
     config.train_params(false)?;
     config.train_params(true)?;
     let (set, extraction) = load_data_with_report(g, &args.data, &config, args.extraction_report.as_deref())?;
-    let store = if set.meta.research_only { None } else { Some(crate::commands::store(g)?) };
+    let store = if set.meta.research_only { None } else { Some(super::store(g)?) };
     let bar = if g.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template(

@@ -16,10 +16,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use crate::budget::{new_run_key, train_claimed, RunSpec};
+use super::budget::{new_run_key, train_claimed, RunSpec};
+use super::learn::{budget_of, config_of, load_data_with_report, noise_of, privacy_with, train_model};
+use super::print_json;
 use crate::cli::{AuditArgs, Global};
-use crate::commands::print_json;
-use crate::learn::{budget_of, config_of, load_data_with_report, noise_of, privacy_with, train_model};
 
 /// Items per canary when not given: the contribution bound (so no canary
 /// item is subsampled away), at most 20 to keep the added catalogue small.

@@ -17,8 +17,8 @@ use anyhow::{bail, Context, Result};
 use hush_consent::{ConsentState, Event, GatedRead, Ledger, Pseudonym, Purpose, Timestamp};
 use serde::Serialize;
 
+use super::{load_key, open_ledger, print_json};
 use crate::cli::{BatchFormat, Global, RecommendArgs};
-use crate::commands::{load_key, open_ledger, print_json};
 use crate::{out, progress};
 
 /// One row of the output: one recommended item of one subject.

@@ -7,8 +7,8 @@ use hush_consent::{BudgetCap, BudgetPurpose, BudgetSpend, Timestamp};
 use hush_mf::Model;
 use serde::Serialize;
 
+use super::{open_ledger, print_json};
 use crate::cli::{BudgetCommand, BudgetPurposeArg, Global, SetCapArgs};
-use crate::commands::{open_ledger, print_json};
 
 pub use hush_pipeline::budget::{cap_rho, epsilon_of, new_run_key, RunSpec};
 pub use hush_pipeline::config::BudgetConfig;
@@ -16,7 +16,7 @@ pub use hush_pipeline::config::BudgetConfig;
 /// The budget's name for this store: `store-` and the first 16 hex digits of
 /// its model-signing public key. Derived from the store's key, not chosen.
 pub fn store_dataset(g: &Global) -> Result<String> {
-    Ok(crate::commands::store(g)?.dataset())
+    Ok(super::store(g)?.dataset())
 }
 
 pub fn purpose_of(arg: BudgetPurposeArg) -> BudgetPurpose {
@@ -44,7 +44,7 @@ pub fn train_claimed(
     run: RunSpec<'_>,
     train: impl FnOnce() -> Result<Model>,
 ) -> Result<Model> {
-    let store = config.map(|_| crate::commands::store(g)).transpose()?;
+    let store = config.map(|_| super::store(g)).transpose()?;
     hush_pipeline::budget::train_claimed(store.as_ref(), config, run, train)
 }
 
@@ -67,7 +67,7 @@ pub fn run(g: &Global, command: &BudgetCommand) -> Result<()> {
                     r.created_at,
                     r.dataset,
                     r.purpose.as_str(),
-                    crate::commands::wire_name(&r.state),
+                    super::wire_name(&r.state),
                     guarantee,
                     r.model_id.as_deref().unwrap_or("-"),
                     r.snapshot_at,

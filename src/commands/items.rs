@@ -8,8 +8,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use hush_consent::catalogue::{read_catalogue_file, CatalogueFormat};
 use hush_consent::Timestamp;
 
+use super::{open_ledger, print_json};
 use crate::cli::Global;
-use crate::commands::{open_ledger, print_json};
 use crate::out;
 
 #[derive(Debug, Subcommand)]
