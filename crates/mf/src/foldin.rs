@@ -569,8 +569,11 @@ impl Model {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports both features, checked just above.
+            if std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU supports all three features the scan enables, checked just above.
                 return Some(unsafe { self.approximate_scores_avx512(query) });
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
