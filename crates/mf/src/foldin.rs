@@ -431,9 +431,10 @@ impl Model {
     /// The subject's vector from their own interactions (item index, value).
     /// Unknown item indices are ignored.
     ///
-    /// At kernel level AVX-512F+FMA an implicit model's system is solved by
-    /// [`crate::kernels::Avx512Fma::implicit_solve`]; otherwise, at AVX2+FMA
-    /// or above, the portable code runs compiled for those instructions.
+    /// At [`KernelLevel::Avx512Fma`](crate::KernelLevel::Avx512Fma) and above
+    /// an implicit model's system is formed and factored in AVX-512
+    /// registers; otherwise, at AVX2+FMA, the portable code runs compiled
+    /// for those instructions.
     pub fn fold_in(&self, interactions: &[(u32, f32)]) -> SubjectVector {
         #[cfg(target_arch = "x86_64")]
         {
