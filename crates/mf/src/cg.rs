@@ -77,28 +77,22 @@ impl System<'_> {
 
     /// Runs `steps` conjugate-gradient steps from `x`, in place.
     ///
-    /// On x86-64 with AVX2 and FMA (checked at run time) the same code is
-    /// compiled for those instructions: the dot products are most of the
-    /// training time, and the portable baseline has only SSE2.
+    /// At kernel level AVX2+FMA or above the same code is compiled for
+    /// those instructions ([`crate::kernels::Avx2Fma::cg_solve`]): the dot
+    /// products are most of the training time, and the portable baseline
+    /// has only SSE2.
     pub fn solve(&self, base_rhs: Option<&[f32]>, x: &mut [f32], steps: usize) {
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports both features, checked just above.
-                return unsafe { self.solve_avx2(base_rhs, x, steps) };
-            }
+        if let Some(avx2) = crate::kernels::kernel().avx2_fma() {
+            return avx2.cg_solve(self, base_rhs, x, steps);
         }
         self.solve_portable(base_rhs, x, steps);
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn solve_avx2(&self, base_rhs: Option<&[f32]>, x: &mut [f32], steps: usize) {
-        self.solve_portable(base_rhs, x, steps);
-    }
-
+    /// [`System::solve`] in portable code, inlined into the kernels that
+    /// compile it for wider instructions.
     #[inline(always)]
-    fn solve_portable(&self, base_rhs: Option<&[f32]>, x: &mut [f32], steps: usize) {
+    pub(crate) fn solve_portable(&self, base_rhs: Option<&[f32]>, x: &mut [f32], steps: usize) {
         let n = self.n;
         // b = base + Σ (1 + α·vᵢ) zᵢ
         let mut b = base_rhs.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);

@@ -7,6 +7,7 @@
 
 use hush_features::Feedback;
 
+use crate::kernels::PANEL;
 use crate::linalg;
 use crate::Model;
 
@@ -184,9 +185,6 @@ fn below(scores: &[f32], bound: f32) -> bool {
     scores.iter().fold(true, |all, &s| all & (s < bound))
 }
 
-/// Items per scoring panel: one 512-bit register of `i32` lanes.
-const PANEL: usize = 16;
-
 /// Quantization levels of the item factors: ±127, signed bytes.
 const ITEM_LEVELS: i32 = 127;
 
@@ -356,6 +354,20 @@ impl ServingIndex {
         }
     }
 
+    /// The panels and `query` as the scoring kernels read them.
+    #[cfg(target_arch = "x86_64")]
+    fn panel_scan<'a>(&'a self, query: &'a QuantizedQuery) -> crate::kernels::PanelScan<'a> {
+        crate::kernels::PanelScan {
+            quantized: &self.quantized,
+            quads: self.quads,
+            offset_terms: &self.offset_terms,
+            item_scales: &self.item_scales,
+            prior: &self.prior,
+            query: &query.quads,
+            query_scale: query.scale,
+        }
+    }
+
     /// A bound on |approximate − exact| score of every item (padded to
     /// whole panels), or `None` for a query without one (non-finite).
     ///
@@ -418,31 +430,38 @@ impl Model {
 
     /// The subject's vector from their own interactions (item index, value).
     /// Unknown item indices are ignored.
+    ///
+    /// At [`KernelLevel::Avx512Fma`](crate::KernelLevel::Avx512Fma) and above
+    /// an implicit model's system is formed and factored in AVX-512
+    /// registers; otherwise, at AVX2+FMA, the portable code runs compiled
+    /// for those instructions.
     pub fn fold_in(&self, interactions: &[(u32, f32)]) -> SubjectVector {
         #[cfg(target_arch = "x86_64")]
         {
-            if self.meta.feedback == Feedback::Implicit
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU supports both features, checked just above.
-                if let Some(vector) = unsafe { self.implicit_fold_in_avx512(interactions) } {
-                    return vector;
+            let kernel = crate::kernels::kernel();
+            if let Some(avx512) = kernel.avx512_fma() {
+                if self.meta.feedback == Feedback::Implicit {
+                    if let Some(vector) = self.implicit_fold_in_avx512(avx512, interactions) {
+                        return vector;
+                    }
                 }
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports both features, checked just above.
-                return unsafe { self.fold_in_avx2(interactions) };
+            if let Some(avx2) = kernel.avx2_fma() {
+                return avx2.fold_in(self, interactions);
             }
         }
         self.fold_in_portable(interactions)
     }
 
-    /// Implicit fold-in by [`linalg::avx512::implicit_solve`], or `None` if
-    /// that system is not positive definite (the portable path raises the ridge).
+    /// Implicit fold-in by [`crate::kernels::Avx512Fma::implicit_solve`], or
+    /// `None` if that system is not positive definite (the portable path
+    /// raises the ridge).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn implicit_fold_in_avx512(&self, interactions: &[(u32, f32)]) -> Option<SubjectVector> {
+    fn implicit_fold_in_avx512(
+        &self,
+        avx512: crate::kernels::Avx512Fma,
+        interactions: &[(u32, f32)],
+    ) -> Option<SubjectVector> {
         let p = &self.meta.params;
         let items: Vec<(&[f32], f64, f64)> = self
             .known_implicit(interactions)
@@ -454,17 +473,8 @@ impl Model {
         if items.is_empty() {
             return Some(SubjectVector { factors: vec![0.0; self.rank], bias: 0.0 });
         }
-        // SAFETY: the caller checked AVX-512F and FMA.
-        let factors = unsafe { linalg::avx512::implicit_solve(&self.gram, self.rank, p.lambda, &items) }?;
+        let factors = avx512.implicit_solve(&self.gram, self.rank, p.lambda, &items)?;
         Some(SubjectVector { factors, bias: 0.0 })
-    }
-
-    /// The same, compiled for AVX2+FMA: the rank-one updates and the
-    /// Cholesky factorization are its inner loops.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn fold_in_avx2(&self, interactions: &[(u32, f32)]) -> SubjectVector {
-        self.fold_in_portable(interactions)
     }
 
     #[inline(always)]
@@ -479,7 +489,8 @@ impl Model {
         self.known(interactions).map(move |(i, v)| (i, v.min(cap)))
     }
 
-    fn fold_in_portable(&self, interactions: &[(u32, f32)]) -> SubjectVector {
+    /// [`Model::fold_in`] in portable code (which the AVX2+FMA kernel compiles for those instructions).
+    pub(crate) fn fold_in_portable(&self, interactions: &[(u32, f32)]) -> SubjectVector {
         let known = self.known(interactions);
         let p = &self.meta.params;
         match self.meta.feedback {
@@ -561,112 +572,26 @@ impl Model {
     }
 
     /// Approximate ranking scores of every item (padded to whole panels)
-    /// from the quantized panels, or `None` where the CPU has neither
-    /// AVX-512 VNNI nor AVX2, or the factors do not quantize.
+    /// from the quantized panels, or `None` at the portable kernel level
+    /// (no vector scan: every item is scored exactly), or where the factors
+    /// do not quantize. The scan is AVX-512 VNNI's at that level, else
+    /// AVX2's.
     fn approximate_scores(&self, query: &QuantizedQuery) -> Option<Vec<f32>> {
         if !self.serving.usable {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports both features, checked just above.
-                return Some(unsafe { self.approximate_scores_avx512(query) });
+            let kernel = crate::kernels::kernel();
+            if let Some(vnni) = kernel.avx512_vnni() {
+                return Some(vnni.approximate_scores(&self.serving.panel_scan(query)));
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports both features, checked just above.
-                return Some(unsafe { self.approximate_scores_avx2(query) });
+            if let Some(avx2) = kernel.avx2_fma() {
+                return Some(avx2.approximate_scores(&self.serving.panel_scan(query)));
             }
         }
         let _ = query;
         None
-    }
-
-    /// The panel scan on AVX-512 VNNI: per panel, four independent
-    /// accumulators over the groups of four dimensions (so consecutive
-    /// `vpdpbusd` do not wait on each other), then the offset's terms taken
-    /// out, and one conversion, scaling and prior.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vnni,fma")]
-    unsafe fn approximate_scores_avx512(&self, query: &QuantizedQuery) -> Vec<f32> {
-        use std::arch::x86_64::*;
-        let index = &self.serving;
-        let quads = index.quads;
-        let count = index.prior.len() / PANEL;
-        let mut scores = vec![0.0f32; count * PANEL];
-        let query_scale = _mm512_set1_ps(query.scale);
-        let (fours, rest) = query.quads[..quads].as_chunks::<4>();
-        for p in 0..count {
-            // SAFETY: panel p spans quantized[p·quads·4·PANEL ..][.. quads·4·PANEL]
-            // and offset_terms/prior/scores[p·PANEL ..][.. PANEL], all within their lengths.
-            unsafe {
-                let mut at = index.quantized.as_ptr().add(p * quads * 4 * PANEL);
-                let mut next = || {
-                    let load = _mm512_loadu_si512(at.cast());
-                    at = at.add(4 * PANEL);
-                    load
-                };
-                let mut acc = [_mm512_setzero_si512(); 4];
-                for four in fours {
-                    for (acc, &quad) in acc.iter_mut().zip(four) {
-                        *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(quad), next());
-                    }
-                }
-                for &quad in rest {
-                    acc[0] = _mm512_dpbusd_epi32(acc[0], _mm512_set1_epi32(quad), next());
-                }
-                let sum = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
-                let offset = _mm512_loadu_si512(index.offset_terms.as_ptr().add(p * PANEL).cast());
-                let dot = _mm512_sub_epi32(sum, offset);
-                let prior = _mm512_loadu_ps(index.prior.as_ptr().add(p * PANEL));
-                let scale = _mm512_mul_ps(query_scale, _mm512_loadu_ps(index.item_scales.as_ptr().add(p * PANEL)));
-                _mm512_storeu_ps(
-                    scores.as_mut_ptr().add(p * PANEL),
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, prior),
-                );
-            }
-        }
-        scores
-    }
-
-    /// The same scan on AVX2: each panel as two halves of eight items, each
-    /// group of four dimensions a `vpmaddubsw` (pairs of byte products, exact
-    /// since the query bytes stay at or below 127) and a `vpmaddwd` by ones.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn approximate_scores_avx2(&self, query: &QuantizedQuery) -> Vec<f32> {
-        use std::arch::x86_64::*;
-        let index = &self.serving;
-        let quads = index.quads;
-        let count = index.prior.len() / PANEL;
-        let mut scores = vec![0.0f32; count * PANEL];
-        let query_scale = _mm256_set1_ps(query.scale);
-        let ones = _mm256_set1_epi16(1);
-        for p in 0..count {
-            // SAFETY: as in the AVX-512 scan; each half is 8 of the panel's 16 lanes.
-            unsafe {
-                let base = index.quantized.as_ptr().add(p * quads * 4 * PANEL);
-                let mut acc = [_mm256_setzero_si256(); 2];
-                for (m, &quad) in query.quads[..quads].iter().enumerate() {
-                    let q = _mm256_set1_epi32(quad);
-                    for (h, acc) in acc.iter_mut().enumerate() {
-                        let items = _mm256_loadu_si256(base.add(m * 4 * PANEL + h * 4 * 8).cast());
-                        let pairs = _mm256_maddubs_epi16(q, items);
-                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pairs, ones));
-                    }
-                }
-                for (h, acc) in acc.iter().enumerate() {
-                    let at = p * PANEL + h * 8;
-                    let offset = _mm256_loadu_si256(index.offset_terms.as_ptr().add(at).cast());
-                    let dot = _mm256_sub_epi32(*acc, offset);
-                    let prior = _mm256_loadu_ps(index.prior.as_ptr().add(at));
-                    let scale = _mm256_mul_ps(query_scale, _mm256_loadu_ps(index.item_scales.as_ptr().add(at)));
-                    let score = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, prior);
-                    _mm256_storeu_ps(scores.as_mut_ptr().add(at), score);
-                }
-            }
-        }
-        scores
     }
 
     /// The same scores computed one item at a time: the reference the
@@ -797,7 +722,12 @@ mod tests {
 
     /// A model of `n` items and rank `d` whose factors and popularity are then replaced.
     fn model_with(n: usize, d: usize, factors: Vec<f32>, popularity: Vec<f32>) -> Model {
-        let meta = FeatureMeta::assembled(Feedback::Implicit);
+        model_of(Feedback::Implicit, n, d, factors, popularity)
+    }
+
+    /// [`model_with`] for either kind of feedback.
+    fn model_of(feedback: Feedback, n: usize, d: usize, factors: Vec<f32>, popularity: Vec<f32>) -> Model {
+        let meta = FeatureMeta::assembled(feedback);
         let rows = vec![vec![Interaction { item: 0, value: 1.0, time: 0 }]];
         let set = FeatureSet::from_subject_rows(meta, (0..n).map(|i| i.to_string()).collect(), &rows);
         let params = TrainParams { rank: d, iterations: 1, ..TrainParams::default() };
@@ -941,10 +871,14 @@ mod tests {
                 prop_assert_eq!(bits(&fast), bits(&reference));
             }
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports both features, checked just above.
-                let avx2 = unsafe { model.approximate_scores_avx2(&query) };
+            if let Some(avx2) = crate::kernels::Avx2Fma::new() {
+                let avx2 = avx2.approximate_scores(&model.serving.panel_scan(&query));
                 prop_assert_eq!(bits(&avx2), bits(&reference));
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(vnni) = crate::kernels::Avx512Vnni::new() {
+                let vnni = vnni.approximate_scores(&model.serving.panel_scan(&query));
+                prop_assert_eq!(bits(&vnni), bits(&reference));
             }
         }
     }
@@ -1087,12 +1021,15 @@ mod tests {
             let portable = model.fold_in_portable(&interactions);
             let mut paths = vec![model.fold_in(&interactions)];
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports both features, checked just above.
-                let vector = unsafe { model.implicit_fold_in_avx512(&interactions) };
+            if let Some(avx512) = crate::kernels::Avx512Fma::new() {
+                let vector = model.implicit_fold_in_avx512(avx512, &interactions);
                 // λ > 0 and positive weights: the system is positive definite.
                 prop_assert!(vector.is_some());
                 paths.extend(vector);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = crate::kernels::Avx2Fma::new() {
+                paths.push(avx2.fold_in(&model, &interactions));
             }
             let scale = portable.factors.iter().fold(1.0f64, |m, x| m.max(x.abs()));
             for vector in paths {
@@ -1101,6 +1038,36 @@ mod tests {
                     prop_assert!((a - b).abs() <= 1e-9 * scale, "{a} vs {b}");
                 }
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The AVX2+FMA fold-in is the portable code compiled for those
+        /// instructions: the same bits, for explicit and implicit models.
+        #[test]
+        #[cfg(target_arch = "x86_64")]
+        fn avx2_fold_in_is_the_portable_one_to_the_bit(
+            explicit in any::<bool>(),
+            n in 2usize..120,
+            d in 1usize..70,
+            seed in any::<u64>(),
+            events in 0usize..60,
+        ) {
+            use rand::{Rng, SeedableRng};
+            let Some(avx2) = crate::kernels::Avx2Fma::new() else {
+                return Ok(());
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let feedback = if explicit { Feedback::Explicit } else { Feedback::Implicit };
+            let factors: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let model = model_of(feedback, n, d, factors, vec![1.0; n]);
+            let interactions: Vec<(u32, f32)> =
+                (0..events).map(|_| (rng.random_range(0..n as u32 + 3), rng.random_range(0.5f32..6.0))).collect();
+            let portable = model.fold_in_portable(&interactions);
+            let vector = avx2.fold_in(&model, &interactions);
+            let bits = |v: &SubjectVector| (v.factors.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), v.bias.to_bits());
+            prop_assert_eq!(bits(&vector), bits(&portable));
         }
     }
 }

@@ -8,12 +8,25 @@
 //!   its [`PrivacyGuarantee`]; [`Model::fold_in`] computes a subject's vector
 //!   at request time from their own interactions.
 //! - [`eval`]: rating and ranking metrics, baselines and the fairness audit.
+//!
+//! # SIMD kernels
+//! The hot loops have SIMD kernels beside their portable code: the
+//! conjugate-gradient solve of training and request-time fold-in compiled
+//! for AVX2+FMA, an AVX-512F+FMA fold-in solve for implicit models, and the
+//! quantized first scoring pass of [`Model::top_k`] on AVX-512 VNNI or AVX2.
+//! The [`KernelLevel`] (portable, AVX2+FMA, AVX-512F+FMA, AVX-512 VNNI) is
+//! chosen once per process: the highest the CPU supports, or the portable
+//! code everywhere when the environment variable `HUSH_KERNEL` is
+//! `portable`. Unset, empty or `auto` detects; any other value is ignored
+//! with a warning. [`kernel_level`] tells which level runs. All of the
+//! crate's `unsafe` code is in its private `kernels` module.
 
 mod cg;
 mod config;
 mod error;
 pub mod eval;
 mod foldin;
+mod kernels;
 mod linalg;
 mod model;
 mod release;
@@ -23,6 +36,7 @@ mod train;
 pub use config::TrainParams;
 pub use error::{Error, Result};
 pub use foldin::SubjectVector;
+pub use kernels::{kernel_level, KernelLevel};
 pub use model::{
     DataProvenance, Model, ModelMeta, ModelPurpose, PrivacyGuarantee, ReleaseSeal, SealError, MODEL_KIND,
     MOSTLY_POPULARITY, SIGNING_PURPOSE,

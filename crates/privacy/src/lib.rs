@@ -15,10 +15,21 @@
 //!   scales for a budget by bisection, and the stated ε never exceeds the target.
 //! - [`NoiseSource`]: the run's noise key; [`NoiseSource::stream`] opens the
 //!   stream of one (release, iteration, index), never shared with another.
+//!
+//! # SIMD kernels
+//! The Gaussian sampler's fast path (the ziggurat's rectangles) has an
+//! AVX2 kernel beside its portable code; both give the same bits. The
+//! [`KernelLevel`] (portable or AVX2) is chosen once per process: AVX2
+//! where the CPU has it, or the portable code when the environment
+//! variable `HUSH_KERNEL` is `portable` (as for `hush-mf`'s kernels).
+//! Unset, empty or `auto` detects; any other value is ignored.
+//! [`kernel_level`] tells which level runs. All of the crate's `unsafe`
+//! code is in its private `kernels` module.
 
 mod accountant;
 mod discrete;
 mod gdp;
+mod kernels;
 mod noise;
 mod params;
 
@@ -27,6 +38,7 @@ pub use accountant::{
     PlannedRelease, Release,
 };
 pub use gdp::{gaussian_delta, gaussian_epsilon, normal_cdf, EpsilonAt, PrivacyLoss};
+pub use kernels::{kernel_level, KernelLevel};
 pub use noise::{NoiseSource, NoiseStream, StreamId};
 pub use params::{Budget, Delta, Epsilon, Rho};
 

@@ -284,14 +284,12 @@ fn position32(word: u32) -> f32 {
 
 /// The ziggurat's fast path for each of at most [`BLOCK`] words: the draw
 /// if it falls inside its layer's rectangle (about 99% of words). Returns
-/// the lanes left for the slow path as bits of a mask.
+/// the lanes left for the slow path as bits of a mask. At kernel level
+/// AVX2 it is [`fast_path_avx2`], else [`fast_path_scalar`].
 fn fast_path(words: &[u32], out: &mut [f32]) -> u128 {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { fast_path_avx2(words, out) };
-        }
+    if let Some(avx2) = crate::kernels::kernel().avx2() {
+        return fast_path_avx2(avx2, words, out);
     }
     fast_path_scalar(words, out)
 }
@@ -308,36 +306,14 @@ fn fast_path_scalar(words: &[u32], out: &mut [f32]) -> u128 {
     rejected
 }
 
-/// [`fast_path_scalar`] eight words at a time: the layer edges are looked up
-/// with gathers, so the branch-free loop runs at the generator's pace.
+/// [`fast_path_scalar`] eight words at a time by the AVX2 kernel (the
+/// layer edges are looked up with gathers, so the branch-free loop runs at
+/// the generator's pace), and the last few words one at a time.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fast_path_avx2(words: &[u32], out: &mut [f32]) -> u128 {
-    use std::arch::x86_64::*;
-    let zig = &*ZIGGURAT;
+fn fast_path_avx2(avx2: crate::kernels::Avx2, words: &[u32], out: &mut [f32]) -> u128 {
     let n = words.len().min(out.len());
     let lanes = n / 8 * 8;
-    let low_byte = _mm256_set1_epi32(0xff);
-    let centre = _mm256_set1_ps(8_388_607.5);
-    let scale = _mm256_set1_ps(1.0 / 8_388_608.0);
-    let magnitude = _mm256_set1_ps(f32::from_bits(0x7fff_ffff));
-    let mut rejected = 0u128;
-    for start in (0..lanes).step_by(8) {
-        // SAFETY: start + 8 <= n, within both slices; layer indices are at
-        // most 255, so `layer` and `layer + 1` are inside the 257 edges.
-        unsafe {
-            let word = _mm256_loadu_si256(words.as_ptr().add(start).cast());
-            let layer = _mm256_and_si256(word, low_byte);
-            let position =
-                _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<8>(word)), centre), scale);
-            let edge = _mm256_i32gather_ps::<4>(zig.x32.as_ptr(), layer);
-            let inner_edge = _mm256_i32gather_ps::<4>(zig.x32.as_ptr().add(1), layer);
-            let x = _mm256_mul_ps(position, edge);
-            let outside = _mm256_cmp_ps::<_CMP_NLT_UQ>(_mm256_and_ps(x, magnitude), inner_edge);
-            _mm256_storeu_ps(out.as_mut_ptr().add(start), x);
-            rejected |= u128::from(_mm256_movemask_ps(outside) as u8) << start;
-        }
-    }
+    let mut rejected = avx2.ziggurat_fast_path(&words[..lanes], &mut out[..lanes], &ZIGGURAT.x32);
     if lanes < n {
         rejected |= fast_path_scalar(&words[lanes..n], &mut out[lanes..n]) << lanes;
     }
@@ -507,9 +483,11 @@ mod tests {
         }
 
         /// The vectorized fast path computes exactly what the scalar one does,
-        /// so a seeded run gives the same model on any CPU.
+        /// so a seeded run gives the same model on any CPU: the dispatched
+        /// path, and the AVX2 one wherever the CPU has it (also when
+        /// `HUSH_KERNEL=portable` makes the dispatched path the scalar one).
         #[test]
-        fn vector_and_scalar_fast_paths_agree(words in prop::collection::vec(any::<u32>(), 0..BLOCK)) {
+        fn vector_and_scalar_fast_paths_agree(words in prop::collection::vec(any::<u32>(), 0..=BLOCK)) {
             let mut scalar = vec![0.0f32; words.len()];
             let mut dispatched = vec![0.0f32; words.len()];
             fast_path(&words, &mut dispatched);
@@ -517,6 +495,14 @@ mod tests {
             prop_assert_eq!(fast_path(&words, &mut dispatched), scalar_rejected);
             for (lane, (a, b)) in scalar.iter().zip(&dispatched).enumerate() {
                 prop_assert!(scalar_rejected >> lane & 1 == 1 || a.to_bits() == b.to_bits(), "{} vs {}", a, b);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = crate::kernels::Avx2::new() {
+                let mut vector = vec![0.0f32; words.len()];
+                prop_assert_eq!(fast_path_avx2(avx2, &words, &mut vector), scalar_rejected);
+                for (lane, (a, b)) in scalar.iter().zip(&vector).enumerate() {
+                    prop_assert!(scalar_rejected >> lane & 1 == 1 || a.to_bits() == b.to_bits(), "{} vs {}", a, b);
+                }
             }
         }
     }
