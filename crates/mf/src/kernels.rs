@@ -27,11 +27,9 @@
 //! was chosen. The tests compare every kernel with its portable twin on
 //! whatever the CPU supports, whatever the level.
 
-use std::ffi::OsStr;
 use std::sync::OnceLock;
 
-/// The environment variable that can force the portable kernels.
-const SWITCH: &str = "HUSH_KERNEL";
+use hush_privacy::{KernelSwitch, KERNEL_SWITCH_VAR as SWITCH};
 
 /// Which kernels this process runs (see the crate documentation's section on SIMD kernels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,13 +84,12 @@ pub(crate) enum Kernel {
 pub(crate) fn kernel() -> Kernel {
     static CHOSEN: OnceLock<Kernel> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
-        let value = std::env::var_os(SWITCH);
-        let kernel = match setting(value.as_deref()) {
-            Setting::Portable => Kernel::Portable,
-            Setting::Auto => detected(),
-            Setting::Unknown => {
+        let kernel = match KernelSwitch::from_env() {
+            KernelSwitch::Portable => Kernel::Portable,
+            KernelSwitch::Auto => detected(),
+            KernelSwitch::Unknown => {
                 tracing::warn!(
-                    value = ?value.unwrap_or_default(),
+                    value = ?std::env::var_os(SWITCH).unwrap_or_default(),
                     "{SWITCH}: unknown value (expected `auto` or `portable`); ignored, the CPU's kernels are detected as for `auto`"
                 );
                 detected()
@@ -101,26 +98,6 @@ pub(crate) fn kernel() -> Kernel {
         tracing::debug!(level = kernel.level().name(), "hush-mf kernels chosen");
         kernel
     })
-}
-
-/// What `HUSH_KERNEL` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Setting {
-    /// Unset, empty or `auto`: the best level the CPU supports.
-    Auto,
-    /// `portable`: the portable code only.
-    Portable,
-    /// Anything else (ignored: treated as [`Setting::Auto`], with a warning).
-    Unknown,
-}
-
-fn setting(value: Option<&OsStr>) -> Setting {
-    match value.map(OsStr::to_str) {
-        None | Some(Some("")) => Setting::Auto,
-        Some(Some(v)) if v.eq_ignore_ascii_case("auto") => Setting::Auto,
-        Some(Some(v)) if v.eq_ignore_ascii_case("portable") => Setting::Portable,
-        Some(_) => Setting::Unknown,
-    }
 }
 
 /// The highest level this CPU supports.
@@ -631,6 +608,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsStr;
     use std::process::Command;
 
     use proptest::prelude::*;
@@ -640,28 +618,6 @@ mod tests {
     /// Set in the child processes of [`hush_kernel_chooses_the_level`]: the
     /// name of the level the child must have chosen.
     const EXPECTED: &str = "HUSH_KERNEL_TEST_EXPECTED_LEVEL";
-
-    #[test]
-    fn hush_kernel_values_are_read_as_documented() {
-        use Setting::*;
-        for (value, expected) in [
-            (None, Auto),
-            (Some(""), Auto),
-            (Some("auto"), Auto),
-            (Some("AUTO"), Auto),
-            (Some("portable"), Portable),
-            (Some("Portable"), Portable),
-            (Some(" portable"), Unknown),
-            (Some("avx2"), Unknown),
-        ] {
-            assert_eq!(setting(value.map(OsStr::new)), expected, "HUSH_KERNEL={value:?}");
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::ffi::OsStrExt;
-            assert_eq!(setting(Some(OsStr::from_bytes(b"portable\xff"))), Unknown, "not UTF-8");
-        }
-    }
 
     /// `HUSH_KERNEL=portable` selects the portable kernels; unset, empty,
     /// `auto` or an unknown value the best the CPU has. The level is chosen

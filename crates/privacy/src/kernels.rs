@@ -25,8 +25,9 @@
 use std::ffi::OsStr;
 use std::sync::OnceLock;
 
-/// The environment variable that can force the portable kernels.
-const SWITCH: &str = "HUSH_KERNEL";
+/// The environment variable that can force the portable kernels, read the
+/// same way by every hush crate with SIMD kernels ([`KernelSwitch`]).
+pub const KERNEL_SWITCH_VAR: &str = "HUSH_KERNEL";
 
 /// Which kernels this process runs (see the crate documentation's section on SIMD kernels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,29 +69,37 @@ pub(crate) enum Kernel {
 /// The kernels this process runs: chosen once, then a load of a static.
 pub(crate) fn kernel() -> Kernel {
     static CHOSEN: OnceLock<Kernel> = OnceLock::new();
-    *CHOSEN.get_or_init(|| match setting(std::env::var_os(SWITCH).as_deref()) {
-        Setting::Portable => Kernel::Portable,
-        Setting::Auto | Setting::Unknown => detected(),
+    *CHOSEN.get_or_init(|| match KernelSwitch::from_env() {
+        KernelSwitch::Portable => Kernel::Portable,
+        KernelSwitch::Auto | KernelSwitch::Unknown => detected(),
     })
 }
 
-/// What `HUSH_KERNEL` asks for.
+/// What `HUSH_KERNEL` asks for: the one reading of it, shared with `hush-mf`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Setting {
+pub enum KernelSwitch {
     /// Unset, empty or `auto`: the best level the CPU supports.
     Auto,
-    /// `portable`: the portable code only.
+    /// `portable` (any case): the portable code only.
     Portable,
-    /// Anything else (ignored: treated as [`Setting::Auto`]).
+    /// Anything else: ignored, as [`KernelSwitch::Auto`] (a crate that logs says so).
     Unknown,
 }
 
-fn setting(value: Option<&OsStr>) -> Setting {
-    match value.map(OsStr::to_str) {
-        None | Some(Some("")) => Setting::Auto,
-        Some(Some(v)) if v.eq_ignore_ascii_case("auto") => Setting::Auto,
-        Some(Some(v)) if v.eq_ignore_ascii_case("portable") => Setting::Portable,
-        Some(_) => Setting::Unknown,
+impl KernelSwitch {
+    /// Reads [`KERNEL_SWITCH_VAR`] from the environment.
+    pub fn from_env() -> Self {
+        Self::parse(std::env::var_os(KERNEL_SWITCH_VAR).as_deref())
+    }
+
+    /// Reads one value of the variable (`None`: unset).
+    pub fn parse(value: Option<&OsStr>) -> Self {
+        match value.map(OsStr::to_str) {
+            None | Some(Some("")) => KernelSwitch::Auto,
+            Some(Some(v)) if v.eq_ignore_ascii_case("auto") => KernelSwitch::Auto,
+            Some(Some(v)) if v.eq_ignore_ascii_case("portable") => KernelSwitch::Portable,
+            Some(_) => KernelSwitch::Unknown,
+        }
     }
 }
 
@@ -200,7 +209,7 @@ mod tests {
 
     #[test]
     fn hush_kernel_values_are_read_as_documented() {
-        use Setting::*;
+        use KernelSwitch::*;
         for (value, expected) in [
             (None, Auto),
             (Some(""), Auto),
@@ -211,12 +220,12 @@ mod tests {
             (Some(" portable"), Unknown),
             (Some("avx2"), Unknown),
         ] {
-            assert_eq!(setting(value.map(OsStr::new)), expected, "HUSH_KERNEL={value:?}");
+            assert_eq!(KernelSwitch::parse(value.map(OsStr::new)), expected, "HUSH_KERNEL={value:?}");
         }
         #[cfg(unix)]
         {
             use std::os::unix::ffi::OsStrExt;
-            assert_eq!(setting(Some(OsStr::from_bytes(b"portable\xff"))), Unknown, "not UTF-8");
+            assert_eq!(KernelSwitch::parse(Some(OsStr::from_bytes(b"portable\xff"))), Unknown, "not UTF-8");
         }
     }
 
@@ -232,9 +241,9 @@ mod tests {
         }
         let best = detected().level();
         // This process too: CI runs the tests again with HUSH_KERNEL=portable.
-        if std::env::var(SWITCH).as_deref() == Ok("portable") {
+        if std::env::var(KERNEL_SWITCH_VAR).as_deref() == Ok("portable") {
             assert_eq!(kernel_level(), KernelLevel::Portable);
-        } else if std::env::var_os(SWITCH).is_none() {
+        } else if std::env::var_os(KERNEL_SWITCH_VAR).is_none() {
             assert_eq!(kernel_level(), best);
         }
         for (value, expected) in [
@@ -248,8 +257,8 @@ mod tests {
             let mut child = Command::new(std::env::current_exe().expect("the test binary's path"));
             child.args(["--exact", "kernels::tests::hush_kernel_chooses_the_level"]).env(EXPECTED, expected.name());
             match value {
-                Some(value) => child.env(SWITCH, value),
-                None => child.env_remove(SWITCH),
+                Some(value) => child.env(KERNEL_SWITCH_VAR, value),
+                None => child.env_remove(KERNEL_SWITCH_VAR),
             };
             let output = child.output().expect("the test binary runs");
             let stdout = String::from_utf8_lossy(&output.stdout);

@@ -38,7 +38,7 @@ pub use accountant::{
     PlannedRelease, Release,
 };
 pub use gdp::{gaussian_delta, gaussian_epsilon, normal_cdf, EpsilonAt, PrivacyLoss};
-pub use kernels::{kernel_level, KernelLevel};
+pub use kernels::{kernel_level, KernelLevel, KernelSwitch, KERNEL_SWITCH_VAR};
 pub use noise::{NoiseSource, NoiseStream, StreamId};
 pub use params::{Budget, Delta, Epsilon, Rho};
 
