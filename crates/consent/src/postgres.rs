@@ -31,7 +31,8 @@ use crate::{
 
 /// Schema migrations, applied in order; `hush_schema.version` counts the
 /// applied ones. They match the SQLite migrations one for one, so a version
-/// number means the same schema on both backends.
+/// number means the same schema on both backends (the consent tests'
+/// `schema::both_migration_lists_build_the_same_schema` checks it).
 const MIGRATIONS: &[&str] = &[
     // 1: consent history, events, suppression list, erasure log.
     "CREATE TABLE consent_records (

@@ -6,4 +6,5 @@ mod catalogue;
 mod formats;
 mod ledger;
 mod parquet;
+mod schema;
 mod tls;
