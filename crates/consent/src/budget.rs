@@ -160,7 +160,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::InvalidField`] for an empty dataset name or a cap that is not
-    /// finite and positive; [`Error::Database`] if SQLite fails.
+    /// finite and positive; [`Error::Store`] if SQLite fails.
     pub fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
         self.conn
             .execute(
@@ -183,7 +183,7 @@ impl SqliteStore {
     /// The cap of a dataset and purpose, if one is set.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn budget_cap(&self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
         read_cap(&self.conn, dataset, purpose).map_err(Error::db(&self.path))
     }
@@ -198,7 +198,7 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::BudgetExceeded`] if the run does not fit under the cap;
     /// [`Error::InvalidField`] for a non-private release run or a bad
-    /// guarantee; [`Error::Database`] if SQLite fails.
+    /// guarantee; [`Error::Store`] if SQLite fails.
     pub fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         let path = self.path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&path))?;
@@ -233,7 +233,7 @@ impl SqliteStore {
     /// Marks a reserved run as spent on `model_id`.
     ///
     /// # Errors
-    /// [`Error::InvalidField`] if no run has that key; [`Error::Database`] if SQLite fails.
+    /// [`Error::InvalidField`] if no run has that key; [`Error::Store`] if SQLite fails.
     pub fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
         let changed = self
             .conn
@@ -253,7 +253,7 @@ impl SqliteStore {
     /// Returns whether a reservation was removed.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
         let changed = self
             .conn
@@ -265,7 +265,7 @@ impl SqliteStore {
     /// What every dataset and purpose with a cap or a run has spent, sorted.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn budget_spending(&self) -> Result<Vec<BudgetSpend>> {
         let mut stmt = self
             .conn
@@ -293,7 +293,7 @@ impl SqliteStore {
     /// Every recorded run of a dataset (or of all datasets), oldest first.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn budget_runs(&self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
         let mut stmt = self
             .conn

@@ -66,23 +66,16 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
-    /// The SQLite database failed.
-    #[error("database {path}: {source}")]
-    Database {
-        /// The database file.
-        path: PathBuf,
-        /// The underlying SQLite error.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A PostgreSQL store failed.
-    #[error("store {location}: {source}")]
-    Postgres {
-        /// The store URL, without its password.
+    /// The store (the SQLite file or the PostgreSQL server) failed. The
+    /// driver's error is kept as the [`StoreError`] source, not exposed: the
+    /// backends are this crate's business.
+    #[error("{location}: {source}")]
+    Store {
+        /// Which store: `database <file>` or `store <URL without its password>`.
         location: String,
-        /// The underlying error.
+        /// What the driver said.
         #[source]
-        source: postgres::Error,
+        source: StoreError,
     },
     /// A PostgreSQL store could not be reached, or refused the credentials.
     #[error("cannot connect to the store {location}: {message}")]
@@ -198,6 +191,78 @@ pub enum Error {
 impl Error {
     /// Wraps a SQLite error with the database path.
     pub(crate) fn db(path: &std::path::Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
-        move |source| Error::Database { path: path.to_path_buf(), source }
+        move |source| Error::Store {
+            location: format!("database {}", path.display()),
+            source: StoreError(Driver::Sqlite(source)),
+        }
+    }
+
+    /// Wraps a PostgreSQL error with the store's location (its URL without the password).
+    pub(crate) fn pg(location: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
+        move |source| Error::Store {
+            location: format!("store {location}"),
+            source: StoreError(Driver::Postgres(source)),
+        }
+    }
+
+    /// The PostgreSQL driver's error under this one, if it is one.
+    pub(crate) fn postgres_source(&self) -> Option<&postgres::Error> {
+        match self {
+            Error::Store { source: StoreError(Driver::Postgres(e)), .. } => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A store driver's error: its message and its causes, without its type.
+pub struct StoreError(Driver);
+
+enum Driver {
+    Sqlite(rusqlite::Error),
+    Postgres(postgres::Error),
+}
+
+impl StoreError {
+    fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        match &self.0 {
+            Driver::Sqlite(e) => e,
+            Driver::Postgres(e) => e,
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.inner(), f)
+    }
+}
+
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.inner(), f)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner().source()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_names_the_store_and_says_what_the_driver_said_without_its_type() {
+        let driver = rusqlite::Connection::open_in_memory().unwrap().execute("SELECT * FROM missing", []).unwrap_err();
+        let said = driver.to_string();
+        let error = Error::db(std::path::Path::new("/srv/hush.db"))(driver);
+        assert_eq!(error.to_string(), format!("database /srv/hush.db: {said}"));
+        let source = std::error::Error::source(&error).expect("the driver's error is the source");
+        assert_eq!(source.to_string(), said);
+        assert!(source.downcast_ref::<StoreError>().is_some());
+        assert!(source.downcast_ref::<rusqlite::Error>().is_none(), "the driver's type stays inside the crate");
+        assert!(error.postgres_source().is_none());
     }
 }

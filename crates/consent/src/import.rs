@@ -116,7 +116,7 @@ fn import_rows<R>(
 ///
 /// # Errors
 /// [`Error::Io`], [`Error::Row`] (strict mode or bad header),
-/// [`Error::TooManyMalformed`], [`Error::Database`]; the store is unchanged then.
+/// [`Error::TooManyMalformed`], [`Error::Store`]; the store is unchanged then.
 pub fn import_consent(
     ledger: &mut Ledger,
     key: &PseudonymKey,

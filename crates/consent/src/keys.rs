@@ -66,7 +66,7 @@ fn parse_scopes(scopes: &[String]) -> Result<Vec<String>> {
 ///
 /// # Errors
 /// [`Error::InvalidField`] for unknown scopes or an empty name, [`Error::Key`]
-/// if the OS has no randomness, [`Error::Database`] if SQLite fails.
+/// if the OS has no randomness, [`Error::Store`] if SQLite fails.
 pub fn create(ledger: &mut Ledger, name: &str, scopes: &[String], now: Timestamp) -> Result<(String, ApiKeyRecord)> {
     if name.is_empty() || name.len() > 100 {
         return Err(Error::InvalidField { field: "name", message: "expected 1 to 100 characters".into() });
@@ -130,7 +130,7 @@ pub fn verify(
 /// Checks a presented key for `scope`; returns its record when accepted.
 ///
 /// # Errors
-/// [`Error::Database`] if SQLite fails.
+/// [`Error::Store`] if SQLite fails.
 pub fn check(ledger: &Ledger, presented: &str, scope: &str) -> Result<std::result::Result<ApiKeyRecord, KeyCheck>> {
     let Some(presented) = PresentedKey::parse(presented) else {
         return Ok(Err(KeyCheck::Invalid));

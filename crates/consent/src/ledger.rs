@@ -316,7 +316,7 @@ impl Ledger {
     /// Opens (creating if needed) the SQLite store at `path` and migrates its schema.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails; [`Error::SchemaTooNew`] if the file
+    /// [`Error::Store`] if SQLite fails; [`Error::SchemaTooNew`] if the file
     /// was written by a newer hush.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Ok(Ledger { backend: Backend::Sqlite(SqliteStore::open(path)?) })
@@ -409,7 +409,7 @@ impl Ledger {
     /// The schema version the store is at.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn schema_version(&self) -> Result<i64> {
         on_backend!(&self.backend, s => s.schema_version())
     }
@@ -420,7 +420,7 @@ impl Ledger {
     /// the store exactly as it was.
     ///
     /// # Errors
-    /// [`Error::Database`] if the write transaction cannot be started.
+    /// [`Error::Store`] if the write transaction cannot be started.
     pub fn batch(&mut self) -> Result<WriteBatch<'_>> {
         Ok(match &mut self.backend {
             Backend::Sqlite(s) => WriteBatch { inner: BatchBackend::Sqlite(s.batch()?) },
@@ -434,7 +434,7 @@ impl Ledger {
     /// [`Error::InvalidField`] for bad text fields or an `effective_at`
     /// outside the rule's bounds (in the future beyond
     /// [`crate::MAX_CLOCK_SKEW_MS`], or before 1970), [`Error::Suppressed`] for
-    /// an erased subject, [`Error::Database`] if the store fails.
+    /// an erased subject, [`Error::Store`] if the store fails.
     pub fn record_consent(
         &mut self,
         subject: &Pseudonym,
@@ -451,7 +451,7 @@ impl Ledger {
     /// all in one transaction.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails; nothing of the batch is stored then.
+    /// [`Error::Store`] if the store fails; nothing of the batch is stored then.
     pub fn ingest_events(&mut self, events: &[SubjectEvent], now: Timestamp) -> Result<IngestReport> {
         let mut reports = self.ingest_event_batches(&[(events, now)])?;
         Ok(reports.pop().unwrap_or_default())
@@ -467,7 +467,7 @@ impl Ledger {
     /// per request.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails; nothing of any batch is stored then.
+    /// [`Error::Store`] if the store fails; nothing of any batch is stored then.
     pub fn ingest_event_batches(&mut self, batches: &[(&[SubjectEvent], Timestamp)]) -> Result<Vec<IngestReport>> {
         let mut batch = self.batch()?;
         let all: Vec<SubjectEvent>;
@@ -500,7 +500,7 @@ impl Ledger {
     /// then wins.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn status(&self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
         on_backend!(&self.backend, s => s.status(subject, purpose, as_of))
     }
@@ -508,7 +508,7 @@ impl Ledger {
     /// The full consent history of a subject, in the order it was recorded.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn history(&self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
         on_backend!(&self.backend, s => s.history(subject))
     }
@@ -516,7 +516,7 @@ impl Ledger {
     /// Every stored event of a subject, oldest first.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
         on_backend!(&self.backend, s => s.events_of(subject))
     }
@@ -525,7 +525,7 @@ impl Ledger {
     /// arrival): what serving folds in, read without visiting older events.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
         on_backend!(&self.backend, s => s.recent_events(subject, limit))
     }
@@ -542,7 +542,7 @@ impl Ledger {
     /// withdrawal or erasure acknowledged by any replica is seen.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn gated_read(
         &self,
         key: Option<(&crate::keys::PresentedKey, &str)>,
@@ -572,7 +572,7 @@ impl Ledger {
     /// erasure. A decision about an id never seen is often a misspelling.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn is_known(&self, subject: &Pseudonym) -> Result<bool> {
         Ok(!self.history(subject)?.is_empty()
             || !self.recent_events(subject, 1)?.is_empty()
@@ -582,7 +582,7 @@ impl Ledger {
     /// Whether the subject was erased and is on the suppression list.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn is_suppressed(&self, subject: &Pseudonym) -> Result<bool> {
         on_backend!(&self.backend, s => s.is_suppressed(subject))
     }
@@ -594,7 +594,7 @@ impl Ledger {
     /// matter, and the operator lifts the suppression knowingly.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
         on_backend!(&mut self.backend, s => s.lift_suppression(subject))
     }
@@ -608,7 +608,7 @@ impl Ledger {
     /// deletes nothing and says so ([`ErasureReceipt::subject_was_known`]).
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails; nothing is deleted then.
+    /// [`Error::Store`] if the store fails; nothing is deleted then.
     pub fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
         on_backend!(&mut self.backend, s => s.erase(subject, now))
     }
@@ -617,7 +617,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::UnknownSubject`] if nothing is held (including after erasure),
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn export(&self, subject: &Pseudonym, now: Timestamp) -> Result<SubjectExport> {
         let consent_history = self.history(subject)?;
         let events = self.events_of(subject)?;
@@ -632,7 +632,7 @@ impl Ledger {
     /// (the event table is never loaded into memory at once).
     ///
     /// # Errors
-    /// Whatever `visit` returns, or [`Error::Database`] if the store fails.
+    /// Whatever `visit` returns, or [`Error::Store`] if the store fails.
     pub fn for_each_event<E: From<Error>>(
         &self,
         visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
@@ -648,7 +648,7 @@ impl Ledger {
     /// ledger order.
     ///
     /// # Errors
-    /// Whatever `visit` returns, or [`Error::Database`] if the store fails.
+    /// Whatever `visit` returns, or [`Error::Store`] if the store fails.
     pub fn for_each_consent_decision<E: From<Error>>(
         &self,
         purpose: Purpose,
@@ -664,7 +664,7 @@ impl Ledger {
     /// Stores a new API key record (the secret itself is never stored).
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails (e.g. a duplicate key id).
+    /// [`Error::Store`] if the store fails (e.g. a duplicate key id).
     pub fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
         on_backend!(&mut self.backend, s => s.insert_api_key(key, secret_sha256))
     }
@@ -672,7 +672,7 @@ impl Ledger {
     /// The key record and secret digest of `key_id`, revoked or not.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn api_key(&self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
         on_backend!(&self.backend, s => s.api_key(key_id))
     }
@@ -680,7 +680,7 @@ impl Ledger {
     /// Every API key record, oldest first.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn api_keys(&self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
         on_backend!(&self.backend, s => s.api_keys())
     }
@@ -688,7 +688,7 @@ impl Ledger {
     /// Revokes a key; returns whether an active key was revoked.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
         on_backend!(&mut self.backend, s => s.revoke_api_key(key_id, now))
     }
@@ -696,7 +696,7 @@ impl Ledger {
     /// The whole suppression list.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
         on_backend!(&self.backend, s => s.suppression_tags())
     }
@@ -704,7 +704,7 @@ impl Ledger {
     /// Counts of what the store holds.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn stats(&self) -> Result<LedgerStats> {
         on_backend!(&self.backend, s => s.stats())
     }
@@ -717,7 +717,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::InvalidField`] for an item that breaks
     /// [`CatalogueItem::validate`] or an id given twice (nothing is written
-    /// then); [`Error::Database`] if the store fails.
+    /// then); [`Error::Store`] if the store fails.
     pub fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
         let mut seen = HashSet::with_capacity(items.len());
         for (position, item) in items.iter().enumerate() {
@@ -738,7 +738,7 @@ impl Ledger {
     /// The whole catalogue, by item id in byte order (empty if none was imported).
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails; [`Error::Corrupt`] for
+    /// [`Error::Store`] if the store fails; [`Error::Corrupt`] for
     /// attributes that are not a JSON object.
     pub fn catalogue_items(&self) -> Result<Vec<CatalogueItem>> {
         let mut items = on_backend!(&self.backend, s => s.catalogue_items())?;
@@ -751,7 +751,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::InvalidField`] for an empty dataset name or a cap that is not
-    /// finite and positive; [`Error::Database`] if the store fails.
+    /// finite and positive; [`Error::Store`] if the store fails.
     pub fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
         crate::budget::check_cap(cap)?;
         on_backend!(&mut self.backend, s => s.set_budget_cap(cap))
@@ -760,7 +760,7 @@ impl Ledger {
     /// The cap of a dataset and purpose, if one is set.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn budget_cap(&self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
         on_backend!(&self.backend, s => s.budget_cap(dataset, purpose))
     }
@@ -775,7 +775,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::BudgetExceeded`] if the run does not fit under the cap;
     /// [`Error::InvalidField`] for a non-private release run or a bad
-    /// guarantee; [`Error::Database`] if the store fails.
+    /// guarantee; [`Error::Store`] if the store fails.
     pub fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         crate::budget::check_request(request)?;
         on_backend!(&mut self.backend, s => s.reserve_budget(request, now))
@@ -784,7 +784,7 @@ impl Ledger {
     /// Marks a reserved run as spent on `model_id`.
     ///
     /// # Errors
-    /// [`Error::InvalidField`] if no run has that key; [`Error::Database`] if the store fails.
+    /// [`Error::InvalidField`] if no run has that key; [`Error::Store`] if the store fails.
     pub fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
         on_backend!(&mut self.backend, s => s.commit_budget(run_key, model_id))
     }
@@ -794,7 +794,7 @@ impl Ledger {
     /// Returns whether a reservation was removed.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
         on_backend!(&mut self.backend, s => s.cancel_budget(run_key))
     }
@@ -802,7 +802,7 @@ impl Ledger {
     /// What every dataset and purpose with a cap or a run has spent, sorted.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn budget_spending(&self) -> Result<Vec<BudgetSpend>> {
         on_backend!(&self.backend, s => s.budget_spending())
     }
@@ -810,7 +810,7 @@ impl Ledger {
     /// Every recorded run of a dataset (or of all datasets), oldest first.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn budget_runs(&self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
         on_backend!(&self.backend, s => s.budget_runs(dataset))
     }
@@ -849,7 +849,7 @@ impl WriteBatch<'_> {
     /// imports skip such a record rather than re-record an old decision.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
         match &mut self.inner {
             BatchBackend::Sqlite(b) => b.holds_consent_record(subject, change),
@@ -865,7 +865,7 @@ impl WriteBatch<'_> {
     /// kept whole, so events can then be decided at any time.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn prefetch(&mut self, events: &[SubjectEvent]) -> Result<()> {
         match &mut self.inner {
             BatchBackend::Sqlite(_) => Ok(()),
@@ -876,7 +876,7 @@ impl WriteBatch<'_> {
     /// Stores one event if its subject has some purpose granted at `now`.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
         match &mut self.inner {
             BatchBackend::Sqlite(b) => b.ingest_event(event, now),
@@ -891,7 +891,7 @@ impl WriteBatch<'_> {
     /// consented.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails.
+    /// [`Error::Store`] if the store fails.
     pub fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
         match &mut self.inner {
             BatchBackend::Sqlite(b) => b.count_received(batches, events),
@@ -902,7 +902,7 @@ impl WriteBatch<'_> {
     /// Makes every write of the batch durable at once.
     ///
     /// # Errors
-    /// [`Error::Database`] if the store fails; nothing is stored then.
+    /// [`Error::Store`] if the store fails; nothing is stored then.
     pub fn commit(self) -> Result<()> {
         match self.inner {
             BatchBackend::Sqlite(b) => b.commit(),

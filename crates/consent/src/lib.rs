@@ -44,7 +44,7 @@ pub mod time;
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
 pub use catalogue::{CatalogueFormat, CatalogueItem, ItemUpsertReport};
 pub use connect::{ConnectOptions, SslMode};
-pub use error::{Error, Result, RowError};
+pub use error::{Error, Result, RowError, StoreError};
 pub use event::{Event, EventKind, SubjectEvent};
 pub use ledger::{
     ConsentState, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,

@@ -119,7 +119,7 @@ impl PgReader {
     ///
     /// # Errors
     /// [`Error::InvalidField`] for a size of zero; [`Error::Connect`] or
-    /// [`Error::Postgres`] when a connection cannot be opened or prepared.
+    /// [`Error::Store`] when a connection cannot be opened or prepared.
     pub async fn connect(target: PgReaderTarget, size: u32) -> Result<Self> {
         let PgReaderTarget { url, options } = target;
         let url = url.as_str();
@@ -163,7 +163,7 @@ impl PgReader {
             let error = crate::postgres::connect_message(&e);
             tracing::warn!(location = %location, %error, "could not set plan_cache_mode");
         }
-        let gated_read = client.prepare(GATED_READ_SQL).await.map_err(crate::postgres::pg(location))?;
+        let gated_read = client.prepare(GATED_READ_SQL).await.map_err(Error::pg(location))?;
         Ok(Arc::new(Connection { client, gated_read }))
     }
 
@@ -175,7 +175,7 @@ impl PgReader {
     /// after the request did).
     ///
     /// # Errors
-    /// [`Error::Postgres`] if the store fails; [`Error::Connect`] if a
+    /// [`Error::Store`] if the store fails; [`Error::Connect`] if a
     /// closed connection cannot be reopened.
     pub async fn gated_read(
         &self,
@@ -197,7 +197,7 @@ impl PgReader {
             }
             answer => answer,
         }
-        .map_err(crate::postgres::pg(&self.location))?;
+        .map_err(Error::pg(&self.location))?;
         gated_read_from_rows(&rows, key, purpose, as_of, &self.location)
     }
 

@@ -326,7 +326,7 @@ pub(crate) fn gated_read_from_rows(
 /// `Row::get` does on a mismatched column) would drop the client's
 /// connection instead of answering.
 fn column<'a, T: postgres::types::FromSql<'a>>(row: &'a postgres::Row, i: usize, location: &str) -> Result<T> {
-    row.try_get(i).map_err(pg(location))
+    row.try_get(i).map_err(Error::pg(location))
 }
 
 /// Advisory lock id that serializes the writes about subjects.
@@ -387,10 +387,6 @@ impl Drop for OpenClient {
     }
 }
 
-pub(crate) fn pg(location: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
-    move |source| Error::Postgres { location: location.to_string(), source }
-}
-
 impl PgStore {
     /// Connects and migrates the schema.
     pub(crate) fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
@@ -440,7 +436,7 @@ impl PgStore {
     /// `result`, remembering when its error says the connection is gone, so
     /// that a pool or a server replaces it.
     pub(crate) fn noting_loss<T>(&mut self, result: Result<T>) -> Result<T> {
-        if let Err(Error::Postgres { source, .. }) = &result {
+        if let Some(source) = result.as_ref().err().and_then(Error::postgres_source) {
             self.lost |= connection_lost(source);
         }
         result
@@ -451,7 +447,7 @@ impl PgStore {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql).map_err(pg(&self.location))?;
+        let statement = self.client.prepare(sql).map_err(Error::pg(&self.location))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -466,13 +462,14 @@ impl PgStore {
 
     fn migrate(&mut self) -> Result<()> {
         let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(pg(&location))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(pg(&location))?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS hush_schema (version BIGINT NOT NULL)").map_err(pg(&location))?;
-        let found: i64 = match tx.query_opt("SELECT version FROM hush_schema", &[]).map_err(pg(&location))? {
+        let mut tx = self.client.transaction().map_err(Error::pg(&location))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(Error::pg(&location))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS hush_schema (version BIGINT NOT NULL)")
+            .map_err(Error::pg(&location))?;
+        let found: i64 = match tx.query_opt("SELECT version FROM hush_schema", &[]).map_err(Error::pg(&location))? {
             Some(row) => row.get(0),
             None => {
-                tx.execute("INSERT INTO hush_schema (version) VALUES (0)", &[]).map_err(pg(&location))?;
+                tx.execute("INSERT INTO hush_schema (version) VALUES (0)", &[]).map_err(Error::pg(&location))?;
                 0
             }
         };
@@ -480,15 +477,15 @@ impl PgStore {
             return Err(Error::SchemaTooNew { path: location.into(), found, supported: SCHEMA_VERSION });
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            tx.batch_execute(sql).map_err(pg(&location))?;
-            tx.execute("UPDATE hush_schema SET version = $1", &[&(index as i64 + 1)]).map_err(pg(&location))?;
+            tx.batch_execute(sql).map_err(Error::pg(&location))?;
+            tx.execute("UPDATE hush_schema SET version = $1", &[&(index as i64 + 1)]).map_err(Error::pg(&location))?;
             tracing::info!(version = index + 1, "applied ledger schema migration");
         }
-        tx.commit().map_err(pg(&location))
+        tx.commit().map_err(Error::pg(&location))
     }
 
     pub(crate) fn schema_version(&mut self) -> Result<i64> {
-        let row = self.client.query_one("SELECT version FROM hush_schema", &[]).map_err(pg(&self.location))?;
+        let row = self.client.query_one("SELECT version FROM hush_schema", &[]).map_err(Error::pg(&self.location))?;
         Ok(row.get(0))
     }
 
@@ -503,7 +500,7 @@ impl PgStore {
             let _ = client.batch_execute("ROLLBACK");
             // On a healthy connection this cannot fail: take it as lost.
             *lost = true;
-            return Err(pg(location)(e));
+            return Err(Error::pg(location)(e));
         }
         Ok(PgBatch {
             tx: client,
@@ -532,7 +529,7 @@ impl PgStore {
     ) -> Result<GatedRead> {
         let statement = self.statement(GATED_READ_SQL)?;
         let params = GatedReadParams::new(key, subject, purpose, limit);
-        let rows = self.client.query(&statement, &params.as_params()).map_err(pg(&self.location))?;
+        let rows = self.client.query(&statement, &params.as_params()).map_err(Error::pg(&self.location))?;
         gated_read_from_rows(&rows, key, purpose, as_of, &self.location)
     }
 
@@ -549,7 +546,7 @@ impl PgStore {
                  FROM consent_records WHERE subject_key = $1 AND subject = $2 ORDER BY id",
                 &[&subject_key(subject), &&subject.as_bytes()[..]],
             )
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         rows.iter().map(|r| record_from_row(r, &self.location)).collect()
     }
 
@@ -560,7 +557,7 @@ impl PgStore {
         let rows = self
             .client
             .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..]])
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         rows.iter().map(|r| event_from_row(r, 0, &self.location)).collect()
     }
 
@@ -573,7 +570,7 @@ impl PgStore {
         let rows = self
             .client
             .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..], &limit])
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         rows.iter().map(|r| event_from_row(r, 0, &self.location)).collect()
     }
 
@@ -585,22 +582,22 @@ impl PgStore {
         let deleted = self
             .client
             .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         Ok(deleted > 0)
     }
 
     pub(crate) fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
         let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        let mut tx = self.client.transaction().map_err(Error::pg(&location))?;
         let key = subject_key(subject);
         let bytes = &subject.as_bytes()[..];
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(pg(&location))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(Error::pg(&location))?;
         let consent_records_deleted = tx
             .execute("DELETE FROM consent_records WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
-            .map_err(pg(&location))?;
+            .map_err(Error::pg(&location))?;
         let events_deleted = tx
             .execute("DELETE FROM events WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
-            .map_err(pg(&location))?;
+            .map_err(Error::pg(&location))?;
         let known = consent_records_deleted > 0
             || events_deleted > 0
             || suppression_on(&mut tx, &location, subject)? == Some(true);
@@ -610,13 +607,13 @@ impl PgStore {
                  subject_was_known = suppressions.subject_was_known OR excluded.subject_was_known",
             &[&&subject.suppression_tag().0[..], &now.as_unix_millis(), &known],
         )
-        .map_err(pg(&location))?;
+        .map_err(Error::pg(&location))?;
         tx.execute(
             "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES ($1, $2, $3)",
             &[&now.as_unix_millis(), &(consent_records_deleted as i64), &(events_deleted as i64)],
         )
-        .map_err(pg(&location))?;
-        tx.commit().map_err(pg(&location))?;
+        .map_err(Error::pg(&location))?;
+        tx.commit().map_err(Error::pg(&location))?;
         tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
         Ok(ErasureReceipt {
             erased_at: now,
@@ -678,7 +675,7 @@ impl PgStore {
                 "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
                 &[&key.key_id, &key.name, &&secret_sha256[..], &key.scopes.join(","), &key.created_at.as_unix_millis()],
             )
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         Ok(())
     }
 
@@ -686,7 +683,7 @@ impl PgStore {
         let statement = self.statement(
             "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = $1",
         )?;
-        let row = self.client.query_opt(&statement, &[&key_id]).map_err(pg(&self.location))?;
+        let row = self.client.query_opt(&statement, &[&key_id]).map_err(Error::pg(&self.location))?;
         match row {
             None => Ok(None),
             Some(row) => {
@@ -702,7 +699,7 @@ impl PgStore {
         let rows = self
             .client
             .query("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id", &[])
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         Ok(rows.iter().map(api_key_from_row).collect())
     }
 
@@ -713,12 +710,12 @@ impl PgStore {
                 "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
                 &[&key_id, &now.as_unix_millis()],
             )
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         Ok(changed > 0)
     }
 
     pub(crate) fn suppression_tags(&mut self) -> Result<HashSet<SuppressionTag>> {
-        let rows = self.client.query("SELECT tag FROM suppressions", &[]).map_err(pg(&self.location))?;
+        let rows = self.client.query("SELECT tag FROM suppressions", &[]).map_err(Error::pg(&self.location))?;
         rows.iter()
             .map(|row| {
                 let bytes: Vec<u8> = row.get(0);
@@ -739,7 +736,7 @@ impl PgStore {
                         (SELECT COALESCE(MAX(batches), 0) FROM ingest_batches)",
                 &[],
             )
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         let n = |i: usize| row.get::<_, i64>(i) as u64;
         Ok(LedgerStats {
             subjects_with_consent: n(0),
@@ -759,7 +756,7 @@ impl PgStore {
                      epsilon = excluded.epsilon, delta = excluded.delta, rho = excluded.rho, set_at = excluded.set_at",
                 &[&cap.dataset, &cap.purpose.as_str(), &cap.epsilon, &cap.delta, &cap.rho, &cap.set_at.as_unix_millis()],
             )
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         Ok(())
     }
 
@@ -769,10 +766,10 @@ impl PgStore {
 
     pub(crate) fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(pg(&location))?;
+        let mut tx = self.client.transaction().map_err(Error::pg(&location))?;
         // One reservation at a time per dataset and purpose, across every replica and process.
         let lock = format!("{}\n{}", request.dataset, request.purpose.as_str());
-        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).map_err(pg(&location))?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).map_err(Error::pg(&location))?;
         if let Some(existing) = read_run(&mut tx, &location, &request.run_key)? {
             return Ok(existing);
         }
@@ -795,9 +792,9 @@ impl PgStore {
                 &now.as_unix_millis(),
             ],
         )
-        .map_err(pg(&location))?;
+        .map_err(Error::pg(&location))?;
         let run = read_run(&mut tx, &location, &request.run_key)?.expect("the run was just inserted");
-        tx.commit().map_err(pg(&location))?;
+        tx.commit().map_err(Error::pg(&location))?;
         Ok(run)
     }
 
@@ -808,7 +805,7 @@ impl PgStore {
                 "UPDATE budget_runs SET state = 'committed', model_id = $2 WHERE run_key = $1",
                 &[&run_key, &model_id],
             )
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         if changed == 0 {
             return Err(Error::InvalidField { field: "run_key", message: format!("no budget run `{run_key}`") });
         }
@@ -819,7 +816,7 @@ impl PgStore {
         let changed = self
             .client
             .execute("DELETE FROM budget_runs WHERE run_key = $1 AND state = 'reserved'", &[&run_key])
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         Ok(changed > 0)
     }
 
@@ -831,7 +828,7 @@ impl PgStore {
                 "SELECT dataset, purpose FROM budget_caps UNION SELECT dataset, purpose FROM budget_runs ORDER BY 1, 2",
                 &[],
             )
-            .map_err(pg(&location))?;
+            .map_err(Error::pg(&location))?;
         let mut out = Vec::with_capacity(keys.len());
         for row in keys {
             let dataset: String = row.get(0);
@@ -848,11 +845,11 @@ impl PgStore {
     /// updates sent as arrays, a few thousand rows per round trip.
     pub(crate) fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
         let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(pg(&location))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOGUE_LOCK]).map_err(pg(&location))?;
+        let mut tx = self.client.transaction().map_err(Error::pg(&location))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOGUE_LOCK]).map_err(Error::pg(&location))?;
         let stored: HashMap<String, (Option<String>, Option<String>, String)> = tx
             .query("SELECT item_id, title, category, attributes FROM items", &[])
-            .map_err(pg(&location))?
+            .map_err(Error::pg(&location))?
             .iter()
             .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
             .collect();
@@ -882,9 +879,9 @@ impl PgStore {
                      attributes = EXCLUDED.attributes, updated_at = EXCLUDED.updated_at",
                 &[&ids, &titles, &categories, &attributes, &now.as_unix_millis()],
             )
-            .map_err(pg(&location))?;
+            .map_err(Error::pg(&location))?;
         }
-        tx.commit().map_err(pg(&location))?;
+        tx.commit().map_err(Error::pg(&location))?;
         Ok(report)
     }
 
@@ -893,7 +890,7 @@ impl PgStore {
         let rows = self
             .client
             .query("SELECT item_id, title, category, attributes FROM items ORDER BY item_id COLLATE \"C\"", &[])
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         rows.iter()
             .map(|r| {
                 let attributes = match serde_json::from_str(r.get::<_, &str>(3)) {
@@ -912,7 +909,7 @@ impl PgStore {
                 &format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE $1::TEXT IS NULL OR dataset = $1 ORDER BY id"),
                 &[&dataset],
             )
-            .map_err(pg(&self.location))?;
+            .map_err(Error::pg(&self.location))?;
         rows.iter().map(|r| run_from_row(r, &self.location)).collect()
     }
 }
@@ -950,7 +947,7 @@ impl PgBatch<'_> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.tx.prepare(sql).map_err(pg(self.location))?;
+        let statement = self.tx.prepare(sql).map_err(Error::pg(self.location))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -960,8 +957,11 @@ impl PgBatch<'_> {
             return Ok(s);
         }
         let statement = self.prepared(SUPPRESSED_SQL)?;
-        let s =
-            self.tx.query_opt(&statement, &[&&subject.suppression_tag().0[..]]).map_err(pg(self.location))?.is_some();
+        let s = self
+            .tx
+            .query_opt(&statement, &[&&subject.suppression_tag().0[..]])
+            .map_err(Error::pg(self.location))?
+            .is_some();
         self.suppressed_cache.insert(*subject, s);
         Ok(s)
     }
@@ -985,7 +985,7 @@ impl PgBatch<'_> {
                     &change.proof_ref,
                 ],
             )
-            .map_err(pg(self.location))?;
+            .map_err(Error::pg(self.location))?;
         Ok(row.is_some())
     }
 
@@ -1008,7 +1008,7 @@ impl PgBatch<'_> {
         let tag_params: Vec<&[u8]> = tags.iter().map(|t| &t[..]).collect();
         let keys: Vec<i64> = subjects.iter().map(|s| subject_key(s)).collect();
         let statement = self.prepared(PREFETCH_SQL)?;
-        let rows = self.tx.query(&statement, &[&tag_params, &keys]).map_err(pg(self.location))?;
+        let rows = self.tx.query(&statement, &[&tag_params, &keys]).map_err(Error::pg(self.location))?;
         let mut suppressed = HashSet::new();
         let mut decisions: HashMap<Vec<u8>, Vec<ConsentRecord>> = HashMap::new();
         for row in &rows {
@@ -1066,7 +1066,7 @@ impl PgBatch<'_> {
             }
             self.tx
                 .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
-                .map_err(pg(self.location))?;
+                .map_err(Error::pg(self.location))?;
             self.suppressed_cache.insert(*subject, false);
         }
         let row = self
@@ -1087,7 +1087,7 @@ impl PgBatch<'_> {
                     &change.proof_ref,
                 ],
             )
-            .map_err(pg(self.location))?;
+            .map_err(Error::pg(self.location))?;
         self.allowed_cache.retain(|(s, _), _| s != subject);
         self.decisions_cache.remove(subject);
         Ok(ConsentRecord {
@@ -1142,7 +1142,8 @@ impl PgBatch<'_> {
         let (keys, times): (Vec<i64>, Vec<i64>) = by_time.into_iter().unzip();
         let (id_keys, event_keys): (Vec<i64>, Vec<i64>) = by_event_key.into_iter().unzip();
         let statement = self.prepared(HELD_EVENTS_SQL)?;
-        let rows = self.tx.query(&statement, &[&keys, &times, &id_keys, &event_keys]).map_err(pg(self.location))?;
+        let rows =
+            self.tx.query(&statement, &[&keys, &times, &id_keys, &event_keys]).map_err(Error::pg(self.location))?;
         for e in events {
             self.held.entry(e.subject).or_default();
         }
@@ -1160,8 +1161,10 @@ impl PgBatch<'_> {
     /// import, which does not prefetch: one query per consenting subject).
     fn load_held(&mut self, subject: &Pseudonym) -> Result<()> {
         let statement = self.prepared(SUBJECT_EVENTS_SQL)?;
-        let rows =
-            self.tx.query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..]]).map_err(pg(self.location))?;
+        let rows = self
+            .tx
+            .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..]])
+            .map_err(Error::pg(self.location))?;
         let mut held = HeldEvents::default();
         for row in &rows {
             held.insert(row.get(0), event_from_row(row, 1, self.location)?);
@@ -1176,7 +1179,7 @@ impl PgBatch<'_> {
         }
         let p = std::mem::take(&mut self.pending);
         let statement = self.prepared(COPY_EVENTS_SQL)?;
-        let sink = self.tx.copy_in(&statement).map_err(pg(self.location))?;
+        let sink = self.tx.copy_in(&statement).map_err(Error::pg(self.location))?;
         let mut rows = postgres::binary_copy::BinaryCopyInWriter::new(sink, &COPY_EVENTS_TYPES);
         for i in 0..p.len() {
             rows.write(&[
@@ -1189,9 +1192,9 @@ impl PgBatch<'_> {
                 &p.event_ids[i],
                 &p.event_keys[i],
             ])
-            .map_err(pg(self.location))?;
+            .map_err(Error::pg(self.location))?;
         }
-        rows.finish().map_err(pg(self.location))?;
+        rows.finish().map_err(Error::pg(self.location))?;
         Ok(())
     }
 
@@ -1215,7 +1218,7 @@ impl PgBatch<'_> {
         // the drop rolls it back, so nothing of it lingers on the connection.
         // After a COMMIT, failed or not, no transaction is open.
         self.open = result.as_ref().is_err_and(|_| self.received.is_some());
-        result.map_err(pg(self.location))
+        result.map_err(Error::pg(self.location))
     }
 }
 
@@ -1359,10 +1362,10 @@ fn stream<T, E: From<Error>>(
     decode: impl Fn(&Row) -> Result<T>,
     visit: &mut impl FnMut(T) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    let mut tx = client.transaction().map_err(pg(location))?;
-    let portal = tx.bind(sql, params).map_err(pg(location))?;
+    let mut tx = client.transaction().map_err(Error::pg(location))?;
+    let portal = tx.bind(sql, params).map_err(Error::pg(location))?;
     loop {
-        let rows = tx.query_portal(&portal, STREAM_BATCH).map_err(pg(location))?;
+        let rows = tx.query_portal(&portal, STREAM_BATCH).map_err(Error::pg(location))?;
         if rows.is_empty() {
             break;
         }
@@ -1370,7 +1373,7 @@ fn stream<T, E: From<Error>>(
             visit(decode(row)?)?;
         }
     }
-    tx.commit().map_err(pg(location))?;
+    tx.commit().map_err(Error::pg(location))?;
     Ok(())
 }
 
@@ -1390,7 +1393,7 @@ fn status_on<Q: postgres::ToStatement + ?Sized>(
 ) -> Result<ConsentStatus> {
     let rows = client
         .query(query, &[&subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str()])
-        .map_err(pg(location))?;
+        .map_err(Error::pg(location))?;
     let records = rows.iter().map(|r| record_from_row(r, location)).collect::<Result<Vec<_>>>()?;
     Ok(ConsentStatus::from_records(records, purpose, as_of))
 }
@@ -1403,14 +1406,14 @@ fn suppression_on(
 ) -> Result<Option<bool>> {
     let row = client
         .query_opt("SELECT subject_was_known FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
-        .map_err(pg(location))?;
+        .map_err(Error::pg(location))?;
     Ok(row.map(|r| r.get(0)))
 }
 
 fn is_suppressed_on(client: &mut impl postgres::GenericClient, location: &str, subject: &Pseudonym) -> Result<bool> {
     let row = client
         .query_opt("SELECT 1 FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
-        .map_err(pg(location))?;
+        .map_err(Error::pg(location))?;
     Ok(row.is_some())
 }
 
@@ -1503,7 +1506,7 @@ fn run_from_row(row: &Row, location: &str) -> Result<BudgetRun> {
 fn read_run(client: &mut impl postgres::GenericClient, location: &str, run_key: &str) -> Result<Option<BudgetRun>> {
     let row = client
         .query_opt(&format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE run_key = $1"), &[&run_key])
-        .map_err(pg(location))?;
+        .map_err(Error::pg(location))?;
     row.map(|r| run_from_row(&r, location)).transpose()
 }
 
@@ -1518,7 +1521,7 @@ fn read_cap(
             "SELECT epsilon, delta, rho, set_at FROM budget_caps WHERE dataset = $1 AND purpose = $2",
             &[&dataset, &purpose.as_str()],
         )
-        .map_err(pg(location))?;
+        .map_err(Error::pg(location))?;
     Ok(row.map(|row| BudgetCap {
         dataset: dataset.to_string(),
         purpose,
@@ -1542,7 +1545,7 @@ fn sum_runs(
              WHERE dataset = $1 AND purpose = $2",
             &[&dataset, &purpose.as_str()],
         )
-        .map_err(pg(location))?;
+        .map_err(Error::pg(location))?;
     Ok((row.get(0), row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64))
 }
 

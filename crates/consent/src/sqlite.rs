@@ -150,7 +150,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and migrates its schema.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails; [`Error::SchemaTooNew`] if the file
+    /// [`Error::Store`] if SQLite fails; [`Error::SchemaTooNew`] if the file
     /// was written by a newer hush.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -207,7 +207,7 @@ impl SqliteStore {
     /// The schema version on disk.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn schema_version(&self) -> Result<i64> {
         self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(Error::db(&self.path))
     }
@@ -218,7 +218,7 @@ impl SqliteStore {
     /// the store exactly as it was.
     ///
     /// # Errors
-    /// [`Error::Database`] if the write lock cannot be taken.
+    /// [`Error::Store`] if the write lock cannot be taken.
     pub fn batch(&mut self) -> Result<SqliteBatch<'_>> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
         Ok(SqliteBatch { tx, path: &self.path, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
@@ -227,7 +227,7 @@ impl SqliteStore {
     /// The consent state of `subject` for `purpose` at `as_of` (see [`crate::rule`]).
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn status(&self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
         status_on(&self.conn, &self.path, subject, purpose, as_of)
     }
@@ -235,7 +235,7 @@ impl SqliteStore {
     /// The full consent history of a subject, in the order it was recorded.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn history(&self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
         let mut stmt = self
             .conn
@@ -254,7 +254,7 @@ impl SqliteStore {
     /// Every stored event of a subject, oldest first.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
         let mut stmt = self
             .conn
@@ -274,7 +274,7 @@ impl SqliteStore {
     /// that stops after `limit` rows.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
         // The limit is part of the text, not a bound parameter: SQLite
         // prepares a statement with a bound LIMIT afresh on every run, which
@@ -294,7 +294,7 @@ impl SqliteStore {
     /// Whether the subject was erased and is on the suppression list.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn is_suppressed(&self, subject: &Pseudonym) -> Result<bool> {
         is_suppressed_on(&self.conn, &self.path, subject)
     }
@@ -306,7 +306,7 @@ impl SqliteStore {
     /// matter, and the operator lifts the suppression knowingly.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
         let deleted = self
             .conn
@@ -322,7 +322,7 @@ impl SqliteStore {
     /// error; the receipt then counts zero rows.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails; nothing is deleted then.
+    /// [`Error::Store`] if SQLite fails; nothing is deleted then.
     pub fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
         let db = Error::db(&self.path);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
@@ -373,7 +373,7 @@ impl SqliteStore {
     /// Calls `visit` for every stored event in ingestion order, streaming.
     ///
     /// # Errors
-    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
+    /// Whatever `visit` returns, or [`Error::Store`] if SQLite fails.
     pub fn for_each_event<E: From<Error>>(
         &self,
         mut visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
@@ -396,7 +396,7 @@ impl SqliteStore {
     /// in memory, much faster than asking SQLite to sort the ledger).
     ///
     /// # Errors
-    /// Whatever `visit` returns, or [`Error::Database`] if SQLite fails.
+    /// Whatever `visit` returns, or [`Error::Store`] if SQLite fails.
     pub fn for_each_consent_decision<E: From<Error>>(
         &self,
         purpose: Purpose,
@@ -430,7 +430,7 @@ impl SqliteStore {
     /// Stores a new API key record (the secret itself is never stored).
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails (e.g. a duplicate key id).
+    /// [`Error::Store`] if SQLite fails (e.g. a duplicate key id).
     pub fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
         self.conn
             .execute(
@@ -450,7 +450,7 @@ impl SqliteStore {
     /// The key record and secret digest of `key_id`, revoked or not.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn api_key(&self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
         let mut stmt = self
             .conn
@@ -471,7 +471,7 @@ impl SqliteStore {
     /// Every API key record, oldest first.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn api_keys(&self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
         let mut stmt = self
             .conn
@@ -484,7 +484,7 @@ impl SqliteStore {
     /// Revokes a key; returns whether an active key was revoked.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
         let changed = self
             .conn
@@ -499,7 +499,7 @@ impl SqliteStore {
     /// The whole suppression list.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
         let mut stmt = self.conn.prepare("SELECT tag FROM suppressions").map_err(Error::db(&self.path))?;
         let rows = stmt
@@ -521,7 +521,7 @@ impl SqliteStore {
     /// Counts of what the store holds.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn stats(&self) -> Result<LedgerStats> {
         let count = |sql: &str| -> Result<u64> {
             self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(Error::db(&self.path))
@@ -626,7 +626,7 @@ impl SqliteBatch<'_> {
     /// See [`crate::WriteBatch::holds_consent_record`].
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
         let mut stmt = self
             .tx
@@ -707,7 +707,7 @@ impl SqliteBatch<'_> {
     /// Stores one event if its subject has some purpose granted at `now`.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
         let subject = &event.subject;
         if self.suppressed(subject)? {
@@ -802,7 +802,7 @@ impl SqliteBatch<'_> {
     /// See [`crate::WriteBatch::count_received`].
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails.
+    /// [`Error::Store`] if SQLite fails.
     pub fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.tx
@@ -818,7 +818,7 @@ impl SqliteBatch<'_> {
     /// Makes every write of the batch durable at once.
     ///
     /// # Errors
-    /// [`Error::Database`] if SQLite fails; nothing is stored then.
+    /// [`Error::Store`] if SQLite fails; nothing is stored then.
     pub fn commit(self) -> Result<()> {
         self.tx.commit().map_err(Error::db(self.path))
     }

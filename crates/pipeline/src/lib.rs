@@ -108,8 +108,7 @@ fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
         E::BudgetExceeded { .. } => ErrorKind::Budget,
         E::Io { .. } => ErrorKind::Io,
         E::Key { .. }
-        | E::Database { .. }
-        | E::Postgres { .. }
+        | E::Store { .. }
         | E::Connect { .. }
         | E::CleartextRefused { .. }
         | E::PoolExhausted { .. }
