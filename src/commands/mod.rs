@@ -35,6 +35,15 @@ use serde_json::Value;
 use crate::cli::*;
 
 pub fn run(cli: Cli) -> Result<()> {
+    // The kernel crates ignore a value they do not know; a command refuses
+    // it, so a typo cannot leave the SIMD kernels on unnoticed.
+    if hush_privacy::KernelSwitch::from_env() == hush_privacy::KernelSwitch::Unknown {
+        bail!(
+            "{}={:?}: expected `auto` or `portable` (or unset)",
+            hush_privacy::KERNEL_SWITCH_VAR,
+            std::env::var_os(hush_privacy::KERNEL_SWITCH_VAR).unwrap_or_default()
+        );
+    }
     let g = &cli.global;
     match &cli.command {
         Command::Init => init::run(g),

@@ -641,6 +641,33 @@ fn serve_settings_come_from_flags_env_or_a_checked_config_file() {
     assert!(stderr(&out).contains("missing.hmdl"), "the model path from the config file is used: {}", stderr(&out));
 }
 
+#[test]
+fn an_unknown_kernel_switch_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hush"))
+            .args(["init"])
+            .current_dir(dir.path())
+            .env_remove("HUSH_DB")
+            .env_remove("HUSH_KEY_FILE")
+            .env_remove("HUSH_PSEUDONYM_KEY")
+            .env("HUSH_KERNEL", value)
+            .output()
+            .unwrap()
+    };
+    let out = run("portabel");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#"HUSH_KERNEL="portabel": expected `auto` or `portable` (or unset)"#),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("hush.db").exists(), "nothing ran");
+    let out = run("portable");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("hush.db").exists());
+}
+
 /// A small synthetic storefront in `d`: consent imported into `hush.db`,
 /// events extracted with its catalogue into `f.hfs`.
 fn small_store(d: &std::path::Path) {

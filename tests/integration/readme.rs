@@ -125,6 +125,32 @@ fn blocks(readme: &str) -> Result<Vec<Block>, String> {
     }
 }
 
+/// The commands of an `a && b && c` list, in order: split at each `&&`
+/// outside quotes and before any comment (which stays with the last).
+fn and_list(text: &str) -> Vec<String> {
+    let (mut parts, mut current) = (Vec::new(), String::new());
+    let (mut quote, mut comment) = (None, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if !comment && quote.is_none() && rest.starts_with(" && ") {
+            parts.push(std::mem::take(&mut current).trim().to_string());
+            rest = &rest[4..];
+            continue;
+        }
+        match (c, quote) {
+            (_, _) if comment => {}
+            ('\'', None) | ('"', None) => quote = Some(c),
+            (q, Some(open)) if q == open => quote = None,
+            ('#', None) if current.is_empty() || current.ends_with(char::is_whitespace) => comment = true,
+            _ => {}
+        }
+        current.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    parts.push(current.trim().to_string());
+    parts
+}
+
 /// What the harness does with one README command.
 #[derive(Debug, PartialEq)]
 enum Plan {
@@ -254,10 +280,13 @@ impl Session {
 
     /// Runs one command; `Err` says why it failed.
     fn run(&mut self, line: &Line) -> Result<bool, String> {
-        if let Some((first, rest)) = line.text.split_once(" && ") {
-            let first_ran = self.run(&Line { line: line.line, text: first.trim().to_string() })?;
-            let rest_ran = self.run(&Line { line: line.line, text: rest.trim().to_string() })?;
-            return Ok(first_ran || rest_ran);
+        let parts = and_list(&line.text);
+        if parts.len() > 1 {
+            let mut ran = false;
+            for part in parts {
+                ran |= self.run(&Line { line: line.line, text: part })?;
+            }
+            return Ok(ran);
         }
         let pg = || self.pg_url.clone().unwrap_or_else(hush_testkit::postgres_url);
         let planned = plan(&line.text, &pg);
@@ -454,6 +483,12 @@ fn cargo_lines_map_to_the_built_binary_and_servers_go_to_the_background() {
     assert!(matches!(plan("cargo test --workspace", &no_pg), Plan::Mapped(_)));
     assert!(matches!(plan("cargo install --path .", &no_pg), Plan::Mapped(_)));
     assert!(matches!(plan(".ci/install-test-deps", &no_pg), Plan::Mapped(_)));
+    assert_eq!(
+        and_list("cargo install --path . && hush quickstart  # a && b"),
+        ["cargo install --path .", "hush quickstart  # a && b"]
+    );
+    assert_eq!(and_list("printf 'a && b' && echo \"c && d\""), ["printf 'a && b'", "echo \"c && d\""]);
+    assert_eq!(and_list("hush init"), ["hush init"]);
     assert!(matches!(plan("pip install ./python pyarrow      # builds", &no_pg), Plan::Mapped(_)));
     assert!(matches!(plan("pip install pandas", &no_pg), Plan::Run(_)));
     assert_eq!(

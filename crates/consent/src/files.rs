@@ -1,6 +1,7 @@
-//! Files that hold personal data (the SQLite store, its write-ahead log,
-//! subject exports) are readable and writable by their owner only, like the
-//! pseudonymization key file.
+//! Writing files: those that hold personal data (the SQLite store, its
+//! write-ahead log, subject exports) are readable and writable by their
+//! owner only, like the pseudonymization key file; and any file can be
+//! replaced atomically ([`write_atomically`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -73,8 +74,14 @@ pub enum Access {
 
 /// Writes `path` all at once or not at all: `contents` writes a temporary
 /// file beside it, which is flushed, synced and renamed over `path`.
-/// Creates the parent directory. On any failure the temporary file is
-/// removed and a file already at `path` is left as it was.
+/// Creates the parent directory. On any failure (a panic in `contents`
+/// too) the temporary file is removed and a file already at `path` is left
+/// as it was.
+///
+/// The temporary file is new: created exclusively (never an existing file
+/// or a symbolic link someone planted under its name), and named for this
+/// process and this call, so concurrent writers of one path, in threads or
+/// processes, never share one (the last rename wins, whole).
 ///
 /// # Errors
 /// The I/O error that stopped it (from `contents` too).
@@ -83,29 +90,37 @@ pub fn write_atomically(
     access: Access,
     contents: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    // The process id in the name: two processes writing the same file do
-    // not share a temporary file (the last rename wins, whole).
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let temp = path.with_file_name(name);
-    let result = (|| {
-        let file = match access {
-            Access::OwnerOnly => create_owner_only(&temp)?,
-            Access::Shared => std::fs::File::create(&temp)?,
-        };
-        let mut writer = std::io::BufWriter::new(file);
-        contents(&mut writer)?;
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+    name.push(format!(".tmp-{}-{call}", std::process::id()));
+    let temp = Removed(path.with_file_name(name));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if access == Access::OwnerOnly {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(OWNER_ONLY);
     }
-    result
+    let mut writer = std::io::BufWriter::new(options.open(&temp.0)?);
+    contents(&mut writer)?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&temp.0, path)?;
+    std::mem::forget(temp);
+    Ok(())
+}
+
+/// A temporary file, removed when dropped (on an error or a panic).
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[cfg(unix)]
@@ -170,5 +185,33 @@ mod tests {
         let shared = dir.path().join("report.html");
         write_atomically(&shared, Access::Shared, |w| w.write_all(b"<p>")).unwrap();
         assert_eq!(std::fs::read(&shared).unwrap(), b"<p>");
+        // A panic while writing removes the temporary file too.
+        let panicked = std::panic::catch_unwind(|| {
+            write_atomically(&path, Access::OwnerOnly, |_| panic!("the writer panicked")).unwrap();
+        });
+        assert!(panicked.is_err());
+        let left: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("split.csv")], "no temporary file after a panic");
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_path_each_write_a_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cells.json");
+        std::thread::scope(|scope| {
+            for writer in 0..8u8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomically(path, Access::Shared, |w| w.write_all(&[b'a' + writer; 1 << 16])).unwrap();
+                    }
+                });
+            }
+        });
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 1 << 16);
+        assert!(bytes.iter().all(|&b| b == bytes[0]), "one writer's file, whole");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left behind");
     }
 }

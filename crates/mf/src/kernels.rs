@@ -312,7 +312,7 @@ impl PanelScan<'_> {
             self.prior.len() == items
                 && self.offset_terms.len() == items
                 && self.item_scales.len() == items
-                && self.quantized.len() == items * self.quads * 4
+                && items.checked_mul(self.quads).and_then(|n| n.checked_mul(4)) == Some(self.quantized.len())
                 && self.query.len() >= self.quads,
             "a panel scan's buffers do not match its layout"
         );

@@ -151,6 +151,8 @@ impl Avx2 {
     /// the portable fast path reads them; lanes past the last whole group
     /// of eight are left to the caller.
     pub(crate) fn ziggurat_fast_path(self, words: &[u32], out: &mut [f32], edges: &[f32; 257]) -> u128 {
+        // One mask bit a lane: more than 128 lanes would shift bits out of it.
+        assert!(words.len().min(out.len()) <= 128, "at most 128 words a block");
         // SAFETY: the token proves the CPU has AVX2, all the function
         // enables; it is sound for any slices (it stays within both).
         unsafe { x86::ziggurat_fast_path_avx2(words, out, edges) }

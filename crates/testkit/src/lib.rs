@@ -31,15 +31,19 @@ static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
 const INSTALL_HINT: &str = "run `.ci/install-test-deps` from the repository root \
      (it runs `sudo apt-get install chromium postgresql python3-venv` for what is missing)";
 
-/// Headless Chromium for the report tests: Debian's `chromium`.
+/// Headless Chromium for the report tests: `chromium` or `chromium-browser`
+/// on the `PATH` (where `.ci/install-test-deps` looks for it too), else in
+/// `/usr/bin`.
 ///
 /// # Panics
 /// When Chromium is missing: the test fails, saying how to install it.
 pub fn chromium() -> PathBuf {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).collect();
+    ["chromium", "chromium-browser"]
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
+        .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("headless Chromium is needed for this test and is not installed: {INSTALL_HINT}"))
 }
 
