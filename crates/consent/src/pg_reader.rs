@@ -32,6 +32,8 @@ pub struct PgReader {
     target: PgTarget,
     location: String,
     next: AtomicUsize,
+    /// Connections opened so far, reopenings included.
+    opened: std::sync::atomic::AtomicU64,
 }
 
 /// One connection's place: the connection while it is open, how many
@@ -138,6 +140,7 @@ impl PgReader {
             target,
             location: crate::ledger::redact(url),
             next: AtomicUsize::new(0),
+            opened: std::sync::atomic::AtomicU64::new(0),
         };
         for slot in &reader.slots {
             let connection = reader.open().await?;
@@ -164,6 +167,7 @@ impl PgReader {
             tracing::warn!(location = %location, %error, "could not set plan_cache_mode");
         }
         let gated_read = client.prepare(GATED_READ_SQL).await.map_err(Error::pg(location))?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Connection { client, gated_read }))
     }
 
@@ -240,6 +244,12 @@ impl PgReader {
                 Err(e)
             }
         }
+    }
+
+    /// How many connections it has opened since it was made, reopenings
+    /// included: a closed connection costs one reopening, not one per read.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
     }
 
     /// How many connections are open and how many queries are on them.
