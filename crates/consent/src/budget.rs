@@ -12,10 +12,8 @@
 //! *commits* it with the model id once the model exists, or *cancels* it if
 //! training failed before anything was released.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::sqlite::{collect_rows, conversion_error, SqliteStore};
 use crate::{Error, Result, Timestamp};
 
 /// What a budget pays for. The two are capped and counted separately.
@@ -37,7 +35,8 @@ impl BudgetPurpose {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    /// The purpose of a stored name.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "release" => Some(BudgetPurpose::Release),
             "evaluation" => Some(BudgetPurpose::Evaluation),
@@ -107,6 +106,17 @@ pub enum RunState {
     Committed,
 }
 
+impl RunState {
+    /// The state of a stored name.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "reserved" => Some(RunState::Reserved),
+            "committed" => Some(RunState::Committed),
+            _ => None,
+        }
+    }
+}
+
 /// One recorded run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BudgetRun {
@@ -154,155 +164,6 @@ impl BudgetSpend {
 
 /// Room for floating-point error when a run spends exactly what is left.
 const CAP_SLACK: f64 = 1e-12;
-
-impl SqliteStore {
-    /// Sets (or replaces) the lifetime cap of a dataset and purpose.
-    ///
-    /// # Errors
-    /// [`Error::InvalidField`] for an empty dataset name or a cap that is not
-    /// finite and positive; [`Error::Store`] if SQLite fails.
-    pub fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO budget_caps (dataset, purpose, epsilon, delta, rho, set_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (dataset, purpose) DO UPDATE SET
-                     epsilon = excluded.epsilon, delta = excluded.delta, rho = excluded.rho, set_at = excluded.set_at",
-                params![
-                    cap.dataset,
-                    cap.purpose.as_str(),
-                    cap.epsilon,
-                    cap.delta,
-                    cap.rho,
-                    cap.set_at.as_unix_millis()
-                ],
-            )
-            .map_err(Error::db(&self.path))?;
-        Ok(())
-    }
-
-    /// The cap of a dataset and purpose, if one is set.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn budget_cap(&self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
-        read_cap(&self.conn, dataset, purpose).map_err(Error::db(&self.path))
-    }
-
-    /// Reserves a run's budget: checks the cap and records the run in one
-    /// immediate transaction, so concurrent runs are serialized and cannot
-    /// both pass a cap that only one of them fits under.
-    ///
-    /// Reserving a `run_key` that is already recorded returns that record
-    /// unchanged and spends nothing more.
-    ///
-    /// # Errors
-    /// [`Error::BudgetExceeded`] if the run does not fit under the cap;
-    /// [`Error::InvalidField`] for a non-private release run or a bad
-    /// guarantee; [`Error::Store`] if SQLite fails.
-    pub fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&path))?;
-        if let Some(existing) = read_run(&tx, &request.run_key).map_err(Error::db(&path))? {
-            return Ok(existing);
-        }
-        if request.guarantee.is_some() {
-            let (spent, _, _) = sum_runs(&tx, &request.dataset, request.purpose).map_err(Error::db(&path))?;
-            let cap = read_cap(&tx, &request.dataset, request.purpose).map_err(Error::db(&path))?;
-            check_fits(request, spent, cap.as_ref())?;
-        }
-        tx.execute(
-            "INSERT INTO budget_runs (run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at)
-             VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, 'reserved', ?8)",
-            params![
-                request.run_key,
-                request.dataset,
-                request.purpose.as_str(),
-                request.guarantee.map(|g| g.epsilon),
-                request.guarantee.map(|g| g.delta),
-                request.guarantee.map(|g| g.rho),
-                request.snapshot_at.as_unix_millis(),
-                now.as_unix_millis()
-            ],
-        )
-        .map_err(Error::db(&path))?;
-        let run = read_run(&tx, &request.run_key).map_err(Error::db(&path))?.expect("the run was just inserted");
-        tx.commit().map_err(Error::db(&path))?;
-        Ok(run)
-    }
-
-    /// Marks a reserved run as spent on `model_id`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidField`] if no run has that key; [`Error::Store`] if SQLite fails.
-    pub fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE budget_runs SET state = 'committed', model_id = ?2 WHERE run_key = ?1",
-                params![run_key, model_id],
-            )
-            .map_err(Error::db(&self.path))?;
-        if changed == 0 {
-            return Err(Error::InvalidField { field: "run_key", message: format!("no budget run `{run_key}`") });
-        }
-        Ok(())
-    }
-
-    /// Gives a reserved run's budget back (its training failed before any
-    /// release). A committed run cannot be cancelled: its model exists.
-    /// Returns whether a reservation was removed.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
-        let changed = self
-            .conn
-            .execute("DELETE FROM budget_runs WHERE run_key = ?1 AND state = 'reserved'", [run_key])
-            .map_err(Error::db(&self.path))?;
-        Ok(changed > 0)
-    }
-
-    /// What every dataset and purpose with a cap or a run has spent, sorted.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn budget_spending(&self) -> Result<Vec<BudgetSpend>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT dataset, purpose FROM budget_caps UNION SELECT dataset, purpose FROM budget_runs
-                 ORDER BY 1, 2",
-            )
-            .map_err(Error::db(&self.path))?;
-        let keys = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, parse_purpose(row, 1)?)))
-            .map_err(Error::db(&self.path))?;
-        let keys = collect_rows(keys, &self.path)?;
-        let mut out = Vec::with_capacity(keys.len());
-        let read = |dataset: &str, purpose| -> rusqlite::Result<BudgetSpend> {
-            let (spent_rho, private_runs, non_private_runs) = sum_runs(&self.conn, dataset, purpose)?;
-            let cap = read_cap(&self.conn, dataset, purpose)?;
-            Ok(BudgetSpend { dataset: dataset.to_string(), purpose, cap, spent_rho, private_runs, non_private_runs })
-        };
-        for (dataset, purpose) in keys {
-            out.push(read(&dataset, purpose).map_err(Error::db(&self.path))?);
-        }
-        Ok(out)
-    }
-
-    /// Every recorded run of a dataset (or of all datasets), oldest first.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn budget_runs(&self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE ?1 IS NULL OR dataset = ?1 ORDER BY id"))
-            .map_err(Error::db(&self.path))?;
-        let rows = stmt.query_map([dataset], run_from_row).map_err(Error::db(&self.path))?;
-        collect_rows(rows, &self.path)
-    }
-}
 
 /// Checks a cap before any backend stores it.
 pub(crate) fn check_cap(cap: &BudgetCap) -> Result<()> {
@@ -357,67 +218,4 @@ fn check_dataset(dataset: &str) -> Result<()> {
         return Err(Error::InvalidField { field: "dataset", message: "give a name of 1 to 200 characters".into() });
     }
     Ok(())
-}
-
-const RUN_COLUMNS: &str = "run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at";
-
-fn parse_purpose(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<BudgetPurpose> {
-    let text: String = row.get(column)?;
-    BudgetPurpose::parse(&text).ok_or_else(|| conversion_error(column, format!("unknown budget purpose `{text}`")))
-}
-
-fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BudgetRun> {
-    let rho: Option<f64> = row.get(6)?;
-    let guarantee = match rho {
-        Some(rho) => Some(RunGuarantee { epsilon: row.get(4)?, delta: row.get(5)?, rho }),
-        None => None,
-    };
-    let state: String = row.get(8)?;
-    Ok(BudgetRun {
-        run_key: row.get(0)?,
-        dataset: row.get(1)?,
-        purpose: parse_purpose(row, 2)?,
-        model_id: row.get(3)?,
-        guarantee,
-        snapshot_at: Timestamp::from_unix_millis(row.get(7)?),
-        state: match state.as_str() {
-            "reserved" => RunState::Reserved,
-            "committed" => RunState::Committed,
-            other => return Err(conversion_error(8, format!("unknown run state `{other}`"))),
-        },
-        created_at: Timestamp::from_unix_millis(row.get(9)?),
-    })
-}
-
-fn read_run(conn: &rusqlite::Connection, run_key: &str) -> rusqlite::Result<Option<BudgetRun>> {
-    conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM budget_runs WHERE run_key = ?1"), [run_key], run_from_row)
-        .optional()
-}
-
-fn read_cap(conn: &rusqlite::Connection, dataset: &str, purpose: BudgetPurpose) -> rusqlite::Result<Option<BudgetCap>> {
-    conn.query_row(
-        "SELECT epsilon, delta, rho, set_at FROM budget_caps WHERE dataset = ?1 AND purpose = ?2",
-        params![dataset, purpose.as_str()],
-        |row| {
-            Ok(BudgetCap {
-                dataset: dataset.to_string(),
-                purpose,
-                epsilon: row.get(0)?,
-                delta: row.get(1)?,
-                rho: row.get(2)?,
-                set_at: Timestamp::from_unix_millis(row.get(3)?),
-            })
-        },
-    )
-    .optional()
-}
-
-/// (Σρ of private runs, private runs, non-private runs).
-fn sum_runs(conn: &rusqlite::Connection, dataset: &str, purpose: BudgetPurpose) -> rusqlite::Result<(f64, u64, u64)> {
-    conn.query_row(
-        "SELECT COALESCE(SUM(rho), 0.0), COUNT(rho), COUNT(*) - COUNT(rho) FROM budget_runs
-         WHERE dataset = ?1 AND purpose = ?2",
-        params![dataset, purpose.as_str()],
-        |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64)),
-    )
 }

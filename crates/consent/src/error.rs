@@ -198,6 +198,7 @@ impl Error {
     }
 
     /// Wraps a PostgreSQL error with the store's location (its URL without the password).
+    #[cfg(feature = "postgres")]
     pub(crate) fn pg(location: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
         move |source| Error::Store {
             location: format!("store {location}"),
@@ -206,6 +207,7 @@ impl Error {
     }
 
     /// The PostgreSQL driver's error under this one, if it is one.
+    #[cfg(feature = "postgres")]
     pub(crate) fn postgres_source(&self) -> Option<&postgres::Error> {
         match self {
             Error::Store { source: StoreError(Driver::Postgres(e)), .. } => Some(e),
@@ -219,6 +221,7 @@ pub struct StoreError(Driver);
 
 enum Driver {
     Sqlite(rusqlite::Error),
+    #[cfg(feature = "postgres")]
     Postgres(postgres::Error),
 }
 
@@ -226,6 +229,7 @@ impl StoreError {
     fn inner(&self) -> &(dyn std::error::Error + 'static) {
         match &self.0 {
             Driver::Sqlite(e) => e,
+            #[cfg(feature = "postgres")]
             Driver::Postgres(e) => e,
         }
     }
@@ -263,6 +267,7 @@ mod tests {
         assert_eq!(source.to_string(), said);
         assert!(source.downcast_ref::<StoreError>().is_some());
         assert!(source.downcast_ref::<rusqlite::Error>().is_none(), "the driver's type stays inside the crate");
+        #[cfg(feature = "postgres")]
         assert!(error.postgres_source().is_none());
     }
 }

@@ -3,8 +3,8 @@
 //! (for several serving replicas). Both keep the same schema, semantics and
 //! guarantees; [`Ledger`] is the one interface the rest of hush uses.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use serde::Serialize;
@@ -12,15 +12,15 @@ use serde::Serialize;
 use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend};
 use crate::catalogue::{CatalogueItem, ItemUpsertReport};
 use crate::connect::ConnectOptions;
-use crate::postgres::{PgBatch, PgStore};
 use crate::pseudonym::SuppressionTag;
-use crate::sqlite::{SqliteBatch, SqliteStore};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, Tx};
 use crate::{
     ConsentChange, ConsentRecord, Decision, Error, Event, Pseudonym, Purpose, Result, SubjectEvent, Timestamp,
 };
 
 /// The newest schema version this build understands.
-pub const SCHEMA_VERSION: i64 = crate::sqlite::SCHEMA_VERSION;
+pub const SCHEMA_VERSION: i64 = crate::store::sqlite::SCHEMA_VERSION;
 
 /// Whether a purpose is granted, and since when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -281,35 +281,19 @@ fn redact_credentials(url: &str) -> String {
     }
 }
 
-enum Backend {
-    Sqlite(SqliteStore),
-    // A client needs `&mut` even to read; reads through `&Ledger` borrow it.
-    Postgres(Box<RefCell<PgStore>>),
-}
-
 /// The consent ledger and event store.
+///
+/// Every decision about subjects is made here, once, above the storage
+/// primitives of the crate-private storage seam: the backends only read and
+/// write rows.
 pub struct Ledger {
-    backend: Backend,
+    store: Box<dyn Store>,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger").field("location", &self.location()).finish()
     }
-}
-
-/// Runs `$body` with `$store` bound to whichever backend `$ledger` uses.
-macro_rules! on_backend {
-    ($ledger:expr, $store:ident => $body:expr) => {
-        match $ledger {
-            Backend::Sqlite($store) => $body,
-            Backend::Postgres(cell) => {
-                let $store = &mut *cell.borrow_mut();
-                let result = $body;
-                $store.noting_loss(result)
-            }
-        }
-    };
 }
 
 impl Ledger {
@@ -319,7 +303,7 @@ impl Ledger {
     /// [`Error::Store`] if SQLite fails; [`Error::SchemaTooNew`] if the file
     /// was written by a newer hush.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(Ledger { backend: Backend::Sqlite(SqliteStore::open(path)?) })
+        Ok(Ledger { store: Box::new(SqliteStore::open(path)?) })
     }
 
     /// Opens the store a URL names (see [`StoreUrl`]) and migrates its schema.
@@ -344,8 +328,17 @@ impl Ledger {
     pub fn connect_with(url: &str, options: ConnectOptions) -> Result<Self> {
         match StoreUrl::parse(url)? {
             StoreUrl::Sqlite(path) => Ledger::open(path),
+            #[cfg(feature = "postgres")]
             StoreUrl::Postgres(url) => {
-                Ok(Ledger { backend: Backend::Postgres(Box::new(RefCell::new(PgStore::connect(&url, options)?))) })
+                Ok(Ledger { store: Box::new(crate::store::postgres::PgStore::connect(&url, options)?) })
+            }
+            #[cfg(not(feature = "postgres"))]
+            StoreUrl::Postgres(url) => {
+                let _ = options;
+                Err(Error::Connect {
+                    location: redact(&url),
+                    message: "this build of hush-consent has no PostgreSQL support (cargo feature `postgres`)".into(),
+                })
             }
         }
     }
@@ -355,55 +348,42 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::connect`].
     pub fn reopen(&self) -> Result<Self> {
-        match &self.backend {
-            Backend::Sqlite(s) => Ledger::open(s.path()),
-            Backend::Postgres(p) => {
-                let p = p.borrow();
-                Ledger::connect_with(p.url(), p.options())
-            }
-        }
+        Ok(Ledger { store: self.store.reopen()? })
     }
 
     /// The URL and settings of a PostgreSQL store, to open more connections like this one.
     pub(crate) fn postgres_settings(&self) -> Option<(String, ConnectOptions)> {
-        match &self.backend {
-            Backend::Sqlite(_) => None,
-            Backend::Postgres(p) => {
-                let p = p.borrow();
-                Some((p.url().to_string(), p.options()))
-            }
-        }
+        self.store.postgres_settings()
     }
 
     /// Whether the connection is known to be unusable (a PostgreSQL
     /// connection the server closed); a pool then replaces it.
     pub fn is_broken(&self) -> bool {
-        match &self.backend {
-            Backend::Sqlite(_) => false,
-            Backend::Postgres(p) => p.borrow().is_closed(),
-        }
+        self.store.is_broken()
     }
 
     /// Where the store is, for messages (a file path, or a URL without its password).
     pub fn location(&self) -> String {
-        match &self.backend {
-            Backend::Sqlite(s) => s.path().display().to_string(),
-            Backend::Postgres(p) => p.borrow().location().to_string(),
-        }
+        self.store.location()
     }
 
     /// Whether the store is a server reached over the network: its calls
     /// block on I/O, so async code must run them off the reactor.
     pub fn is_remote(&self) -> bool {
-        !matches!(self.backend, Backend::Sqlite(_))
+        self.store.sqlite_path().is_none()
     }
 
     /// The SQLite file, for the SQLite backend.
     pub fn sqlite_path(&self) -> Option<&Path> {
-        match &self.backend {
-            Backend::Sqlite(s) => Some(s.path()),
-            Backend::Postgres(_) => None,
+        self.store.sqlite_path()
+    }
+
+    /// `result`, after telling the store what its error says about the connection.
+    fn noted<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            self.store.note_error(error);
         }
+        result
     }
 
     /// The schema version the store is at.
@@ -411,7 +391,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn schema_version(&self) -> Result<i64> {
-        on_backend!(&self.backend, s => s.schema_version())
+        self.noted(self.store.schema_version())
     }
 
     /// Starts a batch of writes that commit together or not at all.
@@ -422,10 +402,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the write transaction cannot be started.
     pub fn batch(&mut self) -> Result<WriteBatch<'_>> {
-        Ok(match &mut self.backend {
-            Backend::Sqlite(s) => WriteBatch { inner: BatchBackend::Sqlite(s.batch()?) },
-            Backend::Postgres(p) => WriteBatch { inner: BatchBackend::Postgres(Box::new(p.get_mut().batch()?)) },
-        })
+        Ok(WriteBatch { tx: self.store.batch()?, allowed: HashMap::new(), suppression: HashMap::new() })
     }
 
     /// Appends one consent decision and returns the stored record.
@@ -502,7 +479,8 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn status(&self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
-        on_backend!(&self.backend, s => s.status(subject, purpose, as_of))
+        let records = self.noted(self.store.consent_records(subject, Some(purpose)))?;
+        Ok(ConsentStatus::from_records(records, purpose, as_of))
     }
 
     /// The full consent history of a subject, in the order it was recorded.
@@ -510,7 +488,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn history(&self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
-        on_backend!(&self.backend, s => s.history(subject))
+        self.noted(self.store.consent_records(subject, None))
     }
 
     /// Every stored event of a subject, oldest first.
@@ -518,7 +496,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
-        on_backend!(&self.backend, s => s.events_of(subject))
+        self.noted(self.store.events_of(subject))
     }
 
     /// The subject's `limit` most recent events, newest first (ties by
@@ -527,7 +505,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
-        on_backend!(&self.backend, s => s.recent_events(subject, limit))
+        self.noted(self.store.recent_events(subject, limit))
     }
 
     /// What a personalized request needs, read as one consistent step (on
@@ -551,21 +529,7 @@ impl Ledger {
         as_of: Timestamp,
         limit: usize,
     ) -> Result<GatedRead> {
-        match &self.backend {
-            Backend::Postgres(cell) => cell.borrow_mut().gated_read(key, subject, purpose, as_of, limit),
-            Backend::Sqlite(_) => {
-                if let Some((presented, scope)) = key {
-                    if let Err(why) = crate::keys::verify(self.api_key(&presented.key_id)?, presented, scope) {
-                        return Ok(GatedRead::KeyRefused(why));
-                    }
-                }
-                let status = self.status(subject, purpose, as_of)?;
-                if !status.is_granted() {
-                    return Ok(GatedRead::NotGranted(status));
-                }
-                Ok(GatedRead::Granted { recent: self.recent_events(subject, limit)?, status })
-            }
-        }
+        self.noted(self.store.gated_read(key, subject, purpose, as_of, limit))
     }
 
     /// Whether hush has seen the subject: a consent record, an event, or an
@@ -584,7 +548,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn is_suppressed(&self, subject: &Pseudonym) -> Result<bool> {
-        on_backend!(&self.backend, s => s.is_suppressed(subject))
+        Ok(self.noted(self.store.suppression(subject))?.is_some())
     }
 
     /// Lifts the suppression of an erased subject who opts in afresh.
@@ -596,7 +560,8 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
-        on_backend!(&mut self.backend, s => s.lift_suppression(subject))
+        let result = self.store.delete_suppression(subject);
+        self.noted(result)
     }
 
     /// Erases a subject: deletes every consent record and event in one
@@ -610,7 +575,20 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails; nothing is deleted then.
     pub fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
-        on_backend!(&mut self.backend, s => s.erase(subject, now))
+        let mut batch = self.batch()?;
+        let (consent_records_deleted, events_deleted, subject_was_known) = batch.erase(subject, now)?;
+        batch.commit()?;
+        let result = self.store.after_erasure();
+        let wal_truncated = self.noted(result)?;
+        tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
+        Ok(ErasureReceipt {
+            erased_at: now,
+            consent_records_deleted,
+            events_deleted,
+            suppressed: true,
+            wal_truncated,
+            subject_was_known,
+        })
     }
 
     /// Everything held about a subject.
@@ -637,11 +615,16 @@ impl Ledger {
         &self,
         visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        match &self.backend {
-            // Streams for extraction: their error type is the caller's.
-            Backend::Sqlite(s) => s.for_each_event(visit),
-            Backend::Postgres(cell) => cell.borrow_mut().for_each_event(visit),
-        }
+        let mut visit = visit;
+        let mut failed = None;
+        self.store.for_each_event(&mut |event| match visit(event) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Calls `visit(subject, decision)` for every decision on `purpose`, in
@@ -654,11 +637,16 @@ impl Ledger {
         purpose: Purpose,
         visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        match &self.backend {
-            // Streams for extraction: their error type is the caller's.
-            Backend::Sqlite(s) => s.for_each_consent_decision(purpose, visit),
-            Backend::Postgres(cell) => cell.borrow_mut().for_each_consent_decision(purpose, visit),
-        }
+        let mut visit = visit;
+        let mut failed = None;
+        self.store.for_each_consent_decision(purpose, &mut |subject, decision| match visit(subject, decision) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Stores a new API key record (the secret itself is never stored).
@@ -666,7 +654,8 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails (e.g. a duplicate key id).
     pub fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
-        on_backend!(&mut self.backend, s => s.insert_api_key(key, secret_sha256))
+        let result = self.store.insert_api_key(key, secret_sha256);
+        self.noted(result)
     }
 
     /// The key record and secret digest of `key_id`, revoked or not.
@@ -674,7 +663,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn api_key(&self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
-        on_backend!(&self.backend, s => s.api_key(key_id))
+        self.noted(self.store.api_key(key_id))
     }
 
     /// Every API key record, oldest first.
@@ -682,7 +671,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn api_keys(&self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
-        on_backend!(&self.backend, s => s.api_keys())
+        self.noted(self.store.api_keys())
     }
 
     /// Revokes a key; returns whether an active key was revoked.
@@ -690,7 +679,8 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
-        on_backend!(&mut self.backend, s => s.revoke_api_key(key_id, now))
+        let result = self.store.revoke_api_key(key_id, now);
+        self.noted(result)
     }
 
     /// The whole suppression list.
@@ -698,7 +688,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
-        on_backend!(&self.backend, s => s.suppression_tags())
+        self.noted(self.store.suppression_tags())
     }
 
     /// Counts of what the store holds.
@@ -706,7 +696,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn stats(&self) -> Result<LedgerStats> {
-        on_backend!(&self.backend, s => s.stats())
+        self.noted(self.store.stats())
     }
 
     /// Imports catalogue items, upserting by item id in one transaction:
@@ -732,7 +722,8 @@ impl Ledger {
                 });
             }
         }
-        on_backend!(&mut self.backend, s => s.upsert_items(items, now))
+        let result = self.store.upsert_items(items, now);
+        self.noted(result)
     }
 
     /// The whole catalogue, by item id in byte order (empty if none was imported).
@@ -741,7 +732,7 @@ impl Ledger {
     /// [`Error::Store`] if the store fails; [`Error::Corrupt`] for
     /// attributes that are not a JSON object.
     pub fn catalogue_items(&self) -> Result<Vec<CatalogueItem>> {
-        let mut items = on_backend!(&self.backend, s => s.catalogue_items())?;
+        let mut items = self.noted(self.store.catalogue_items())?;
         // Both backends sort by bytes; sorting again costs little and makes it a guarantee.
         items.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Ok(items)
@@ -754,7 +745,8 @@ impl Ledger {
     /// finite and positive; [`Error::Store`] if the store fails.
     pub fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
         crate::budget::check_cap(cap)?;
-        on_backend!(&mut self.backend, s => s.set_budget_cap(cap))
+        let result = self.store.set_budget_cap(cap);
+        self.noted(result)
     }
 
     /// The cap of a dataset and purpose, if one is set.
@@ -762,7 +754,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn budget_cap(&self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
-        on_backend!(&self.backend, s => s.budget_cap(dataset, purpose))
+        self.noted(self.store.budget_cap(dataset, purpose))
     }
 
     /// Reserves a run's budget: checks the cap and records the run in one
@@ -778,7 +770,10 @@ impl Ledger {
     /// guarantee; [`Error::Store`] if the store fails.
     pub fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         crate::budget::check_request(request)?;
-        on_backend!(&mut self.backend, s => s.reserve_budget(request, now))
+        let mut batch = self.batch()?;
+        let run = batch.reserve_budget(request, now)?;
+        batch.commit()?;
+        Ok(run)
     }
 
     /// Marks a reserved run as spent on `model_id`.
@@ -786,7 +781,11 @@ impl Ledger {
     /// # Errors
     /// [`Error::InvalidField`] if no run has that key; [`Error::Store`] if the store fails.
     pub fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
-        on_backend!(&mut self.backend, s => s.commit_budget(run_key, model_id))
+        let result = self.store.commit_budget(run_key, model_id);
+        if !self.noted(result)? {
+            return Err(Error::InvalidField { field: "run_key", message: format!("no budget run `{run_key}`") });
+        }
+        Ok(())
     }
 
     /// Gives a reserved run's budget back (its training failed before any
@@ -796,7 +795,8 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
-        on_backend!(&mut self.backend, s => s.cancel_budget(run_key))
+        let result = self.store.cancel_budget(run_key);
+        self.noted(result)
     }
 
     /// What every dataset and purpose with a cap or a run has spent, sorted.
@@ -804,7 +804,20 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn budget_spending(&self) -> Result<Vec<BudgetSpend>> {
-        on_backend!(&self.backend, s => s.budget_spending())
+        let mut spending = Vec::new();
+        for (dataset, purpose) in self.noted(self.store.budget_keys())? {
+            let totals = self.noted(self.store.budget_totals(&dataset, purpose))?;
+            let cap = self.budget_cap(&dataset, purpose)?;
+            spending.push(BudgetSpend {
+                dataset,
+                purpose,
+                cap,
+                spent_rho: totals.spent_rho,
+                private_runs: totals.private_runs,
+                non_private_runs: totals.non_private_runs,
+            });
+        }
+        Ok(spending)
     }
 
     /// Every recorded run of a dataset (or of all datasets), oldest first.
@@ -812,23 +825,31 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn budget_runs(&self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
-        on_backend!(&self.backend, s => s.budget_runs(dataset))
+        self.noted(self.store.budget_runs(dataset))
     }
-}
-
-enum BatchBackend<'a> {
-    Sqlite(SqliteBatch<'a>),
-    Postgres(Box<PgBatch<'a>>),
 }
 
 /// Writes that commit together or not at all; dropping it without
 /// [`WriteBatch::commit`] rolls everything back.
+///
+/// This is where the rules of writing live, once for every backend: the
+/// ingest gate, consent recording under suppression, the erasure sequence
+/// and budget reservation. The store's transaction only reads and writes.
 pub struct WriteBatch<'a> {
-    inner: BatchBackend<'a>,
+    tx: Box<dyn Tx + 'a>,
+    /// Whether a subject had some purpose granted at a time (batches of one
+    /// group are each decided at their own arrival time).
+    allowed: HashMap<(Pseudonym, Timestamp), bool>,
+    /// `Some(subject_was_known)` of each suppressed subject asked about, `None` for the others.
+    suppression: HashMap<Pseudonym, Option<bool>>,
 }
 
 impl WriteBatch<'_> {
     /// Appends one consent decision. See [`Ledger::record_consent`].
+    ///
+    /// A suppressed subject's decision is refused unless it is an explicit
+    /// grant through the API or the CLI after an erasure that found nothing
+    /// held, which lifts the suppression.
     ///
     /// # Errors
     /// As [`Ledger::record_consent`].
@@ -838,10 +859,26 @@ impl WriteBatch<'_> {
         change: &ConsentChange,
         recorded_at: Timestamp,
     ) -> Result<ConsentRecord> {
-        match &mut self.inner {
-            BatchBackend::Sqlite(b) => b.record_consent(subject, change, recorded_at),
-            BatchBackend::Postgres(b) => b.record_consent(subject, change, recorded_at),
+        change.validate_at(recorded_at)?;
+        if let Some(entry) = self.suppression(subject)? {
+            if !opt_in_lifts(change, Some(entry)) {
+                return Err(Error::Suppressed);
+            }
+            self.tx.delete_suppression(subject)?;
+            self.suppression.insert(*subject, None);
         }
+        let seq = self.tx.insert_consent(subject, change, recorded_at)?;
+        self.allowed.retain(|(s, _), _| s != subject);
+        Ok(ConsentRecord {
+            seq,
+            purpose: change.purpose,
+            granted: change.granted,
+            effective_at: change.effective_at,
+            recorded_at,
+            source: change.source,
+            notice_version: change.notice_version.clone(),
+            proof_ref: change.proof_ref.clone(),
+        })
     }
 
     /// Whether the ledger already holds this very decision of `subject`
@@ -851,10 +888,7 @@ impl WriteBatch<'_> {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
-        match &mut self.inner {
-            BatchBackend::Sqlite(b) => b.holds_consent_record(subject, change),
-            BatchBackend::Postgres(b) => b.holds_consent_record(subject, change),
-        }
+        self.tx.holds_consent_record(subject, change)
     }
 
     /// Reads at once what deciding about `events` needs (their subjects'
@@ -867,21 +901,27 @@ impl WriteBatch<'_> {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn prefetch(&mut self, events: &[SubjectEvent]) -> Result<()> {
-        match &mut self.inner {
-            BatchBackend::Sqlite(_) => Ok(()),
-            BatchBackend::Postgres(b) => b.prefetch(events),
-        }
+        self.tx.prefetch(events)
     }
 
-    /// Stores one event if its subject has some purpose granted at `now`.
+    /// Stores one event if its subject is not suppressed, has some purpose
+    /// granted at `now`, and the store does not already hold it.
     ///
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
-        match &mut self.inner {
-            BatchBackend::Sqlite(b) => b.ingest_event(event, now),
-            BatchBackend::Postgres(b) => b.ingest_event(event, now),
+        let subject = &event.subject;
+        if self.suppression(subject)?.is_some() {
+            return Ok(IngestOutcome::Suppressed);
         }
+        if !self.allowed(subject, now)? {
+            return Ok(IngestOutcome::NoConsent);
+        }
+        if let Some(outcome) = self.repeat_of(event)? {
+            return Ok(outcome);
+        }
+        self.tx.insert_event(event)?;
+        Ok(IngestOutcome::Stored)
     }
 
     /// Counts `batches` ingested batches holding `events` events in all
@@ -893,10 +933,7 @@ impl WriteBatch<'_> {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
-        match &mut self.inner {
-            BatchBackend::Sqlite(b) => b.count_received(batches, events),
-            BatchBackend::Postgres(b) => b.count_received(batches, events),
-        }
+        self.tx.count_received(batches, events)
     }
 
     /// Makes every write of the batch durable at once.
@@ -904,10 +941,83 @@ impl WriteBatch<'_> {
     /// # Errors
     /// [`Error::Store`] if the store fails; nothing is stored then.
     pub fn commit(self) -> Result<()> {
-        match self.inner {
-            BatchBackend::Sqlite(b) => b.commit(),
-            BatchBackend::Postgres(b) => (*b).commit(),
+        self.tx.commit()
+    }
+
+    /// The subject's suppression entry, asked of the store once per batch.
+    fn suppression(&mut self, subject: &Pseudonym) -> Result<Option<bool>> {
+        if let Some(&entry) = self.suppression.get(subject) {
+            return Ok(entry);
         }
+        let entry = self.tx.suppression(subject)?;
+        self.suppression.insert(*subject, entry);
+        Ok(entry)
+    }
+
+    /// Whether `subject` had some purpose granted at `now`, under [`crate::rule`].
+    fn allowed(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<bool> {
+        if let Some(&allowed) = self.allowed.get(&(*subject, now)) {
+            return Ok(allowed);
+        }
+        let records = self.tx.consent_records(subject)?;
+        let allowed = Purpose::ALL.iter().any(|&purpose| {
+            let of_purpose: Vec<ConsentRecord> = records.iter().filter(|r| r.purpose == purpose).cloned().collect();
+            ConsentStatus::from_records(of_purpose, purpose, now).is_granted()
+        });
+        self.allowed.insert((*subject, now), allowed);
+        Ok(allowed)
+    }
+
+    /// `Duplicate` or `Conflict` if the store (this batch included) already
+    /// holds the event: by its id when it has one (the same content is a
+    /// duplicate, other content a conflict: the first one stands), else by
+    /// its content among the subject's events without an id.
+    fn repeat_of(&mut self, event: &SubjectEvent) -> Result<Option<IngestOutcome>> {
+        let subject = &event.subject;
+        Ok(match &event.event_id {
+            Some(id) => self.tx.event_with_id(subject, id)?.map(|held| {
+                if held == event.event {
+                    IngestOutcome::Duplicate
+                } else {
+                    IngestOutcome::Conflict
+                }
+            }),
+            None => self.tx.holds_event_without_id(subject, &event.event)?.then_some(IngestOutcome::Duplicate),
+        })
+    }
+
+    /// The erasure sequence: delete the subject's consent records and
+    /// events, then leave a suppression entry (saying whether hush held
+    /// anything of them or had erased them before) and a log entry of
+    /// counts only. Returns (consent records, events, subject was known).
+    fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<(u64, u64, bool)> {
+        let (consent_records, events) = self.tx.delete_subject(subject)?;
+        let known = consent_records > 0 || events > 0 || self.suppression(subject)? == Some(true);
+        self.tx.suppress(subject, now, known)?;
+        self.tx.log_erasure(now, consent_records, events)?;
+        self.suppression.insert(*subject, Some(known));
+        self.allowed.retain(|(s, _), _| s != subject);
+        Ok((consent_records, events, known))
+    }
+
+    /// Budget reservation: a run already recorded under its key is returned
+    /// unchanged; otherwise a private run must fit under its cap, and the
+    /// run is recorded as reserved. The batch's serialization makes the
+    /// check and the insert one step for every concurrent reservation.
+    fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
+        if let Some(existing) = self.tx.budget_run(&request.run_key)? {
+            return Ok(existing);
+        }
+        if request.guarantee.is_some() {
+            let spent = self.tx.budget_totals(&request.dataset, request.purpose)?.spent_rho;
+            let cap = self.tx.budget_cap(&request.dataset, request.purpose)?;
+            crate::budget::check_fits(request, spent, cap.as_ref())?;
+        }
+        self.tx.insert_budget_run(request, now)?;
+        self.tx.budget_run(&request.run_key)?.ok_or_else(|| Error::Corrupt {
+            location: "budget_runs".into(),
+            message: format!("the run `{}` was not found right after it was recorded", request.run_key),
+        })
     }
 }
 

@@ -5,8 +5,12 @@
 //! [`PseudonymKey`]. The raw identifier is turned into a pseudonym at the edge
 //! (an input row, a CLI argument) and is never stored or logged.
 //!
-//! - [`Ledger`] is the embedded SQLite store: the append-only consent history,
-//!   the event store, erasure with suppression, and export.
+//! - [`Ledger`] is the consent ledger and event store: the append-only
+//!   consent history, the event store, erasure with suppression, and export.
+//!   Its rules (the ingest gate, suppression, the erasure sequence, budget
+//!   reservation) are written once, above a crate-private storage seam with
+//!   two backends: an embedded SQLite file (the default) and PostgreSQL for
+//!   several replicas (the `postgres` cargo feature, on by default).
 //! - [`formats`] parses the file formats hush imports (consent records and
 //!   storefront events), with per-row errors that name file, line and field.
 //! - [`rule`] is the consent rule: the latest recorded decision wins.
@@ -31,13 +35,11 @@ pub mod import;
 pub mod keys;
 pub mod ledger;
 mod parquet_table;
-mod pg_reader;
 pub mod pool;
-mod postgres;
 pub mod pseudonym;
 pub mod record;
 pub mod rule;
-mod sqlite;
+mod store;
 pub mod subject;
 pub mod time;
 
@@ -50,10 +52,11 @@ pub use ledger::{
     ConsentState, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,
     SubjectExport, WriteBatch,
 };
-pub use pg_reader::{PgReader, PgReaderState, PgReaderTarget};
 pub use pool::{LedgerPool, PoolState, PooledLedger};
 pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
 pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};
 pub use rule::{Decision, MAX_CLOCK_SKEW_MS};
+#[cfg(feature = "postgres")]
+pub use store::postgres::reader::{PgReader, PgReaderState, PgReaderTarget};
 pub use subject::SubjectId;
 pub use time::Timestamp;

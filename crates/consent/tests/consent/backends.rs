@@ -1,5 +1,11 @@
 //! Running the same ledger test on both backends: a fresh SQLite file, and a
 //! fresh database on a real, throwaway PostgreSQL server.
+//!
+//! This is the conformance suite of the crate's storage seam (`store::Store`
+//! and `store::Tx`): the rules are written once in the ledger, and every
+//! `on_both_backends!` test checks that a backend's primitives let them hold
+//! (the ingest gate, suppression, erasure, budget reservation, concurrency).
+//! A new backend passes these before it is wired in.
 
 /// A fresh, empty store of one backend.
 pub struct Fresh {

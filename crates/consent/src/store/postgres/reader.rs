@@ -19,10 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::connect::{ConnectOptions, PgTarget};
+use super::tls::PgTarget;
+use super::{gated_read_from_rows, GatedReadParams, GATED_READ_SQL, GENERIC_PLANS_SQL};
+use crate::connect::ConnectOptions;
 use crate::keys::PresentedKey;
 use crate::ledger::GatedRead;
-use crate::postgres::{gated_read_from_rows, GatedReadParams, GATED_READ_SQL, GENERIC_PLANS_SQL};
 use crate::{Error, Ledger, Pseudonym, Purpose, Result, Timestamp};
 
 /// Connections to a PostgreSQL store for the gated read, each carrying any
@@ -153,9 +154,12 @@ impl PgReader {
     /// (`GENERIC_PLANS_SQL` says why), and the gated read prepared.
     async fn open(&self) -> Result<Arc<Connection>> {
         let location = &self.location;
-        let (client, connection) = self.target.config.connect(self.target.tls.clone()).await.map_err(|e| {
-            Error::Connect { location: location.clone(), message: crate::postgres::connect_message(&e) }
-        })?;
+        let (client, connection) = self
+            .target
+            .config
+            .connect(self.target.tls.clone())
+            .await
+            .map_err(|e| Error::Connect { location: location.clone(), message: super::connect_message(&e) })?;
         let log_location = location.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -163,7 +167,7 @@ impl PgReader {
             }
         });
         if let Err(e) = client.batch_execute(GENERIC_PLANS_SQL).await {
-            let error = crate::postgres::connect_message(&e);
+            let error = super::connect_message(&e);
             tracing::warn!(location = %location, %error, "could not set plan_cache_mode");
         }
         let gated_read = client.prepare(GATED_READ_SQL).await.map_err(Error::pg(location))?;

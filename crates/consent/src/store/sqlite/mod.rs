@@ -19,15 +19,20 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
+use std::ops::ControlFlow;
+
+use super::{decode, subject_key, RunTotals, Store, Tx};
+use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun};
 use crate::catalogue::{classify, CatalogueItem, Change, ItemUpsertReport};
-use crate::ledger::{ConsentStatus, ErasureReceipt, IngestOutcome, LedgerStats};
+use crate::keys::ApiKeyRecord;
+use crate::ledger::LedgerStats;
 use crate::pseudonym::SuppressionTag;
 use crate::{
-    ConsentChange, ConsentRecord, ConsentSource, Decision, Error, Event, EventKind, Pseudonym, Purpose, Result,
-    SubjectEvent, Timestamp,
+    ConsentChange, ConsentRecord, Decision, Error, Event, Pseudonym, Purpose, Result, SubjectEvent, Timestamp,
 };
+
+mod budget;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 const MIGRATIONS: &[&str] = &[
@@ -140,12 +145,6 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-/// The 64-bit index key of a subject's rows (see the module docs for why it is not the pseudonym).
-pub(crate) fn subject_key(subject: &Pseudonym) -> i64 {
-    let digest = Sha256::new_with_prefix(b"hush/row-key/v1\0").chain_update(subject.as_bytes()).finalize();
-    i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and migrates its schema.
     ///
@@ -199,16 +198,32 @@ impl SqliteStore {
         tx.commit().map_err(Error::db(&path))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Checkpoints the write-ahead log into the database and truncates it to zero bytes.
+    fn truncate_wal(&self) -> Result<bool> {
+        let busy: i64 =
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(Error::db(&self.path))?;
+        Ok(busy == 0)
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn sqlite_path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn reopen(&self) -> Result<Box<dyn Store>> {
+        Ok(Box::new(SqliteStore::open(&self.path)?))
     }
 
     /// The schema version on disk.
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn schema_version(&self) -> Result<i64> {
+    fn schema_version(&self) -> Result<i64> {
         self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(Error::db(&self.path))
     }
 
@@ -219,43 +234,20 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if the write lock cannot be taken.
-    pub fn batch(&mut self) -> Result<SqliteBatch<'_>> {
+    fn batch(&mut self) -> Result<Box<dyn Tx + '_>> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
-        Ok(SqliteBatch { tx, path: &self.path, allowed_cache: HashMap::new(), suppressed_cache: HashMap::new() })
+        Ok(Box::new(SqliteBatch { tx, path: &self.path }))
     }
 
-    /// The consent state of `subject` for `purpose` at `as_of` (see [`crate::rule`]).
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn status(&self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
-        status_on(&self.conn, &self.path, subject, purpose, as_of)
-    }
-
-    /// The full consent history of a subject, in the order it was recorded.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn history(&self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
-                 FROM consent_records WHERE subject_key = ?1 AND subject = ?2
-                 ORDER BY id",
-            )
-            .map_err(Error::db(&self.path))?;
-        let rows = stmt
-            .query_map(params![subject_key(subject), subject.as_bytes()], record_from_row)
-            .map_err(Error::db(&self.path))?;
-        collect_rows(rows, &self.path)
+    fn consent_records(&self, subject: &Pseudonym, purpose: Option<Purpose>) -> Result<Vec<ConsentRecord>> {
+        records_on(&self.conn, &self.path, subject, purpose)
     }
 
     /// Every stored event of a subject, oldest first.
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
+    fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -275,7 +267,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
+    fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
         // The limit is part of the text, not a bound parameter: SQLite
         // prepares a statement with a bound LIMIT afresh on every run, which
         // cost more than reading the rows. One cached statement per limit.
@@ -291,23 +283,11 @@ impl SqliteStore {
         collect_rows(rows, &self.path)
     }
 
-    /// Whether the subject was erased and is on the suppression list.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn is_suppressed(&self, subject: &Pseudonym) -> Result<bool> {
-        is_suppressed_on(&self.conn, &self.path, subject)
+    fn suppression(&self, subject: &Pseudonym) -> Result<Option<bool>> {
+        suppression_on(&self.conn, &self.path, subject)
     }
 
-    /// Lifts the suppression of an erased subject who opts in afresh.
-    ///
-    /// Suppression exists to stop stale backfills from bringing an erased
-    /// person back; a new, explicit opt-in by that person is a different
-    /// matter, and the operator lifts the suppression knowingly.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
+    fn delete_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
         let deleted = self
             .conn
             .execute("DELETE FROM suppressions WHERE tag = ?1", [&subject.suppression_tag().0[..]])
@@ -315,69 +295,15 @@ impl SqliteStore {
         Ok(deleted > 0)
     }
 
-    /// Erases a subject: deletes every consent record and event in one
-    /// transaction, adds a suppression entry, and truncates the write-ahead log.
-    ///
-    /// Erasing a subject who is already suppressed and holds nothing is not an
-    /// error; the receipt then counts zero rows.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails; nothing is deleted then.
-    pub fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
-        let db = Error::db(&self.path);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(Error::db(&self.path))?;
-        let key = subject_key(subject);
-        let consent_records_deleted = tx
-            .execute(
-                "DELETE FROM consent_records WHERE subject_key = ?1 AND subject = ?2",
-                params![key, subject.as_bytes()],
-            )
-            .map_err(Error::db(&self.path))? as u64;
-        let events_deleted = tx
-            .execute("DELETE FROM events WHERE subject_key = ?1 AND subject = ?2", params![key, subject.as_bytes()])
-            .map_err(Error::db(&self.path))? as u64;
-        let known = consent_records_deleted > 0
-            || events_deleted > 0
-            || suppression_on(&tx, &self.path, subject)? == Some(true);
-        tx.execute(
-            "INSERT INTO suppressions (tag, erased_at, subject_was_known) VALUES (?1, ?2, ?3)
-             ON CONFLICT (tag) DO UPDATE SET subject_was_known = max(subject_was_known, excluded.subject_was_known)",
-            params![&subject.suppression_tag().0[..], now.as_unix_millis(), known],
-        )
-        .map_err(Error::db(&self.path))?;
-        tx.execute(
-            "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES (?1, ?2, ?3)",
-            params![now.as_unix_millis(), consent_records_deleted as i64, events_deleted as i64],
-        )
-        .map_err(Error::db(&self.path))?;
-        tx.commit().map_err(db)?;
-        let wal_truncated = self.truncate_wal()?;
-        tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
-        Ok(ErasureReceipt {
-            erased_at: now,
-            consent_records_deleted,
-            events_deleted,
-            suppressed: true,
-            wal_truncated,
-            subject_was_known: known,
-        })
-    }
-
-    /// Checkpoints the write-ahead log into the database and truncates it to zero bytes.
-    fn truncate_wal(&self) -> Result<bool> {
-        let busy: i64 =
-            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(Error::db(&self.path))?;
-        Ok(busy == 0)
+    fn after_erasure(&mut self) -> Result<bool> {
+        self.truncate_wal()
     }
 
     /// Calls `visit` for every stored event in ingestion order, streaming.
     ///
     /// # Errors
     /// Whatever `visit` returns, or [`Error::Store`] if SQLite fails.
-    pub fn for_each_event<E: From<Error>>(
-        &self,
-        mut visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
+    fn for_each_event(&self, visit: &mut dyn FnMut(SubjectEvent) -> ControlFlow<()>) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare("SELECT subject, item, kind, value, at FROM events ORDER BY id")
@@ -386,7 +312,9 @@ impl SqliteStore {
         while let Some(row) = rows.next().map_err(Error::db(&self.path))? {
             let subject = pseudonym_from_row(row, 0).map_err(Error::db(&self.path))?;
             let event = event_from_offset(row, 1).map_err(Error::db(&self.path))?;
-            visit(SubjectEvent { subject, event, event_id: None })?;
+            if visit(SubjectEvent { subject, event, event_id: None }).is_break() {
+                break;
+            }
         }
         Ok(())
     }
@@ -397,11 +325,11 @@ impl SqliteStore {
     ///
     /// # Errors
     /// Whatever `visit` returns, or [`Error::Store`] if SQLite fails.
-    pub fn for_each_consent_decision<E: From<Error>>(
+    fn for_each_consent_decision(
         &self,
         purpose: Purpose,
-        mut visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
+        visit: &mut dyn FnMut(Pseudonym, Decision) -> ControlFlow<()>,
+    ) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare(
@@ -422,7 +350,9 @@ impl SqliteStore {
                 })
             })()
             .map_err(db)?;
-            visit(subject, decision)?;
+            if visit(subject, decision).is_break() {
+                break;
+            }
         }
         Ok(())
     }
@@ -431,7 +361,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails (e.g. a duplicate key id).
-    pub fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
+    fn insert_api_key(&mut self, key: &ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -451,7 +381,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn api_key(&self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
+    fn api_key(&self, key_id: &str) -> Result<Option<(ApiKeyRecord, [u8; 32])>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -459,9 +389,7 @@ impl SqliteStore {
             )
             .map_err(Error::db(&self.path))?;
         stmt.query_row([key_id], |row| {
-            let digest: Vec<u8> = row.get(5)?;
-            let digest: [u8; 32] =
-                digest.try_into().map_err(|_| conversion_error(5, "stored key digest is not 32 bytes".into()))?;
+            let digest = decode::key_digest(row.get(5)?).map_err(|m| conversion_error(5, m))?;
             Ok((api_key_from_row(row)?, digest))
         })
         .optional()
@@ -472,7 +400,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn api_keys(&self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
+    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
         let mut stmt = self
             .conn
             .prepare("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id")
@@ -485,7 +413,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
+    fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
         let changed = self
             .conn
             .execute(
@@ -500,7 +428,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
+    fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
         let mut stmt = self.conn.prepare("SELECT tag FROM suppressions").map_err(Error::db(&self.path))?;
         let rows = stmt
             .query_map([], |row| {
@@ -522,7 +450,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if SQLite fails.
-    pub fn stats(&self) -> Result<LedgerStats> {
+    fn stats(&self) -> Result<LedgerStats> {
         let count = |sql: &str| -> Result<u64> {
             self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(Error::db(&self.path))
         };
@@ -537,7 +465,7 @@ impl SqliteStore {
     }
 
     /// See [`crate::Ledger::upsert_items`].
-    pub fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
+    fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
         let path = self.path.clone();
         let db = || Error::db(&path);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db())?;
@@ -581,7 +509,7 @@ impl SqliteStore {
     }
 
     /// See [`crate::Ledger::catalogue_items`].
-    pub fn catalogue_items(&self) -> Result<Vec<CatalogueItem>> {
+    fn catalogue_items(&self) -> Result<Vec<CatalogueItem>> {
         let db = Error::db(&self.path);
         let mut statement = self
             .conn
@@ -599,35 +527,82 @@ impl SqliteStore {
             .map_err(Error::db(&self.path))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
-}
 
-/// Writes that commit together or not at all; dropping it without
-/// [`WriteBatch::commit`] rolls everything back.
-pub(crate) struct SqliteBatch<'a> {
-    tx: Transaction<'a>,
-    path: &'a Path,
-    /// Whether a subject may have events stored, per subject, for this batch.
-    /// Whether a subject had some purpose granted at a time (batches of
-    /// one group are each decided at their own arrival time).
-    allowed_cache: HashMap<(Pseudonym, Timestamp), bool>,
-    suppressed_cache: HashMap<Pseudonym, bool>,
-}
-
-impl SqliteBatch<'_> {
-    fn suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
-        if let Some(&s) = self.suppressed_cache.get(subject) {
-            return Ok(s);
-        }
-        let s = is_suppressed_on(&self.tx, self.path, subject)?;
-        self.suppressed_cache.insert(*subject, s);
-        Ok(s)
+    fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
+        budget::set_cap(&self.conn, cap).map_err(Error::db(&self.path))
     }
 
-    /// See [`crate::WriteBatch::holds_consent_record`].
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
+    fn budget_cap(&self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
+        budget::read_cap(&self.conn, dataset, purpose).map_err(Error::db(&self.path))
+    }
+
+    fn budget_keys(&self) -> Result<Vec<(String, BudgetPurpose)>> {
+        budget::keys(&self.conn).map_err(Error::db(&self.path))
+    }
+
+    fn budget_totals(&self, dataset: &str, purpose: BudgetPurpose) -> Result<RunTotals> {
+        budget::totals(&self.conn, dataset, purpose).map_err(Error::db(&self.path))
+    }
+
+    fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE budget_runs SET state = 'committed', model_id = ?2 WHERE run_key = ?1",
+                params![run_key, model_id],
+            )
+            .map_err(Error::db(&self.path))?;
+        Ok(changed > 0)
+    }
+
+    fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute("DELETE FROM budget_runs WHERE run_key = ?1 AND state = 'reserved'", [run_key])
+            .map_err(Error::db(&self.path))?;
+        Ok(changed > 0)
+    }
+
+    fn budget_runs(&self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
+        budget::runs(&self.conn, dataset).map_err(Error::db(&self.path))
+    }
+}
+
+/// A write transaction on SQLite: `BEGIN IMMEDIATE`, so one writer at a time
+/// across every process that opens the file.
+struct SqliteBatch<'a> {
+    tx: Transaction<'a>,
+    path: &'a Path,
+}
+
+impl Tx for SqliteBatch<'_> {
+    fn suppression(&mut self, subject: &Pseudonym) -> Result<Option<bool>> {
+        suppression_on(&self.tx, self.path, subject)
+    }
+
+    fn delete_suppression(&mut self, subject: &Pseudonym) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM suppressions WHERE tag = ?1", [&subject.suppression_tag().0[..]])
+            .map_err(Error::db(self.path))?;
+        Ok(())
+    }
+
+    fn suppress(&mut self, subject: &Pseudonym, erased_at: Timestamp, subject_was_known: bool) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO suppressions (tag, erased_at, subject_was_known) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tag) DO UPDATE SET subject_was_known = max(subject_was_known, excluded.subject_was_known)",
+                params![&subject.suppression_tag().0[..], erased_at.as_unix_millis(), subject_was_known],
+            )
+            .map_err(Error::db(self.path))?;
+        Ok(())
+    }
+
+    fn consent_records(&mut self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
+        records_on(&self.tx, self.path, subject, None)
+    }
+
+    fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
         let mut stmt = self
             .tx
             .prepare_cached(
@@ -650,26 +625,7 @@ impl SqliteBatch<'_> {
         .map_err(Error::db(self.path))
     }
 
-    /// Appends one consent decision. See [`crate::Ledger::record_consent`].
-    ///
-    /// # Errors
-    /// As [`crate::Ledger::record_consent`].
-    pub fn record_consent(
-        &mut self,
-        subject: &Pseudonym,
-        change: &ConsentChange,
-        recorded_at: Timestamp,
-    ) -> Result<ConsentRecord> {
-        change.validate_at(recorded_at)?;
-        if self.suppressed(subject)? {
-            if !crate::ledger::opt_in_lifts(change, suppression_on(&self.tx, self.path, subject)?) {
-                return Err(Error::Suppressed);
-            }
-            self.tx
-                .execute("DELETE FROM suppressions WHERE tag = ?1", [&subject.suppression_tag().0[..]])
-                .map_err(Error::db(self.path))?;
-            self.suppressed_cache.insert(*subject, false);
-        }
+    fn insert_consent(&mut self, subject: &Pseudonym, change: &ConsentChange, recorded_at: Timestamp) -> Result<i64> {
         let mut stmt = self
             .tx
             .prepare_cached(
@@ -690,47 +646,47 @@ impl SqliteBatch<'_> {
             change.proof_ref,
         ])
         .map_err(Error::db(self.path))?;
-        let seq = self.tx.last_insert_rowid();
-        self.allowed_cache.retain(|(s, _), _| s != subject);
-        Ok(ConsentRecord {
-            seq,
-            purpose: change.purpose,
-            granted: change.granted,
-            effective_at: change.effective_at,
-            recorded_at,
-            source: change.source,
-            notice_version: change.notice_version.clone(),
-            proof_ref: change.proof_ref.clone(),
-        })
+        Ok(self.tx.last_insert_rowid())
     }
 
-    /// Stores one event if its subject has some purpose granted at `now`.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
-        let subject = &event.subject;
-        if self.suppressed(subject)? {
-            return Ok(IngestOutcome::Suppressed);
-        }
-        let allowed = match self.allowed_cache.get(&(*subject, now)) {
-            Some(&allowed) => allowed,
-            None => {
-                let mut allowed = false;
-                for purpose in Purpose::ALL {
-                    allowed |= status_on(&self.tx, self.path, subject, purpose, now)?.is_granted();
-                }
-                self.allowed_cache.insert((*subject, now), allowed);
-                allowed
-            }
-        };
-        if !allowed {
-            return Ok(IngestOutcome::NoConsent);
-        }
-        if let Some(outcome) = self.held(event)? {
-            return Ok(outcome);
-        }
-        let e = &event.event;
+    fn event_with_id(&mut self, subject: &Pseudonym, event_id: &str) -> Result<Option<Event>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT item, kind, value, at FROM events
+                 WHERE subject_key = ?1 AND event_key = ?2 AND subject = ?3 AND event_id = ?4 LIMIT 1",
+            )
+            .map_err(Error::db(self.path))?;
+        stmt.query_row(
+            params![subject_key(subject), crate::event::event_key(subject, event_id), subject.as_bytes(), event_id],
+            event_from_row,
+        )
+        .optional()
+        .map_err(Error::db(self.path))
+    }
+
+    fn holds_event_without_id(&mut self, subject: &Pseudonym, e: &Event) -> Result<bool> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT 1 FROM events
+                 WHERE subject_key = ?1 AND at = ?2 AND subject = ?3 AND item = ?4 AND kind = ?5
+                   AND value = ?6 AND event_id IS NULL LIMIT 1",
+            )
+            .map_err(Error::db(self.path))?;
+        stmt.exists(params![
+            subject_key(subject),
+            e.at.as_unix_millis(),
+            subject.as_bytes(),
+            e.item,
+            e.kind.as_str(),
+            f64::from(e.value),
+        ])
+        .map_err(Error::db(self.path))
+    }
+
+    fn insert_event(&mut self, event: &SubjectEvent) -> Result<()> {
+        let (subject, e) = (&event.subject, &event.event);
         let mut stmt = self
             .tx
             .prepare_cached(
@@ -749,61 +705,52 @@ impl SqliteBatch<'_> {
             event.event_id.as_deref().map(|id| crate::event::event_key(subject, id)),
         ])
         .map_err(Error::db(self.path))?;
-        Ok(IngestOutcome::Stored)
+        Ok(())
     }
 
-    /// `Duplicate` or `Conflict` if the store (this batch included) already
-    /// holds the event: by its id when it has one, else by its content
-    /// among the subject's events without an id.
-    fn held(&mut self, event: &SubjectEvent) -> Result<Option<IngestOutcome>> {
-        let (subject, e) = (&event.subject, &event.event);
-        match &event.event_id {
-            Some(id) => {
-                let mut stmt = self
-                    .tx
-                    .prepare_cached(
-                        "SELECT item, kind, value, at FROM events
-                         WHERE subject_key = ?1 AND event_key = ?2 AND subject = ?3 AND event_id = ?4 LIMIT 1",
-                    )
-                    .map_err(Error::db(self.path))?;
-                let held = stmt
-                    .query_row(
-                        params![subject_key(subject), crate::event::event_key(subject, id), subject.as_bytes(), id],
-                        event_from_row,
-                    )
-                    .optional()
-                    .map_err(Error::db(self.path))?;
-                Ok(held.map(|h| if &h == e { IngestOutcome::Duplicate } else { IngestOutcome::Conflict }))
-            }
-            None => {
-                let mut stmt = self
-                    .tx
-                    .prepare_cached(
-                        "SELECT 1 FROM events
-                         WHERE subject_key = ?1 AND at = ?2 AND subject = ?3 AND item = ?4 AND kind = ?5
-                           AND value = ?6 AND event_id IS NULL LIMIT 1",
-                    )
-                    .map_err(Error::db(self.path))?;
-                let held = stmt
-                    .exists(params![
-                        subject_key(subject),
-                        e.at.as_unix_millis(),
-                        subject.as_bytes(),
-                        e.item,
-                        e.kind.as_str(),
-                        f64::from(e.value),
-                    ])
-                    .map_err(Error::db(self.path))?;
-                Ok(held.then_some(IngestOutcome::Duplicate))
-            }
-        }
+    fn delete_subject(&mut self, subject: &Pseudonym) -> Result<(u64, u64)> {
+        let key = subject_key(subject);
+        let consent_records = self
+            .tx
+            .execute(
+                "DELETE FROM consent_records WHERE subject_key = ?1 AND subject = ?2",
+                params![key, subject.as_bytes()],
+            )
+            .map_err(Error::db(self.path))?;
+        let events = self
+            .tx
+            .execute("DELETE FROM events WHERE subject_key = ?1 AND subject = ?2", params![key, subject.as_bytes()])
+            .map_err(Error::db(self.path))?;
+        Ok((consent_records as u64, events as u64))
     }
 
-    /// See [`crate::WriteBatch::count_received`].
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails.
-    pub fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
+    fn log_erasure(&mut self, erased_at: Timestamp, consent_records: u64, events: u64) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES (?1, ?2, ?3)",
+                params![erased_at.as_unix_millis(), consent_records as i64, events as i64],
+            )
+            .map_err(Error::db(self.path))?;
+        Ok(())
+    }
+
+    fn budget_run(&mut self, run_key: &str) -> Result<Option<BudgetRun>> {
+        budget::read_run(&self.tx, run_key).map_err(Error::db(self.path))
+    }
+
+    fn budget_totals(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<RunTotals> {
+        budget::totals(&self.tx, dataset, purpose).map_err(Error::db(self.path))
+    }
+
+    fn budget_cap(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
+        budget::read_cap(&self.tx, dataset, purpose).map_err(Error::db(self.path))
+    }
+
+    fn insert_budget_run(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<()> {
+        budget::insert_run(&self.tx, request, now).map_err(Error::db(self.path))
+    }
+
+    fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.tx
             .prepare_cached(
@@ -815,35 +762,31 @@ impl SqliteBatch<'_> {
         Ok(())
     }
 
-    /// Makes every write of the batch durable at once.
-    ///
-    /// # Errors
-    /// [`Error::Store`] if SQLite fails; nothing is stored then.
-    pub fn commit(self) -> Result<()> {
+    fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().map_err(Error::db(self.path))
     }
 }
 
-fn status_on(
+/// The subject's consent records, of one purpose or all, in recorded order.
+fn records_on(
     conn: &Connection,
     path: &Path,
     subject: &Pseudonym,
-    purpose: Purpose,
-    as_of: Timestamp,
-) -> Result<ConsentStatus> {
-    // Every decision of the subject on the purpose: the consent rule orders
-    // them by when they were recorded, which no index on effective time serves.
+    purpose: Option<Purpose>,
+) -> Result<Vec<ConsentRecord>> {
+    // `consent_by_subject` serves both: (subject_key, purpose, ...).
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
              FROM consent_records
-             WHERE subject_key = ?1 AND subject = ?2 AND purpose = ?3",
+             WHERE subject_key = ?1 AND subject = ?2 AND (?3 IS NULL OR purpose = ?3)
+             ORDER BY id",
         )
         .map_err(Error::db(path))?;
     let rows = stmt
-        .query_map(params![subject_key(subject), subject.as_bytes(), purpose.as_str()], record_from_row)
+        .query_map(params![subject_key(subject), subject.as_bytes(), purpose.map(Purpose::as_str)], record_from_row)
         .map_err(Error::db(path))?;
-    Ok(ConsentStatus::from_records(collect_rows(rows, path)?, purpose, as_of))
+    collect_rows(rows, path)
 }
 
 /// `Some(subject_was_known)` of the subject's suppression entry, if any.
@@ -853,28 +796,22 @@ fn suppression_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result
     stmt.query_row([&subject.suppression_tag().0[..]], |r| r.get(0)).optional().map_err(Error::db(path))
 }
 
-fn is_suppressed_on(conn: &Connection, path: &Path, subject: &Pseudonym) -> Result<bool> {
-    let mut stmt = conn.prepare_cached("SELECT 1 FROM suppressions WHERE tag = ?1").map_err(Error::db(path))?;
-    stmt.exists([&subject.suppression_tag().0[..]]).map_err(Error::db(path))
-}
-
 pub(crate) fn conversion_error(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, message.into())
 }
 
 fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConsentRecord> {
-    let purpose: String = row.get(1)?;
-    let source: String = row.get(5)?;
-    Ok(ConsentRecord {
+    decode::record(decode::RecordColumns {
         seq: row.get(0)?,
-        purpose: purpose.parse().map_err(|e: Error| conversion_error(1, e.to_string()))?,
+        purpose: row.get_ref(1)?.as_str().map_err(|e| conversion_error(1, e.to_string()))?,
         granted: row.get(2)?,
-        effective_at: Timestamp::from_unix_millis(row.get(3)?),
-        recorded_at: Timestamp::from_unix_millis(row.get(4)?),
-        source: source.parse::<ConsentSource>().map_err(|e| conversion_error(5, e.to_string()))?,
+        effective_at: row.get(3)?,
+        recorded_at: row.get(4)?,
+        source: row.get_ref(5)?.as_str().map_err(|e| conversion_error(5, e.to_string()))?,
         notice_version: row.get(6)?,
         proof_ref: row.get(7)?,
     })
+    .map_err(|message| conversion_error(0, message))
 }
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
@@ -884,32 +821,16 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 fn event_from_offset(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Event> {
     // The kind is parsed from SQLite's own buffer: no String per row.
     let kind = row.get_ref(at + 1)?.as_str().map_err(|e| conversion_error(at + 1, e.to_string()))?;
-    let value: f64 = row.get(at + 2)?;
-    Ok(Event {
-        item: row.get(at)?,
-        kind: kind.parse::<EventKind>().map_err(|e| conversion_error(at + 1, e.to_string()))?,
-        value: value as f32,
-        at: Timestamp::from_unix_millis(row.get(at + 3)?),
-    })
+    decode::event(row.get(at)?, kind, row.get(at + 2)?, row.get(at + 3)?).map_err(|m| conversion_error(at + 1, m))
 }
 
-fn api_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::keys::ApiKeyRecord> {
-    let scopes: String = row.get(2)?;
-    let revoked: Option<i64> = row.get(4)?;
-    Ok(crate::keys::ApiKeyRecord {
-        key_id: row.get(0)?,
-        name: row.get(1)?,
-        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-        created_at: Timestamp::from_unix_millis(row.get(3)?),
-        revoked_at: revoked.map(Timestamp::from_unix_millis),
-    })
+fn api_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    let scopes = row.get_ref(2)?.as_str().map_err(|e| conversion_error(2, e.to_string()))?;
+    Ok(decode::api_key(row.get(0)?, row.get(1)?, scopes, row.get(3)?, row.get(4)?))
 }
 
 fn pseudonym_from_row(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Pseudonym> {
-    let bytes: Vec<u8> = row.get(column)?;
-    let bytes: [u8; 32] =
-        bytes.try_into().map_err(|_| conversion_error(column, "stored pseudonym is not 32 bytes".into()))?;
-    Ok(Pseudonym::from_bytes(bytes))
+    decode::pseudonym(row.get(column)?).map_err(|m| conversion_error(column, m))
 }
 
 pub(crate) fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>, path: &Path) -> Result<Vec<T>> {

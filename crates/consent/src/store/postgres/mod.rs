@@ -9,25 +9,36 @@
 //! withdrawal committed, and nothing of a subject survives a concurrent
 //! erasure. (One lock per batch rather than one per subject: a bulk import
 //! touches thousands of subjects, more than PostgreSQL's lock table holds.)
-//! Budget reservations lock their dataset the same way. Every acknowledged write is committed
-//! with PostgreSQL's default `synchronous_commit = on`, so it survives a crash.
+//! Budget reservations are such a transaction too. Every acknowledged write
+//! is committed with PostgreSQL's default `synchronous_commit = on`, so it
+//! survives a crash.
+//!
+//! What is decided (the ingest gate, erasure, budget checks) is decided in
+//! [`crate::WriteBatch`]; this module answers the [`Store`] and [`Tx`]
+//! primitives, reading ahead where a round trip per question would cost.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::str::FromStr;
+use std::ops::ControlFlow;
 
 use postgres::{Client, Row};
 
-use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
+use super::decode::{self, RUN_COLUMNS};
+use super::{subject_key, RunTotals, Store, Tx};
+use crate::budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun};
 use crate::catalogue::{classify, CatalogueItem, Change, ItemUpsertReport};
-use crate::connect::{ConnectOptions, PgTarget};
-use crate::keys::PresentedKey;
-use crate::ledger::{redact, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, LedgerStats, SCHEMA_VERSION};
+use crate::connect::ConnectOptions;
+use crate::keys::{ApiKeyRecord, PresentedKey};
+use crate::ledger::{redact, ConsentStatus, GatedRead, LedgerStats, SCHEMA_VERSION};
 use crate::pseudonym::SuppressionTag;
-use crate::sqlite::subject_key;
 use crate::{
-    ConsentChange, ConsentRecord, ConsentSource, Decision, Error, Event, EventKind, Pseudonym, Purpose, Result,
-    SubjectEvent, Timestamp,
+    ConsentChange, ConsentRecord, Decision, Error, Event, Pseudonym, Purpose, Result, SubjectEvent, Timestamp,
 };
+
+pub(crate) mod reader;
+pub(crate) mod tls;
+
+use tls::PgTarget;
 
 /// Schema migrations, applied in order; `hush_schema.version` counts the
 /// applied ones. They match the SQLite migrations one for one, so a version
@@ -266,38 +277,38 @@ pub(crate) fn gated_read_from_rows(
     for row in rows {
         match column::<i32>(row, 0, location)? {
             0 => {
-                let digest: Vec<u8> = column(row, 10, location)?;
-                let digest: [u8; 32] =
-                    digest.try_into().map_err(|_| corrupt(location, "stored key digest is not 32 bytes"))?;
-                let scopes: String = column(row, 6, location)?;
-                let record = crate::keys::ApiKeyRecord {
-                    key_id: column(row, 4, location)?,
-                    name: column(row, 5, location)?,
-                    scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-                    created_at: Timestamp::from_unix_millis(column(row, 1, location)?),
-                    revoked_at: column::<Option<i64>>(row, 2, location)?.map(Timestamp::from_unix_millis),
-                };
+                let digest = decode::key_digest(column(row, 10, location)?).map_err(|m| corrupt(location, &m))?;
+                let record = decode::api_key(
+                    column(row, 4, location)?,
+                    column(row, 5, location)?,
+                    column(row, 6, location)?,
+                    column(row, 1, location)?,
+                    column(row, 2, location)?,
+                );
                 gate_open = column(row, 9, location)?;
                 stored_key = Some((record, digest));
             }
-            1 => records.push(ConsentRecord {
-                seq: column(row, 1, location)?,
-                purpose: parse_text(column(row, 4, location)?, location)?,
-                granted: column(row, 9, location)?,
-                effective_at: Timestamp::from_unix_millis(column(row, 2, location)?),
-                recorded_at: Timestamp::from_unix_millis(column(row, 3, location)?),
-                source: parse_text(column(row, 5, location)?, location)?,
-                notice_version: column(row, 6, location)?,
-                proof_ref: column(row, 7, location)?,
-            }),
+            1 => records.push(
+                decode::record(decode::RecordColumns {
+                    seq: column(row, 1, location)?,
+                    purpose: column(row, 4, location)?,
+                    granted: column(row, 9, location)?,
+                    effective_at: column(row, 2, location)?,
+                    recorded_at: column(row, 3, location)?,
+                    source: column(row, 5, location)?,
+                    notice_version: column(row, 6, location)?,
+                    proof_ref: column(row, 7, location)?,
+                })
+                .map_err(|m| corrupt(location, &m))?,
+            ),
             _ => {
-                let value: f64 = column(row, 8, location)?;
-                let event = Event {
-                    item: column(row, 4, location)?,
-                    kind: parse_text(column(row, 5, location)?, location)?,
-                    value: value as f32,
-                    at: Timestamp::from_unix_millis(column(row, 1, location)?),
-                };
+                let event = decode::event(
+                    column(row, 4, location)?,
+                    column(row, 5, location)?,
+                    column(row, 8, location)?,
+                    column(row, 1, location)?,
+                )
+                .map_err(|m| corrupt(location, &m))?;
                 recent.push((column::<i64>(row, 2, location)?, event));
             }
         }
@@ -335,25 +346,191 @@ const WRITER_LOCK: i64 = 0x6875_7368_0002;
 /// Rows fetched per round trip when streaming a table.
 const STREAM_BATCH: i32 = 10_000;
 
-/// One connection to a PostgreSQL store.
+/// One connection to a PostgreSQL store: the [`Store`] of this backend.
+///
+/// The client needs `&mut` even to read, and reads come through `&self`:
+/// the connection sits in a `RefCell` (a ledger is used by one thread at a time).
 pub(crate) struct PgStore {
+    conn: RefCell<PgConnection>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("location", &self.conn.borrow().location).finish()
+    }
+}
+
+impl PgStore {
+    /// Connects and migrates the schema.
+    pub(crate) fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
+        Ok(PgStore { conn: RefCell::new(PgConnection::connect(url, options)?) })
+    }
+
+    /// Runs `call` on the connection, remembering when its error says the
+    /// connection is gone.
+    fn with<T>(&self, call: impl FnOnce(&mut PgConnection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.borrow_mut();
+        let result = call(&mut conn);
+        conn.noting_loss(result)
+    }
+}
+
+impl Store for PgStore {
+    fn location(&self) -> String {
+        self.conn.borrow().location.clone()
+    }
+
+    fn postgres_settings(&self) -> Option<(String, ConnectOptions)> {
+        let conn = self.conn.borrow();
+        Some((conn.url.clone(), conn.options))
+    }
+
+    fn reopen(&self) -> Result<Box<dyn Store>> {
+        let (url, options) = {
+            let conn = self.conn.borrow();
+            (conn.url.clone(), conn.options)
+        };
+        Ok(Box::new(PgStore::connect(&url, options)?))
+    }
+
+    fn is_broken(&self) -> bool {
+        self.conn.borrow().is_closed()
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        self.with(|c| c.schema_version())
+    }
+
+    fn batch(&mut self) -> Result<Box<dyn Tx + '_>> {
+        self.conn.get_mut().batch()
+    }
+
+    fn consent_records(&self, subject: &Pseudonym, purpose: Option<Purpose>) -> Result<Vec<ConsentRecord>> {
+        self.with(|c| c.consent_records(subject, purpose))
+    }
+
+    fn events_of(&self, subject: &Pseudonym) -> Result<Vec<Event>> {
+        self.with(|c| c.events_of(subject))
+    }
+
+    fn recent_events(&self, subject: &Pseudonym, limit: usize) -> Result<Vec<Event>> {
+        self.with(|c| c.recent_events(subject, limit))
+    }
+
+    fn suppression(&self, subject: &Pseudonym) -> Result<Option<bool>> {
+        self.with(|c| c.suppression(subject))
+    }
+
+    fn delete_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
+        self.with(|c| c.delete_suppression(subject))
+    }
+
+    /// One prepared statement, so one round trip and one snapshot (a
+    /// statement sees every transaction that committed before it started,
+    /// whichever replica wrote it), decoded by the same rule as the default.
+    fn gated_read(
+        &self,
+        key: Option<(&PresentedKey, &str)>,
+        subject: &Pseudonym,
+        purpose: Purpose,
+        as_of: Timestamp,
+        limit: usize,
+    ) -> Result<GatedRead> {
+        self.with(|c| c.gated_read(key, subject, purpose, as_of, limit))
+    }
+
+    fn for_each_event(&self, visit: &mut dyn FnMut(SubjectEvent) -> ControlFlow<()>) -> Result<()> {
+        self.conn.borrow_mut().for_each_event(visit)
+    }
+
+    fn for_each_consent_decision(
+        &self,
+        purpose: Purpose,
+        visit: &mut dyn FnMut(Pseudonym, Decision) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.conn.borrow_mut().for_each_consent_decision(purpose, visit)
+    }
+
+    fn insert_api_key(&mut self, key: &ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
+        self.with(|c| c.insert_api_key(key, secret_sha256))
+    }
+
+    fn api_key(&self, key_id: &str) -> Result<Option<(ApiKeyRecord, [u8; 32])>> {
+        self.with(|c| c.api_key(key_id))
+    }
+
+    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        self.with(|c| c.api_keys())
+    }
+
+    fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
+        self.with(|c| c.revoke_api_key(key_id, now))
+    }
+
+    fn suppression_tags(&self) -> Result<HashSet<SuppressionTag>> {
+        self.with(|c| c.suppression_tags())
+    }
+
+    fn stats(&self) -> Result<LedgerStats> {
+        self.with(|c| c.stats())
+    }
+
+    fn upsert_items(&mut self, items: &[CatalogueItem], now: Timestamp) -> Result<ItemUpsertReport> {
+        self.with(|c| c.upsert_items(items, now))
+    }
+
+    fn catalogue_items(&self) -> Result<Vec<CatalogueItem>> {
+        self.with(|c| c.catalogue_items())
+    }
+
+    fn set_budget_cap(&mut self, cap: &BudgetCap) -> Result<()> {
+        self.with(|c| c.set_budget_cap(cap))
+    }
+
+    fn budget_cap(&self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
+        self.with(|c| c.budget_cap(dataset, purpose))
+    }
+
+    fn budget_keys(&self) -> Result<Vec<(String, BudgetPurpose)>> {
+        self.with(|c| c.budget_keys())
+    }
+
+    fn budget_totals(&self, dataset: &str, purpose: BudgetPurpose) -> Result<RunTotals> {
+        self.with(|c| c.budget_totals(dataset, purpose))
+    }
+
+    fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<bool> {
+        self.with(|c| c.commit_budget(run_key, model_id))
+    }
+
+    fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
+        self.with(|c| c.cancel_budget(run_key))
+    }
+
+    fn budget_runs(&self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
+        self.with(|c| c.budget_runs(dataset))
+    }
+
+    fn note_error(&self, error: &Error) {
+        if let Some(source) = error.postgres_source() {
+            self.conn.borrow_mut().lost |= connection_lost(source);
+        }
+    }
+}
+
+/// One connection to a PostgreSQL store, with its prepared statements.
+struct PgConnection {
     client: OpenClient,
     /// Prepared statements of the per-request reads: one round trip each
     /// instead of two (parse, then execute), and no planning per request.
     statements: HashMap<&'static str, postgres::Statement>,
     /// Whether the server has `plan_cache_mode` (PostgreSQL 12 and later).
     plan_cache_mode: bool,
-    /// Whether the connection is known to be gone: see [`PgStore::is_closed`].
+    /// Whether the connection is known to be gone: see [`PgConnection::is_closed`].
     lost: bool,
     url: String,
     options: ConnectOptions,
     location: String,
-}
-
-impl std::fmt::Debug for PgStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("location", &self.location).finish()
-    }
 }
 
 /// A connection that closes safely wherever it is dropped. It is always
@@ -387,9 +564,9 @@ impl Drop for OpenClient {
     }
 }
 
-impl PgStore {
+impl PgConnection {
     /// Connects and migrates the schema.
-    pub(crate) fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
+    fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
         let location = redact(url);
         let target = PgTarget::parse(url, options)?;
         let client = target
@@ -405,7 +582,7 @@ impl PgStore {
                 false
             }
         };
-        let mut store = PgStore {
+        let mut store = PgConnection {
             client: OpenClient(Some(client)),
             statements: HashMap::new(),
             plan_cache_mode,
@@ -418,16 +595,12 @@ impl PgStore {
         Ok(store)
     }
 
-    pub(crate) fn options(&self) -> ConnectOptions {
-        self.options
-    }
-
     /// Whether the server closed the connection (or it failed for good).
     ///
     /// The blocking client does not always know: after the server ended the
     /// connection (a restart, `pg_terminate_backend`), its statements fail
     /// while its `is_closed` stays false. So the errors say it instead (see
-    /// [`PgStore::noting_loss`]), as does a write transaction that could
+    /// [`PgConnection::noting_loss`]), as does a write transaction that could
     /// not even begin.
     pub(crate) fn is_closed(&self) -> bool {
         self.client.is_closed() || self.lost
@@ -450,14 +623,6 @@ impl PgStore {
         let statement = self.client.prepare(sql).map_err(Error::pg(&self.location))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
-    }
-
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
-    pub(crate) fn location(&self) -> &str {
-        &self.location
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -489,8 +654,13 @@ impl PgStore {
         Ok(row.get(0))
     }
 
-    pub(crate) fn batch(&mut self) -> Result<PgBatch<'_>> {
-        let PgStore { client, statements, location, plan_cache_mode, lost, .. } = self;
+    fn batch(&mut self) -> Result<Box<dyn Tx + '_>> {
+        Ok(Box::new(self.begin()?))
+    }
+
+    /// Begins a write transaction holding the writers' lock.
+    fn begin(&mut self) -> Result<PgBatch<'_>> {
+        let PgConnection { client, statements, location, plan_cache_mode, lost, .. } = self;
         let client: &mut Client = client;
         let begin = if *plan_cache_mode { &*BEGIN_LOCKED_SQL } else { &*BEGIN_LOCKED_PLAIN_SQL };
         // BEGIN and the writers' lock in one round trip: the simple-query
@@ -509,9 +679,8 @@ impl PgStore {
             location,
             pending: PendingEvents::default(),
             held: HashMap::new(),
-            allowed_cache: HashMap::new(),
-            decisions_cache: HashMap::new(),
-            suppressed_cache: HashMap::new(),
+            decisions: HashMap::new(),
+            suppression: HashMap::new(),
             received: None,
         })
     }
@@ -533,21 +702,15 @@ impl PgStore {
         gated_read_from_rows(&rows, key, purpose, as_of, &self.location)
     }
 
-    pub(crate) fn status(&mut self, subject: &Pseudonym, purpose: Purpose, as_of: Timestamp) -> Result<ConsentStatus> {
-        let statement = self.statement(STATUS_SQL)?;
-        status_on(&mut *self.client, &self.location, &statement, subject, purpose, as_of)
-    }
-
-    pub(crate) fn history(&mut self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
+    fn consent_records(&mut self, subject: &Pseudonym, purpose: Option<Purpose>) -> Result<Vec<ConsentRecord>> {
+        let statement = self.statement(RECORDS_SQL)?;
         let rows = self
             .client
-            .query(
-                "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
-                 FROM consent_records WHERE subject_key = $1 AND subject = $2 ORDER BY id",
-                &[&subject_key(subject), &&subject.as_bytes()[..]],
-            )
+            .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..], &purpose.map(Purpose::as_str)])
             .map_err(Error::pg(&self.location))?;
-        rows.iter().map(|r| record_from_row(r, &self.location)).collect()
+        let mut records = rows.iter().map(|r| record_from_row(r, &self.location)).collect::<Result<Vec<_>>>()?;
+        records.sort_unstable_by_key(|r| r.seq);
+        Ok(records)
     }
 
     pub(crate) fn events_of(&mut self, subject: &Pseudonym) -> Result<Vec<Event>> {
@@ -574,11 +737,11 @@ impl PgStore {
         rows.iter().map(|r| event_from_row(r, 0, &self.location)).collect()
     }
 
-    pub(crate) fn is_suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
-        is_suppressed_on(&mut *self.client, &self.location, subject)
+    fn suppression(&mut self, subject: &Pseudonym) -> Result<Option<bool>> {
+        suppression_on(&mut *self.client, &self.location, subject)
     }
 
-    pub(crate) fn lift_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
+    fn delete_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
         let deleted = self
             .client
             .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
@@ -586,49 +749,7 @@ impl PgStore {
         Ok(deleted > 0)
     }
 
-    pub(crate) fn erase(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<ErasureReceipt> {
-        let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(Error::pg(&location))?;
-        let key = subject_key(subject);
-        let bytes = &subject.as_bytes()[..];
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(Error::pg(&location))?;
-        let consent_records_deleted = tx
-            .execute("DELETE FROM consent_records WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
-            .map_err(Error::pg(&location))?;
-        let events_deleted = tx
-            .execute("DELETE FROM events WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
-            .map_err(Error::pg(&location))?;
-        let known = consent_records_deleted > 0
-            || events_deleted > 0
-            || suppression_on(&mut tx, &location, subject)? == Some(true);
-        tx.execute(
-            "INSERT INTO suppressions (tag, erased_at, subject_was_known) VALUES ($1, $2, $3)
-             ON CONFLICT (tag) DO UPDATE SET
-                 subject_was_known = suppressions.subject_was_known OR excluded.subject_was_known",
-            &[&&subject.suppression_tag().0[..], &now.as_unix_millis(), &known],
-        )
-        .map_err(Error::pg(&location))?;
-        tx.execute(
-            "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES ($1, $2, $3)",
-            &[&now.as_unix_millis(), &(consent_records_deleted as i64), &(events_deleted as i64)],
-        )
-        .map_err(Error::pg(&location))?;
-        tx.commit().map_err(Error::pg(&location))?;
-        tracing::info!(subject = %subject.short(), consent_records_deleted, events_deleted, "erased subject");
-        Ok(ErasureReceipt {
-            erased_at: now,
-            consent_records_deleted,
-            events_deleted,
-            suppressed: true,
-            wal_truncated: false,
-            subject_was_known: known,
-        })
-    }
-
-    pub(crate) fn for_each_event<E: From<Error>>(
-        &mut self,
-        mut visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
+    fn for_each_event(&mut self, visit: &mut dyn FnMut(SubjectEvent) -> ControlFlow<()>) -> Result<()> {
         let location = self.location.clone();
         stream(
             &mut self.client,
@@ -640,15 +761,15 @@ impl PgStore {
                 let event = event_from_row(row, 1, &location)?;
                 Ok(SubjectEvent { subject, event, event_id: None })
             },
-            &mut visit,
+            visit,
         )
     }
 
-    pub(crate) fn for_each_consent_decision<E: From<Error>>(
+    fn for_each_consent_decision(
         &mut self,
         purpose: Purpose,
-        mut visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
+        visit: &mut dyn FnMut(Pseudonym, Decision) -> ControlFlow<()>,
+    ) -> Result<()> {
         let location = self.location.clone();
         stream(
             &mut self.client,
@@ -665,11 +786,11 @@ impl PgStore {
                 };
                 Ok((subject, decision))
             },
-            &mut |(subject, decision)| visit(subject, decision),
+            |(subject, decision)| visit(subject, decision),
         )
     }
 
-    pub(crate) fn insert_api_key(&mut self, key: &crate::keys::ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
+    pub(crate) fn insert_api_key(&mut self, key: &ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<()> {
         self.client
             .execute(
                 "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -679,7 +800,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) fn api_key(&mut self, key_id: &str) -> Result<Option<(crate::keys::ApiKeyRecord, [u8; 32])>> {
+    pub(crate) fn api_key(&mut self, key_id: &str) -> Result<Option<(ApiKeyRecord, [u8; 32])>> {
         let statement = self.statement(
             "SELECT key_id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE key_id = $1",
         )?;
@@ -687,20 +808,19 @@ impl PgStore {
         match row {
             None => Ok(None),
             Some(row) => {
-                let digest: Vec<u8> = row.get(5);
-                let digest: [u8; 32] =
-                    digest.try_into().map_err(|_| corrupt(&self.location, "stored key digest is not 32 bytes"))?;
-                Ok(Some((api_key_from_row(&row), digest)))
+                let digest =
+                    decode::key_digest(column(&row, 5, &self.location)?).map_err(|m| corrupt(&self.location, &m))?;
+                Ok(Some((api_key_from_row(&row, &self.location)?, digest)))
             }
         }
     }
 
-    pub(crate) fn api_keys(&mut self) -> Result<Vec<crate::keys::ApiKeyRecord>> {
+    pub(crate) fn api_keys(&mut self) -> Result<Vec<ApiKeyRecord>> {
         let rows = self
             .client
             .query("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id", &[])
             .map_err(Error::pg(&self.location))?;
-        Ok(rows.iter().map(api_key_from_row).collect())
+        rows.iter().map(|row| api_key_from_row(row, &self.location)).collect()
     }
 
     pub(crate) fn revoke_api_key(&mut self, key_id: &str, now: Timestamp) -> Result<bool> {
@@ -764,41 +884,7 @@ impl PgStore {
         read_cap(&mut *self.client, &self.location, dataset, purpose)
     }
 
-    pub(crate) fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
-        let location = self.location.clone();
-        let mut tx = self.client.transaction().map_err(Error::pg(&location))?;
-        // One reservation at a time per dataset and purpose, across every replica and process.
-        let lock = format!("{}\n{}", request.dataset, request.purpose.as_str());
-        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).map_err(Error::pg(&location))?;
-        if let Some(existing) = read_run(&mut tx, &location, &request.run_key)? {
-            return Ok(existing);
-        }
-        if request.guarantee.is_some() {
-            let (spent, _, _) = sum_runs(&mut tx, &location, &request.dataset, request.purpose)?;
-            let cap = read_cap(&mut tx, &location, &request.dataset, request.purpose)?;
-            crate::budget::check_fits(request, spent, cap.as_ref())?;
-        }
-        tx.execute(
-            "INSERT INTO budget_runs (run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at)
-             VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, 'reserved', $8)",
-            &[
-                &request.run_key,
-                &request.dataset,
-                &request.purpose.as_str(),
-                &request.guarantee.map(|g| g.epsilon),
-                &request.guarantee.map(|g| g.delta),
-                &request.guarantee.map(|g| g.rho),
-                &request.snapshot_at.as_unix_millis(),
-                &now.as_unix_millis(),
-            ],
-        )
-        .map_err(Error::pg(&location))?;
-        let run = read_run(&mut tx, &location, &request.run_key)?.expect("the run was just inserted");
-        tx.commit().map_err(Error::pg(&location))?;
-        Ok(run)
-    }
-
-    pub(crate) fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<()> {
+    fn commit_budget(&mut self, run_key: &str, model_id: &str) -> Result<bool> {
         let changed = self
             .client
             .execute(
@@ -806,10 +892,7 @@ impl PgStore {
                 &[&run_key, &model_id],
             )
             .map_err(Error::pg(&self.location))?;
-        if changed == 0 {
-            return Err(Error::InvalidField { field: "run_key", message: format!("no budget run `{run_key}`") });
-        }
-        Ok(())
+        Ok(changed > 0)
     }
 
     pub(crate) fn cancel_budget(&mut self, run_key: &str) -> Result<bool> {
@@ -820,25 +903,19 @@ impl PgStore {
         Ok(changed > 0)
     }
 
-    pub(crate) fn budget_spending(&mut self) -> Result<Vec<BudgetSpend>> {
-        let location = self.location.clone();
-        let keys = self
+    fn budget_keys(&mut self) -> Result<Vec<(String, BudgetPurpose)>> {
+        let rows = self
             .client
             .query(
                 "SELECT dataset, purpose FROM budget_caps UNION SELECT dataset, purpose FROM budget_runs ORDER BY 1, 2",
                 &[],
             )
-            .map_err(Error::pg(&location))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for row in keys {
-            let dataset: String = row.get(0);
-            let purpose = parse_purpose(&row.get::<_, String>(1), &location)?;
-            let (spent_rho, private_runs, non_private_runs) =
-                sum_runs(&mut *self.client, &location, &dataset, purpose)?;
-            let cap = read_cap(&mut *self.client, &location, &dataset, purpose)?;
-            out.push(BudgetSpend { dataset, purpose, cap, spent_rho, private_runs, non_private_runs });
-        }
-        Ok(out)
+            .map_err(Error::pg(&self.location))?;
+        rows.iter().map(|row| Ok((row.get(0), parse_purpose(&row.get::<_, String>(1), &self.location)?))).collect()
+    }
+
+    fn budget_totals(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<RunTotals> {
+        sum_runs(&mut *self.client, &self.location, dataset, purpose)
     }
 
     /// See [`crate::Ledger::upsert_items`]: one transaction, the inserts and
@@ -914,9 +991,9 @@ impl PgStore {
     }
 }
 
-/// A write transaction on PostgreSQL. See [`crate::WriteBatch`].
-pub(crate) struct PgBatch<'a> {
-    /// The connection, inside the transaction [`PgStore::batch`] began.
+/// A write transaction on PostgreSQL, holding the writers' advisory lock.
+struct PgBatch<'a> {
+    /// The connection, inside the transaction [`PgConnection::batch`] began.
     tx: &'a mut Client,
     /// Whether the transaction is still open (rolled back if dropped so).
     open: bool,
@@ -929,14 +1006,13 @@ pub(crate) struct PgBatch<'a> {
     /// once per [`PENDING_LIMIT`] rows instead of one round trip each.
     pending: PendingEvents,
     /// What the store (and this batch) holds of each subject seen so far,
-    /// for finding duplicates without a round trip per event.
+    /// for finding repeats without a round trip per event.
     held: HashMap<Pseudonym, HeldEvents>,
-    /// Whether a subject had some purpose granted at a time (batches of
-    /// one group are each decided at their own arrival time).
-    allowed_cache: HashMap<(Pseudonym, Timestamp), bool>,
-    /// Every consent decision of the subjects [`PgBatch::prefetch`] read.
-    decisions_cache: HashMap<Pseudonym, Vec<ConsentRecord>>,
-    suppressed_cache: HashMap<Pseudonym, bool>,
+    /// Every consent decision of the subjects [`Tx::prefetch`] read.
+    decisions: HashMap<Pseudonym, Vec<ConsentRecord>>,
+    /// `Some(subject_was_known)` of the suppressed subjects [`Tx::prefetch`]
+    /// read, `None` for the others.
+    suppression: HashMap<Pseudonym, Option<bool>>,
     /// Batches and events received, counted at commit (with the commit).
     received: Option<(u64, u64)>,
 }
@@ -950,179 +1026,6 @@ impl PgBatch<'_> {
         let statement = self.tx.prepare(sql).map_err(Error::pg(self.location))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
-    }
-
-    fn suppressed(&mut self, subject: &Pseudonym) -> Result<bool> {
-        if let Some(&s) = self.suppressed_cache.get(subject) {
-            return Ok(s);
-        }
-        let statement = self.prepared(SUPPRESSED_SQL)?;
-        let s = self
-            .tx
-            .query_opt(&statement, &[&&subject.suppression_tag().0[..]])
-            .map_err(Error::pg(self.location))?
-            .is_some();
-        self.suppressed_cache.insert(*subject, s);
-        Ok(s)
-    }
-
-    pub(crate) fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
-        let row = self
-            .tx
-            .query_opt(
-                "SELECT 1 FROM consent_records
-                 WHERE subject_key = $1 AND subject = $2 AND purpose = $3 AND effective_at = $4 AND granted = $5
-                   AND source = $6 AND notice_version = $7 AND proof_ref IS NOT DISTINCT FROM $8
-                 LIMIT 1",
-                &[
-                    &subject_key(subject),
-                    &&subject.as_bytes()[..],
-                    &change.purpose.as_str(),
-                    &change.effective_at.as_unix_millis(),
-                    &change.granted,
-                    &change.source.as_str(),
-                    &change.notice_version,
-                    &change.proof_ref,
-                ],
-            )
-            .map_err(Error::pg(self.location))?;
-        Ok(row.is_some())
-    }
-
-    /// Reads, in one round trip, what deciding about the events of
-    /// `subjects` needs (their suppression entries and consent decisions),
-    /// so [`PgBatch::ingest_event`] asks nothing more for them. Runs under
-    /// the batch's lock, like the reads it replaces.
-    pub(crate) fn prefetch(&mut self, events: &[SubjectEvent]) -> Result<()> {
-        self.prefetch_held(events)?;
-        let subjects: Vec<Pseudonym> = events.iter().map(|e| e.subject).collect();
-        let subjects = &subjects[..];
-        let subjects: Vec<&Pseudonym> = {
-            let mut seen = HashSet::new();
-            subjects.iter().filter(|s| !self.decisions_cache.contains_key(s)).filter(|s| seen.insert(**s)).collect()
-        };
-        if subjects.is_empty() {
-            return Ok(());
-        }
-        let tags: Vec<[u8; 32]> = subjects.iter().map(|s| s.suppression_tag().0).collect();
-        let tag_params: Vec<&[u8]> = tags.iter().map(|t| &t[..]).collect();
-        let keys: Vec<i64> = subjects.iter().map(|s| subject_key(s)).collect();
-        let statement = self.prepared(PREFETCH_SQL)?;
-        let rows = self.tx.query(&statement, &[&tag_params, &keys]).map_err(Error::pg(self.location))?;
-        let mut suppressed = HashSet::new();
-        let mut decisions: HashMap<Vec<u8>, Vec<ConsentRecord>> = HashMap::new();
-        for row in &rows {
-            let who: Vec<u8> = row.get(0);
-            match row.get::<_, Option<i64>>(1) {
-                None => {
-                    suppressed.insert(who);
-                }
-                Some(_) => decisions.entry(who).or_default().push(record_from_row_at(row, 1, self.location)?),
-            }
-        }
-        for (subject, tag) in subjects.into_iter().zip(&tags) {
-            let is_suppressed = suppressed.contains(&tag[..]);
-            self.suppressed_cache.insert(*subject, is_suppressed);
-            let records = decisions.remove(&subject.as_bytes()[..]).unwrap_or_default();
-            self.decisions_cache.insert(*subject, records);
-        }
-        Ok(())
-    }
-
-    /// Whether `subject` has some purpose granted at `now`: from the
-    /// decisions prefetched, else asked of the store.
-    fn allowed(&mut self, subject: &Pseudonym, now: Timestamp) -> Result<bool> {
-        if let Some(&allowed) = self.allowed_cache.get(&(*subject, now)) {
-            return Ok(allowed);
-        }
-        let allowed = match self.decisions_cache.get(subject) {
-            Some(records) => Purpose::ALL.iter().any(|&purpose| {
-                let of_purpose: Vec<ConsentRecord> = records.iter().filter(|r| r.purpose == purpose).cloned().collect();
-                ConsentStatus::from_records(of_purpose, purpose, now).is_granted()
-            }),
-            None => {
-                let statement = self.prepared(STATUS_SQL)?;
-                let mut allowed = false;
-                for purpose in Purpose::ALL {
-                    allowed |= status_on(self.tx, self.location, &statement, subject, purpose, now)?.is_granted();
-                }
-                allowed
-            }
-        };
-        self.allowed_cache.insert((*subject, now), allowed);
-        Ok(allowed)
-    }
-
-    pub(crate) fn record_consent(
-        &mut self,
-        subject: &Pseudonym,
-        change: &ConsentChange,
-        recorded_at: Timestamp,
-    ) -> Result<ConsentRecord> {
-        change.validate_at(recorded_at)?;
-        if self.suppressed(subject)? {
-            if !crate::ledger::opt_in_lifts(change, suppression_on(self.tx, self.location, subject)?) {
-                return Err(Error::Suppressed);
-            }
-            self.tx
-                .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
-                .map_err(Error::pg(self.location))?;
-            self.suppressed_cache.insert(*subject, false);
-        }
-        let row = self
-            .tx
-            .query_one(
-                "INSERT INTO consent_records
-                 (subject_key, subject, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                &[
-                    &subject_key(subject),
-                    &&subject.as_bytes()[..],
-                    &change.purpose.as_str(),
-                    &change.granted,
-                    &change.effective_at.as_unix_millis(),
-                    &recorded_at.as_unix_millis(),
-                    &change.source.as_str(),
-                    &change.notice_version,
-                    &change.proof_ref,
-                ],
-            )
-            .map_err(Error::pg(self.location))?;
-        self.allowed_cache.retain(|(s, _), _| s != subject);
-        self.decisions_cache.remove(subject);
-        Ok(ConsentRecord {
-            seq: row.get(0),
-            purpose: change.purpose,
-            granted: change.granted,
-            effective_at: change.effective_at,
-            recorded_at,
-            source: change.source,
-            notice_version: change.notice_version.clone(),
-            proof_ref: change.proof_ref.clone(),
-        })
-    }
-
-    pub(crate) fn ingest_event(&mut self, event: &SubjectEvent, now: Timestamp) -> Result<IngestOutcome> {
-        let subject = &event.subject;
-        if self.suppressed(subject)? {
-            return Ok(IngestOutcome::Suppressed);
-        }
-        if !self.allowed(subject, now)? {
-            return Ok(IngestOutcome::NoConsent);
-        }
-        if !self.held.contains_key(subject) {
-            self.load_held(subject)?;
-        }
-        let held = self.held.entry(*subject).or_default();
-        if let Some(outcome) = held.outcome(event) {
-            return Ok(outcome);
-        }
-        held.insert(event.event_id.clone(), event.event.clone());
-        self.pending.push(subject, &event.event, event.event_id.as_deref());
-        if self.pending.len() >= PENDING_LIMIT {
-            self.flush()?;
-        }
-        Ok(IngestOutcome::Stored)
     }
 
     /// Reads, in one round trip whatever the subjects' consent, the stored
@@ -1157,20 +1060,23 @@ impl PgBatch<'_> {
         Ok(())
     }
 
-    /// Reads every stored event of `subject` into [`PgBatch::held`] (a file
-    /// import, which does not prefetch: one query per consenting subject).
-    fn load_held(&mut self, subject: &Pseudonym) -> Result<()> {
-        let statement = self.prepared(SUBJECT_EVENTS_SQL)?;
-        let rows = self
-            .tx
-            .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..]])
-            .map_err(Error::pg(self.location))?;
-        let mut held = HeldEvents::default();
-        for row in &rows {
-            held.insert(row.get(0), event_from_row(row, 1, self.location)?);
+    /// What the store and this batch hold of `subject`, every stored event
+    /// read in one query the first time (a file import does not prefetch:
+    /// one query per consenting subject).
+    fn held_of(&mut self, subject: &Pseudonym) -> Result<&mut HeldEvents> {
+        if !self.held.contains_key(subject) {
+            let statement = self.prepared(SUBJECT_EVENTS_SQL)?;
+            let rows = self
+                .tx
+                .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..]])
+                .map_err(Error::pg(self.location))?;
+            let mut held = HeldEvents::default();
+            for row in &rows {
+                held.insert(row.get(0), event_from_row(row, 1, self.location)?);
+            }
+            self.held.insert(*subject, held);
         }
-        self.held.insert(*subject, held);
-        Ok(())
+        Ok(self.held.entry(*subject).or_default())
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -1197,15 +1103,223 @@ impl PgBatch<'_> {
         rows.finish().map_err(Error::pg(self.location))?;
         Ok(())
     }
+}
 
-    pub(crate) fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
+impl Tx for PgBatch<'_> {
+    /// Reads, in one round trip, the suppression entries and consent
+    /// decisions of the subjects of `events`, and in another the stored
+    /// events they could repeat, so the questions after it are answered
+    /// from memory. Runs under the batch's lock, like the reads it replaces.
+    fn prefetch(&mut self, events: &[SubjectEvent]) -> Result<()> {
+        self.prefetch_held(events)?;
+        let subjects: Vec<Pseudonym> = {
+            let mut seen = HashSet::new();
+            events
+                .iter()
+                .map(|e| e.subject)
+                .filter(|s| !self.decisions.contains_key(s))
+                .filter(|s| seen.insert(*s))
+                .collect()
+        };
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<[u8; 32]> = subjects.iter().map(|s| s.suppression_tag().0).collect();
+        let tag_params: Vec<&[u8]> = tags.iter().map(|t| &t[..]).collect();
+        let keys: Vec<i64> = subjects.iter().map(subject_key).collect();
+        let statement = self.prepared(PREFETCH_SQL)?;
+        let rows = self.tx.query(&statement, &[&tag_params, &keys]).map_err(Error::pg(self.location))?;
+        let mut suppressed: HashMap<Vec<u8>, bool> = HashMap::new();
+        let mut decisions: HashMap<Vec<u8>, Vec<ConsentRecord>> = HashMap::new();
+        for row in &rows {
+            let who: Vec<u8> = row.get(0);
+            match row.get::<_, Option<i64>>(1) {
+                None => {
+                    suppressed.insert(who, row.get(3));
+                }
+                Some(_) => decisions.entry(who).or_default().push(record_from_row_at(row, 1, self.location)?),
+            }
+        }
+        for (subject, tag) in subjects.into_iter().zip(&tags) {
+            self.suppression.insert(subject, suppressed.get(&tag[..]).copied());
+            let records = decisions.remove(&subject.as_bytes()[..]).unwrap_or_default();
+            self.decisions.insert(subject, records);
+        }
+        Ok(())
+    }
+
+    fn suppression(&mut self, subject: &Pseudonym) -> Result<Option<bool>> {
+        match self.suppression.get(subject) {
+            Some(&entry) => Ok(entry),
+            None => suppression_on(self.tx, self.location, subject),
+        }
+    }
+
+    fn delete_suppression(&mut self, subject: &Pseudonym) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
+            .map_err(Error::pg(self.location))?;
+        self.suppression.insert(*subject, None);
+        Ok(())
+    }
+
+    fn suppress(&mut self, subject: &Pseudonym, erased_at: Timestamp, subject_was_known: bool) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO suppressions (tag, erased_at, subject_was_known) VALUES ($1, $2, $3)
+                 ON CONFLICT (tag) DO UPDATE SET
+                     subject_was_known = suppressions.subject_was_known OR excluded.subject_was_known",
+                &[&&subject.suppression_tag().0[..], &erased_at.as_unix_millis(), &subject_was_known],
+            )
+            .map_err(Error::pg(self.location))?;
+        self.suppression.remove(subject);
+        Ok(())
+    }
+
+    fn consent_records(&mut self, subject: &Pseudonym) -> Result<Vec<ConsentRecord>> {
+        if let Some(records) = self.decisions.get(subject) {
+            return Ok(records.clone());
+        }
+        let statement = self.prepared(RECORDS_SQL)?;
+        let rows = self
+            .tx
+            .query(&statement, &[&subject_key(subject), &&subject.as_bytes()[..], &None::<&str>])
+            .map_err(Error::pg(self.location))?;
+        rows.iter().map(|r| record_from_row(r, self.location)).collect()
+    }
+
+    fn holds_consent_record(&mut self, subject: &Pseudonym, change: &ConsentChange) -> Result<bool> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT 1 FROM consent_records
+                 WHERE subject_key = $1 AND subject = $2 AND purpose = $3 AND effective_at = $4 AND granted = $5
+                   AND source = $6 AND notice_version = $7 AND proof_ref IS NOT DISTINCT FROM $8
+                 LIMIT 1",
+                &[
+                    &subject_key(subject),
+                    &&subject.as_bytes()[..],
+                    &change.purpose.as_str(),
+                    &change.effective_at.as_unix_millis(),
+                    &change.granted,
+                    &change.source.as_str(),
+                    &change.notice_version,
+                    &change.proof_ref,
+                ],
+            )
+            .map_err(Error::pg(self.location))?;
+        Ok(row.is_some())
+    }
+
+    fn insert_consent(&mut self, subject: &Pseudonym, change: &ConsentChange, recorded_at: Timestamp) -> Result<i64> {
+        let row = self
+            .tx
+            .query_one(
+                "INSERT INTO consent_records
+                 (subject_key, subject, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                &[
+                    &subject_key(subject),
+                    &&subject.as_bytes()[..],
+                    &change.purpose.as_str(),
+                    &change.granted,
+                    &change.effective_at.as_unix_millis(),
+                    &recorded_at.as_unix_millis(),
+                    &change.source.as_str(),
+                    &change.notice_version,
+                    &change.proof_ref,
+                ],
+            )
+            .map_err(Error::pg(self.location))?;
+        self.decisions.remove(subject);
+        Ok(row.get(0))
+    }
+
+    fn event_with_id(&mut self, subject: &Pseudonym, event_id: &str) -> Result<Option<Event>> {
+        Ok(self.held_of(subject)?.by_id.get(event_id).cloned())
+    }
+
+    fn holds_event_without_id(&mut self, subject: &Pseudonym, event: &Event) -> Result<bool> {
+        Ok(self.held_of(subject)?.without_id.contains(&HeldEvents::content(event)))
+    }
+
+    fn insert_event(&mut self, event: &SubjectEvent) -> Result<()> {
+        self.held_of(&event.subject)?.insert(event.event_id.clone(), event.event.clone());
+        self.pending.push(&event.subject, &event.event, event.event_id.as_deref());
+        if self.pending.len() >= PENDING_LIMIT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn delete_subject(&mut self, subject: &Pseudonym) -> Result<(u64, u64)> {
+        // Events this batch accepted are deleted with the stored ones.
+        self.flush()?;
+        let (key, bytes) = (subject_key(subject), &subject.as_bytes()[..]);
+        let consent_records = self
+            .tx
+            .execute("DELETE FROM consent_records WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
+            .map_err(Error::pg(self.location))?;
+        let events = self
+            .tx
+            .execute("DELETE FROM events WHERE subject_key = $1 AND subject = $2", &[&key, &bytes])
+            .map_err(Error::pg(self.location))?;
+        self.held.remove(subject);
+        self.decisions.remove(subject);
+        Ok((consent_records, events))
+    }
+
+    fn log_erasure(&mut self, erased_at: Timestamp, consent_records: u64, events: u64) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO erasure_log (erased_at, consent_records_deleted, events_deleted) VALUES ($1, $2, $3)",
+                &[&erased_at.as_unix_millis(), &(consent_records as i64), &(events as i64)],
+            )
+            .map_err(Error::pg(self.location))?;
+        Ok(())
+    }
+
+    fn budget_run(&mut self, run_key: &str) -> Result<Option<BudgetRun>> {
+        read_run(self.tx, self.location, run_key)
+    }
+
+    fn budget_totals(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<RunTotals> {
+        sum_runs(self.tx, self.location, dataset, purpose)
+    }
+
+    fn budget_cap(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<Option<BudgetCap>> {
+        read_cap(self.tx, self.location, dataset, purpose)
+    }
+
+    fn insert_budget_run(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO budget_runs
+                 (run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at)
+                 VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, 'reserved', $8)",
+                &[
+                    &request.run_key,
+                    &request.dataset,
+                    &request.purpose.as_str(),
+                    &request.guarantee.map(|g| g.epsilon),
+                    &request.guarantee.map(|g| g.delta),
+                    &request.guarantee.map(|g| g.rho),
+                    &request.snapshot_at.as_unix_millis(),
+                    &now.as_unix_millis(),
+                ],
+            )
+            .map_err(Error::pg(self.location))?;
+        Ok(())
+    }
+
+    fn count_received(&mut self, batches: u64, events: u64) -> Result<()> {
         // Written by the commit, in its round trip.
         let (b, e) = self.received.unwrap_or((0, 0));
         self.received = Some((b.saturating_add(batches), e.saturating_add(events)));
         Ok(())
     }
 
-    pub(crate) fn commit(mut self) -> Result<()> {
+    fn commit(mut self: Box<Self>) -> Result<()> {
         self.flush()?;
         let result = match self.received {
             Some((batches, events)) => {
@@ -1289,30 +1403,15 @@ impl HeldEvents {
             }
         }
     }
-
-    fn outcome(&self, event: &SubjectEvent) -> Option<IngestOutcome> {
-        match &event.event_id {
-            Some(id) => self.by_id.get(id).map(|held| {
-                if held == &event.event {
-                    IngestOutcome::Duplicate
-                } else {
-                    IngestOutcome::Conflict
-                }
-            }),
-            None => self.without_id.contains(&Self::content(&event.event)).then_some(IngestOutcome::Duplicate),
-        }
-    }
 }
 
-/// Whether a subject is suppressed, by its suppression tag.
-const SUPPRESSED_SQL: &str = "SELECT 1 FROM suppressions WHERE tag = $1";
-
 /// The suppression entries ($1: tags) and every consent decision ($2:
-/// subject keys) of a batch's subjects: a suppression row has a NULL id and
-/// its tag first; a decision row has the pseudonym first, then the columns
-/// of [`STATUS_SQL`].
+/// subject keys) of a batch's subjects: a suppression row has its tag
+/// first, a NULL id and its `subject_was_known` where a decision has
+/// `granted`; a decision row has the pseudonym first, then the columns of
+/// [`RECORDS_SQL`].
 const PREFETCH_SQL: &str =
-    "SELECT tag, NULL::BIGINT, NULL::TEXT, NULL::BOOLEAN, NULL::BIGINT, NULL::BIGINT, NULL::TEXT,
+    "SELECT tag, NULL::BIGINT, NULL::TEXT, subject_was_known, NULL::BIGINT, NULL::BIGINT, NULL::TEXT,
             NULL::TEXT, NULL::TEXT
      FROM suppressions WHERE tag = ANY ($1)
      UNION ALL
@@ -1354,14 +1453,14 @@ impl PendingEvents {
 
 /// Streams the rows of `sql` through `visit` in batches of [`STREAM_BATCH`]
 /// (a server-side portal), so a large table is never held in memory at once.
-fn stream<T, E: From<Error>>(
+fn stream<T>(
     client: &mut Client,
     location: &str,
     sql: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
     decode: impl Fn(&Row) -> Result<T>,
-    visit: &mut impl FnMut(T) -> std::result::Result<(), E>,
-) -> std::result::Result<(), E> {
+    mut visit: impl FnMut(T) -> ControlFlow<()>,
+) -> Result<()> {
     let mut tx = client.transaction().map_err(Error::pg(location))?;
     let portal = tx.bind(sql, params).map_err(Error::pg(location))?;
     loop {
@@ -1370,33 +1469,23 @@ fn stream<T, E: From<Error>>(
             break;
         }
         for row in &rows {
-            visit(decode(row)?)?;
+            if visit(decode(row)?).is_break() {
+                // A read-only transaction: ending it early loses nothing.
+                tx.commit().map_err(Error::pg(location))?;
+                return Ok(());
+            }
         }
     }
     tx.commit().map_err(Error::pg(location))?;
     Ok(())
 }
 
-/// The consent-status query: every decision of the subject on the purpose,
-/// which the consent rule orders by when they were recorded (see [`crate::rule`]).
-const STATUS_SQL: &str = "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
+/// A subject's consent records, of one purpose ($3) or of all ($3 NULL);
+/// `consent_by_subject` serves both. The consent rule orders them by when
+/// they were recorded (see [`crate::rule`]).
+const RECORDS_SQL: &str = "SELECT id, purpose, granted, effective_at, recorded_at, source, notice_version, proof_ref
      FROM consent_records
-     WHERE subject_key = $1 AND subject = $2 AND purpose = $3";
-
-fn status_on<Q: postgres::ToStatement + ?Sized>(
-    client: &mut impl postgres::GenericClient,
-    location: &str,
-    query: &Q,
-    subject: &Pseudonym,
-    purpose: Purpose,
-    as_of: Timestamp,
-) -> Result<ConsentStatus> {
-    let rows = client
-        .query(query, &[&subject_key(subject), &&subject.as_bytes()[..], &purpose.as_str()])
-        .map_err(Error::pg(location))?;
-    let records = rows.iter().map(|r| record_from_row(r, location)).collect::<Result<Vec<_>>>()?;
-    Ok(ConsentStatus::from_records(records, purpose, as_of))
-}
+     WHERE subject_key = $1 AND subject = $2 AND ($3::TEXT IS NULL OR purpose = $3)";
 
 /// `Some(subject_was_known)` of the subject's suppression entry, if any.
 fn suppression_on(
@@ -1410,18 +1499,6 @@ fn suppression_on(
     Ok(row.map(|r| r.get(0)))
 }
 
-fn is_suppressed_on(client: &mut impl postgres::GenericClient, location: &str, subject: &Pseudonym) -> Result<bool> {
-    let row = client
-        .query_opt("SELECT 1 FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
-        .map_err(Error::pg(location))?;
-    Ok(row.is_some())
-}
-
-/// A stored name (purpose, source, event kind) read back.
-fn parse_text<T: FromStr<Err = Error>>(text: String, location: &str) -> Result<T> {
-    text.parse().map_err(|e: Error| corrupt(location, &e.to_string()))
-}
-
 fn corrupt(location: &str, message: &str) -> Error {
     Error::Corrupt { location: location.to_string(), message: message.to_string() }
 }
@@ -1430,77 +1507,63 @@ fn record_from_row(row: &Row, location: &str) -> Result<ConsentRecord> {
     record_from_row_at(row, 0, location)
 }
 
-/// A consent record from the columns of [`STATUS_SQL`], starting at `at`.
+/// A consent record from the columns of [`RECORDS_SQL`], starting at `at`.
 fn record_from_row_at(row: &Row, at: usize, location: &str) -> Result<ConsentRecord> {
-    Ok(ConsentRecord {
-        seq: row.get(at),
-        purpose: parse_text(row.get(at + 1), location)?,
-        granted: row.get(at + 2),
-        effective_at: Timestamp::from_unix_millis(row.get(at + 3)),
-        recorded_at: Timestamp::from_unix_millis(row.get(at + 4)),
-        source: parse_text::<ConsentSource>(row.get(at + 5), location)?,
-        notice_version: row.get(at + 6),
-        proof_ref: row.get(at + 7),
+    decode::record(decode::RecordColumns {
+        seq: column(row, at, location)?,
+        purpose: column(row, at + 1, location)?,
+        granted: column(row, at + 2, location)?,
+        effective_at: column(row, at + 3, location)?,
+        recorded_at: column(row, at + 4, location)?,
+        source: column(row, at + 5, location)?,
+        notice_version: column(row, at + 6, location)?,
+        proof_ref: column(row, at + 7, location)?,
     })
+    .map_err(|m| corrupt(location, &m))
 }
 
 fn event_from_row(row: &Row, at: usize, location: &str) -> Result<Event> {
-    let kind: String = row.get(at + 1);
-    let value: f64 = row.get(at + 2);
-    Ok(Event {
-        item: row.get(at),
-        kind: kind.parse::<EventKind>().map_err(|e| corrupt(location, &e.to_string()))?,
-        value: value as f32,
-        at: Timestamp::from_unix_millis(row.get(at + 3)),
-    })
+    decode::event(
+        column(row, at, location)?,
+        column(row, at + 1, location)?,
+        column(row, at + 2, location)?,
+        column(row, at + 3, location)?,
+    )
+    .map_err(|m| corrupt(location, &m))
 }
 
-fn pseudonym_from_row(row: &Row, column: usize, location: &str) -> Result<Pseudonym> {
-    let bytes: Vec<u8> = row.get(column);
-    let bytes: [u8; 32] = bytes.try_into().map_err(|_| corrupt(location, "stored pseudonym is not 32 bytes"))?;
-    Ok(Pseudonym::from_bytes(bytes))
+fn pseudonym_from_row(row: &Row, at: usize, location: &str) -> Result<Pseudonym> {
+    decode::pseudonym(column(row, at, location)?).map_err(|m| corrupt(location, &m))
 }
 
-fn api_key_from_row(row: &Row) -> crate::keys::ApiKeyRecord {
-    let scopes: String = row.get(2);
-    let revoked: Option<i64> = row.get(4);
-    crate::keys::ApiKeyRecord {
-        key_id: row.get(0),
-        name: row.get(1),
-        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-        created_at: Timestamp::from_unix_millis(row.get(3)),
-        revoked_at: revoked.map(Timestamp::from_unix_millis),
-    }
+fn api_key_from_row(row: &Row, location: &str) -> Result<ApiKeyRecord> {
+    Ok(decode::api_key(
+        column(row, 0, location)?,
+        column(row, 1, location)?,
+        column(row, 2, location)?,
+        column(row, 3, location)?,
+        column(row, 4, location)?,
+    ))
 }
-
-const RUN_COLUMNS: &str = "run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at";
 
 fn parse_purpose(text: &str, location: &str) -> Result<BudgetPurpose> {
-    match text {
-        "release" => Ok(BudgetPurpose::Release),
-        "evaluation" => Ok(BudgetPurpose::Evaluation),
-        other => Err(corrupt(location, &format!("unknown budget purpose `{other}`"))),
-    }
+    decode::budget_purpose(text).map_err(|m| corrupt(location, &m))
 }
 
 fn run_from_row(row: &Row, location: &str) -> Result<BudgetRun> {
-    let rho: Option<f64> = row.get(6);
-    let guarantee = rho.map(|rho| RunGuarantee { epsilon: row.get(4), delta: row.get(5), rho });
-    let state: String = row.get(8);
-    Ok(BudgetRun {
-        run_key: row.get(0),
-        dataset: row.get(1),
-        purpose: parse_purpose(&row.get::<_, String>(2), location)?,
-        model_id: row.get(3),
-        guarantee,
-        snapshot_at: Timestamp::from_unix_millis(row.get(7)),
-        state: match state.as_str() {
-            "reserved" => RunState::Reserved,
-            "committed" => RunState::Committed,
-            other => return Err(corrupt(location, &format!("unknown run state `{other}`"))),
-        },
-        created_at: Timestamp::from_unix_millis(row.get(9)),
+    decode::run(decode::RunColumns {
+        run_key: column(row, 0, location)?,
+        dataset: column(row, 1, location)?,
+        purpose: column(row, 2, location)?,
+        model_id: column(row, 3, location)?,
+        epsilon: column(row, 4, location)?,
+        delta: column(row, 5, location)?,
+        rho: column(row, 6, location)?,
+        snapshot_at: column(row, 7, location)?,
+        state: column(row, 8, location)?,
+        created_at: column(row, 9, location)?,
     })
+    .map_err(|m| corrupt(location, &m))
 }
 
 fn read_run(client: &mut impl postgres::GenericClient, location: &str, run_key: &str) -> Result<Option<BudgetRun>> {
@@ -1532,13 +1595,12 @@ fn read_cap(
     }))
 }
 
-/// (Σρ of private runs, private runs, non-private runs).
 fn sum_runs(
     client: &mut impl postgres::GenericClient,
     location: &str,
     dataset: &str,
     purpose: BudgetPurpose,
-) -> Result<(f64, u64, u64)> {
+) -> Result<RunTotals> {
     let row = client
         .query_one(
             "SELECT COALESCE(SUM(rho), 0.0)::DOUBLE PRECISION, COUNT(rho), COUNT(*) - COUNT(rho) FROM budget_runs
@@ -1546,7 +1608,11 @@ fn sum_runs(
             &[&dataset, &purpose.as_str()],
         )
         .map_err(Error::pg(location))?;
-    Ok((row.get(0), row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64))
+    Ok(RunTotals {
+        spent_rho: row.get(0),
+        private_runs: row.get::<_, i64>(1) as u64,
+        non_private_runs: row.get::<_, i64>(2) as u64,
+    })
 }
 
 /// Whether `e` says the connection is gone: closed, broken (an I/O error),
@@ -1582,7 +1648,7 @@ mod tests {
     /// per execution.
     #[test]
     fn connections_use_generic_plans() {
-        let mut store = PgStore::connect(&hush_testkit::postgres_url(), ConnectOptions::default()).unwrap();
+        let mut store = PgConnection::connect(&hush_testkit::postgres_url(), ConnectOptions::default()).unwrap();
         let mode: String = store.client.query_one("SHOW plan_cache_mode", &[]).unwrap().get(0);
         assert_eq!(mode, "force_generic_plan");
     }
@@ -1592,13 +1658,13 @@ mod tests {
     /// their generic plans after it, committed or rolled back.
     #[test]
     fn write_transactions_plan_per_execution() {
-        let mut store = PgStore::connect(&hush_testkit::postgres_url(), ConnectOptions::default()).unwrap();
+        let mut store = PgConnection::connect(&hush_testkit::postgres_url(), ConnectOptions::default()).unwrap();
         let mode = |client: &mut Client| -> String { client.query_one("SHOW plan_cache_mode", &[]).unwrap().get(0) };
-        let batch = store.batch().unwrap();
+        let batch = store.begin().unwrap();
         assert_eq!(mode(batch.tx), "force_custom_plan");
-        batch.commit().unwrap();
+        Tx::commit(Box::new(batch)).unwrap();
         assert_eq!(mode(&mut store.client), "force_generic_plan");
-        let batch = store.batch().unwrap();
+        let batch = store.begin().unwrap();
         assert_eq!(mode(batch.tx), "force_custom_plan");
         drop(batch);
         assert_eq!(mode(&mut store.client), "force_generic_plan");
