@@ -615,16 +615,9 @@ impl Ledger {
         &self,
         visit: impl FnMut(SubjectEvent) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        let mut visit = visit;
-        let mut failed = None;
-        self.store.for_each_event(&mut |event| match visit(event) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                failed = Some(e);
-                ControlFlow::Break(())
-            }
-        })?;
-        failed.map_or(Ok(()), Err)
+        let (mut visit, mut outcome) = (visit, Visit::default());
+        let streamed = self.store.for_each_event(&mut |event| outcome.step(visit(event)));
+        outcome.finish(streamed)
     }
 
     /// Calls `visit(subject, decision)` for every decision on `purpose`, in
@@ -637,16 +630,9 @@ impl Ledger {
         purpose: Purpose,
         visit: impl FnMut(Pseudonym, Decision) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        let mut visit = visit;
-        let mut failed = None;
-        self.store.for_each_consent_decision(purpose, &mut |subject, decision| match visit(subject, decision) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                failed = Some(e);
-                ControlFlow::Break(())
-            }
-        })?;
-        failed.map_or(Ok(()), Err)
+        let (mut visit, mut outcome) = (visit, Visit::default());
+        let streamed = self.store.for_each_consent_decision(purpose, &mut |s, d| outcome.step(visit(s, d)));
+        outcome.finish(streamed)
     }
 
     /// Stores a new API key record (the secret itself is never stored).
@@ -826,6 +812,38 @@ impl Ledger {
     /// [`Error::Store`] if the store fails.
     pub fn budget_runs(&self, dataset: Option<&str>) -> Result<Vec<BudgetRun>> {
         self.noted(self.store.budget_runs(dataset))
+    }
+}
+
+/// A caller's visitor that may fail, run by a store's streaming read that
+/// stops when told: the visitor's first error stops the stream and is what
+/// the caller gets back.
+struct Visit<E> {
+    failed: Option<E>,
+}
+
+impl<E> Default for Visit<E> {
+    fn default() -> Self {
+        Visit { failed: None }
+    }
+}
+
+impl<E: From<Error>> Visit<E> {
+    /// Whether the stream goes on after the visitor said `result`.
+    fn step(&mut self, result: std::result::Result<(), E>) -> ControlFlow<()> {
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.failed = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// The store's error, else the visitor's, else success.
+    fn finish(self, streamed: Result<()>) -> std::result::Result<(), E> {
+        streamed?;
+        self.failed.map_or(Ok(()), Err)
     }
 }
 

@@ -1085,3 +1085,57 @@ fn a_connection_the_server_ended_is_known_as_broken_after_its_first_failure() {
     let fresh = ledger.reopen().unwrap();
     assert!(fresh.api_key("nobody").unwrap().is_none());
 }
+
+on_both_backends! {
+fn a_streaming_reader_stops_at_its_visitors_first_error_and_returns_it(store) {
+    #[derive(Debug, PartialEq)]
+    enum Visitor {
+        Stopped(usize),
+        Store(String),
+    }
+    impl From<hush_consent::Error> for Visitor {
+        fn from(e: hush_consent::Error) -> Self {
+            Visitor::Store(e.to_string())
+        }
+    }
+    let mut ledger = store.open();
+    let subject = key().pseudonymize("streamed");
+    ledger.record_consent(&subject, &change(Purpose::Training, true, 100), t(100)).unwrap();
+    ledger.record_consent(&subject, &change(Purpose::Training, false, 200), t(200)).unwrap();
+    ledger.record_consent(&subject, &change(Purpose::Training, true, 300), t(300)).unwrap();
+    let events: Vec<_> = (0..5).map(|i| event(subject, &format!("item-{i}"), 150)).collect();
+    assert_eq!(ledger.ingest_events(&events, t(150)).unwrap().stored, 5);
+
+    let mut seen = 0;
+    let stopped = ledger.for_each_event(|_| {
+        seen += 1;
+        if seen == 2 { Err(Visitor::Stopped(seen)) } else { Ok(()) }
+    });
+    assert_eq!((stopped, seen), (Err(Visitor::Stopped(2)), 2), "the stream stops at the first error");
+    let mut items = Vec::new();
+    ledger
+        .for_each_event(|e| {
+            items.push(e.event.item);
+            Ok::<_, Visitor>(())
+        })
+        .unwrap();
+    assert_eq!(items, ["item-0", "item-1", "item-2", "item-3", "item-4"], "ingestion order, all of them");
+
+    let mut decisions = 0;
+    let stopped = ledger.for_each_consent_decision(Purpose::Training, |_, _| {
+        decisions += 1;
+        Err(Visitor::Stopped(decisions))
+    });
+    assert_eq!((stopped, decisions), (Err(Visitor::Stopped(1)), 1));
+    let mut granted = Vec::new();
+    ledger
+        .for_each_consent_decision(Purpose::Training, |_, d| {
+            granted.push(d.granted);
+            Ok::<_, Visitor>(())
+        })
+        .unwrap();
+    assert_eq!(granted, [true, false, true]);
+    // The store is usable after a stream stopped early (no transaction left open).
+    assert_eq!(ledger.stats().unwrap().events, 5);
+}
+}
