@@ -394,40 +394,7 @@ pub fn train_with_mechanics(
     let n_items = set.n_items();
     let d = params.rank;
 
-    // Preprocessing releases (iteration 0): item counts, and in explicit
-    // mode the rating sum and count. All are integers with exact discrete
-    // Gaussian noise, so no floating-point grid shows in what is released.
-    let popularity: Vec<f64> = (0..n_items)
-        .map(|item| {
-            let count = data.items[item].len() as i64;
-            mechanics.record(ReleaseKind::ItemCounts, 0, item as u64, || vec![count as f64]);
-            let mut stream = mechanics.stream(ReleaseKind::ItemCounts, 0, item as u64);
-            let noisy = add_discrete(count, stream.as_mut(), mechanics.item_count_std);
-            if let Some(log) = &mechanics.log {
-                log.record_noise(ReleaseKind::ItemCounts.stream(0, item as u64), vec![(noisy - count) as f64]);
-            }
-            // A count cannot be negative: clamping is post-processing.
-            noisy.max(0) as f64
-        })
-        .collect();
-    let mut mean = 0.0;
-    if feedback == Feedback::Explicit {
-        let mid = (params.rating_min + params.rating_max) / 2.0;
-        let (sum, count) =
-            data.subjects.iter().flatten().fold((0i64, 0i64), |(s, c), &(_, r)| {
-                (s + ((f64::from(r) - mid) / RATING_QUANTUM).round() as i64, c + 1)
-            });
-        mechanics.record(ReleaseKind::RatingSum, 0, 0, || vec![sum as f64, count as f64]);
-        let mut stream = mechanics.stream(ReleaseKind::RatingSum, 0, 0);
-        let sum = add_discrete(sum, stream.as_mut(), mechanics.rating_sum_std);
-        let count = add_discrete(count, stream.as_mut(), mechanics.rating_sum_std);
-        mean = (mid + sum as f64 * RATING_QUANTUM / count.max(1) as f64).clamp(params.rating_min, params.rating_max);
-    }
-    let mut popularity = popularity;
-    if let Some(state) = mechanics.replay.as_ref().and_then(|r| r.first()) {
-        mean = state.mean;
-        popularity.clone_from(&state.popularity);
-    }
+    let (popularity, mean) = release_preprocessing(feedback, &data, params, mechanics);
 
     // Stage 2 of the DP rules: the iterations the budget supports, chosen
     // from the released counts (post-processing), each iteration's noise
@@ -472,51 +439,7 @@ pub fn train_with_mechanics(
 
     for iteration in 1..=params.iterations {
         let _iteration = tracing::info_span!("iteration", iteration).entered();
-        // Subject step: exact, private to each subject, never released.
-        let gram = match feedback {
-            Feedback::Implicit => {
-                let mut g = gram_of(&item_factors, d);
-                linalg::mirror_upper(&mut g, d);
-                g
-            }
-            Feedback::Explicit => Vec::new(),
-        };
-        let factors = &item_factors;
-        let row = |i: usize, out: &mut [f64]| out.copy_from_slice(&factors[i * d..(i + 1) * d]);
-        let (gram32, item_factors32) = match feedback {
-            Feedback::Implicit => (to_f32(&gram), to_f32(&item_factors)),
-            Feedback::Explicit => (Vec::new(), Vec::new()),
-        };
-        subjects.factors.par_chunks_mut(d).zip(subjects.bias.par_iter_mut()).zip(data.subjects.par_iter()).for_each(
-            |((x, bias), interactions)| {
-                match feedback {
-                    Feedback::Explicit => {
-                        let iter = interactions.iter().map(|&(i, v)| (i as usize, f64::from(v)));
-                        let v = explicit_subject_step(d, params.lambda, mean, iter, row, |i| item_bias[i]);
-                        x.copy_from_slice(&v.factors);
-                        *bias = v.bias;
-                    }
-                    Feedback::Implicit => {
-                        // Warm start from the previous iteration's vector (zero at first).
-                        let solved = implicit_step_cg(
-                            d,
-                            params.alpha,
-                            cg::Gram::Full(&gram32),
-                            &item_factors32,
-                            interactions,
-                            x.iter().copied(),
-                            params.lambda,
-                            None,
-                        );
-                        x.copy_from_slice(&solved);
-                    }
-                }
-                clip_norm(x, mechanics.clip_norm);
-                if mechanics.item_gram == ItemGramSource::FromCounts {
-                    scale_to_norm(x, mechanics.clip_norm);
-                }
-            },
-        );
+        subject_step(feedback, &data, params, mechanics, (&item_factors, &item_bias, mean), &mut subjects);
         let loss = training_loss(feedback, &data, &subjects, &item_factors, &item_bias, mean);
 
         // Item step: noisy sufficient statistics, then a solve per item.
@@ -526,43 +449,8 @@ pub fn train_with_mechanics(
         if feedback == Feedback::Implicit {
             subject_flat.extend(subjects.factors.iter().map(|&x| x as f32));
         }
-        let global_gram = match feedback {
-            Feedback::Implicit => {
-                let mut g = subjects
-                    .factors
-                    .par_chunks(4096 * d)
-                    .map(|chunk| {
-                        let mut g = vec![0.0; d * d];
-                        for x in chunk.chunks_exact(d) {
-                            linalg::add_outer_upper(&mut g, d, x, 1.0);
-                        }
-                        g
-                    })
-                    .reduce(|| vec![0.0; d * d], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
-                mechanics.record(ReleaseKind::GlobalGram, iteration, 0, || upper_triangle(&g, d));
-                if let Some(mut n) = mechanics.stream(ReleaseKind::GlobalGram, iteration, 0) {
-                    add_symmetric_noise(&mut g, d, &mut n, mechanics.global_gram_std);
-                }
-                linalg::mirror_upper(&mut g, d);
-                g
-            }
-            Feedback::Explicit => Vec::new(),
-        };
+        let (global_gram, mean_outer) = release_global_gram(feedback, iteration, mechanics, &subjects);
         let global_gram32 = to_f32(&global_gram);
-        // The mean outer product of the (norm-C) subject vectors, from the
-        // released Gramian: tr(G) = N·C² when every vector has norm C.
-        let mean_outer: Vec<f64> = match mechanics.item_gram {
-            ItemGramSource::FromCounts if feedback == Feedback::Implicit => {
-                let trace: f64 = (0..d).map(|i| global_gram[i * d + i]).sum();
-                let c2 = mechanics.clip_norm * mechanics.clip_norm;
-                if trace > 0.0 && c2.is_finite() {
-                    global_gram.iter().map(|g| g * c2 / trace).collect()
-                } else {
-                    (0..d * d).map(|k| if k % (d + 1) == 0 { c2.min(1.0) / d as f64 } else { 0.0 }).collect()
-                }
-            }
-            _ => Vec::new(),
-        };
         let solved: Vec<(Vec<f64>, f64)> = (0..n_items)
             .into_par_iter()
             // One scratch matrix per rayon job for an item's noisy Gramian:
@@ -607,12 +495,177 @@ pub fn train_with_mechanics(
     // would hint at how much private data there was.
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "training done");
 
+    Ok(assemble_model(set, params, guarantee, &item_factors, &item_bias, mean, &popularity))
+}
+
+/// The preprocessing releases (iteration 0): item counts, and in explicit
+/// mode the rating sum and count. All are integers with exact discrete
+/// Gaussian noise, so no floating-point grid shows in what is released.
+/// Returns the noisy popularity (counts clamped at zero, which is
+/// post-processing) and the global mean rating (zero in implicit mode).
+fn release_preprocessing(
+    feedback: Feedback,
+    data: &Data,
+    params: &TrainParams,
+    mechanics: &Mechanics,
+) -> (Vec<f64>, f64) {
+    let n_items = data.items.len();
+    let mut popularity: Vec<f64> = (0..n_items)
+        .map(|item| {
+            let count = data.items[item].len() as i64;
+            mechanics.record(ReleaseKind::ItemCounts, 0, item as u64, || vec![count as f64]);
+            let mut stream = mechanics.stream(ReleaseKind::ItemCounts, 0, item as u64);
+            let noisy = add_discrete(count, stream.as_mut(), mechanics.item_count_std);
+            if let Some(log) = &mechanics.log {
+                log.record_noise(ReleaseKind::ItemCounts.stream(0, item as u64), vec![(noisy - count) as f64]);
+            }
+            // A count cannot be negative: clamping is post-processing.
+            noisy.max(0) as f64
+        })
+        .collect();
+    let mut mean = 0.0;
+    if feedback == Feedback::Explicit {
+        let mid = (params.rating_min + params.rating_max) / 2.0;
+        let (sum, count) =
+            data.subjects.iter().flatten().fold((0i64, 0i64), |(s, c), &(_, r)| {
+                (s + ((f64::from(r) - mid) / RATING_QUANTUM).round() as i64, c + 1)
+            });
+        mechanics.record(ReleaseKind::RatingSum, 0, 0, || vec![sum as f64, count as f64]);
+        let mut stream = mechanics.stream(ReleaseKind::RatingSum, 0, 0);
+        let sum = add_discrete(sum, stream.as_mut(), mechanics.rating_sum_std);
+        let count = add_discrete(count, stream.as_mut(), mechanics.rating_sum_std);
+        mean = (mid + sum as f64 * RATING_QUANTUM / count.max(1) as f64).clamp(params.rating_min, params.rating_max);
+    }
+    if let Some(state) = mechanics.replay.as_ref().and_then(|r| r.first()) {
+        mean = state.mean;
+        popularity.clone_from(&state.popularity);
+    }
+    (popularity, mean)
+}
+
+/// The subject step of one iteration: each subject's vector (and bias, in
+/// explicit mode) solved exactly against the released item side, clipped.
+/// Private to each subject and never released.
+fn subject_step(
+    feedback: Feedback,
+    data: &Data,
+    params: &TrainParams,
+    mechanics: &Mechanics,
+    (item_factors, item_bias, mean): (&[f64], &[f64], f64),
+    subjects: &mut SubjectFactors,
+) {
+    let d = subjects.d;
+    let gram = match feedback {
+        Feedback::Implicit => {
+            let mut g = gram_of(item_factors, d);
+            linalg::mirror_upper(&mut g, d);
+            g
+        }
+        Feedback::Explicit => Vec::new(),
+    };
+    let row = |i: usize, out: &mut [f64]| out.copy_from_slice(&item_factors[i * d..(i + 1) * d]);
+    let (gram32, item_factors32) = match feedback {
+        Feedback::Implicit => (to_f32(&gram), to_f32(item_factors)),
+        Feedback::Explicit => (Vec::new(), Vec::new()),
+    };
+    subjects.factors.par_chunks_mut(d).zip(subjects.bias.par_iter_mut()).zip(data.subjects.par_iter()).for_each(
+        |((x, bias), interactions)| {
+            match feedback {
+                Feedback::Explicit => {
+                    let iter = interactions.iter().map(|&(i, v)| (i as usize, f64::from(v)));
+                    let v = explicit_subject_step(d, params.lambda, mean, iter, row, |i| item_bias[i]);
+                    x.copy_from_slice(&v.factors);
+                    *bias = v.bias;
+                }
+                Feedback::Implicit => {
+                    // Warm start from the previous iteration's vector (zero at first).
+                    let solved = implicit_step_cg(
+                        d,
+                        params.alpha,
+                        cg::Gram::Full(&gram32),
+                        &item_factors32,
+                        interactions,
+                        x.iter().copied(),
+                        params.lambda,
+                        None,
+                    );
+                    x.copy_from_slice(&solved);
+                }
+            }
+            clip_norm(x, mechanics.clip_norm);
+            if mechanics.item_gram == ItemGramSource::FromCounts {
+                scale_to_norm(x, mechanics.clip_norm);
+            }
+        },
+    );
+}
+
+/// The global Gramian release of one iteration (implicit mode): the sum of
+/// the clipped subjects' outer products with symmetric Gaussian noise, and
+/// from it, where item Gramians come from counts, the mean outer product of
+/// the (norm-C) subject vectors: tr(G) = N·C² when every vector has norm C.
+/// Both empty in explicit mode.
+fn release_global_gram(
+    feedback: Feedback,
+    iteration: u32,
+    mechanics: &Mechanics,
+    subjects: &SubjectFactors,
+) -> (Vec<f64>, Vec<f64>) {
+    let d = subjects.d;
+    let global_gram = match feedback {
+        Feedback::Implicit => {
+            let mut g = subjects
+                .factors
+                .par_chunks(4096 * d)
+                .map(|chunk| {
+                    let mut g = vec![0.0; d * d];
+                    for x in chunk.chunks_exact(d) {
+                        linalg::add_outer_upper(&mut g, d, x, 1.0);
+                    }
+                    g
+                })
+                .reduce(|| vec![0.0; d * d], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
+            mechanics.record(ReleaseKind::GlobalGram, iteration, 0, || upper_triangle(&g, d));
+            if let Some(mut n) = mechanics.stream(ReleaseKind::GlobalGram, iteration, 0) {
+                add_symmetric_noise(&mut g, d, &mut n, mechanics.global_gram_std);
+            }
+            linalg::mirror_upper(&mut g, d);
+            g
+        }
+        Feedback::Explicit => Vec::new(),
+    };
+    let mean_outer: Vec<f64> = match mechanics.item_gram {
+        ItemGramSource::FromCounts if feedback == Feedback::Implicit => {
+            let trace: f64 = (0..d).map(|i| global_gram[i * d + i]).sum();
+            let c2 = mechanics.clip_norm * mechanics.clip_norm;
+            if trace > 0.0 && c2.is_finite() {
+                global_gram.iter().map(|g| g * c2 / trace).collect()
+            } else {
+                (0..d * d).map(|k| if k % (d + 1) == 0 { c2.min(1.0) / d as f64 } else { 0.0 }).collect()
+            }
+        }
+        _ => Vec::new(),
+    };
+    (global_gram, mean_outer)
+}
+
+/// The released model: the item side as trained, its guarantee, and where
+/// its data came from.
+fn assemble_model(
+    set: &FeatureSet,
+    params: &TrainParams,
+    guarantee: PrivacyGuarantee,
+    item_factors: &[f64],
+    item_bias: &[f64],
+    mean: f64,
+    popularity: &[f64],
+) -> Model {
     let mut model = Model {
         meta: ModelMeta {
             model_id: String::new(),
             hush_version: env!("CARGO_PKG_VERSION").into(),
             created_at_ms: today_ms(),
-            feedback,
+            feedback: set.meta.feedback,
             params: params.clone(),
             privacy: guarantee,
             data: DataProvenance {
@@ -627,7 +680,7 @@ pub fn train_with_mechanics(
             purpose: crate::ModelPurpose::Release,
         },
         items: set.items.clone(),
-        rank: d,
+        rank: params.rank,
         item_factors: item_factors.iter().map(|&v| v as f32).collect(),
         item_bias: item_bias.iter().map(|&v| v as f32).collect(),
         global_mean: mean as f32,
@@ -639,7 +692,7 @@ pub fn train_with_mechanics(
     };
     model.prepare();
     model.assign_id();
-    Ok(model)
+    model
 }
 
 /// The upper triangle (diagonal included) of a row-major n × n matrix, row by row.
