@@ -41,8 +41,16 @@ pub fn json(model: &Model) -> serde_json::Value {
 
 /// The card as Markdown.
 pub fn markdown(model: &Model) -> String {
-    let m = &model.meta;
     let mut md = String::new();
+    for section in [intro, intended_use, data_section, guarantee_section, limitations] {
+        section(&mut md, model);
+    }
+    md
+}
+
+/// The title and what kind of model it is.
+fn intro(md: &mut String, model: &Model) {
+    let m = &model.meta;
     let _ = writeln!(md, "# Model card: hush model `{}`\n", m.model_id);
     let kind = match m.feedback {
         Feedback::Explicit => "explicit ratings (predicts ratings and ranks by them)".to_string(),
@@ -63,7 +71,11 @@ pub fn markdown(model: &Model) -> String {
         utc(m.created_at_ms),
         md_text(&m.hush_version),
     );
+}
 
+/// Who may use the model for what, and why not when it may not be released.
+fn intended_use(md: &mut String, model: &Model) {
+    let m = &model.meta;
     md.push_str("## Intended use\n\n");
     let blockers = model.not_releasable_because();
     if !blockers.is_empty() {
@@ -89,7 +101,11 @@ pub fn markdown(model: &Model) -> String {
              own events; nothing about them is stored in the model.\n\n",
         ),
     }
+}
 
+/// The data behind the model, without any exact statistic of it.
+fn data_section(md: &mut String, model: &Model) {
+    let m = &model.meta;
     md.push_str("## Data\n\n| | |\n|---|---|\n");
     let _ = writeln!(md, "| Consent snapshot (training consent as of) | {} |", utc(m.data.snapshot_at_ms));
     let _ = writeln!(
@@ -119,7 +135,11 @@ pub fn markdown(model: &Model) -> String {
          statistics of private data: they are not in this card. Evaluation goes to a private report beside the \
          model file, which the server never serves.\n\n",
     );
+}
 
+/// The privacy guarantee, its releases and its assumptions, in numbers and in words.
+fn guarantee_section(md: &mut String, model: &Model) {
+    let m = &model.meta;
     md.push_str("## Privacy guarantee\n\n");
     match &m.privacy {
         PrivacyGuarantee::NonPrivate => {
@@ -190,7 +210,11 @@ pub fn markdown(model: &Model) -> String {
             md.push('\n');
         }
     }
+}
 
+/// What the guarantee does not cover, and the known limitations.
+fn limitations(md: &mut String, model: &Model) {
+    let m = &model.meta;
     md.push_str("## Outside the guarantee\n\n");
     for item in words::outside_the_guarantee() {
         let _ = writeln!(md, "- {item}");
@@ -215,7 +239,6 @@ pub fn markdown(model: &Model) -> String {
     for l in limits {
         let _ = writeln!(md, "- {l}");
     }
-    md
 }
 
 /// The private evaluation report of a model: exact metrics on held-out
