@@ -402,7 +402,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Store`] if the write transaction cannot be started.
     pub fn batch(&mut self) -> Result<WriteBatch<'_>> {
-        Ok(WriteBatch { tx: self.store.batch()?, allowed: HashMap::new(), suppression: HashMap::new() })
+        Ok(WriteBatch::new(self.store.batch()?))
     }
 
     /// Appends one consent decision and returns the stored record.
@@ -756,7 +756,8 @@ impl Ledger {
     /// guarantee; [`Error::Store`] if the store fails.
     pub fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         crate::budget::check_request(request)?;
-        let mut batch = self.batch()?;
+        let tx = self.store.budget_batch(&request.dataset, request.purpose)?;
+        let mut batch = WriteBatch::new(tx);
         let run = batch.reserve_budget(request, now)?;
         batch.commit()?;
         Ok(run)
@@ -862,7 +863,11 @@ pub struct WriteBatch<'a> {
     suppression: HashMap<Pseudonym, Option<bool>>,
 }
 
-impl WriteBatch<'_> {
+impl<'a> WriteBatch<'a> {
+    fn new(tx: Box<dyn Tx + 'a>) -> Self {
+        WriteBatch { tx, allowed: HashMap::new(), suppression: HashMap::new() }
+    }
+
     /// Appends one consent decision. See [`Ledger::record_consent`].
     ///
     /// A suppressed subject's decision is refused unless it is an explicit
@@ -1020,8 +1025,9 @@ impl WriteBatch<'_> {
 
     /// Budget reservation: a run already recorded under its key is returned
     /// unchanged; otherwise a private run must fit under its cap, and the
-    /// run is recorded as reserved. The batch's serialization makes the
-    /// check and the insert one step for every concurrent reservation.
+    /// run is recorded as reserved. The transaction
+    /// ([`Store::budget_batch`]) serializes the reservations of one budget,
+    /// so the check and the insert are one step for each of them.
     fn reserve_budget(&mut self, request: &BudgetRequest, now: Timestamp) -> Result<BudgetRun> {
         if let Some(existing) = self.tx.budget_run(&request.run_key)? {
             return Ok(existing);

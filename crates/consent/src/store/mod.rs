@@ -92,6 +92,13 @@ pub(crate) trait Store: Send {
     /// stays true until it commits.
     fn batch(&mut self) -> Result<Box<dyn Tx + '_>>;
 
+    /// Starts the write transaction of a budget reservation of `dataset`
+    /// and `purpose`, serialized with every other reservation of that
+    /// budget. By default an ordinary [`Store::batch`].
+    fn budget_batch(&mut self, _dataset: &str, _purpose: BudgetPurpose) -> Result<Box<dyn Tx + '_>> {
+        self.batch()
+    }
+
     /// The subject's consent records, of one purpose or of all, in the order they were recorded.
     fn consent_records(&self, subject: &Pseudonym, purpose: Option<Purpose>) -> Result<Vec<ConsentRecord>>;
 

@@ -201,3 +201,59 @@ proptest! {
         check_spending(&mut ledger, &format!("d{case}"), cap_rho, &asks)?;
     }
 }
+
+/// On PostgreSQL a reservation takes the lock of its dataset and purpose
+/// (the lock older hush builds take too, so two builds sharing a store
+/// cannot both pass a cap), and not the writers' lock: an import's open
+/// batch does not hold a training run's reservation up.
+#[test]
+fn a_postgres_reservation_locks_its_budget_and_not_the_writers() {
+    use std::time::{Duration, Instant};
+    let store = Fresh::new(Backend::Postgres);
+    let mut setup = store.open();
+    setup.set_budget_cap(&cap("shop", BudgetPurpose::Release, 1.0)).unwrap();
+
+    // An import's batch is open (the writers' lock is held): a reservation still goes through.
+    let mut importer = store.open();
+    let batch = importer.batch().unwrap();
+    let during_import = std::thread::spawn({
+        let url = store.url().to_string();
+        move || {
+            let mut trainer = Ledger::connect(&url).unwrap();
+            trainer.reserve_budget(&request("during-import", "shop", BudgetPurpose::Release, Some(0.2)), t(10))
+        }
+    });
+    let started = Instant::now();
+    while !during_import.is_finished() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let finished = during_import.is_finished();
+    drop(batch);
+    assert!(finished, "a reservation waited for an import's batch");
+    during_import.join().unwrap().unwrap();
+
+    // Another reservation of the same budget holds its lock (as an older
+    // build's would): this one waits for it, then counts what it spent.
+    let mut holder = postgres::Client::connect(store.url(), postgres::NoTls).unwrap();
+    let mut held = holder.transaction().unwrap();
+    held.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&"shop\nrelease"]).unwrap();
+    held.execute(
+        "INSERT INTO budget_runs (run_key, dataset, purpose, model_id, epsilon, delta, rho, snapshot_at, state, created_at)
+         VALUES ('older-build', 'shop', 'release', NULL, 1.0, 1e-6, 0.7, 0, 'reserved', 0)",
+        &[],
+    )
+    .unwrap();
+    let waiting = std::thread::spawn({
+        let url = store.url().to_string();
+        move || {
+            let mut ledger = Ledger::connect(&url).unwrap();
+            ledger.reserve_budget(&request("newer-build", "shop", BudgetPurpose::Release, Some(0.2)), t(20))
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!waiting.is_finished(), "the reservation did not wait for the budget's lock");
+    held.commit().unwrap();
+    let refused = waiting.join().unwrap();
+    assert!(matches!(refused, Err(Error::BudgetExceeded { .. })), "0.2 + 0.7 + 0.2 > 1.0: {refused:?}");
+    assert!((spend_of(&setup, "shop", BudgetPurpose::Release).spent_rho - 0.9).abs() < 1e-12);
+}

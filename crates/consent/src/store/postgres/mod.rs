@@ -9,7 +9,8 @@
 //! withdrawal committed, and nothing of a subject survives a concurrent
 //! erasure. (One lock per batch rather than one per subject: a bulk import
 //! touches thousands of subjects, more than PostgreSQL's lock table holds.)
-//! Budget reservations are such a transaction too. Every acknowledged write
+//! Budget reservations lock their dataset and purpose instead (see
+//! `PgConnection::begin_budget`). Every acknowledged write
 //! is committed with PostgreSQL's default `synchronous_commit = on`, so it
 //! survives a crash.
 //!
@@ -405,6 +406,10 @@ impl Store for PgStore {
         self.conn.get_mut().batch()
     }
 
+    fn budget_batch(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<Box<dyn Tx + '_>> {
+        Ok(Box::new(self.conn.get_mut().begin_budget(dataset, purpose)?))
+    }
+
     fn consent_records(&self, subject: &Pseudonym, purpose: Option<Purpose>) -> Result<Vec<ConsentRecord>> {
         self.with(|c| c.consent_records(subject, purpose))
     }
@@ -660,16 +665,35 @@ impl PgConnection {
 
     /// Begins a write transaction holding the writers' lock.
     fn begin(&mut self) -> Result<PgBatch<'_>> {
-        let PgConnection { client, statements, location, plan_cache_mode, lost, .. } = self;
-        let client: &mut Client = client;
-        let begin = if *plan_cache_mode { &*BEGIN_LOCKED_SQL } else { &*BEGIN_LOCKED_PLAIN_SQL };
         // BEGIN and the writers' lock in one round trip: the simple-query
         // protocol runs both from one message, in order.
-        if let Err(e) = client.batch_execute(begin) {
-            // Whatever part of it ran must not linger on the connection.
-            let _ = client.batch_execute("ROLLBACK");
-            // On a healthy connection this cannot fail: take it as lost.
-            *lost = true;
+        let begin = if self.plan_cache_mode { &*BEGIN_LOCKED_SQL } else { &*BEGIN_LOCKED_PLAIN_SQL };
+        self.open_batch(begin, None)
+    }
+
+    /// Begins a budget reservation's transaction: it holds the lock of its
+    /// dataset and purpose, not the writers' lock, so a reservation neither
+    /// waits for an import nor holds one up, and excludes every other
+    /// reservation of that budget (those of older hush builds included,
+    /// which take the same lock).
+    fn begin_budget(&mut self, dataset: &str, purpose: BudgetPurpose) -> Result<PgBatch<'_>> {
+        self.open_batch("BEGIN", Some(format!("{dataset}\n{}", purpose.as_str())))
+    }
+
+    /// Runs `begin`, then takes the advisory lock named by `lock` (text
+    /// from a client: bound, never spliced into the statement).
+    fn open_batch(&mut self, begin: &str, lock: Option<String>) -> Result<PgBatch<'_>> {
+        let PgConnection { client, statements, location, lost, .. } = self;
+        let client: &mut Client = client;
+        let begun = client.batch_execute(begin).and_then(|()| match &lock {
+            Some(name) => client.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[name]).map(drop),
+            None => Ok(()),
+        });
+        if let Err(e) = begun {
+            // Whatever part of it ran must not linger on the connection; a
+            // connection that cannot even roll back is gone.
+            let rolled_back = client.batch_execute("ROLLBACK").is_ok();
+            *lost |= connection_lost(&e) || !rolled_back;
             return Err(Error::pg(location)(e));
         }
         Ok(PgBatch {
@@ -738,7 +762,8 @@ impl PgConnection {
     }
 
     fn suppression(&mut self, subject: &Pseudonym) -> Result<Option<bool>> {
-        suppression_on(&mut *self.client, &self.location, subject)
+        let statement = self.statement(SUPPRESSION_SQL)?;
+        suppression_on(&mut *self.client, &self.location, &statement, subject)
     }
 
     fn delete_suppression(&mut self, subject: &Pseudonym) -> Result<bool> {
@@ -1149,10 +1174,11 @@ impl Tx for PgBatch<'_> {
     }
 
     fn suppression(&mut self, subject: &Pseudonym) -> Result<Option<bool>> {
-        match self.suppression.get(subject) {
-            Some(&entry) => Ok(entry),
-            None => suppression_on(self.tx, self.location, subject),
+        if let Some(&entry) = self.suppression.get(subject) {
+            return Ok(entry);
         }
+        let statement = self.prepared(SUPPRESSION_SQL)?;
+        suppression_on(self.tx, self.location, &statement, subject)
     }
 
     fn delete_suppression(&mut self, subject: &Pseudonym) -> Result<()> {
@@ -1405,6 +1431,9 @@ impl HeldEvents {
     }
 }
 
+/// A subject's suppression entry ($1: its tag): whether hush knew them.
+const SUPPRESSION_SQL: &str = "SELECT subject_was_known FROM suppressions WHERE tag = $1";
+
 /// The suppression entries ($1: tags) and every consent decision ($2:
 /// subject keys) of a batch's subjects: a suppression row has its tag
 /// first, a NULL id and its `subject_was_known` where a decision has
@@ -1491,11 +1520,10 @@ const RECORDS_SQL: &str = "SELECT id, purpose, granted, effective_at, recorded_a
 fn suppression_on(
     client: &mut impl postgres::GenericClient,
     location: &str,
+    statement: &postgres::Statement,
     subject: &Pseudonym,
 ) -> Result<Option<bool>> {
-    let row = client
-        .query_opt("SELECT subject_was_known FROM suppressions WHERE tag = $1", &[&&subject.suppression_tag().0[..]])
-        .map_err(Error::pg(location))?;
+    let row = client.query_opt(statement, &[&&subject.suppression_tag().0[..]]).map_err(Error::pg(location))?;
     Ok(row.map(|r| r.get(0)))
 }
 
