@@ -475,6 +475,38 @@ impl<'a> Extractor<'a> {
         }
     }
 
+    /// The item universe in canonical order: the catalogue as given
+    /// (sorted, items nobody touched included), or else the items seen,
+    /// sorted. Never first-appearance order, which would encode who came
+    /// first. Returns each item slot's dense index (`u32::MAX` for an item
+    /// left out) and the item names by dense index.
+    fn item_universe(&mut self, subjects: &[(SubjectKey, SubjectOutcome)]) -> (Vec<u32>, Vec<String>) {
+        let item_dense: Vec<u32> = if self.fixed_items {
+            (0..self.item_names.len() as u32).collect()
+        } else {
+            let mut seen = vec![false; self.item_names.len()];
+            for (_, outcome) in subjects {
+                for m in &outcome.merged {
+                    seen[m.interaction.item as usize] = true;
+                }
+            }
+            let mut order: Vec<u32> = (0..self.item_names.len() as u32).filter(|&i| seen[i as usize]).collect();
+            order.sort_unstable_by(|&a, &b| self.item_names[a as usize].cmp(&self.item_names[b as usize]));
+            let mut dense = vec![u32::MAX; self.item_names.len()];
+            for (rank, &slot) in order.iter().enumerate() {
+                dense[slot as usize] = rank as u32;
+            }
+            dense
+        };
+        let mut items: Vec<String> = vec![String::new(); item_dense.iter().filter(|&&d| d != u32::MAX).count()];
+        for (slot, &d) in item_dense.iter().enumerate() {
+            if d != u32::MAX {
+                items[d as usize] = std::mem::take(&mut self.item_names[slot]);
+            }
+        }
+        (item_dense, items)
+    }
+
     /// Sorts, deduplicates, merges, bounds and indexes what was read.
     ///
     /// # Errors
@@ -504,64 +536,8 @@ impl<'a> Extractor<'a> {
             .collect();
         drop(events);
 
-        // The item universe in canonical order: the catalogue as given
-        // (sorted, items nobody touched included), or else the items seen,
-        // sorted. Never first-appearance order, which would encode who came first.
-        let item_dense: Vec<u32> = if self.fixed_items {
-            (0..self.item_names.len() as u32).collect()
-        } else {
-            let mut seen = vec![false; self.item_names.len()];
-            for (_, outcome) in &subjects {
-                for m in &outcome.merged {
-                    seen[m.interaction.item as usize] = true;
-                }
-            }
-            let mut order: Vec<u32> = (0..self.item_names.len() as u32).filter(|&i| seen[i as usize]).collect();
-            order.sort_unstable_by(|&a, &b| self.item_names[a as usize].cmp(&self.item_names[b as usize]));
-            let mut dense = vec![u32::MAX; self.item_names.len()];
-            for (rank, &slot) in order.iter().enumerate() {
-                dense[slot as usize] = rank as u32;
-            }
-            dense
-        };
-        let mut items: Vec<String> = vec![String::new(); item_dense.iter().filter(|&&d| d != u32::MAX).count()];
-        for (slot, &d) in item_dense.iter().enumerate() {
-            if d != u32::MAX {
-                items[d as usize] = std::mem::take(&mut self.item_names[slot]);
-            }
-        }
-        // Subjects in key order: their order sets the floating-point summation
-        // order in training, and the input's row order must not show there.
-        let mut subjects = subjects;
-        subjects.sort_unstable_by_key(|(key, _)| *key);
-        let mut rows: Vec<Vec<Interaction>> = Vec::new();
-        let mut keys: Vec<SubjectKey> = Vec::new();
-        let mut events_kept = 0u64;
-        for (key, outcome) in subjects {
-            for (reason, count) in [
-                (DropReason::Duplicate, outcome.duplicates),
-                (DropReason::Superseded, outcome.superseded),
-                (DropReason::OverContributionBound, outcome.over_bound),
-            ] {
-                *self.dropped.entry(reason).or_default() += count;
-            }
-            if outcome.merged.is_empty() {
-                continue;
-            }
-            let row = outcome
-                .merged
-                .iter()
-                .map(|m| {
-                    events_kept += u64::from(m.events);
-                    Interaction { item: item_dense[m.interaction.item as usize], ..m.interaction }
-                })
-                .collect::<Vec<_>>();
-            // Canonical order (by item), so the input's row order shows nowhere downstream.
-            let mut row = row;
-            row.sort_unstable_by_key(|i| i.item);
-            rows.push(row);
-            keys.push(key);
-        }
+        let (item_dense, items) = self.item_universe(&subjects);
+        let (rows, keys, events_kept) = canonical_rows(subjects, &item_dense, &mut self.dropped);
 
         let report = ExtractionReport {
             hush_version: env!("CARGO_PKG_VERSION").into(),
@@ -608,6 +584,49 @@ impl<'a> Extractor<'a> {
         );
         Ok((FeatureSet::from_keyed_rows(meta, items, &rows, keys), report))
     }
+}
+
+/// The rows of the kept subjects, in subject-key order, each in item order,
+/// with their items renumbered densely; adds each subject's dropped counts
+/// to `dropped`. Returns the rows, their subjects' keys and the events kept.
+fn canonical_rows(
+    subjects: Vec<(SubjectKey, SubjectOutcome)>,
+    item_dense: &[u32],
+    dropped: &mut BTreeMap<DropReason, u64>,
+) -> (Vec<Vec<Interaction>>, Vec<SubjectKey>, u64) {
+    // Subjects in key order: their order sets the floating-point summation
+    // order in training, and the input's row order must not show there.
+    let mut subjects = subjects;
+    subjects.sort_unstable_by_key(|(key, _)| *key);
+    let mut rows: Vec<Vec<Interaction>> = Vec::new();
+    let mut keys: Vec<SubjectKey> = Vec::new();
+    let mut events_kept = 0u64;
+    for (key, outcome) in subjects {
+        for (reason, count) in [
+            (DropReason::Duplicate, outcome.duplicates),
+            (DropReason::Superseded, outcome.superseded),
+            (DropReason::OverContributionBound, outcome.over_bound),
+        ] {
+            *dropped.entry(reason).or_default() += count;
+        }
+        if outcome.merged.is_empty() {
+            continue;
+        }
+        let row = outcome
+            .merged
+            .iter()
+            .map(|m| {
+                events_kept += u64::from(m.events);
+                Interaction { item: item_dense[m.interaction.item as usize], ..m.interaction }
+            })
+            .collect::<Vec<_>>();
+        // Canonical order (by item), so the input's row order shows nowhere downstream.
+        let mut row = row;
+        row.sort_unstable_by_key(|i| i.item);
+        rows.push(row);
+        keys.push(key);
+    }
+    (rows, keys, events_kept)
 }
 
 struct Merged {
