@@ -159,35 +159,7 @@ pub fn sweep(
             ))
         }
     };
-    let spec = SweepSpec {
-        name: request.name.clone(),
-        feedback: set.meta.feedback,
-        epsilons: epsilons.clone(),
-        seeds: (0..u64::from(request.seeds)).map(|i| params.seed.wrapping_add(i)).collect(),
-        delta: request.delta,
-        split: request.split.clone(),
-        k: request.k,
-        tolerance: request.tolerance,
-        params: params.clone(),
-        dp_params: dp_params.clone(),
-        data_digest: format!(
-            "{}:{}x{}:{}",
-            &set.meta.report_digest[..16.min(set.meta.report_digest.len())],
-            set.n_subjects(),
-            set.n_items(),
-            set.by_subject.nnz()
-        ),
-        research_only,
-        budget_note: if research_only {
-            "Research data: not recorded in any budget ledger.".into()
-        } else {
-            format!(
-                "Each DP cell is recorded against the evaluation budget of dataset \"{dataset}\" (see hush budget), \
-                 never against its release budget."
-            )
-        },
-        hush_version: env!("CARGO_PKG_VERSION").into(),
-    };
+    let spec = sweep_spec(request, set, &params, &dp_params, epsilons.clone(), &dataset);
 
     let out = &request.out;
     std::fs::create_dir_all(out).map_err(crate::io(format!("creating {}", out.display())))?;
@@ -199,21 +171,7 @@ pub fn sweep(
     }
     let store_of_cells = CellStore::open(out, &spec)?;
 
-    let mut jobs = vec![Job { arm: Arm::Baseline, epsilon: None, seed: None }];
-    for &seed in &spec.seeds {
-        jobs.push(Job { arm: Arm::NonPrivate, epsilon: None, seed: Some(seed) });
-        for &e in &epsilons {
-            jobs.push(Job { arm: Arm::Dp, epsilon: Some(e), seed: Some(seed) });
-        }
-    }
-    let mut cells = Vec::new();
-    let mut todo = Vec::new();
-    for job in jobs {
-        match store_of_cells.get(&job.key())? {
-            Some(cell) => cells.push(cell),
-            None => todo.push(job),
-        }
-    }
+    let (mut cells, todo) = plan(&store_of_cells, &spec.seeds, &epsilons)?;
     let reused = cells.len();
     let span = tracing::info_span!("sweep", cells = reused + todo.len(), reused, to_compute = todo.len());
     let _entered = span.enter();
@@ -258,20 +216,91 @@ pub fn sweep(
     };
     let created_at = hush_consent::Timestamp::now().to_rfc3339();
     let results = SweepResults::new(spec, data, extraction, cells, started.elapsed().as_secs_f64(), created_at)?;
-    let html = hush_report::render::report_html(&results)?;
-    let json = serde_json::to_vec_pretty(&results)
+    let files = write_results(out, &results)?;
+    Ok(SweepOutcome { results, computed: computed_count, reused, files })
+}
+
+/// What a sweep is: its settings and a digest of its data, recorded with
+/// every cell so a resumed sweep reuses only cells of the same sweep.
+fn sweep_spec(
+    request: &SweepRequest,
+    set: &FeatureSet,
+    params: &TrainParams,
+    dp_params: &TrainParams,
+    epsilons: Vec<f64>,
+    dataset: &str,
+) -> SweepSpec {
+    let research_only = set.meta.research_only;
+    SweepSpec {
+        name: request.name.clone(),
+        feedback: set.meta.feedback,
+        epsilons,
+        seeds: (0..u64::from(request.seeds)).map(|i| params.seed.wrapping_add(i)).collect(),
+        delta: request.delta,
+        split: request.split.clone(),
+        k: request.k,
+        tolerance: request.tolerance,
+        params: params.clone(),
+        dp_params: dp_params.clone(),
+        data_digest: format!(
+            "{}:{}x{}:{}",
+            &set.meta.report_digest[..16.min(set.meta.report_digest.len())],
+            set.n_subjects(),
+            set.n_items(),
+            set.by_subject.nnz()
+        ),
+        research_only,
+        budget_note: if research_only {
+            "Research data: not recorded in any budget ledger.".into()
+        } else {
+            format!(
+                "Each DP cell is recorded against the evaluation budget of dataset \"{dataset}\" (see hush budget), \
+                 never against its release budget."
+            )
+        },
+        hush_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// The cells of a sweep: those already in `store` (reused as they are),
+/// and the jobs left to compute, the popularity baseline first, then per
+/// seed the non-private twin and one DP cell per ε.
+fn plan(store: &CellStore, seeds: &[u64], epsilons: &[f64]) -> Result<(Vec<Cell>, Vec<Job>)> {
+    let mut jobs = vec![Job { arm: Arm::Baseline, epsilon: None, seed: None }];
+    for &seed in seeds {
+        jobs.push(Job { arm: Arm::NonPrivate, epsilon: None, seed: Some(seed) });
+        for &e in epsilons {
+            jobs.push(Job { arm: Arm::Dp, epsilon: Some(e), seed: Some(seed) });
+        }
+    }
+    let mut cells = Vec::new();
+    let mut todo = Vec::new();
+    for job in jobs {
+        match store.get(&job.key())? {
+            Some(cell) => cells.push(cell),
+            None => todo.push(job),
+        }
+    }
+    Ok((cells, todo))
+}
+
+/// Writes the results as JSON, CSV, Parquet and the HTML report into
+/// `out`, each file atomically; returns their paths.
+fn write_results(out: &Path, results: &SweepResults) -> Result<Vec<String>> {
+    let html = hush_report::render::report_html(results)?;
+    let json = serde_json::to_vec_pretty(results)
         .map_err(|e| Error::Format { context: "the sweep results".into(), source: Box::new(e) })?;
     let files = [
         ("results.json", json),
         ("results.csv", results.to_csv()?.into_bytes()),
-        ("results.parquet", crate::tables::results_parquet(&results)?),
+        ("results.parquet", crate::tables::results_parquet(results)?),
         ("report.html", html.into_bytes()),
     ];
     for (name, bytes) in &files {
         write_atomically(&out.join(name), bytes)?;
     }
     let files: Vec<String> = files.iter().map(|(n, _)| out.join(n).display().to_string()).collect();
-    Ok(SweepOutcome { results, computed: computed_count, reused, files })
+    Ok(files)
 }
 
 /// What every cell shares.
