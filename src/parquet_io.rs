@@ -75,8 +75,8 @@ pub fn read_catalogue(path: &Path) -> Result<Vec<CatalogueItem>> {
             };
             if let Err(e) = item.validate() {
                 let column = match &e {
-                    hush_consent::Error::InvalidField { field: "title", .. } => title_column,
-                    hush_consent::Error::InvalidField { field: "category", .. } => category_column,
+                    hush_vocab::Error::InvalidField { field: "title", .. } => title_column,
+                    hush_vocab::Error::InvalidField { field: "category", .. } => category_column,
                     _ => Some(id_column),
                 };
                 return Err(bad(column.unwrap_or(id_column), e.to_string()));

@@ -743,8 +743,11 @@ fn build_event<'a>(
     let [subject, item, kind, value, timestamp] = fields;
     let err = |i: usize, message: String| row_error(label, line, Some(names[i]), message);
     validate_item_id(item).map_err(|e| err(1, e.to_string()))?;
-    let kind =
-        if kind.is_empty() { kind_default.clone() } else { kind.parse().map_err(|e: Error| err(2, e.to_string()))? };
+    let kind = if kind.is_empty() {
+        kind_default.clone()
+    } else {
+        kind.parse().map_err(|e: hush_vocab::Error| err(2, e.to_string()))?
+    };
     let value = if value.is_empty() {
         if kind == EventKind::Rating {
             return Err(err(3, "a rating event needs a numeric value".into()));
@@ -1144,7 +1147,7 @@ fn build_consent(
     if let Err(message) = crate::subject::check(subject) {
         return Err(err("subject_id", message.into()));
     }
-    let purpose: Purpose = purpose.parse().map_err(|e: Error| err("purpose", e.to_string()))?;
+    let purpose: Purpose = purpose.parse().map_err(|e: hush_vocab::Error| err("purpose", e.to_string()))?;
     let effective_at = Timestamp::parse(effective_at).map_err(|e| err("effective_at", e.to_string()))?;
     let change = ConsentChange {
         purpose,
@@ -1155,7 +1158,7 @@ fn build_consent(
         proof_ref: (!proof_ref.is_empty()).then(|| proof_ref.to_string()),
     };
     change.validate().map_err(|e| match e {
-        Error::InvalidField { field, message } => err(field, message),
+        hush_vocab::Error::InvalidField { field, message } => err(field, message),
         other => err("record", other.to_string()),
     })?;
     Ok(RawConsent { subject_id: subject.to_string(), change, line })

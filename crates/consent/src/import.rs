@@ -135,7 +135,7 @@ pub fn import_consent(
         || reader.next_row(),
         |batch, raw, report| {
             // A row dated in the future is the file's fault, not the store's: a malformed row.
-            if let Err(Error::InvalidField { field, message }) =
+            if let Err(hush_vocab::Error::InvalidField { field, message }) =
                 crate::rule::check_effective_at(raw.change.effective_at, now)
             {
                 let error = RowError { path: report.path.clone(), line: raw.line, field: Some(field.into()), message };

@@ -9,7 +9,6 @@
 //!   the event store, erasure with suppression, and export.
 //! - [`formats`] parses the file formats hush imports (consent records and
 //!   storefront events), with per-row errors that name file, line and field.
-//! - [`rule`] is the consent rule: the latest recorded decision wins.
 //! - [`pool`] keeps several connections to one store for a server,
 //!   [`PgReader`] sends a server's per-request read to PostgreSQL without
 //!   blocking, and [`connect`] reads a PostgreSQL URL's TLS settings.
@@ -17,15 +16,17 @@
 //!   universe, imported from CSV or JSONL and stored beside the ledger.
 //! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
 //!   every DP training run that spent from them.
-//! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
-//!   vocabulary the other hush crates build on.
+//!
+//! The words the ledger is written in — [`Purpose`], [`ConsentRecord`],
+//! [`Event`], [`Timestamp`], [`Pseudonym`], the consent [`rule`] — live in
+//! `hush-vocab`, which crates that need only them depend on without building
+//! this crate's SQLite and PostgreSQL stores. They are re-exported here under
+//! their old paths (`hush_consent::Timestamp`, `hush_consent::rule`, ...).
 
 pub mod budget;
 pub mod catalogue;
 pub mod connect;
 mod error;
-pub mod event;
-pub mod files;
 pub mod formats;
 pub mod import;
 pub mod keys;
@@ -34,26 +35,21 @@ mod parquet_table;
 mod pg_reader;
 pub mod pool;
 mod postgres;
-pub mod pseudonym;
-pub mod record;
-pub mod rule;
 mod sqlite;
-pub mod subject;
-pub mod time;
+
+pub use hush_vocab::{event, files, pseudonym, record, rule, subject, time};
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
 pub use catalogue::{CatalogueFormat, CatalogueItem, ItemUpsertReport};
 pub use connect::{ConnectOptions, SslMode};
-pub use error::{Error, Result, RowError, StoreError};
-pub use event::{Event, EventKind, SubjectEvent};
+pub use error::{Error, Result, StoreError};
+pub use hush_vocab::{
+    ConsentChange, ConsentRecord, ConsentSource, Decision, Event, EventKind, Pseudonym, PseudonymKey, Purpose,
+    RowError, SubjectEvent, SubjectId, SuppressionTag, Timestamp, KEY_ENV_VAR, MAX_CLOCK_SKEW_MS,
+};
 pub use ledger::{
     ConsentState, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,
     SubjectExport, WriteBatch,
 };
 pub use pg_reader::{PgReader, PgReaderState, PgReaderTarget};
 pub use pool::{LedgerPool, PoolState, PooledLedger};
-pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
-pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};
-pub use rule::{Decision, MAX_CLOCK_SKEW_MS};
-pub use subject::SubjectId;
-pub use time::Timestamp;

@@ -1418,8 +1418,8 @@ fn is_suppressed_on(client: &mut impl postgres::GenericClient, location: &str, s
 }
 
 /// A stored name (purpose, source, event kind) read back.
-fn parse_text<T: FromStr<Err = Error>>(text: String, location: &str) -> Result<T> {
-    text.parse().map_err(|e: Error| corrupt(location, &e.to_string()))
+fn parse_text<T: FromStr<Err = hush_vocab::Error>>(text: String, location: &str) -> Result<T> {
+    text.parse().map_err(|e: hush_vocab::Error| corrupt(location, &e.to_string()))
 }
 
 fn corrupt(location: &str, message: &str) -> Error {

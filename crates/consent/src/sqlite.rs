@@ -867,7 +867,7 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConsentRecord> {
     let source: String = row.get(5)?;
     Ok(ConsentRecord {
         seq: row.get(0)?,
-        purpose: purpose.parse().map_err(|e: Error| conversion_error(1, e.to_string()))?,
+        purpose: purpose.parse().map_err(|e: hush_vocab::Error| conversion_error(1, e.to_string()))?,
         granted: row.get(2)?,
         effective_at: Timestamp::from_unix_millis(row.get(3)?),
         recorded_at: Timestamp::from_unix_millis(row.get(4)?),

@@ -21,6 +21,10 @@ pub enum Error {
     /// The ledger, a key, or an input file (including a malformed row).
     #[error(transparent)]
     Consent(#[from] hush_consent::Error),
+    /// The pseudonymization key, or a value that is not a word of the
+    /// shared vocabulary (a time, a purpose, an event kind).
+    #[error(transparent)]
+    Vocabulary(#[from] hush_vocab::Error),
     /// Extraction settings or feature set files.
     #[error(transparent)]
     Features(#[from] hush_features::Error),
@@ -85,6 +89,7 @@ impl Error {
             Error::Budget(_) => ErrorKind::Budget,
             Error::Store(_) => ErrorKind::Store,
             Error::Io { .. } => ErrorKind::Io,
+            Error::Vocabulary(e) => vocabulary_kind(e),
             Error::Consent(e) | Error::Features(hush_features::Error::Consent(e)) => consent_kind(e),
             Error::Features(hush_features::Error::Io { .. }) => ErrorKind::Io,
             Error::Mf(hush_mf::Error::InvalidParam { .. } | hush_mf::Error::Privacy(_)) => ErrorKind::Input,
@@ -105,6 +110,7 @@ impl Error {
 fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
     use hush_consent::Error as E;
     match e {
+        E::Vocabulary(e) => vocabulary_kind(e),
         E::BudgetExceeded { .. } => ErrorKind::Budget,
         E::Io { .. } => ErrorKind::Io,
         E::Key { .. }
@@ -114,6 +120,13 @@ fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
         | E::PoolExhausted { .. }
         | E::Corrupt { .. }
         | E::SchemaTooNew { .. } => ErrorKind::Store,
+        _ => ErrorKind::Input,
+    }
+}
+
+fn vocabulary_kind(e: &hush_vocab::Error) -> ErrorKind {
+    match e {
+        hush_vocab::Error::Key { .. } => ErrorKind::Store,
         _ => ErrorKind::Input,
     }
 }

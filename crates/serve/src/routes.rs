@@ -576,7 +576,7 @@ async fn ingest(
         if let Some(id) = &e.event_id {
             hush_consent::event::validate_event_id(id).map_err(|x| bad(x.to_string()))?;
         }
-        let kind: EventKind = e.kind.parse().map_err(|x: hush_consent::Error| bad(x.to_string()))?;
+        let kind: EventKind = e.kind.parse().map_err(|x: hush_vocab::Error| bad(x.to_string()))?;
         hush_consent::event::validate_item_id(&e.item_id).map_err(|x| bad(x.to_string()))?;
         let subject_id = SubjectId::parse(&e.subject_id).map_err(|x| bad(x.to_string()))?;
         let at = match &e.timestamp {
