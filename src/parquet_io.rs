@@ -12,8 +12,8 @@ use arrow_array::{
 };
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Schema};
-use hush_consent::catalogue::{CATEGORY_COLUMNS, ID_COLUMNS};
 use hush_consent::CatalogueItem;
+use hush_formats::catalogue::{CATEGORY_COLUMNS, ID_COLUMNS};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Map, Value};

@@ -156,6 +156,21 @@ pub enum Error {
     },
 }
 
+/// A file reader's error becomes the variant of this crate's own that says
+/// the same (the messages are the same too): the importers read through
+/// `hush-formats`, and a caller matching [`Error::Io`] or [`Error::Row`]
+/// sees a bad input file as it did when the readers lived here.
+impl From<hush_formats::Error> for Error {
+    fn from(e: hush_formats::Error) -> Self {
+        match e {
+            hush_formats::Error::Io { path, source } => Error::Io { path, source },
+            hush_formats::Error::Row(row) => Error::Row(row),
+            hush_formats::Error::InvalidField { field, message } => Error::InvalidField { field, message },
+            hush_formats::Error::Vocabulary(e) => Error::Vocabulary(e),
+        }
+    }
+}
+
 impl Error {
     /// Wraps a SQLite error with the database path.
     pub(crate) fn db(path: &std::path::Path) -> impl FnOnce(rusqlite::Error) -> Error + '_ {

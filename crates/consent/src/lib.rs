@@ -7,13 +7,13 @@
 //!
 //! - [`Ledger`] is the embedded SQLite store: the append-only consent history,
 //!   the event store, erasure with suppression, and export.
-//! - [`formats`] parses the file formats hush imports (consent records and
-//!   storefront events), with per-row errors that name file, line and field.
+//! - [`import`] feeds consent and event files, read by `hush-formats`, into
+//!   the ledger: one transaction per file, per-row errors.
 //! - [`pool`] keeps several connections to one store for a server,
 //!   [`PgReader`] sends a server's per-request read to PostgreSQL without
 //!   blocking, and [`connect`] reads a PostgreSQL URL's TLS settings.
 //! - [`catalogue`] is the storefront's item catalogue, the public item
-//!   universe, imported from CSV or JSONL and stored beside the ledger.
+//!   universe, stored beside the ledger.
 //! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
 //!   every DP training run that spent from them.
 //!
@@ -27,11 +27,9 @@ pub mod budget;
 pub mod catalogue;
 pub mod connect;
 mod error;
-pub mod formats;
 pub mod import;
 pub mod keys;
 pub mod ledger;
-mod parquet_table;
 mod pg_reader;
 pub mod pool;
 mod postgres;
@@ -40,7 +38,7 @@ mod sqlite;
 pub use hush_vocab::{event, files, pseudonym, record, rule, subject, time};
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
-pub use catalogue::{CatalogueFormat, CatalogueItem, ItemUpsertReport};
+pub use catalogue::{CatalogueItem, ItemUpsertReport};
 pub use connect::{ConnectOptions, SslMode};
 pub use error::{Error, Result, StoreError};
 pub use hush_vocab::{

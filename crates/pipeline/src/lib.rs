@@ -18,9 +18,13 @@ pub mod tables;
 /// Everything that can go wrong in an offline flow.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The ledger, a key, or an input file (including a malformed row).
+    /// The ledger: its store, its API keys, an import into it.
     #[error(transparent)]
     Consent(#[from] hush_consent::Error),
+    /// An input file or in-memory rows that cannot be read: I/O, a header or
+    /// column that does not fit, or (in strict mode) a malformed row.
+    #[error(transparent)]
+    Formats(#[from] hush_formats::Error),
     /// The pseudonymization key, or a value that is not a word of the
     /// shared vocabulary (a time, a purpose, an event kind).
     #[error(transparent)]
@@ -91,9 +95,11 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::Vocabulary(e) => vocabulary_kind(e),
             Error::Consent(e) | Error::Features(hush_features::Error::Consent(e)) => consent_kind(e),
+            Error::Formats(e) | Error::Features(hush_features::Error::Formats(e)) => formats_kind(e),
             Error::Features(hush_features::Error::Io { .. }) => ErrorKind::Io,
             Error::Mf(hush_mf::Error::InvalidParam { .. } | hush_mf::Error::Privacy(_)) => ErrorKind::Input,
             Error::Mf(hush_mf::Error::Features(hush_features::Error::Consent(e))) => consent_kind(e),
+            Error::Mf(hush_mf::Error::Features(hush_features::Error::Formats(e))) => formats_kind(e),
             Error::Mf(hush_mf::Error::Features(hush_features::Error::Io { .. })) => ErrorKind::Io,
             Error::Mf(_) => ErrorKind::Model,
             _ => ErrorKind::Input,
@@ -121,6 +127,14 @@ fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
         | E::Corrupt { .. }
         | E::SchemaTooNew { .. } => ErrorKind::Store,
         _ => ErrorKind::Input,
+    }
+}
+
+fn formats_kind(e: &hush_formats::Error) -> ErrorKind {
+    match e {
+        hush_formats::Error::Io { .. } => ErrorKind::Io,
+        hush_formats::Error::Vocabulary(e) => vocabulary_kind(e),
+        hush_formats::Error::Row(_) | hush_formats::Error::InvalidField { .. } => ErrorKind::Input,
     }
 }
 

@@ -10,9 +10,9 @@
 //!
 //! It is its own crate so that a crate which only speaks these words (the
 //! synthetic data generator) does not build the consent ledger's SQLite,
-//! PostgreSQL and tokio to do so. The ledger (`hush-consent`) builds on it
-//! and re-exports it under its old paths (`hush_consent::Timestamp`,
-//! `hush_consent::rule`, ...).
+//! PostgreSQL and tokio to do so. The file readers (`hush-formats`) and the
+//! ledger (`hush-consent`) build on it; the ledger re-exports it under its
+//! old paths (`hush_consent::Timestamp`, `hush_consent::rule`, ...).
 //!
 //! - [`time`]: [`Timestamp`], unix milliseconds, UTC.
 //! - [`event`]: what a subject did with an item, and when.

@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use hush_consent::formats::{ConsentFormat, EventFormat};
 use hush_consent::import::{import_consent, import_events, ImportOptions};
 use hush_consent::ledger::SCHEMA_VERSION;
 use hush_consent::{
     ConsentChange, ConsentSource, ConsentState, Error, Event, EventKind, IngestOutcome, Ledger, Pseudonym,
     PseudonymKey, Purpose, SubjectEvent, Timestamp,
 };
+use hush_formats::{ConsentFormat, EventFormat};
 use proptest::prelude::*;
 
 use crate::backends::{on_both_backends, Backend, Fresh};
