@@ -35,14 +35,14 @@ pub mod pool;
 mod postgres;
 mod sqlite;
 
-pub use hush_vocab::{event, files, pseudonym, record, rule, subject, time};
+pub use hush_vocab::{event, files, item, pseudonym, record, rule, subject, time};
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
 pub use catalogue::{CatalogueItem, ItemUpsertReport};
 pub use connect::{ConnectOptions, SslMode};
 pub use error::{Error, Result, StoreError};
 pub use hush_vocab::{
-    ConsentChange, ConsentRecord, ConsentSource, Decision, Event, EventKind, Pseudonym, PseudonymKey, Purpose,
+    ConsentChange, ConsentRecord, ConsentSource, Decision, Event, EventKind, ItemId, Pseudonym, PseudonymKey, Purpose,
     RowError, SubjectEvent, SubjectId, SuppressionTag, Timestamp, KEY_ENV_VAR, MAX_CLOCK_SKEW_MS,
 };
 pub use ledger::{

@@ -5,8 +5,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{has_control_chars, validate_item_id};
-use crate::{Error, Result};
+use crate::event::has_control_chars;
+use crate::{Error, ItemId, Result};
 
 /// Longest title accepted, in bytes.
 pub const MAX_TITLE_BYTES: usize = 1024;
@@ -33,15 +33,15 @@ impl CatalogueItem {
         Value::Object(self.attributes.clone()).to_string()
     }
 
-    /// Checks the rules every stored item obeys: an id as events have it, a
-    /// title of at most [`MAX_TITLE_BYTES`] and a category of at most
-    /// [`MAX_CATEGORY_BYTES`] without control characters or commas (the
-    /// API's category filters are comma-separated lists).
+    /// Checks the rules every stored item obeys: an id as events have it (an
+    /// [`ItemId`]), a title of at most [`MAX_TITLE_BYTES`] and a category of
+    /// at most [`MAX_CATEGORY_BYTES`] without control characters or commas
+    /// (the API's category filters are comma-separated lists).
     ///
     /// # Errors
     /// [`Error::InvalidField`] naming the field and the allowed form.
     pub fn validate(&self) -> Result<()> {
-        validate_item_id(&self.id)?;
+        ItemId::parse(&self.id)?;
         if let Some(title) = &self.title {
             if title.len() > MAX_TITLE_BYTES || has_control_chars(title) {
                 return Err(Error::InvalidField {
