@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use hush_consent::{PseudonymKey, Timestamp};
 use hush_features::{ConsentView, ExtractParams, Extractor, FeatureSet, Feedback, Interaction};
 use hush_formats::EventFormat;
 use hush_mf::{
@@ -16,6 +15,7 @@ use hush_mf::{
     ReleaseLog, ReleasedState, TrainParams,
 };
 use hush_privacy::{Budget, NoiseSource, StreamId};
+use hush_vocab::{PseudonymKey, Timestamp};
 
 use super::clustered;
 
