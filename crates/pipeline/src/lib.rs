@@ -172,3 +172,47 @@ pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> E
     let context = context.into();
     move |source| Error::Io { context, source }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "No such file")
+    }
+
+    fn key_error() -> hush_vocab::Error {
+        hush_vocab::Error::Key { location: "hush.key".into(), message: "bad".into() }
+    }
+
+    #[test]
+    fn wrapped_vocabulary_and_reader_errors_keep_their_kind() {
+        let unreadable = || hush_formats::Error::Io { path: "e.csv".into(), source: io_error() };
+        let row = || {
+            hush_formats::Error::Row(hush_vocab::RowError {
+                path: "e.csv".into(),
+                line: 2,
+                field: None,
+                message: "bad".into(),
+            })
+        };
+        let bad_time = || hush_vocab::Error::InvalidTimestamp("yesterday".into());
+        let cases = [
+            (Error::Vocabulary(key_error()), ErrorKind::Store),
+            (Error::Consent(key_error().into()), ErrorKind::Store),
+            (Error::Vocabulary(bad_time()), ErrorKind::Input),
+            (Error::Consent(bad_time().into()), ErrorKind::Input),
+            (Error::Consent(unreadable().into()), ErrorKind::Io),
+            (Error::Consent(row().into()), ErrorKind::Input),
+            (Error::Formats(unreadable()), ErrorKind::Io),
+            (Error::Formats(row()), ErrorKind::Input),
+            (Error::Features(unreadable().into()), ErrorKind::Io),
+            (Error::Features(row().into()), ErrorKind::Input),
+            (Error::Mf(hush_mf::Error::Features(unreadable().into())), ErrorKind::Io),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error:?}");
+        }
+        assert_eq!(Error::Formats(unreadable()).message(), "reading e.csv: No such file");
+    }
+}
