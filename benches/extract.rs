@@ -7,10 +7,10 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hush_consent::formats::{ConsentFormat, EventFormat};
 use hush_consent::import::{import_consent, ImportOptions};
 use hush_consent::{Ledger, PseudonymKey, Timestamp};
 use hush_features::{ConsentView, ExtractParams, Extractor};
+use hush_formats::{ConsentFormat, EventFormat};
 
 fn extraction(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");

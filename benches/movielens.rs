@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use hush_consent::formats::EventFormat;
 use hush_consent::{PseudonymKey, Timestamp};
 use hush_features::split::split;
 use hush_features::{ConsentView, DropReason, ExtractParams, Extractor, FeatureSet, Feedback, SplitSpec};
+use hush_formats::EventFormat;
 use hush_mf::eval::{self, EvalOptions};
 use hush_mf::{train, Privacy, TrainParams};
 use hush_privacy::{Budget, NoiseSource};

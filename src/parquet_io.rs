@@ -12,8 +12,8 @@ use arrow_array::{
 };
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Schema};
-use hush_consent::catalogue::{CATEGORY_COLUMNS, ID_COLUMNS};
 use hush_consent::CatalogueItem;
+use hush_formats::catalogue::{CATEGORY_COLUMNS, ID_COLUMNS};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Map, Value};
@@ -75,8 +75,8 @@ pub fn read_catalogue(path: &Path) -> Result<Vec<CatalogueItem>> {
             };
             if let Err(e) = item.validate() {
                 let column = match &e {
-                    hush_consent::Error::InvalidField { field: "title", .. } => title_column,
-                    hush_consent::Error::InvalidField { field: "category", .. } => category_column,
+                    hush_vocab::Error::InvalidField { field: "title", .. } => title_column,
+                    hush_vocab::Error::InvalidField { field: "category", .. } => category_column,
                     _ => Some(id_column),
                 };
                 return Err(bad(column.unwrap_or(id_column), e.to_string()));

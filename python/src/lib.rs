@@ -10,9 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use hush_consent::formats::{CsvMapping, EventFormat};
 use hush_consent::{BudgetPurpose, ConnectOptions, Timestamp};
 use hush_features::{ExtractParams, ExtractionReport, SplitSpec};
+use hush_formats::{CsvMapping, EventFormat};
 use hush_pipeline::config::{read_config, ConfigFile};
 use hush_pipeline::extract::{EventRows, Input};
 use hush_pipeline::store::Store;

@@ -3,9 +3,9 @@
 use crate::out;
 
 use anyhow::{Context, Result};
-use hush_consent::formats::ConsentFormat;
 use hush_consent::import::{self};
 use hush_consent::{ConsentChange, ConsentSource, Ledger, PseudonymKey, Purpose, Timestamp};
+use hush_formats::ConsentFormat;
 
 use super::{load_key, open_ledger, options, parse_time, print_import, print_json, wire_name};
 use crate::cli::*;

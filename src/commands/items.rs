@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use hush_consent::catalogue::{read_catalogue_file, CatalogueFormat};
 use hush_consent::Timestamp;
+use hush_formats::catalogue::{read_catalogue_file, CatalogueFormat};
 
 use super::{open_ledger, print_json};
 use crate::cli::Global;

@@ -26,9 +26,9 @@ use crate::out;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use hush_consent::formats::{CsvMapping, EventFormat};
 use hush_consent::import::{ImportOptions, ImportReport};
 use hush_consent::{Ledger, PseudonymKey, Timestamp};
+use hush_formats::{CsvMapping, EventFormat};
 use serde::Serialize;
 use serde_json::Value;
 

@@ -4,10 +4,10 @@ use crate::out;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use hush_consent::formats::{ConsentFormat, CsvMapping, EventFormat};
 use hush_consent::import::{self, ImportOptions};
 use hush_consent::{Ledger, PseudonymKey, Purpose, Timestamp};
 use hush_features::FeatureSet;
+use hush_formats::{ConsentFormat, CsvMapping, EventFormat};
 use serde_json::Value;
 
 use crate::cli::*;

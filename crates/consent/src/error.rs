@@ -3,53 +3,19 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use hush_vocab::RowError;
+
 /// Result alias used throughout `hush-consent`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A problem with one row of an input file: where it is and what was expected.
-///
-/// The message never contains a subject identifier, only its position.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RowError {
-    /// The file the row came from (or a label such as `<stdin>`).
-    pub path: String,
-    /// 1-based line number of the row.
-    pub line: u64,
-    /// The field that failed, when one field is to blame.
-    pub field: Option<String>,
-    /// What was wrong and what form was expected.
-    pub message: String,
-}
-
-impl fmt::Display for RowError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.field {
-            Some(field) => write!(f, "{}:{}: field `{}`: {}", self.path, self.line, field, self.message),
-            None => write!(f, "{}:{}: {}", self.path, self.line, self.message),
-        }
-    }
-}
-
-impl std::error::Error for RowError {}
 
 /// Everything that can go wrong in the consent ledger and its importers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A purpose name that hush does not know.
-    #[error("unknown purpose `{0}`: expected one of personalization, training")]
-    UnknownPurpose(String),
-    /// A consent source that hush does not know.
-    #[error("unknown consent source `{0}`: expected one of api, cli, import")]
-    UnknownSource(String),
-    /// An event kind that is not a valid name.
-    #[error(
-        "invalid event kind `{0}`: expected view, cart, purchase, rating, or a lowercase name of \
-         letters, digits and '_' (1 to 32 characters)"
-    )]
-    InvalidEventKind(String),
-    /// A timestamp in neither accepted form.
-    #[error("invalid timestamp `{0}`: expected RFC 3339 (e.g. 2026-01-31T12:00:00Z) or integer unix seconds")]
-    InvalidTimestamp(String),
+    /// A value that is not a valid word of the shared vocabulary (a purpose,
+    /// a source, an event kind, a time, an id, the pseudonymization key):
+    /// the same messages as ever, raised by `hush-vocab`.
+    #[error(transparent)]
+    Vocabulary(#[from] hush_vocab::Error),
     /// A field value that breaks a documented rule (length, characters, range).
     #[error("invalid {field}: {message}")]
     InvalidField {
@@ -58,7 +24,9 @@ pub enum Error {
         /// What was wrong and what is allowed.
         message: String,
     },
-    /// The pseudonymization key could not be read, parsed or created.
+    /// A key could not be created: an API key ([`crate::keys`]) when the
+    /// operating system has no randomness to give. The pseudonymization
+    /// key's problems arrive as [`Error::Vocabulary`].
     #[error("pseudonymization key {location}: {message}")]
     Key {
         /// Where the key was looked for (a file path or the environment variable).
@@ -186,6 +154,21 @@ pub enum Error {
         /// The first malformed row.
         first: Box<RowError>,
     },
+}
+
+/// A file reader's error becomes the variant of this crate's own that says
+/// the same (the messages are the same too): the importers read through
+/// `hush-formats`, and a caller matching [`Error::Io`] or [`Error::Row`]
+/// sees a bad input file as it did when the readers lived here.
+impl From<hush_formats::Error> for Error {
+    fn from(e: hush_formats::Error) -> Self {
+        match e {
+            hush_formats::Error::Io { path, source } => Error::Io { path, source },
+            hush_formats::Error::Row(row) => Error::Row(row),
+            hush_formats::Error::InvalidField { field, message } => Error::InvalidField { field, message },
+            hush_formats::Error::Vocabulary(e) => Error::Vocabulary(e),
+        }
+    }
 }
 
 impl Error {

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
+use hush_formats::{ConsentFormat, ConsentReader, EventFormat, EventReader};
 use serde::Serialize;
 
-use crate::formats::{ConsentFormat, ConsentReader, EventFormat, EventReader};
 use crate::{Error, IngestOutcome, Ledger, PseudonymKey, Result, RowError, SubjectEvent, Timestamp, WriteBatch};
 
 /// How tolerant an import is of malformed rows.
@@ -132,10 +132,10 @@ pub fn import_consent(
         path,
         options,
         progress,
-        || reader.next_row(),
+        || Ok(reader.next_row()?),
         |batch, raw, report| {
             // A row dated in the future is the file's fault, not the store's: a malformed row.
-            if let Err(Error::InvalidField { field, message }) =
+            if let Err(hush_vocab::Error::InvalidField { field, message }) =
                 crate::rule::check_effective_at(raw.change.effective_at, now)
             {
                 let error = RowError { path: report.path.clone(), line: raw.line, field: Some(field.into()), message };
@@ -182,7 +182,7 @@ pub fn import_events(
         path,
         options,
         progress,
-        || reader.next_row(),
+        || Ok(reader.next_row()?),
         |batch, raw, report| {
             let event =
                 SubjectEvent { subject: key.pseudonymize(&raw.subject_id), event: raw.event, event_id: raw.event_id };

@@ -22,17 +22,7 @@ use crate::{
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = crate::store::sqlite::SCHEMA_VERSION;
 
-/// Whether a purpose is granted, and since when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsentState {
-    /// The last decision at the asked time was a grant.
-    Granted,
-    /// The last decision at the asked time was a withdrawal.
-    Withdrawn,
-    /// There was no decision at or before the asked time.
-    NoRecord,
-}
+pub use hush_vocab::rule::ConsentState;
 
 /// The answer to "may we use this subject's data for this purpose at time T?".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

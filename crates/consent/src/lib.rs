@@ -11,52 +11,46 @@
 //!   reservation) are written once, above a crate-private storage seam with
 //!   two backends: an embedded SQLite file (the default) and PostgreSQL for
 //!   several replicas (the `postgres` cargo feature, on by default).
-//! - [`formats`] parses the file formats hush imports (consent records and
-//!   storefront events), with per-row errors that name file, line and field.
-//! - [`rule`] is the consent rule: the latest recorded decision wins.
+//! - [`import`] feeds consent and event files, read by `hush-formats`, into
+//!   the ledger: one transaction per file, per-row errors.
 //! - [`pool`] keeps several connections to one store for a server,
 //!   [`PgReader`] sends a server's per-request read to PostgreSQL without
 //!   blocking, and [`connect`] reads a PostgreSQL URL's TLS settings.
 //! - [`catalogue`] is the storefront's item catalogue, the public item
-//!   universe, imported from CSV or JSONL and stored beside the ledger.
+//!   universe, stored beside the ledger.
 //! - [`budget`] is the privacy budget ledger: lifetime caps per dataset and
 //!   every DP training run that spent from them.
-//! - [`Purpose`], [`ConsentRecord`], [`Event`] and [`Timestamp`] are the shared
-//!   vocabulary the other hush crates build on.
+//!
+//! The words the ledger is written in — [`Purpose`], [`ConsentRecord`],
+//! [`Event`], [`Timestamp`], [`Pseudonym`], the consent [`rule`] — live in
+//! `hush-vocab`, which crates that need only them depend on without building
+//! this crate's SQLite and PostgreSQL stores. They are re-exported here under
+//! their old paths (`hush_consent::Timestamp`, `hush_consent::rule`, ...).
 
 pub mod budget;
 pub mod catalogue;
 pub mod connect;
 mod error;
-pub mod event;
-pub mod files;
-pub mod formats;
 pub mod import;
 pub mod keys;
 pub mod ledger;
-mod parquet_table;
 pub mod pool;
-pub mod pseudonym;
-pub mod record;
-pub mod rule;
 mod store;
-pub mod subject;
-pub mod time;
+
+pub use hush_vocab::{event, files, item, pseudonym, record, rule, subject, time};
 
 pub use budget::{BudgetCap, BudgetPurpose, BudgetRequest, BudgetRun, BudgetSpend, RunGuarantee, RunState};
-pub use catalogue::{CatalogueFormat, CatalogueItem, ItemUpsertReport};
+pub use catalogue::{CatalogueItem, ItemUpsertReport};
 pub use connect::{ConnectOptions, SslMode};
-pub use error::{Error, Result, RowError, StoreError};
-pub use event::{Event, EventKind, SubjectEvent};
+pub use error::{Error, Result, StoreError};
+pub use hush_vocab::{
+    ConsentChange, ConsentRecord, ConsentSource, Decision, Event, EventKind, ItemId, Pseudonym, PseudonymKey, Purpose,
+    RowError, SubjectEvent, SubjectId, SuppressionTag, Timestamp, KEY_ENV_VAR, MAX_CLOCK_SKEW_MS,
+};
 pub use ledger::{
     ConsentState, ConsentStatus, ErasureReceipt, GatedRead, IngestOutcome, IngestReport, Ledger, LedgerStats, StoreUrl,
     SubjectExport, WriteBatch,
 };
 pub use pool::{LedgerPool, PoolState, PooledLedger};
-pub use pseudonym::{Pseudonym, PseudonymKey, SuppressionTag, KEY_ENV_VAR};
-pub use record::{ConsentChange, ConsentRecord, ConsentSource, Purpose};
-pub use rule::{Decision, MAX_CLOCK_SKEW_MS};
 #[cfg(feature = "postgres")]
 pub use store::postgres::reader::{PgReader, PgReaderState, PgReaderTarget};
-pub use subject::SubjectId;
-pub use time::Timestamp;

@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use hush_vocab::ItemId;
+
 use crate::{Error, Result};
 
 /// The item universe: catalogue ids in canonical (byte-wise sorted) order.
@@ -27,13 +29,16 @@ impl Catalogue {
     /// # Errors
     /// [`Error::InvalidParam`] for an empty list or an empty or over-long id.
     pub fn from_ids(source: &str, ids: impl IntoIterator<Item = String>) -> Result<Self> {
-        let mut items: Vec<String> = ids.into_iter().collect();
-        for (i, id) in items.iter().enumerate() {
-            check_id(id).map_err(|message| Error::InvalidParam {
-                field: "catalogue",
-                message: format!("{source}: entry {}: {message}", i + 1),
-            })?;
-        }
+        let mut items = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                checked_id(id).map_err(|message| Error::InvalidParam {
+                    field: "catalogue",
+                    message: format!("{source}: entry {}: {message}", i + 1),
+                })
+            })
+            .collect::<Result<Vec<String>>>()?;
         items.sort_unstable();
         items.dedup();
         if items.is_empty() {
@@ -62,8 +67,7 @@ impl Catalogue {
         for (row, record) in reader.records().enumerate() {
             let line = row + 2;
             let record = record.map_err(|e| bad(format!("{}:{line}: {e}", path.display())))?;
-            let id = record.get(column).unwrap_or("").trim().to_string();
-            check_id(&id).map_err(|message| {
+            let id = checked_id(record.get(column).unwrap_or("").trim().to_string()).map_err(|message| {
                 bad(format!("{}:{line}: column `{}`: {message}", path.display(), &headers[column]))
             })?;
             ids.push(id);
@@ -88,9 +92,10 @@ impl Catalogue {
     }
 }
 
-/// The ingest rule for item ids, so a catalogue cannot hold an id no event could name.
-fn check_id(id: &str) -> std::result::Result<(), String> {
-    hush_consent::event::validate_item_id(id).map_err(|e| e.to_string())
+/// `id`, checked as an [`ItemId`] (the ingest rule for item ids), so a
+/// catalogue cannot hold an id no event could name.
+fn checked_id(id: String) -> std::result::Result<String, String> {
+    ItemId::try_from(id).map(ItemId::into_string).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hush_consent::{EventKind, Timestamp};
+use hush_vocab::{EventKind, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::{DropReason, Error, Result};
@@ -200,7 +200,7 @@ impl ExtractParams {
         let mut kind_weights = BTreeMap::new();
         for (name, &weight) in &self.kind_weights {
             let kind: EventKind =
-                name.parse().map_err(|e: hush_consent::Error| invalid("kind_weights", e.to_string()))?;
+                name.parse().map_err(|e: hush_vocab::Error| invalid("kind_weights", e.to_string()))?;
             if !(weight.is_finite() && weight > 0.0 && weight <= 1000.0) {
                 return Err(invalid(
                     "kind_weights",

@@ -8,9 +8,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while extracting, saving or loading features.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A problem in the ledger or in reading an input file.
+    /// A problem in the ledger.
     #[error(transparent)]
     Consent(#[from] hush_consent::Error),
+    /// An input file that cannot be read: I/O, a header that does not fit
+    /// its format, or (in strict mode) the first malformed row.
+    #[error(transparent)]
+    Formats(#[from] hush_formats::Error),
     /// A setting outside its allowed range.
     #[error("invalid setting `{field}`: {message}")]
     InvalidParam {
@@ -40,7 +44,7 @@ pub enum Error {
         /// The allowed fraction.
         allowed: f64,
         /// The first malformed row.
-        first: Box<hush_consent::RowError>,
+        first: Box<hush_vocab::RowError>,
     },
     /// More input than the compact in-memory layout can index.
     #[error("more than {max} input events; split the input into snapshots")]

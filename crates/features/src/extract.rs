@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use std::path::Path;
 
-use hush_consent::formats::{EventFormat, EventReader, FieldContext, RawFields};
 use hush_consent::{EventKind, Ledger, Pseudonym, PseudonymKey, RowError, Timestamp};
+use hush_formats::{EventFormat, EventReader, FieldContext, RawFields};
 
 use crate::report::InputSummary;
 use crate::{
@@ -88,7 +88,7 @@ impl RowBatch {
 /// circulate instead of fresh memory being faulted in for every batch.
 fn parse_batches(
     mut reader: EventReader,
-    sender: std::sync::mpsc::SyncSender<hush_consent::Result<RowBatch>>,
+    sender: std::sync::mpsc::SyncSender<hush_formats::Result<RowBatch>>,
     recycled: std::sync::mpsc::Receiver<RowBatch>,
 ) {
     let mut previous_subject = String::new();
@@ -213,7 +213,7 @@ impl<'a> Extractor<'a> {
     /// `progress` receives the total rows read so far, every 100,000 rows.
     ///
     /// # Errors
-    /// [`Error::Consent`] for I/O, a bad header, or (in strict mode) the first malformed row.
+    /// [`Error::Formats`] for I/O, a bad header, or (in strict mode) the first malformed row.
     pub fn add_file(&mut self, path: &Path, format: &EventFormat, progress: &mut dyn FnMut(u64)) -> Result<()> {
         let _span = tracing::info_span!("extract_file", format = format.name()).entered();
         let reader = EventReader::open(path, format)?;
@@ -221,7 +221,7 @@ impl<'a> Extractor<'a> {
         // thread interns ids and applies the consent rules: the two halves
         // take similar time, so the pipeline nearly halves the wall time.
         let rows = std::thread::scope(|scope| -> Result<u64> {
-            let (sender, batches) = std::sync::mpsc::sync_channel::<hush_consent::Result<RowBatch>>(8);
+            let (sender, batches) = std::sync::mpsc::sync_channel::<hush_formats::Result<RowBatch>>(8);
             let (recycle, recycled) = std::sync::mpsc::channel::<RowBatch>();
             let context = reader.field_context().clone();
             scope.spawn(move || parse_batches(reader, sender, recycled));
@@ -276,7 +276,7 @@ impl<'a> Extractor<'a> {
                 // The parser may have finished already; then nobody needs the buffer back.
                 let _ = recycle.send(batch);
             }
-            Err(hush_consent::Error::Io {
+            Err(hush_formats::Error::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::other("the parser thread stopped unexpectedly"),
             }
@@ -362,7 +362,7 @@ impl<'a> Extractor<'a> {
 
     fn malformed(&mut self, error: RowError) -> Result<()> {
         if self.config.strict {
-            return Err(hush_consent::Error::Row(error).into());
+            return Err(hush_formats::Error::Row(error).into());
         }
         self.drop_row(DropReason::Malformed);
         if self.malformed_examples.len() < QUOTED_ERRORS {

@@ -15,13 +15,16 @@
 mod catalogue;
 mod config;
 mod consent_view;
-pub mod envelope;
 mod error;
 mod extract;
 mod featureset;
 mod keyed;
 mod report;
 pub mod split;
+
+/// The checksummed file envelope feature sets (and models) are saved in; it
+/// lives in `hush-vocab` since `hush-mf` writes its models in it too.
+pub use hush_vocab::envelope;
 
 pub use catalogue::Catalogue;
 pub use config::{ConsentPolicy, EventWeighting, ExtractConfig, ExtractParams, Feedback};

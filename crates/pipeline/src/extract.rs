@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use hush_consent::formats::{CsvMapping, EventFormat, FieldContext, RawFields};
 use hush_consent::{PseudonymKey, Timestamp};
 use hush_features::{ConsentView, ExtractConfig, ExtractionReport, Extractor, FeatureSet};
+use hush_formats::{CsvMapping, EventFormat, FieldContext, RawFields};
 
 use crate::store::Store;
 use crate::{Error, Result};
@@ -36,7 +36,7 @@ impl EventRows {
         let find = |name: &str| self.columns.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
         let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
         let missing = |name: &str| {
-            Error::Consent(hush_consent::Error::Row(hush_consent::RowError {
+            Error::Formats(hush_formats::Error::Row(hush_vocab::RowError {
                 path: self.label.clone(),
                 line: 0,
                 field: Some(name.to_string()),

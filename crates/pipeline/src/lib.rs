@@ -18,9 +18,17 @@ pub mod tables;
 /// Everything that can go wrong in an offline flow.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The ledger, a key, or an input file (including a malformed row).
+    /// The ledger: its store, its API keys, an import into it.
     #[error(transparent)]
     Consent(#[from] hush_consent::Error),
+    /// An input file or in-memory rows that cannot be read: I/O, a header or
+    /// column that does not fit, or (in strict mode) a malformed row.
+    #[error(transparent)]
+    Formats(#[from] hush_formats::Error),
+    /// The pseudonymization key, or a value that is not a word of the
+    /// shared vocabulary (a time, a purpose, an event kind).
+    #[error(transparent)]
+    Vocabulary(#[from] hush_vocab::Error),
     /// Extraction settings or feature set files.
     #[error(transparent)]
     Features(#[from] hush_features::Error),
@@ -85,10 +93,13 @@ impl Error {
             Error::Budget(_) => ErrorKind::Budget,
             Error::Store(_) => ErrorKind::Store,
             Error::Io { .. } => ErrorKind::Io,
+            Error::Vocabulary(e) => vocabulary_kind(e),
             Error::Consent(e) | Error::Features(hush_features::Error::Consent(e)) => consent_kind(e),
+            Error::Formats(e) | Error::Features(hush_features::Error::Formats(e)) => formats_kind(e),
             Error::Features(hush_features::Error::Io { .. }) => ErrorKind::Io,
             Error::Mf(hush_mf::Error::InvalidParam { .. } | hush_mf::Error::Privacy(_)) => ErrorKind::Input,
             Error::Mf(hush_mf::Error::Features(hush_features::Error::Consent(e))) => consent_kind(e),
+            Error::Mf(hush_mf::Error::Features(hush_features::Error::Formats(e))) => formats_kind(e),
             Error::Mf(hush_mf::Error::Features(hush_features::Error::Io { .. })) => ErrorKind::Io,
             Error::Mf(_) => ErrorKind::Model,
             _ => ErrorKind::Input,
@@ -105,6 +116,7 @@ impl Error {
 fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
     use hush_consent::Error as E;
     match e {
+        E::Vocabulary(e) => vocabulary_kind(e),
         E::BudgetExceeded { .. } => ErrorKind::Budget,
         E::Io { .. } => ErrorKind::Io,
         E::Key { .. }
@@ -114,6 +126,21 @@ fn consent_kind(e: &hush_consent::Error) -> ErrorKind {
         | E::PoolExhausted { .. }
         | E::Corrupt { .. }
         | E::SchemaTooNew { .. } => ErrorKind::Store,
+        _ => ErrorKind::Input,
+    }
+}
+
+fn formats_kind(e: &hush_formats::Error) -> ErrorKind {
+    match e {
+        hush_formats::Error::Io { .. } => ErrorKind::Io,
+        hush_formats::Error::Vocabulary(e) => vocabulary_kind(e),
+        hush_formats::Error::Row(_) | hush_formats::Error::InvalidField { .. } => ErrorKind::Input,
+    }
+}
+
+fn vocabulary_kind(e: &hush_vocab::Error) -> ErrorKind {
+    match e {
+        hush_vocab::Error::Key { .. } => ErrorKind::Store,
         _ => ErrorKind::Input,
     }
 }
@@ -144,4 +171,48 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
     move |source| Error::Io { context, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "No such file")
+    }
+
+    fn key_error() -> hush_vocab::Error {
+        hush_vocab::Error::Key { location: "hush.key".into(), message: "bad".into() }
+    }
+
+    #[test]
+    fn wrapped_vocabulary_and_reader_errors_keep_their_kind() {
+        let unreadable = || hush_formats::Error::Io { path: "e.csv".into(), source: io_error() };
+        let row = || {
+            hush_formats::Error::Row(hush_vocab::RowError {
+                path: "e.csv".into(),
+                line: 2,
+                field: None,
+                message: "bad".into(),
+            })
+        };
+        let bad_time = || hush_vocab::Error::InvalidTimestamp("yesterday".into());
+        let cases = [
+            (Error::Vocabulary(key_error()), ErrorKind::Store),
+            (Error::Consent(key_error().into()), ErrorKind::Store),
+            (Error::Vocabulary(bad_time()), ErrorKind::Input),
+            (Error::Consent(bad_time().into()), ErrorKind::Input),
+            (Error::Consent(unreadable().into()), ErrorKind::Io),
+            (Error::Consent(row().into()), ErrorKind::Input),
+            (Error::Formats(unreadable()), ErrorKind::Io),
+            (Error::Formats(row()), ErrorKind::Input),
+            (Error::Features(unreadable().into()), ErrorKind::Io),
+            (Error::Features(row().into()), ErrorKind::Input),
+            (Error::Mf(hush_mf::Error::Features(unreadable().into())), ErrorKind::Io),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error:?}");
+        }
+        assert_eq!(Error::Formats(unreadable()).message(), "reading e.csv: No such file");
+    }
 }

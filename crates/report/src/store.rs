@@ -21,14 +21,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-/// Writes `bytes` to `path` atomically ([`hush_consent::files::write_atomically`]),
+/// Writes `bytes` to `path` atomically ([`hush_vocab::files::write_atomically`]),
 /// readable as the umask allows: a sweep's cells, results and report are
 /// aggregates meant to be shared.
 ///
 /// # Errors
 /// [`Error::Io`] naming `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    hush_consent::files::write_atomically(path, hush_consent::files::Access::Shared, |file| file.write_all(bytes))
+    hush_vocab::files::write_atomically(path, hush_vocab::files::Access::Shared, |file| file.write_all(bytes))
         .map_err(io(path))
 }
 

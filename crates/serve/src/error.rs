@@ -118,15 +118,28 @@ impl ApiError {
     }
 }
 
+impl From<hush_vocab::Error> for ApiError {
+    fn from(e: hush_vocab::Error) -> Self {
+        match e {
+            hush_vocab::Error::UnknownPurpose(_)
+            | hush_vocab::Error::UnknownSource(_)
+            | hush_vocab::Error::InvalidEventKind(_)
+            | hush_vocab::Error::InvalidTimestamp(_)
+            | hush_vocab::Error::InvalidField { .. } => ApiError::bad("invalid_field", e.to_string()),
+            hush_vocab::Error::Key { .. } => {
+                tracing::error!(error = %e, "ledger failure");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 impl From<hush_consent::Error> for ApiError {
     fn from(e: hush_consent::Error) -> Self {
         match e {
+            hush_consent::Error::Vocabulary(e) => e.into(),
             hush_consent::Error::UnknownSubject => ApiError::NotFound,
-            hush_consent::Error::UnknownPurpose(_)
-            | hush_consent::Error::UnknownSource(_)
-            | hush_consent::Error::InvalidEventKind(_)
-            | hush_consent::Error::InvalidTimestamp(_)
-            | hush_consent::Error::InvalidField { .. } => ApiError::bad("invalid_field", e.to_string()),
+            hush_consent::Error::InvalidField { .. } => ApiError::bad("invalid_field", e.to_string()),
             hush_consent::Error::Suppressed => ApiError::bad(
                 "subject_erased",
                 "this subject was erased; a fresh opt-in must lift the suppression first",

@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hush_consent::{
-    ConsentChange, ConsentSource, Event, EventKind, GatedRead, Purpose, SubjectEvent, SubjectId, Timestamp,
+    ConsentChange, ConsentSource, Event, EventKind, GatedRead, ItemId, Purpose, SubjectEvent, SubjectId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -576,8 +576,8 @@ async fn ingest(
         if let Some(id) = &e.event_id {
             hush_consent::event::validate_event_id(id).map_err(|x| bad(x.to_string()))?;
         }
-        let kind: EventKind = e.kind.parse().map_err(|x: hush_consent::Error| bad(x.to_string()))?;
-        hush_consent::event::validate_item_id(&e.item_id).map_err(|x| bad(x.to_string()))?;
+        let kind: EventKind = e.kind.parse().map_err(|x: hush_vocab::Error| bad(x.to_string()))?;
+        let item = ItemId::try_from(e.item_id).map_err(|x| bad(x.to_string()))?;
         let subject_id = SubjectId::parse(&e.subject_id).map_err(|x| bad(x.to_string()))?;
         let at = match &e.timestamp {
             Some(TimestampField::Seconds(s)) => Timestamp::from_unix_seconds(*s),
@@ -595,7 +595,7 @@ async fn ingest(
         };
         let event = SubjectEvent {
             subject: subject_id.pseudonymize(&state.key),
-            event: Event { item: e.item_id, kind, value, at },
+            event: Event { item: item.into_string(), kind, value, at },
             event_id: e.event_id,
         };
         if let Some(id) = &event.event_id {

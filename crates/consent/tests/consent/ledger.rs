@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use hush_consent::formats::{ConsentFormat, EventFormat};
 use hush_consent::import::{import_consent, import_events, ImportOptions};
 use hush_consent::ledger::SCHEMA_VERSION;
 use hush_consent::{
     ConsentChange, ConsentSource, ConsentState, Error, Event, EventKind, IngestOutcome, Ledger, Pseudonym,
     PseudonymKey, Purpose, SubjectEvent, Timestamp,
 };
+use hush_formats::{ConsentFormat, EventFormat};
 use proptest::prelude::*;
 
 use crate::backends::{on_both_backends, Backend, Fresh};
@@ -105,7 +105,7 @@ fn a_withdrawal_is_never_undone_by_a_clock(store) {
     // Beyond the five-minute skew, or before 1970, or at the ends of time: refused, nothing stored.
     for effective in [now + 301, i64::MAX / 1000, -62_135_596_800, i64::MIN / 1000] {
         let err = ledger.record_consent(&c, &change(Purpose::Training, true, effective), t(now)).unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "effective_at", .. }), "{err}");
+        assert!(matches!(err, Error::Vocabulary(hush_vocab::Error::InvalidField { field: "effective_at", .. })), "{err}");
     }
     assert_eq!(ledger.history(&c).unwrap().len(), 2);
     // A grant backdated over a time when a withdrawal was in force does not
@@ -774,7 +774,8 @@ fn check_latest_decision_wins(
         let purpose = if training { Purpose::Training } else { Purpose::Personalization };
         let result = ledger.record_consent(s, &change(purpose, granted, recorded + offset), t(recorded));
         if offset > skew_s {
-            let refused = matches!(result, Err(Error::InvalidField { field: "effective_at", .. }));
+            let refused =
+                matches!(result, Err(Error::Vocabulary(hush_vocab::Error::InvalidField { field: "effective_at", .. })));
             prop_assert!(refused, "a record {offset} s in the future was not refused: {result:?}");
         } else {
             prop_assert!(result.is_ok(), "{result:?}");

@@ -3,8 +3,6 @@
 mod backends;
 mod budget;
 mod catalogue;
-mod formats;
 mod ledger;
-mod parquet;
 mod schema;
 mod tls;

@@ -3,13 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use hush_consent::formats::EventFormat;
 use hush_consent::{
     ConsentChange, ConsentSource, Event, EventKind, Ledger, PseudonymKey, Purpose, SubjectEvent, Timestamp,
 };
 use hush_features::{
     ConsentPolicy, ConsentView, DropReason, ExtractParams, ExtractionReport, Extractor, FeatureSet, Feedback,
 };
+use hush_formats::EventFormat;
 use proptest::prelude::*;
 
 fn key() -> PseudonymKey {

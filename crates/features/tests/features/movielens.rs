@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hush_consent::formats::EventFormat;
 use hush_consent::PseudonymKey;
 use hush_features::split::split;
 use hush_features::{ConsentView, ExtractParams, Extractor, Feedback, SplitSpec};
+use hush_formats::EventFormat;
 
 /// The file's rows: (userId, movieId, rating), in file order.
 fn rows() -> Vec<(u32, String, f32)> {

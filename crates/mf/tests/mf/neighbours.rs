@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use hush_consent::formats::EventFormat;
-use hush_consent::{PseudonymKey, Timestamp};
 use hush_features::{ConsentView, ExtractParams, Extractor, FeatureSet, Feedback, Interaction};
+use hush_formats::EventFormat;
 use hush_mf::{
     plan, train, train_with_mechanics, DpRules, IterationRule, Mechanics, Privacy, PrivacyGuarantee, ReleaseKind,
     ReleaseLog, ReleasedState, TrainParams,
 };
 use hush_privacy::{Budget, NoiseSource, StreamId};
+use hush_vocab::{PseudonymKey, Timestamp};
 
 use super::clustered;
 

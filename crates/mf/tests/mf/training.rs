@@ -2,13 +2,13 @@
 //! MovieLens-shaped data (the real ml-latest-small checks are the root bench
 //! `benches/movielens.rs`).
 
-use hush_consent::formats::EventFormat;
-use hush_consent::{PseudonymKey, Timestamp};
 use hush_features::split::split;
 use hush_features::{ConsentView, ExtractParams, Extractor, Feedback, SplitSpec};
+use hush_formats::EventFormat;
 use hush_mf::eval::{self, EvalOptions};
 use hush_mf::{train, train_with_mechanics, DpRules, Mechanics, Model, Privacy, PrivacyGuarantee, TrainParams};
 use hush_privacy::{Budget, NoiseSource};
+use hush_vocab::{PseudonymKey, Timestamp};
 
 use super::clustered;
 

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use hush_consent::formats::{CsvMapping, EventFormat};
 use hush_consent::{EventKind, Timestamp};
 use hush_features::{ExtractParams, Feedback};
+use hush_formats::{CsvMapping, EventFormat};
 use hush_pipeline::extract::{extract, EventRows, Input};
 
 /// A MovieLens-shaped research data set in `dir`; returns `ratings.csv`.

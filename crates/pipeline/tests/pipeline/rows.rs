@@ -1,6 +1,6 @@
 //! In-memory rows read exactly as the file they came from, and their errors.
 
-use hush_consent::formats::CsvMapping;
+use hush_formats::CsvMapping;
 use hush_pipeline::extract::{EventRows, Input};
 use hush_pipeline::ErrorKind;
 use proptest::prelude::*;

@@ -468,6 +468,13 @@ async fn bad_input_gets_a_precise_error_and_stores_nothing() {
     let (status, err) = server.send(reqwest::Method::POST, "/v1/events", Some(body)).await;
     assert_eq!((status, err["error"].as_str()), (400, Some("invalid_event")));
     assert!(err["message"].as_str().unwrap().starts_with("events[1]: invalid event kind"));
+    let body = json!({ "events": [{ "subject_id": "cy", "item_id": "", "kind": "view" }] });
+    let (status, err) = server.send(reqwest::Method::POST, "/v1/events", Some(body)).await;
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid_event")));
+    assert_eq!(
+        err["message"],
+        "events[0]: invalid item_id: expected 1 to 128 bytes without control characters, found 0 bytes"
+    );
     let (_, export) = server.get("/v1/subjects/cy/export").await;
     assert_eq!(export["events"].as_array().unwrap().len(), 0);
 }

@@ -38,8 +38,12 @@ impl SubjectId {
     }
 }
 
-/// The rule of [`SubjectId`], for readers that report errors their own way.
-pub(crate) fn check(text: &str) -> std::result::Result<(), &'static str> {
+/// The rule of [`SubjectId`], for readers that report errors their own way
+/// (the file readers, which name the row and the column).
+///
+/// # Errors
+/// What is allowed, when `text` breaks the rule (never the id itself).
+pub fn check(text: &str) -> std::result::Result<(), &'static str> {
     if text.is_empty() || text.len() > MAX_SUBJECT_ID_BYTES || crate::event::has_control_chars(text) {
         return Err("expected a subject id of 1 to 256 bytes without control characters");
     }

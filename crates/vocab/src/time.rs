@@ -74,8 +74,9 @@ impl Timestamp {
     }
 }
 
-/// Keeps error messages short when a whole garbage line lands in one field.
-pub(crate) fn truncate_for_message(text: &str) -> String {
+/// Keeps error messages short when a whole garbage line lands in one field:
+/// the first 40 characters of `text`, and `…` when there were more.
+pub fn truncate_for_message(text: &str) -> String {
     const MAX: usize = 40;
     if text.chars().count() <= MAX {
         text.to_string()

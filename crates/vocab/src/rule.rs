@@ -34,8 +34,21 @@
 //! Once some decision is in force it stays in force, so a subject who has
 //! decided anything never goes back to having no record.
 
-use crate::ledger::ConsentState;
+use serde::Serialize;
+
 use crate::{Error, Result, Timestamp};
+
+/// Whether a purpose is granted, and since when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentState {
+    /// The last decision at the asked time was a grant.
+    Granted,
+    /// The last decision at the asked time was a withdrawal.
+    Withdrawn,
+    /// There was no decision at or before the asked time.
+    NoRecord,
+}
 
 /// How far in the future a decision's `effective_at` may lie, in
 /// milliseconds past the moment it is recorded: five minutes, room for a

@@ -25,9 +25,10 @@ use parquet::arrow::ProjectionMask;
 use parquet::basic::Type as PhysicalType;
 use parquet::file::reader::ChunkReader;
 
-use crate::time::truncate_for_message;
-use crate::Timestamp;
-use crate::{Error, Result, RowError};
+use hush_vocab::time::truncate_for_message;
+use hush_vocab::{RowError, Timestamp};
+
+use crate::{Error, Result};
 
 /// A column the reader wants: its name, and whether the file must have it.
 #[derive(Clone, Copy, Debug)]

@@ -13,10 +13,12 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::event::validate_item_id;
+use hush_vocab::event::validate_item_id;
+use hush_vocab::time::truncate_for_message;
+use hush_vocab::{ConsentChange, ConsentSource, Event, EventKind, Purpose, RowError, Timestamp};
+
 use crate::parquet_table::{ParquetTable, Wanted};
-use crate::time::truncate_for_message;
-use crate::{ConsentChange, ConsentSource, Error, Event, EventKind, Purpose, Result, RowError, Timestamp};
+use crate::{Error, Result};
 
 /// The event file formats hush reads.
 #[derive(Clone, Debug, PartialEq)]
@@ -328,7 +330,7 @@ impl FieldContext {
     /// A [`RowError`] naming the subject field.
     pub fn subject<'a>(&self, fields: &RawFields<'a>) -> std::result::Result<&'a str, RowError> {
         let subject = fields.texts[0];
-        if let Err(message) = crate::subject::check(subject) {
+        if let Err(message) = hush_vocab::subject::check(subject) {
             return Err(row_error(&self.label, fields.line, Some(&self.names[0]), message.into()));
         }
         Ok(subject)
@@ -352,7 +354,7 @@ impl FieldContext {
         let names = [&*self.names[0], &*self.names[1], &*self.names[2], &*self.names[3], &*self.names[4]];
         let mut event = build_event(fields.texts, &self.default_kind, names, &self.label, fields.line)?;
         if !fields.event_id.is_empty() {
-            crate::event::validate_event_id(fields.event_id)
+            hush_vocab::event::validate_event_id(fields.event_id)
                 .map_err(|e| row_error(&self.label, fields.line, Some(&self.event_id_name), e.to_string()))?;
             event.event_id = Some(fields.event_id);
         }
@@ -743,8 +745,11 @@ fn build_event<'a>(
     let [subject, item, kind, value, timestamp] = fields;
     let err = |i: usize, message: String| row_error(label, line, Some(names[i]), message);
     validate_item_id(item).map_err(|e| err(1, e.to_string()))?;
-    let kind =
-        if kind.is_empty() { kind_default.clone() } else { kind.parse().map_err(|e: Error| err(2, e.to_string()))? };
+    let kind = if kind.is_empty() {
+        kind_default.clone()
+    } else {
+        kind.parse().map_err(|e: hush_vocab::Error| err(2, e.to_string()))?
+    };
     let value = if value.is_empty() {
         if kind == EventKind::Rating {
             return Err(err(3, "a rating event needs a numeric value".into()));
@@ -1141,10 +1146,10 @@ fn build_consent(
 ) -> std::result::Result<RawConsent, RowError> {
     let [subject, purpose, _, effective_at, notice_version, proof_ref] = fields;
     let err = |field: &str, message: String| row_error(label, line, Some(field), message);
-    if let Err(message) = crate::subject::check(subject) {
+    if let Err(message) = hush_vocab::subject::check(subject) {
         return Err(err("subject_id", message.into()));
     }
-    let purpose: Purpose = purpose.parse().map_err(|e: Error| err("purpose", e.to_string()))?;
+    let purpose: Purpose = purpose.parse().map_err(|e: hush_vocab::Error| err("purpose", e.to_string()))?;
     let effective_at = Timestamp::parse(effective_at).map_err(|e| err("effective_at", e.to_string()))?;
     let change = ConsentChange {
         purpose,
@@ -1155,7 +1160,7 @@ fn build_consent(
         proof_ref: (!proof_ref.is_empty()).then(|| proof_ref.to_string()),
     };
     change.validate().map_err(|e| match e {
-        Error::InvalidField { field, message } => err(field, message),
+        hush_vocab::Error::InvalidField { field, message } => err(field, message),
         other => err("record", other.to_string()),
     })?;
     Ok(RawConsent { subject_id: subject.to_string(), change, line })

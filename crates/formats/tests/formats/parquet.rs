@@ -10,8 +10,8 @@ use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
 };
-use hush_consent::formats::{ConsentFormat, ConsentReader, CsvMapping, EventFormat, EventReader, RawEvent};
-use hush_consent::{EventKind, Purpose, Timestamp};
+use hush_formats::{ConsentFormat, ConsentReader, CsvMapping, EventFormat, EventReader, RawEvent};
+use hush_vocab::{EventKind, Purpose, Timestamp};
 use parquet::arrow::ArrowWriter;
 use proptest::prelude::*;
 

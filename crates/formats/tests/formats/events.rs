@@ -2,8 +2,8 @@
 
 use std::io::Cursor;
 
-use hush_consent::formats::{CsvMapping, EventFormat, EventReader, RawEvent};
-use hush_consent::{EventKind, RowError, Timestamp};
+use hush_formats::{CsvMapping, EventFormat, EventReader, RawEvent};
+use hush_vocab::{EventKind, RowError, Timestamp};
 use proptest::prelude::*;
 
 fn read_all(format: &EventFormat, bytes: &[u8]) -> Result<Vec<Result<RawEvent, String>>, String> {

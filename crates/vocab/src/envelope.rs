@@ -1,5 +1,5 @@
 //! A versioned, checksummed container for the binary files hush reloads
-//! (feature sets here, models in `hush-mf`).
+//! (feature sets in `hush-features`, models in `hush-mf`).
 //!
 //! Layout: 8 magic bytes naming the kind of file, a little-endian `u32`
 //! format version, a `u64` payload length, the SHA-256 of the payload, then
@@ -86,7 +86,7 @@ pub struct Kind {
 /// `path` is left untouched then.
 pub fn write(path: &Path, kind: Kind, payload: &[u8]) -> Result<(), EnvelopeError> {
     // Feature sets and models are derived from personal data: owner-only, like the store.
-    hush_consent::files::write_atomically(path, hush_consent::files::Access::OwnerOnly, |file| {
+    crate::files::write_atomically(path, crate::files::Access::OwnerOnly, |file| {
         file.write_all(&kind.magic)?;
         file.write_all(&kind.version.to_le_bytes())?;
         file.write_all(&(payload.len() as u64).to_le_bytes())?;
