@@ -12,7 +12,7 @@
 //! and marks everything made with it as not releasable.
 
 use hmac::{Hmac, Mac};
-use rand::{RngCore, SeedableRng, TryRngCore};
+use rand::{SeedableRng, TryRngCore};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -50,9 +50,7 @@ impl SubjectSecret {
     /// A reproducible secret for research and tests: whoever knows the seed
     /// can recompute every subject's choices, so nothing made with it is released.
     pub fn seeded(seed: u64) -> Self {
-        let mut bytes = [0u8; 32];
-        ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
-        SubjectSecret { bytes, seeded: true }
+        SubjectSecret { bytes: hush_privacy::seed::key_from_seed(seed, "subject secret"), seeded: true }
     }
 
     /// Whether the secret comes from a seed.

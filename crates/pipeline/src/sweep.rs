@@ -86,10 +86,10 @@ impl Job {
     }
 }
 
-/// The noise seed of a DP cell: distinct per (seed, epsilon), so no two
-/// cells share a noise stream.
-fn noise_seed(seed: u64, epsilon: f64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epsilon.to_bits()
+/// The noise of a DP cell: its own domain per epsilon, so no two cells
+/// share a noise stream (nor one with a plain run seeded alike).
+fn cell_noise(seed: u64, epsilon: f64) -> NoiseSource {
+    NoiseSource::seeded_for(seed, &format!("sweep cell, epsilon bits {:016x}", epsilon.to_bits()))
 }
 
 /// The request's epsilons, sorted and deduplicated, once every setting is checked.
@@ -345,7 +345,7 @@ fn compute(cx: &CellContext<'_>, job: &Job) -> Result<Cell> {
         params: &params,
         run_key: format!("sweep-{}-{}", cx.fingerprint, job.key()),
     };
-    let noise = NoiseSource::seeded(noise_seed(seed, job.epsilon.unwrap_or(0.0)));
+    let noise = cell_noise(seed, job.epsilon.unwrap_or(0.0));
     let privacy = privacy_with(budget, noise, cx.rules);
     let started = std::time::Instant::now();
     let model = train_claimed(cx.store, cx.budget, run, || -> Result<_> {

@@ -15,6 +15,7 @@
 //!   scales for a budget by bisection, and the stated ε never exceeds the target.
 //! - [`NoiseSource`]: the run's noise key; [`NoiseSource::stream`] opens the
 //!   stream of one (release, iteration, index), never shared with another.
+//! - [`seed::key_from_seed`]: the one way a seed becomes a key, per domain.
 //!
 //! # SIMD kernels
 //! The Gaussian sampler's fast path (the ziggurat's rectangles) has an
@@ -32,6 +33,7 @@ mod gdp;
 mod kernels;
 mod noise;
 mod params;
+pub mod seed;
 
 pub use accountant::{
     epsilon_closed_form, epsilon_for_rho, epsilon_simple_bound, loss_of, rho_for_epsilon, Calibration, NoiseKind, Plan,

@@ -130,9 +130,13 @@ impl NoiseSource {
 
     /// A reproducible source, for tests and research runs only.
     pub fn seeded(seed: u64) -> Self {
-        let mut key = [0u8; 32];
-        ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut key);
-        NoiseSource { key, seeded: true, log: None }
+        Self::seeded_for(seed, "noise")
+    }
+
+    /// A reproducible source for one of several seeded uses of `seed` (e.g.
+    /// one cell of a sweep), unrelated to the sources of other domains.
+    pub fn seeded_for(seed: u64, domain: &str) -> Self {
+        NoiseSource { key: crate::seed::key_from_seed(seed, domain), seeded: true, log: None }
     }
 
     /// The same source, recording every stream it opens (see [`NoiseSource::opened_streams`]).
