@@ -10,14 +10,13 @@ use std::path::Path;
 #[cfg(unix)]
 const OWNER_ONLY: u32 = 0o600;
 
-/// Writes `bytes` to `path` (created or truncated), readable by its owner only.
+/// Writes `bytes` to `path`, readable by its owner only, all at once or not
+/// at all: [`write_atomically`] with [`Access::OwnerOnly`].
 ///
 /// # Errors
 /// The I/O error that stopped it.
 pub fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = create_owner_only(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    write_atomically(path, Access::OwnerOnly, |file| file.write_all(bytes))
 }
 
 /// Creates (or truncates) `path` for writing, readable by its owner only:
@@ -165,6 +164,24 @@ mod tests {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o664)).unwrap();
         prepare_owner_only(&db).unwrap();
         assert_eq!(mode(&db), 0o600);
+    }
+
+    #[test]
+    fn personal_data_is_never_written_through_a_planted_link() {
+        // An export or a model card written over a symbolic link replaces
+        // the link: the data does not land in the world-readable file it
+        // pointed at.
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("world-readable.txt");
+        std::fs::write(&target, b"untouched").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("export.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_owner_only(&link, b"{\"subject\": 1}").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
+        assert_eq!(mode(&target), 0o644);
+        assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!((mode(&link), std::fs::read(&link).unwrap()), (0o600, b"{\"subject\": 1}".to_vec()));
     }
 
     #[test]
