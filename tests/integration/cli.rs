@@ -236,6 +236,12 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
         let mode = std::fs::metadata(d.join(file)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file}");
     }
+    // An export to a stream is written into it, not over it.
+    let piped = ok(d, &["--json", "export", "--subject", "grace@example.org", "--out", "/dev/stdout"]);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("grace.json")).unwrap()).unwrap();
+    let streamed: serde_json::Value = serde_json::from_slice(&piped.stdout).expect("the export, on standard output");
+    assert_eq!(streamed["consent_history"], saved["consent_history"]);
+    assert!(std::fs::symlink_metadata("/dev/stdout").unwrap().file_type().is_symlink(), "/dev/stdout is left alone");
 }
 
 #[test]

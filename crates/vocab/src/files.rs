@@ -80,7 +80,14 @@ pub enum Access {
 /// The temporary file is new: created exclusively (never an existing file
 /// or a symbolic link someone planted under its name), and named for this
 /// process and this call, so concurrent writers of one path, in threads or
-/// processes, never share one (the last rename wins, whole).
+/// processes, never share one (the last rename wins, whole). A symbolic
+/// link at `path` to a regular file is replaced, not written through.
+///
+/// Where a file cannot be replaced, it is written in place instead, with
+/// no promise of atomicity: a stream (a pipe, a FIFO, a terminal,
+/// `/dev/null`, `/dev/stdout`; anything that exists under `/dev` or
+/// `/proc`, which are never replaced), a regular file in a directory this process may not
+/// create files in, and a file the rename cannot replace (a bind mount).
 ///
 /// # Errors
 /// The I/O error that stopped it (from `contents` too).
@@ -90,6 +97,13 @@ pub fn write_atomically(
     contents: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if is_stream(path) {
+        // A regular file behind `/dev/stdout` is the shell's redirection:
+        // truncated as before, its mode left to whoever made it.
+        let regular = std::fs::metadata(path).is_ok_and(|meta| meta.is_file());
+        let file = std::fs::OpenOptions::new().write(true).truncate(regular).open(path)?;
+        return write_through(file, contents);
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
@@ -104,13 +118,67 @@ pub fn write_atomically(
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(OWNER_ONLY);
     }
-    let mut writer = std::io::BufWriter::new(options.open(&temp.0)?);
+    let created = match options.open(&temp.0) {
+        // A file someone may write in a directory they may not create
+        // files in: it can only be written in place.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && is_regular_file(path) => {
+            return write_through(open_in_place(path, access)?, contents);
+        }
+        created => created?,
+    };
+    let mut writer = std::io::BufWriter::new(created);
     contents(&mut writer)?;
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    let mut file = writer.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    std::fs::rename(&temp.0, path)?;
-    std::mem::forget(temp);
+    match std::fs::rename(&temp.0, path) {
+        Ok(()) => std::mem::forget(temp),
+        // A bind-mounted file cannot be replaced, only rewritten: copy the
+        // finished temporary file into it (the temporary is then removed).
+        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
+            use std::io::Seek;
+            file.rewind()?;
+            write_through(open_in_place(path, access)?, |w| std::io::copy(&mut file, w).map(drop))?;
+        }
+        Err(e) => return Err(e),
+    }
     Ok(())
+}
+
+/// Whether `path` is something to write into rather than replace: not a
+/// regular file, a directory or nothing (a FIFO, a device, a socket, or a
+/// link to one), or anything already on the device and process file
+/// systems (`/dev/stdout` is a link into `/proc`; replacing it as root
+/// would break the machine).
+fn is_stream(path: &Path) -> bool {
+    if (path.starts_with("/dev") || path.starts_with("/proc")) && path.exists() {
+        return true;
+    }
+    // Following links: a link to a pipe is written through, a link to a
+    // regular file (or to nothing) is replaced.
+    std::fs::metadata(path).is_ok_and(|meta| !meta.is_file() && !meta.is_dir())
+}
+
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
+}
+
+/// Opens the regular file at `path` to be rewritten in place, owner-only
+/// if `access` says so.
+fn open_in_place(path: &Path, access: Access) -> std::io::Result<std::fs::File> {
+    match access {
+        Access::OwnerOnly => create_owner_only(path),
+        Access::Shared => std::fs::OpenOptions::new().write(true).truncate(true).open(path),
+    }
+}
+
+/// Runs `contents` on `file` and flushes it.
+fn write_through(
+    file: std::fs::File,
+    contents: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut writer = std::io::BufWriter::new(file);
+    contents(&mut writer)?;
+    writer.flush()
 }
 
 /// A temporary file, removed when dropped (on an error or a panic).
@@ -182,6 +250,66 @@ mod tests {
         assert_eq!(mode(&target), 0o644);
         assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!((mode(&link), std::fs::read(&link).unwrap()), (0o600, b"{\"subject\": 1}".to_vec()));
+    }
+
+    #[test]
+    fn streams_and_devices_are_written_into_never_replaced() {
+        // `hush export --out /dev/stdout`, a FIFO another process reads,
+        // `/dev/null`: written through, and still what they were.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("export.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let link = dir.path().join("to-fifo");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        for path in [&fifo, &link] {
+            let reader = {
+                let fifo = fifo.clone();
+                std::thread::spawn(move || std::fs::read(fifo).unwrap())
+            };
+            write_owner_only(path, b"{\"subject\": 1}").unwrap();
+            assert_eq!(reader.join().unwrap(), b"{\"subject\": 1}", "the reader got it through {path:?}");
+        }
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file beside them");
+
+        let null = Path::new("/dev/null");
+        let before = std::fs::symlink_metadata(null).unwrap();
+        write_owner_only(null, b"discarded").unwrap();
+        write_atomically(null, Access::Shared, |w| w.write_all(b"discarded")).unwrap();
+        let after = std::fs::symlink_metadata(null).unwrap();
+        assert!(after.file_type().is_char_device(), "/dev/null is still a device");
+        assert_eq!(after.permissions().mode(), before.permissions().mode(), "and its mode is untouched");
+    }
+
+    #[test]
+    fn a_file_in_a_directory_closed_to_new_files_is_rewritten_in_place() {
+        // Root creates files anywhere: as root, the test runs itself again
+        // as `nobody` (util-linux's `setpriv`).
+        if std::fs::metadata("/proc/self").is_ok_and(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0) {
+            let name = "files::tests::a_file_in_a_directory_closed_to_new_files_is_rewritten_in_place";
+            let run = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .output()
+                .expect("setpriv (util-linux) runs this test as nobody");
+            let out = String::from_utf8_lossy(&run.stdout);
+            let err = String::from_utf8_lossy(&run.stderr);
+            assert!(run.status.success() && out.contains("1 passed"), "as nobody: {out}{err}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        std::fs::write(&path, b"an older, longer report").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
+        let written = write_owner_only(&path, b"new");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        written.unwrap();
+        assert_eq!((mode(&path), std::fs::read(&path).unwrap()), (0o600, b"new".to_vec()));
     }
 
     #[test]
