@@ -398,8 +398,8 @@ impl Ledger {
     /// Appends one consent decision and returns the stored record.
     ///
     /// # Errors
-    /// [`Error::InvalidField`] for bad text fields or an `effective_at`
-    /// outside the rule's bounds (in the future beyond
+    /// [`Error::Vocabulary`] (its `InvalidField`) for bad text fields or an
+    /// `effective_at` outside the rule's bounds (in the future beyond
     /// [`crate::MAX_CLOCK_SKEW_MS`], or before 1970), [`Error::Suppressed`] for
     /// an erased subject, [`Error::Store`] if the store fails.
     pub fn record_consent(

@@ -10,6 +10,11 @@
 
 use sha2::{Digest, Sha256};
 
+/// The version of the seed-to-key derivation: what a seeded result must
+/// also be keyed by to be reproduced (a sweep's cells are), since another
+/// derivation turns the same seed into other noise.
+pub const DERIVATION: &str = "hush seed v1";
+
 /// A 32-byte key derived from `seed` for the use named by `domain`:
 /// SHA-256 of a version tag, the domain, and the seed. Distinct domains (or
 /// seeds) give unrelated keys; the same pair always gives the same key.
@@ -18,7 +23,8 @@ use sha2::{Digest, Sha256};
 /// is private: callers mark what they make with it as seeded.
 pub fn key_from_seed(seed: u64, domain: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(b"hush seed v1\n");
+    hasher.update(DERIVATION.as_bytes());
+    hasher.update(b"\n");
     // The length first, so ("ab", seed) and ("a", "b" + seed bytes) cannot collide.
     hasher.update((domain.len() as u64).to_le_bytes());
     hasher.update(domain.as_bytes());

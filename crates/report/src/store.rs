@@ -46,8 +46,8 @@ impl CellStore {
         match std::fs::read_to_string(&marker) {
             Ok(found) if found.trim() != fingerprint => {
                 return Err(Error::Results(format!(
-                    "{} holds cells of a sweep with other settings (data, split, delta, k or training \
-                     parameters differ: fingerprint {} here, {fingerprint} now); use another --out, or --fresh \
+                    "{} holds cells of a sweep with other settings (data, split, delta, k, training \
+                     parameters or the seed derivation differ: fingerprint {} here, {fingerprint} now); use another --out, or --fresh \
                      to discard them",
                     out.display(),
                     found.trim()

@@ -60,6 +60,8 @@ impl SweepSpec {
             "params": self.params,
             "dp_params": self.dp_params,
             "data": self.data_digest,
+            // Cells seeded alike under another derivation hold other noise.
+            "seed_derivation": hush_privacy::seed::DERIVATION,
         });
         hex(&Sha256::digest(identity.to_string().as_bytes())[..16])
     }

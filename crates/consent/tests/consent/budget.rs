@@ -15,7 +15,7 @@ fn cap(dataset: &str, purpose: BudgetPurpose, rho: f64) -> BudgetCap {
     BudgetCap { dataset: dataset.into(), purpose, epsilon: 10.0, delta: 1e-6, rho, set_at: t(1) }
 }
 
-fn request(key: &str, dataset: &str, purpose: BudgetPurpose, rho: Option<f64>) -> BudgetRequest {
+pub(crate) fn request(key: &str, dataset: &str, purpose: BudgetPurpose, rho: Option<f64>) -> BudgetRequest {
     BudgetRequest {
         run_key: key.into(),
         dataset: dataset.into(),

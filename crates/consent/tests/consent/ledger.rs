@@ -1087,6 +1087,54 @@ fn a_connection_the_server_ended_is_known_as_broken_after_its_first_failure() {
     assert!(fresh.api_key("nobody").unwrap().is_none());
 }
 
+/// The server ends the connection while a write transaction is under way
+/// (not at its BEGIN): erasure, consent and budget reservation alike leave
+/// the connection marked for replacement.
+#[test]
+fn a_connection_the_server_ends_inside_a_write_is_known_as_broken() {
+    let url = hush_testkit::postgres_url();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    type Write = fn(&mut Ledger) -> hush_consent::Result<()>;
+    let writes: [(&str, Write); 3] = [
+        ("erase", |ledger| ledger.erase(&key().pseudonymize("erased"), t(200)).map(drop)),
+        ("record_consent", |ledger| {
+            let subject = key().pseudonymize("granting");
+            ledger.record_consent(&subject, &change(Purpose::Training, true, 100), t(100)).map(drop)
+        }),
+        ("reserve_budget", |ledger| {
+            let request = crate::budget::request("run-1", "ended", hush_consent::BudgetPurpose::Release, Some(0.1));
+            ledger.reserve_budget(&request, t(100)).map(drop)
+        }),
+    ];
+    for (name, write) in writes {
+        let mut ledger = Ledger::connect(&url).unwrap();
+        // Another session holds every table the writes touch, so each write
+        // waits inside its transaction until its connection is ended.
+        let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut held = holder.transaction().unwrap();
+        held.batch_execute(
+            "LOCK TABLE consent_records, events, suppressions, erasure_log, budget_caps, budget_runs IN ACCESS EXCLUSIVE MODE",
+        )
+        .unwrap();
+        let writing = std::thread::spawn(move || {
+            let result = write(&mut ledger);
+            (ledger, result)
+        });
+        let waiting = "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while admin.query_one(waiting, &[]).unwrap().get::<_, i64>(0) == 0 {
+            assert!(std::time::Instant::now() < deadline, "{name} never waited for the lock");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (ledger, result) = writing.join().unwrap();
+        assert!(result.is_err(), "{name} succeeded on an ended connection");
+        assert!(ledger.is_broken(), "{name}: not known as broken after {result:?}");
+        held.rollback().unwrap();
+        assert!(ledger.reopen().unwrap().api_key("nobody").unwrap().is_none());
+    }
+}
+
 on_both_backends! {
 fn a_streaming_reader_stops_at_its_visitors_first_error_and_returns_it(store) {
     #[derive(Debug, PartialEq)]
