@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null
+[ -x /usr/bin/time ] || (apt-get install -y time || (apt-get update && apt-get install -y time)) >/dev/null
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get install -y postgresql || (apt-get update && apt-get install -y postgresql)) >/dev/null
 cargo build --release --quiet --bin hush
 hush=$PWD/target/release/hush
@@ -139,3 +140,32 @@ r2 = two / p_rps
 print(f"two replicas / one replica:             {r2:.2f}x (target >= 1.0x) {'PASS' if r2 >= 1.0 else 'FAIL'}")
 PY
 echo "command: benches/store_load.sh $seconds  (10k items, rank 64, wrk -t2 -c64; ingestion -c16, 100 events a request)"
+
+# Where PostgreSQL-backed serving's tail comes from: both stores under the
+# same load at fewer connections, and who used the two cores during it (CPU
+# seconds of the server, of every PostgreSQL process, and of wrk, from /proc).
+cpu_of() { # pid... -> utime+stime seconds summed
+  local ticks=0 pid
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  python3 -c "print($ticks / $(getconf CLK_TCK))"
+}
+pg_pids() { pgrep -u postgres -d' ' postgres || true; }
+echo
+echo "Serving by connections (wrk -t2, ${seconds}s each; CPU seconds of $((2 * seconds)) available):"
+echo "store       connections  req/s     p50     p99 | hush server  PostgreSQL  wrk"
+for target in "SQLite 18301 ${pids[0]} $key_sqlite" "PostgreSQL 18302 ${pids[1]} $key_pg"; do
+  read -r name port server_pid key <<<"$target"
+  for c in 8 16 32 64; do
+    before_hush=$(cpu_of "$server_pid"); before_pg=$(cpu_of $(pg_pids))
+    out=$( { /usr/bin/time -f "wrk_cpu %U %S" wrk -t2 -c"$c" -d"${seconds}s" --latency \
+          -H "Authorization: Bearer $key" "http://127.0.0.1:$port$recs"; } 2>&1 )
+    after_hush=$(cpu_of "$server_pid"); after_pg=$(cpu_of $(pg_pids))
+    printf '%-11s %11d %6.0f %7s %7s | %11.1f %11.1f %4.1f\n' "$name" "$c" "$(rps <<<"$out")" \
+      "$(grep -E '^ +50%' <<<"$out" | awk '{print $2}')" "$(p99 <<<"$out")" \
+      "$(python3 -c "print($after_hush - $before_hush)")" "$(python3 -c "print($after_pg - $before_pg)")" \
+      "$(awk '/^wrk_cpu/{print $2 + $3}' <<<"$out")"
+  done
+done
