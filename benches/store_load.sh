@@ -169,3 +169,20 @@ for target in "SQLite 18301 ${pids[0]} $key_sqlite" "PostgreSQL 18302 ${pids[1]}
       "$(awk '/^wrk_cpu/{print $2 + $3}' <<<"$out")"
   done
 done
+
+# The same two loads with PostgreSQL on a core of its own, as it would be on
+# a machine of its own: the server and wrk on CPU 0, every PostgreSQL
+# process on CPU 1 (taskset; new backends inherit the postmaster's
+# affinity). SQLite gets the same one core for the server and wrk.
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  for pid in $(pg_pids); do taskset -p -c 1 "$pid" >/dev/null; done
+  for pid in "${pids[@]}"; do taskset -a -p -c 0 "$pid" >/dev/null; done
+  echo
+  echo "With PostgreSQL on CPU 1 and the server and wrk on CPU 0 (wrk -t2 -c64, ${seconds}s):"
+  for target in "SQLite 18301 $key_sqlite" "PostgreSQL 18302 $key_pg"; do
+    read -r name port key <<<"$target"
+    out=$(taskset -c 0 wrk -t2 -c64 -d"${seconds}s" --latency -H "Authorization: Bearer $key" "http://127.0.0.1:$port$recs")
+    printf '%-11s %6.0f req/s  p50 %7s  p99 %7s\n' "$name" "$(rps <<<"$out")" \
+      "$(grep -E '^ +50%' <<<"$out" | awk '{print $2}')" "$(p99 <<<"$out")"
+  done
+fi

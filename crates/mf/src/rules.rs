@@ -167,7 +167,7 @@ fn implicit_bound(_epsilon: f64) -> usize {
 
 /// The count of the item a random interaction touches, on average: the
 /// interaction-weighted mean count Σn²/Σn, estimated from noisy counts
-/// ñ = n + e with e ~ N(0, σ²) as Σ(ñ² − σ²)/Σñ. Since E[ñ²] = n² + σ²,
+/// ñ = n + e with e ~ N(0, σ²) as Σ(ñ² − σ²)/Σñ. Since E(ñ²) = n² + σ²,
 /// noise neither inflates it (as it inflated the plain weighted median on
 /// ml-latest-small, where noise on thousands of rare items passed for mass)
 /// nor deflates it (as the median of counts netted of 2σ was pushed up on a
