@@ -242,6 +242,25 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
     let streamed: serde_json::Value = serde_json::from_slice(&piped.stdout).expect("the export, on standard output");
     assert_eq!(streamed["consent_history"], saved["consent_history"]);
     assert!(std::fs::symlink_metadata("/dev/stdout").unwrap().file_type().is_symlink(), "/dev/stdout is left alone");
+    // Standard output appended to a log: the export is added, nothing the
+    // log held is lost.
+    let log = d.join("app.log");
+    std::fs::write(&log, "an earlier line\n").unwrap();
+    let appending = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["--json", "export", "--subject", "grace@example.org", "--out", "/dev/stdout"])
+        .current_dir(d)
+        .env_remove("HUSH_PSEUDONYM_KEY")
+        .env_remove("HUSH_DB")
+        .env_remove("HUSH_KEY_FILE")
+        .stdout(appending)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let appended = logged.strip_prefix("an earlier line\n").expect("the log keeps its earlier line");
+    let appended: serde_json::Value = serde_json::from_str(appended).expect("then the export");
+    assert_eq!(appended["consent_history"], saved["consent_history"]);
 }
 
 #[test]

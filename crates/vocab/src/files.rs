@@ -81,13 +81,22 @@ pub enum Access {
 /// or a symbolic link someone planted under its name), and named for this
 /// process and this call, so concurrent writers of one path, in threads or
 /// processes, never share one (the last rename wins, whole). A symbolic
-/// link at `path` to a regular file is replaced, not written through.
+/// link at `path` to a regular file is replaced, not written through. The
+/// directory must accept new files; if it does not, nothing is written and
+/// the error says so.
 ///
-/// Where a file cannot be replaced, it is written in place instead, with
-/// no promise of atomicity: a stream (a pipe, a FIFO, a terminal,
-/// `/dev/null`, `/dev/stdout`; anything that exists under `/dev` or
-/// `/proc`, which are never replaced), a regular file in a directory this process may not
-/// create files in, and a file the rename cannot replace (a bind mount).
+/// Three outputs cannot be replaced, and are written into instead, with no
+/// promise of atomicity (a failure may leave them partly written):
+/// - this process's standard output or error, named `/dev/stdout`,
+///   `/dev/stderr`, `/dev/fd/1` and so on: written to the stream itself, as
+///   a command without `--out` prints (an append redirection keeps what it
+///   held; a file the shell created keeps the mode the shell gave it);
+/// - a stream: a FIFO, a device such as `/dev/null`, or a link to one,
+///   checked on the opened descriptor, so a stream swapped for a regular
+///   file between the look and the open gets nothing;
+/// - a regular file that is a mount point (a file bind-mounted into a
+///   container), which rename cannot replace: the finished temporary file
+///   is copied into it, after its mode is made owner-only.
 ///
 /// # Errors
 /// The I/O error that stopped it (from `contents` too).
@@ -97,12 +106,11 @@ pub fn write_atomically(
     contents: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if is_stream(path) {
-        // A regular file behind `/dev/stdout` is the shell's redirection:
-        // truncated as before, its mode left to whoever made it.
-        let regular = std::fs::metadata(path).is_ok_and(|meta| meta.is_file());
-        let file = std::fs::OpenOptions::new().write(true).truncate(regular).open(path)?;
-        return write_through(file, contents);
+    if let Some(stream) = standard_stream(path)? {
+        return write_through(stream, contents);
+    }
+    if let Some(stream) = open_stream(path)? {
+        return write_through(stream, contents);
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -112,63 +120,99 @@ pub fn write_atomically(
     name.push(format!(".tmp-{}-{call}", std::process::id()));
     let temp = Removed(path.with_file_name(name));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    // Readable too: a bind-mounted target is filled from it.
+    options.read(true).write(true).create_new(true);
     #[cfg(unix)]
     if access == Access::OwnerOnly {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(OWNER_ONLY);
     }
-    let created = match options.open(&temp.0) {
-        // A file someone may write in a directory they may not create
-        // files in: it can only be written in place.
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && is_regular_file(path) => {
-            return write_through(open_in_place(path, access)?, contents);
-        }
-        created => created?,
-    };
+    let created = options.open(&temp.0).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create a temporary file beside {} ({e}): files are replaced whole, so their directory must \
+                 accept new files",
+                path.display()
+            ),
+        )
+    })?;
     let mut writer = std::io::BufWriter::new(created);
     contents(&mut writer)?;
     let mut file = writer.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     match std::fs::rename(&temp.0, path) {
         Ok(()) => std::mem::forget(temp),
-        // A bind-mounted file cannot be replaced, only rewritten: copy the
-        // finished temporary file into it (the temporary is then removed).
-        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
-            use std::io::Seek;
-            file.rewind()?;
-            write_through(open_in_place(path, access)?, |w| std::io::copy(&mut file, w).map(drop))?;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => fill_mount_point(path, access, &mut file)?,
         Err(e) => return Err(e),
     }
     Ok(())
 }
 
-/// Whether `path` is something to write into rather than replace: not a
-/// regular file, a directory or nothing (a FIFO, a device, a socket, or a
-/// link to one), or anything already on the device and process file
-/// systems (`/dev/stdout` is a link into `/proc`; replacing it as root
-/// would break the machine).
-fn is_stream(path: &Path) -> bool {
-    if (path.starts_with("/dev") || path.starts_with("/proc")) && path.exists() {
-        return true;
+/// A duplicate of this process's standard output or error when `path` names
+/// it, after flushing what the process printed there before.
+fn standard_stream(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    #[cfg(unix)]
+    {
+        use std::io::Write as _;
+        use std::os::fd::AsFd;
+        let named = |names: [&str; 3]| names.iter().any(|name| path == Path::new(name));
+        if named(["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]) {
+            let stdout = std::io::stdout();
+            stdout.lock().flush()?;
+            return Ok(Some(stdout.as_fd().try_clone_to_owned()?.into()));
+        }
+        if named(["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"]) {
+            return Ok(Some(std::io::stderr().as_fd().try_clone_to_owned()?.into()));
+        }
     }
-    // Following links: a link to a pipe is written through, a link to a
-    // regular file (or to nothing) is replaced.
-    std::fs::metadata(path).is_ok_and(|meta| !meta.is_file() && !meta.is_dir())
+    let _ = path;
+    Ok(None)
 }
 
-fn is_regular_file(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
+/// `path` opened for writing when it is a stream: not a regular file, a
+/// directory or nothing (a FIFO, a device, or a link to one). The opened
+/// descriptor is checked again, so a stream swapped for a link to a
+/// regular file after the first look is refused before a byte is written.
+fn open_stream(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => {}
+        _ => return Ok(None),
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} changed from a stream to a regular file while it was being opened; nothing was written",
+            path.display()
+        )));
+    }
+    Ok(Some(file))
 }
 
-/// Opens the regular file at `path` to be rewritten in place, owner-only
-/// if `access` says so.
-fn open_in_place(path: &Path, access: Access) -> std::io::Result<std::fs::File> {
-    match access {
-        Access::OwnerOnly => create_owner_only(path),
-        Access::Shared => std::fs::OpenOptions::new().write(true).truncate(true).open(path),
+/// Copies the finished temporary file into the mount point at `path`: not
+/// through a link (a link cannot be mounted on, so one found there now was
+/// swapped in), owner-only first if `access` says so, then truncated and
+/// filled.
+fn fill_mount_point(path: &Path, access: Access, finished: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::Seek;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
     }
+    let mut target = options.open(path)?;
+    if !target.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!("{} is not a regular file; nothing was written", path.display())));
+    }
+    if access == Access::OwnerOnly {
+        restrict_open(&target)?;
+    }
+    target.set_len(0)?;
+    finished.rewind()?;
+    std::io::copy(finished, &mut target)?;
+    target.sync_all()
 }
 
 /// Runs `contents` on `file` and flushes it.
@@ -202,6 +246,22 @@ fn restrict(path: &Path) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn restrict(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// [`restrict`] on an open file (`fchmod`): fails, changing nothing, on a
+/// file this process does not own.
+#[cfg(unix)]
+fn restrict_open(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(OWNER_ONLY))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_open(_file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -250,6 +310,16 @@ mod tests {
         assert_eq!(mode(&target), 0o644);
         assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!((mode(&link), std::fs::read(&link).unwrap()), (0o600, b"{\"subject\": 1}".to_vec()));
+        // Named through /proc (or with `..` through /dev), the link is
+        // still replaced, not followed.
+        let again = dir.path().join("again.json");
+        std::os::unix::fs::symlink(&target, &again).unwrap();
+        let via_proc = Path::new("/proc/self/root").join(again.strip_prefix("/").unwrap());
+        write_owner_only(&via_proc, b"{}").unwrap();
+        let via_dev = Path::new("/dev/..").join(again.strip_prefix("/").unwrap());
+        write_owner_only(&via_dev, b"{}").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
+        assert_eq!((mode(&again), std::fs::read(&again).unwrap()), (0o600, b"{}".to_vec()));
     }
 
     #[test]
@@ -284,22 +354,32 @@ mod tests {
         assert_eq!(after.permissions().mode(), before.permissions().mode(), "and its mode is untouched");
     }
 
+    /// Runs the test `name` of this binary again in a child, as `wrapper`
+    /// says (as another user, in a mount namespace of its own), with
+    /// `HUSH_TEST_CHILD` set; asserts that it passed there.
+    fn rerun_in(wrapper: &[&str], name: &str) {
+        let run = std::process::Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env("HUSH_TEST_CHILD", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("{} (util-linux) runs this test: {e}", wrapper[0]));
+        let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+        assert!(run.status.success() && out.contains("1 passed"), "in the child: {out}{err}");
+    }
+
+    fn is_root() -> bool {
+        std::fs::metadata("/proc/self").is_ok_and(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
+    }
+
     #[test]
-    fn a_file_in_a_directory_closed_to_new_files_is_rewritten_in_place() {
+    fn a_directory_closed_to_new_files_is_refused_and_its_file_kept() {
         // Root creates files anywhere: as root, the test runs itself again
         // as `nobody` (util-linux's `setpriv`).
-        if std::fs::metadata("/proc/self").is_ok_and(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0) {
-            let name = "files::tests::a_file_in_a_directory_closed_to_new_files_is_rewritten_in_place";
-            let run = std::process::Command::new("setpriv")
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--test-threads=1"])
-                .output()
-                .expect("setpriv (util-linux) runs this test as nobody");
-            let out = String::from_utf8_lossy(&run.stdout);
-            let err = String::from_utf8_lossy(&run.stderr);
-            assert!(run.status.success() && out.contains("1 passed"), "as nobody: {out}{err}");
-            return;
+        let name = "files::tests::a_directory_closed_to_new_files_is_refused_and_its_file_kept";
+        if is_root() {
+            return rerun_in(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"], name);
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("report.json");
@@ -308,8 +388,37 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
         let written = write_owner_only(&path, b"new");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        written.unwrap();
-        assert_eq!((mode(&path), std::fs::read(&path).unwrap()), (0o600, b"new".to_vec()));
+        let error = written.unwrap_err().to_string();
+        assert!(error.contains("directory must accept new files") && error.contains("report.json"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"an older, longer report", "the file is untouched");
+    }
+
+    #[test]
+    fn a_bind_mounted_file_is_filled_in_place_and_made_owner_only() {
+        // Rename cannot replace a mount point (EBUSY). The test runs itself
+        // again in a mount namespace of its own, where it may bind-mount.
+        let name = "files::tests::a_bind_mounted_file_is_filled_in_place_and_made_owner_only";
+        if std::env::var_os("HUSH_TEST_CHILD").is_none() {
+            let wrapper: &[&str] = if is_root() {
+                &["unshare", "--mount", "--propagation", "private", "--"]
+            } else {
+                &["unshare", "--map-root-user", "--mount", "--propagation", "private", "--"]
+            };
+            return rerun_in(wrapper, name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (source, mounted) = (dir.path().join("host.json"), dir.path().join("in-container.json"));
+        std::fs::write(&source, b"the old report, longer than the new").unwrap();
+        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&mounted, b"").unwrap();
+        let bound = std::process::Command::new("mount").arg("--bind").args([&source, &mounted]).status().unwrap();
+        assert!(bound.success(), "mount --bind");
+        assert_eq!(std::fs::rename(&source, &mounted).unwrap_err().kind(), std::io::ErrorKind::ResourceBusy);
+        write_owner_only(&mounted, b"{\"subject\": 1}").unwrap();
+        assert_eq!(std::fs::read(&source).unwrap(), b"{\"subject\": 1}", "the file behind the mount holds it");
+        assert_eq!(mode(&source), 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 2, "no temporary file is left behind: {left:?}");
     }
 
     #[test]
