@@ -144,7 +144,8 @@ pub struct ReleasedState {
     pub item_bias: Vec<f64>,
     /// The global mean.
     pub mean: f64,
-    /// Released item counts.
+    /// Released item counts, as released: noisy, possibly negative (the
+    /// model's popularity clamps them at zero).
     pub popularity: Vec<f64>,
 }
 

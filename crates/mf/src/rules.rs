@@ -243,6 +243,9 @@ mod tests {
             let a = rules.iterations(&counts, 1.0, planned, noise).unwrap();
             let b = rules.iterations(&counts, 1.0, planned, noise * factor).unwrap();
             prop_assert!(b <= a);
+            // Noisier counts say less about the typical item, too.
+            let c = rules.iterations(&counts, factor, planned, noise).unwrap();
+            prop_assert!(c <= a);
             prop_assert!((1..=MAX_RULED_ITERATIONS).contains(&a));
         }
     }

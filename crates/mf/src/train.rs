@@ -394,7 +394,10 @@ pub fn train_with_mechanics(
     let n_items = set.n_items();
     let d = params.rank;
 
-    let (popularity, mean) = release_preprocessing(feedback, &data, params, mechanics);
+    let (counts, mean) = release_preprocessing(feedback, &data, params, mechanics);
+    // A count cannot be negative: clamping is post-processing. The rules
+    // read the counts as released, whose noise they know.
+    let popularity: Vec<f64> = counts.iter().map(|&c| c.max(0.0)).collect();
 
     // Stage 2 of the DP rules: the iterations the budget supports, chosen
     // from the released counts (post-processing), each iteration's noise
@@ -405,8 +408,7 @@ pub fn train_with_mechanics(
         let rhs = rule.calibration.release(ReleaseKind::ItemRhs.code())?;
         let per_interaction = rhs.l2_sensitivity / (params.max_items_per_subject as f64).sqrt();
         let noise = rhs.noise_std / per_interaction;
-        if let Some(iterations) = rule.rules.iterations(&popularity, mechanics.item_count_std, params.iterations, noise)
-        {
+        if let Some(iterations) = rule.rules.iterations(&counts, mechanics.item_count_std, params.iterations, noise) {
             let mut m = mechanics.clone();
             guarantee = recount(rule, feedback, params, iterations, &mut m, guarantee.noise_seeded())?;
             owned = Some((m, TrainParams { iterations, ..params.clone() }));
@@ -427,7 +429,7 @@ pub fn train_with_mechanics(
             item_factors: Vec::new(),
             item_bias: Vec::new(),
             mean,
-            popularity: popularity.clone(),
+            popularity: counts.clone(),
         });
     }
     // Subject vectors live in flat buffers updated in place each iteration:
@@ -484,7 +486,7 @@ pub fn train_with_mechanics(
                 item_factors: item_factors.clone(),
                 item_bias: item_bias.clone(),
                 mean,
-                popularity: popularity.clone(),
+                popularity: counts.clone(),
             });
         }
         tracing::info!(iteration, loss, "iteration done");
@@ -501,8 +503,8 @@ pub fn train_with_mechanics(
 /// The preprocessing releases (iteration 0): item counts, and in explicit
 /// mode the rating sum and count. All are integers with exact discrete
 /// Gaussian noise, so no floating-point grid shows in what is released.
-/// Returns the noisy popularity (counts clamped at zero, which is
-/// post-processing) and the global mean rating (zero in implicit mode).
+/// Returns the noisy item counts as released (possibly negative) and the
+/// global mean rating (zero in implicit mode).
 fn release_preprocessing(
     feedback: Feedback,
     data: &Data,
@@ -519,8 +521,7 @@ fn release_preprocessing(
             if let Some(log) = &mechanics.log {
                 log.record_noise(ReleaseKind::ItemCounts.stream(0, item as u64), vec![(noisy - count) as f64]);
             }
-            // A count cannot be negative: clamping is post-processing.
-            noisy.max(0) as f64
+            noisy as f64
         })
         .collect();
     let mut mean = 0.0;

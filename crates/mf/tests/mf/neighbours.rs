@@ -143,6 +143,25 @@ fn iterations_chosen_by_rule_keep_releases_within_their_sensitivities() {
     }
 }
 
+/// The released counts are kept as released (count plus its noise, negative
+/// ones too): the iteration rule corrects for their noise, which a count
+/// clamped at zero no longer carries; only the model's popularity clamps.
+#[test]
+fn released_counts_are_recorded_unclamped_for_the_rule() {
+    // 40 subjects over 2,000 items: most counts are 0 or 1, far below the noise.
+    let set = clustered(40, 2000, 8, Feedback::Implicit, 23);
+    let params = TrainParams { iterations: 12, ..bounded(4, 8) };
+    let run = run_with(&set, &params, None, true);
+    let counts = ReleaseKind::ItemCounts.code();
+    let released = &run.states[0].popularity;
+    for (id, before) in run.pre_noise.iter().filter(|(id, _)| id.release == counts) {
+        let noise = run.noise[id][0];
+        assert_eq!(released[id.index as usize], before[0] + noise, "item {}: count plus noise", id.index);
+    }
+    let negative = released.iter().filter(|&&c| c < 0.0).count();
+    assert!(negative > 500, "only {negative} of 2000 released counts are negative");
+}
+
 /// The noise actually drawn follows the re-counted calibration: with 48
 /// iterations planned and fewer chosen, each iteration's rhs noise is the
 /// planned σ scaled by √(T/48), and exactly T iterations draw it.
