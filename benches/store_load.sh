@@ -11,6 +11,11 @@
 # throughput with p99 <= 20 ms at 64 connections; PostgreSQL ingestion >= 0.5x
 # SQLite's; two replicas together >= 1.0x one replica's throughput (both
 # share these two cores, so only the cost of sharing the store shows).
+#
+# Then, to see where PostgreSQL-backed serving's tail comes from: both
+# stores at 8 to 64 connections with the CPU seconds each process used, and
+# both again with PostgreSQL on a core of its own (taskset), as it would be
+# on a machine of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
