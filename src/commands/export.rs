@@ -15,10 +15,11 @@ pub fn run(g: &Global, args: &ExportArgs) -> Result<()> {
     let json = serde_json::to_string_pretty(&export)?;
     match &args.out {
         Some(path) => {
-            hush_consent::files::write_owner_only(path, json.as_bytes())
+            hush_consent::files::write_owner_only(path, format!("{json}\n").as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
+            // On standard error: `--out /dev/stdout` must print the export alone.
             if !g.json {
-                out!(
+                eprintln!(
                     "wrote {} consent records and {} events to {}",
                     export.consent_history.len(),
                     export.events.len(),

@@ -237,7 +237,7 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
         assert_eq!(mode, 0o600, "{file}");
     }
     // An export to a stream is written into it, not over it.
-    let piped = ok(d, &["--json", "export", "--subject", "grace@example.org", "--out", "/dev/stdout"]);
+    let piped = ok(d, &["export", "--subject", "grace@example.org", "--out", "/dev/stdout"]);
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("grace.json")).unwrap()).unwrap();
     let streamed: serde_json::Value = serde_json::from_slice(&piped.stdout).expect("the export, on standard output");
     assert_eq!(streamed["consent_history"], saved["consent_history"]);
@@ -248,7 +248,8 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
     std::fs::write(&log, "an earlier line\n").unwrap();
     let appending = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_hush"))
-        .args(["--json", "export", "--subject", "grace@example.org", "--out", "/dev/stdout"])
+        // Spelled through /proc, it is still this process's standard output.
+        .args(["--json", "export", "--subject", "grace@example.org", "--out", "/proc/self/root/dev/stdout"])
         .current_dir(d)
         .env_remove("HUSH_PSEUDONYM_KEY")
         .env_remove("HUSH_DB")
@@ -261,6 +262,8 @@ fn a_backdated_withdrawal_wins_and_the_future_is_refused() {
     let appended = logged.strip_prefix("an earlier line\n").expect("the log keeps its earlier line");
     let appended: serde_json::Value = serde_json::from_str(appended).expect("then the export");
     assert_eq!(appended["consent_history"], saved["consent_history"]);
+    assert!(logged.ends_with("}\n"), "a line of its own");
+    assert!(std::fs::symlink_metadata("/dev/stdout").unwrap().file_type().is_symlink(), "/dev/stdout is left alone");
 }
 
 #[test]

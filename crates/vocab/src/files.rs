@@ -83,42 +83,44 @@ pub enum Access {
 /// processes, never share one (the last rename wins, whole). A symbolic
 /// link at `path` to a regular file is replaced, not written through. The
 /// directory must accept new files; if it does not, nothing is written and
-/// the error says so.
+/// the error says so. Nothing in `/dev` itself or under `/proc` is ever
+/// replaced: such a path is an error.
 ///
 /// Three outputs cannot be replaced, and are written into instead, with no
 /// promise of atomicity (a failure may leave them partly written):
-/// - this process's standard output or error, named `/dev/stdout`,
-///   `/dev/stderr`, `/dev/fd/1` and so on: written to the stream itself, as
-///   a command without `--out` prints (an append redirection keeps what it
-///   held; a file the shell created keeps the mode the shell gave it);
-/// - a stream: a FIFO, a device such as `/dev/null`, or a link to one,
-///   checked on the opened descriptor, so a stream swapped for a regular
-///   file between the look and the open gets nothing;
+/// - this process's standard output or error, however the path names it
+///   (`/dev/stdout`, `/dev/fd/2`, a link to the file the shell redirected
+///   it to): written to the stream itself, as a command without `--out`
+///   prints (an append redirection keeps what it held; a file the shell
+///   created keeps the mode the shell gave it);
+/// - a stream: a FIFO or a socket this user owns (with [`Access::OwnerOnly`];
+///   one another user made could hand the data to them), a character
+///   device such as `/dev/null`, or a link to one; checked again on the
+///   opened descriptor, so a stream swapped for a regular file between the
+///   look and the open gets nothing. Block devices are refused;
 /// - a regular file that is a mount point (a file bind-mounted into a
 ///   container), which rename cannot replace: the finished temporary file
-///   is copied into it, after its mode is made owner-only.
+///   is copied into it; with [`Access::OwnerOnly`] only if this user owns
+///   it, after its mode is made owner-only.
 ///
 /// # Errors
-/// The I/O error that stopped it (from `contents` too).
+/// The I/O error that stopped it (from `contents` too), or one saying
+/// which of the rules above refused `path`.
 pub fn write_atomically(
     path: &Path,
     access: Access,
     contents: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if let Some(stream) = standard_stream(path)? {
+    if let Some(stream) = open_in_place(path, access)? {
         return write_through(stream, contents);
     }
-    if let Some(stream) = open_stream(path)? {
-        return write_through(stream, contents);
-    }
+    refuse_system_directory(path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{call}", std::process::id()));
-    let temp = Removed(path.with_file_name(name));
+    let temp = Removed(temp_name(path, call));
     let mut options = std::fs::OpenOptions::new();
     // Readable too: a bind-mounted target is filled from it.
     options.read(true).write(true).create_new(true);
@@ -128,14 +130,13 @@ pub fn write_atomically(
         options.mode(OWNER_ONLY);
     }
     let created = options.open(&temp.0).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot create a temporary file beside {} ({e}): files are replaced whole, so their directory must \
-                 accept new files",
-                path.display()
-            ),
-        )
+        let why = match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                ": files are replaced whole, so their directory must accept new files"
+            }
+            _ => "",
+        };
+        std::io::Error::new(e.kind(), format!("cannot create a temporary file beside {} ({e}){why}", path.display()))
     })?;
     let mut writer = std::io::BufWriter::new(created);
     contents(&mut writer)?;
@@ -149,50 +150,112 @@ pub fn write_atomically(
     Ok(())
 }
 
-/// A duplicate of this process's standard output or error when `path` names
-/// it, after flushing what the process printed there before.
-fn standard_stream(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+/// The temporary file's name beside `path`: the file's name, cut short so
+/// that the name with its suffix stays within the 255 bytes a name may have.
+fn temp_name(path: &Path, call: u64) -> std::path::PathBuf {
+    let suffix = format!(".tmp-{}-{call}", std::process::id());
+    let name = path.file_name().unwrap_or_default();
     #[cfg(unix)]
-    {
-        use std::io::Write as _;
-        use std::os::fd::AsFd;
-        let named = |names: [&str; 3]| names.iter().any(|name| path == Path::new(name));
-        if named(["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]) {
-            let stdout = std::io::stdout();
-            stdout.lock().flush()?;
-            return Ok(Some(stdout.as_fd().try_clone_to_owned()?.into()));
-        }
-        if named(["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"]) {
-            return Ok(Some(std::io::stderr().as_fd().try_clone_to_owned()?.into()));
+    let mut temp = {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = name.as_bytes();
+        std::ffi::OsStr::from_bytes(&bytes[..bytes.len().min(255 - suffix.len())]).to_os_string()
+    };
+    #[cfg(not(unix))]
+    let mut temp = name.to_os_string();
+    temp.push(suffix);
+    path.with_file_name(temp)
+}
+
+/// Refuses a path whose directory is `/dev` itself or lies under `/proc`,
+/// however spelled (`/dev/..`, `/proc/self/root/dev`): replacing a name
+/// there breaks the machine (as root, `/dev/stdout` itself).
+fn refuse_system_directory(path: &Path) -> std::io::Result<()> {
+    let mut existing = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    while !existing.exists() {
+        match existing.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => existing = parent,
+            None => return Ok(()),
         }
     }
-    let _ = path;
+    let real = std::fs::canonicalize(existing)?;
+    if real == Path::new("/dev") || real.starts_with("/proc") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is in {}, where hush replaces nothing: write to a file elsewhere, or to /dev/stdout",
+                path.display(),
+                real.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `path` opened to be written into, when it is this process's standard
+/// output or error or a stream (see [`write_atomically`]); `None` when it
+/// is to be replaced (a regular file, a link to one, or nothing yet).
+#[cfg(unix)]
+fn open_in_place(path: &Path, access: Access) -> std::io::Result<Option<std::fs::File>> {
+    use std::io::Write as _;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(None) };
+    let same = |file: &std::fs::File| file.metadata().is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+    if let Ok(stdout) = std::io::stdout().as_fd().try_clone_to_owned().map(std::fs::File::from) {
+        if same(&stdout) {
+            std::io::stdout().lock().flush()?;
+            return Ok(Some(stdout));
+        }
+    }
+    if let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from) {
+        if same(&stderr) {
+            return Ok(Some(stderr));
+        }
+    }
+    if meta.is_file() || meta.is_dir() {
+        return Ok(None);
+    }
+    let refused = |what: String| std::io::Error::other(format!("{}: {what}; nothing was written", path.display()));
+    let check = |meta: &std::fs::Metadata| -> std::io::Result<()> {
+        let kind = meta.file_type();
+        if kind.is_block_device() {
+            return Err(refused("a block device".into()));
+        }
+        if access == Access::OwnerOnly && !kind.is_char_device() && meta.uid() != effective_uid()? {
+            return Err(refused(format!(
+                "a FIFO or socket of another user (uid {}), who could read what is written",
+                meta.uid()
+            )));
+        }
+        Ok(())
+    };
+    check(&meta)?;
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let opened = file.metadata()?;
+    if opened.is_file() {
+        return Err(refused("changed from a stream to a regular file while it was being opened".into()));
+    }
+    check(&opened)?;
+    Ok(Some(file))
+}
+
+#[cfg(not(unix))]
+fn open_in_place(_path: &Path, _access: Access) -> std::io::Result<Option<std::fs::File>> {
     Ok(None)
 }
 
-/// `path` opened for writing when it is a stream: not a regular file, a
-/// directory or nothing (a FIFO, a device, or a link to one). The opened
-/// descriptor is checked again, so a stream swapped for a link to a
-/// regular file after the first look is refused before a byte is written.
-fn open_stream(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() && !meta.is_dir() => {}
-        _ => return Ok(None),
-    }
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    if file.metadata()?.is_file() {
-        return Err(std::io::Error::other(format!(
-            "{} changed from a stream to a regular file while it was being opened; nothing was written",
-            path.display()
-        )));
-    }
-    Ok(Some(file))
+/// This process's effective user: the owner of its `/proc/self`.
+#[cfg(unix)]
+fn effective_uid() -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|meta| meta.uid())
 }
 
 /// Copies the finished temporary file into the mount point at `path`: not
 /// through a link (a link cannot be mounted on, so one found there now was
-/// swapped in), owner-only first if `access` says so, then truncated and
-/// filled.
+/// swapped in); with [`Access::OwnerOnly`] only into a file this user owns,
+/// made owner-only first; then truncated and filled.
 fn fill_mount_point(path: &Path, access: Access, finished: &mut std::fs::File) -> std::io::Result<()> {
     use std::io::Seek;
     let mut options = std::fs::OpenOptions::new();
@@ -203,10 +266,23 @@ fn fill_mount_point(path: &Path, access: Access, finished: &mut std::fs::File) -
         options.custom_flags(libc::O_NOFOLLOW);
     }
     let mut target = options.open(path)?;
-    if !target.metadata()?.is_file() {
+    let meta = target.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::other(format!("{} is not a regular file; nothing was written", path.display())));
     }
     if access == Access::OwnerOnly {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != effective_uid()? {
+                return Err(std::io::Error::other(format!(
+                    "{} is a mount point owned by another user (uid {}), who could read what is written; nothing \
+                     was written",
+                    path.display(),
+                    meta.uid()
+                )));
+            }
+        }
         restrict_open(&target)?;
     }
     target.set_len(0)?;
@@ -345,6 +421,24 @@ mod tests {
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file beside them");
 
+        // A FIFO another user planted where an export goes gets nothing.
+        if is_root() {
+            let planted = dir.path().join("planted.fifo");
+            assert!(std::process::Command::new("mkfifo").arg(&planted).status().unwrap().success());
+            std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+            let error = write_owner_only(&planted, b"{}").unwrap_err().to_string();
+            assert!(error.contains("another user (uid 65534)") && error.contains("nothing was written"), "{error}");
+            std::fs::remove_file(&planted).unwrap();
+        }
+        // Nothing is ever created or replaced in /dev itself.
+        let in_dev = Path::new("/dev/hush-test-never-created");
+        let error = write_owner_only(in_dev, b"{}").unwrap_err().to_string();
+        assert!(error.contains("where hush replaces nothing"), "{error}");
+        assert!(!in_dev.exists());
+        let through_proc = Path::new("/proc/self/root/dev/hush-test-never-created");
+        assert!(write_owner_only(through_proc, b"{}").is_err());
+        assert!(!in_dev.exists());
+
         let null = Path::new("/dev/null");
         let before = std::fs::symlink_metadata(null).unwrap();
         write_owner_only(null, b"discarded").unwrap();
@@ -414,6 +508,15 @@ mod tests {
         let bound = std::process::Command::new("mount").arg("--bind").args([&source, &mounted]).status().unwrap();
         assert!(bound.success(), "mount --bind");
         assert_eq!(std::fs::rename(&source, &mounted).unwrap_err().kind(), std::io::ErrorKind::ResourceBusy);
+        // Another user's file mounted there gets no personal data (a
+        // mapped root in a user namespace cannot hand a file to uid 65534:
+        // then this part cannot run).
+        if std::os::unix::fs::chown(&source, Some(65534), None).is_ok() {
+            let error = write_owner_only(&mounted, b"{}").unwrap_err().to_string();
+            assert!(error.contains("owned by another user"), "{error}");
+            assert_eq!(std::fs::read(&source).unwrap(), b"the old report, longer than the new");
+            std::os::unix::fs::chown(&source, Some(0), None).unwrap();
+        }
         write_owner_only(&mounted, b"{\"subject\": 1}").unwrap();
         assert_eq!(std::fs::read(&source).unwrap(), b"{\"subject\": 1}", "the file behind the mount holds it");
         assert_eq!(mode(&source), 0o600);
@@ -447,6 +550,15 @@ mod tests {
         let left: Vec<_> =
             std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("split.csv")], "no temporary file after a panic");
+    }
+
+    #[test]
+    fn a_name_at_the_length_limit_still_gets_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r".repeat(250));
+        write_owner_only(&path, b"long").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"long");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left behind");
     }
 
     #[test]
