@@ -120,7 +120,13 @@ pub fn train_model(g: &Global, set: &FeatureSet, params: &TrainParams, privacy: 
     })?;
     bar.finish_and_clear();
     let share = model.personalized_share();
-    if model.meta.privacy.epsilon().is_some() && share < hush_mf::MOSTLY_POPULARITY {
+    if model.meta.privacy.epsilon().is_some() && model.meta.params.iterations == 0 {
+        tracing::warn!(
+            "at this epsilon the noisy item counts support no personalization: this model is DP popularity (its \
+             whole budget went to item counts), and it recommends the same popular items to everyone (see the model \
+             card)"
+        );
+    } else if model.meta.privacy.epsilon().is_some() && share < hush_mf::MOSTLY_POPULARITY {
         tracing::warn!(
             "the noise left personalized factors only for items covering {:.0}% of interactions: for the rest this \
              model ranks by noisy popularity, and it may not beat DP popularity (see the model card)",

@@ -30,16 +30,23 @@ pub enum ReleaseKind {
     ItemGram = 4,
     /// Per item: the right-hand side of its solve, once per iteration.
     ItemRhs = 5,
+    /// Implicit, popularity only: per item its number of subjects again,
+    /// Gaussian, made instead of every iteration's releases when the noisy
+    /// counts show the factors would be noise ([`crate::DpRules::iterations`]
+    /// chose none); it carries their whole loss, and the model's popularity
+    /// is the precision-weighted mean of both count releases.
+    ItemCountsAgain = 6,
 }
 
 impl ReleaseKind {
     /// Every kind, in code order.
-    pub const ALL: [ReleaseKind; 5] = [
+    pub const ALL: [ReleaseKind; 6] = [
         ReleaseKind::RatingSum,
         ReleaseKind::ItemCounts,
         ReleaseKind::GlobalGram,
         ReleaseKind::ItemGram,
         ReleaseKind::ItemRhs,
+        ReleaseKind::ItemCountsAgain,
     ];
 
     /// The stable code.
@@ -60,6 +67,7 @@ impl ReleaseKind {
             ReleaseKind::GlobalGram => "global_gram",
             ReleaseKind::ItemGram => "item_gram",
             ReleaseKind::ItemRhs => "item_rhs",
+            ReleaseKind::ItemCountsAgain => "item_counts_again",
         }
     }
 

@@ -139,8 +139,13 @@ impl DpRules {
     /// contribution to it (σ·√k/Δ); each iteration's noise grows with √T.
     /// The typical interaction's item count n is [`typical_count`] of the
     /// noisy counts, whose noise has std `count_noise`. The rule takes
-    /// T = ⌊R·√(n / u₁)⌋ iterations ([`ITERATION_RULE`]), at least one and
-    /// at most [`MAX_RULED_ITERATIONS`].
+    /// T = ⌊R·√(n / u₁)⌋ iterations ([`ITERATION_RULE`]), at most
+    /// [`MAX_RULED_ITERATIONS`].
+    ///
+    /// Zero means that even one iteration's factors would be mostly noise:
+    /// the trainer then makes an implicit model popularity-only, spending
+    /// the iterations' budget on a second count release (an explicit one
+    /// still takes one iteration).
     ///
     /// # Privacy
     /// Post-processing of the released counts.
@@ -157,7 +162,7 @@ impl DpRules {
         let typical = typical_count(noisy_counts, count_noise);
         let unit_noise = noise_per_interaction / f64::from(planned.max(1)).sqrt();
         let most = if unit_noise > 0.0 { ITERATION_RULE * (typical / unit_noise).sqrt() } else { f64::INFINITY };
-        let iterations = most.floor().clamp(1.0, f64::from(MAX_RULED_ITERATIONS)) as u32;
+        let iterations = most.floor().clamp(0.0, f64::from(MAX_RULED_ITERATIONS)) as u32;
         tracing::info!(typical_count = typical, unit_noise, iterations, "iterations chosen by rule");
         Some(iterations)
     }
@@ -250,7 +255,19 @@ mod tests {
             // Noisier counts say less about the typical item, too.
             let c = rules.iterations(&counts, factor, planned, noise).unwrap();
             prop_assert!(c <= a);
-            prop_assert!((1..=MAX_RULED_ITERATIONS).contains(&a));
+            prop_assert!(a <= MAX_RULED_ITERATIONS);
         }
+    }
+
+    #[test]
+    fn counts_below_the_noise_buy_no_iteration() {
+        let rules = DpRules::default();
+        // n = 40 against one interaction's noise of 44 (ml-latest-small, ε = 1):
+        // R·√(40/44) < 1.
+        assert_eq!(rules.iterations(&[40.0; 100], 0.0, 1, 44.0), Some(0));
+        // n = 2,600 against 44 (a 200k-subject storefront): several.
+        assert_eq!(rules.iterations(&[2_600.0; 100], 0.0, 1, 44.0), Some(5));
+        // Counts that are all noise say nothing: no iteration.
+        assert_eq!(rules.iterations(&[3.0, -3.0, 1.0], 10.0, 12, 1.0), Some(0));
     }
 }

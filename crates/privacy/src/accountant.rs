@@ -263,12 +263,66 @@ impl Calibration {
         while release.mu_squared() > planned.mu_squared() {
             release.noise_std *= 1.0 + 1e-12;
         }
+        self.checked(releases, budget, &format!("re-counting {}", planned.name))
+    }
+
+    /// The same calibration with the Gaussian releases `removed` replaced by
+    /// one Gaussian release `added`, made once, whose noise carries exactly
+    /// their loss: Δ²/σ² = Σ countᵢ·Δᵢ²/σᵢ² over the removed ones (σ rounded
+    /// outward as in [`Calibration::with_count`]); ε is read again.
+    /// `added.noise_std` and `added.count` are ignored.
+    ///
+    /// # Privacy
+    /// The exchanged releases and the new one have the same loss, fixed in
+    /// advance, so which of them a run makes may be chosen from earlier DP
+    /// outputs without changing the guarantee (adaptive composition), e.g.
+    /// spending the factor iterations' budget on a second count release when
+    /// the noisy counts show the factors would be noise.
+    ///
+    /// # Errors
+    /// [`Error::Plan`] if a removed code is not a Gaussian release of this
+    /// calibration, `added` is not Gaussian or its code is taken, or ε would
+    /// exceed the budget's.
+    pub fn exchanged(&self, removed: &[u32], added: Release, budget: Budget) -> Result<Calibration> {
+        if added.noise != NoiseKind::Gaussian {
+            return Err(Error::Plan(format!("{}: only a Gaussian release can take a Gaussian one's loss", added.name)));
+        }
+        if !(added.l2_sensitivity.is_finite() && added.l2_sensitivity > 0.0) {
+            return Err(Error::Plan(format!("{}: sensitivity must be finite and > 0", added.name)));
+        }
+        let mut mu_squared = 0.0;
+        for (i, &code) in removed.iter().enumerate() {
+            if removed[..i].contains(&code) {
+                return Err(Error::Plan(format!("release code {code} is named twice")));
+            }
+            let release = self.release(code)?;
+            if release.noise != NoiseKind::Gaussian {
+                return Err(Error::Plan(format!("{} is not a Gaussian release", release.name)));
+            }
+            mu_squared += release.mu_squared();
+        }
+        if self.releases.iter().any(|r| r.code == added.code && !removed.contains(&r.code)) {
+            return Err(Error::Plan(format!("release code {} is already taken", added.code)));
+        }
+        if mu_squared.is_nan() || mu_squared <= 0.0 {
+            return Err(Error::Plan("nothing to exchange".into()));
+        }
+        let mut release = Release { count: 1, noise_std: added.l2_sensitivity / mu_squared.sqrt(), ..added };
+        while release.mu_squared() > mu_squared {
+            release.noise_std *= 1.0 + 1e-12;
+        }
+        let mut releases: Vec<Release> = self.releases.iter().filter(|r| !removed.contains(&r.code)).cloned().collect();
+        releases.push(release);
+        self.checked(releases, budget, "exchanging releases")
+    }
+
+    /// A calibration of `releases`, with ε read again and checked against `budget`.
+    fn checked(&self, releases: Vec<Release>, budget: Budget, what: &str) -> Result<Calibration> {
         let loss = loss_of(&releases, self.loss.delta_extra);
         let at = loss.epsilon_at(budget.delta)?;
         if at.epsilon > budget.epsilon.value() {
             return Err(Error::Plan(format!(
-                "re-counting {} would raise epsilon to {}, over the budget's {}",
-                planned.name,
+                "{what} would raise epsilon to {}, over the budget's {}",
                 at.epsilon,
                 budget.epsilon.value()
             )));
@@ -524,6 +578,25 @@ mod tests {
     }
 
     #[test]
+    fn only_gaussian_releases_are_exchanged_for_a_new_code() {
+        let budget = Budget::new(1.0, 1e-6).unwrap();
+        let c = plan().calibrate(budget).unwrap();
+        let added =
+            |code, noise| Release { name: "again".into(), code, noise, l2_sensitivity: 1.0, count: 1, noise_std: 0.0 };
+        let refused = |r: Result<Calibration>, what: &str| {
+            assert!(matches!(&r, Err(Error::Plan(m)) if m.contains(what)), "{r:?} should mention {what}");
+        };
+        refused(c.exchanged(&[1], added(9, NoiseKind::Gaussian), budget), "not a Gaussian release");
+        refused(c.exchanged(&[2], added(9, NoiseKind::DiscreteGaussian), budget), "only a Gaussian release");
+        refused(c.exchanged(&[2], added(3, NoiseKind::Gaussian), budget), "already taken");
+        refused(c.exchanged(&[], added(9, NoiseKind::Gaussian), budget), "nothing to exchange");
+        refused(c.exchanged(&[2, 2], added(9, NoiseKind::Gaussian), budget), "named twice");
+        assert!(c.exchanged(&[7], added(9, NoiseKind::Gaussian), budget).is_err(), "no release 7");
+        // The exchanged code may be reused by the new release.
+        assert!(c.exchanged(&[2, 3], added(3, NoiseKind::Gaussian), budget).is_ok());
+    }
+
+    #[test]
     fn extra_delta_is_reserved() {
         let budget = Budget::new(1.0, 1e-6).unwrap();
         let with_extra = plan().with_delta_extra(1e-7).calibrate(budget).unwrap();
@@ -589,6 +662,35 @@ mod tests {
             if count > planned_count {
                 prop_assert!(after.noise_std > before.noise_std);
             }
+        }
+
+        /// Exchanging Gaussian releases for one of their combined loss (a
+        /// popularity-only run spending the iterations' budget on counts)
+        /// keeps the total loss and never raises ε above the budget.
+        #[test]
+        fn exchanging_keeps_the_loss(eps in 0.1f64..32.0, count in 1u32..12, sensitivity in 0.1f64..20.0) {
+            let plan = Plan::default()
+                .with(planned("counts", 1, NoiseKind::DiscreteGaussian, 2.0, 1, 0.3))
+                .with(planned("gram", 2, NoiseKind::Gaussian, 1.0, count, 0.07))
+                .with(planned("rhs", 3, NoiseKind::Gaussian, 9.0, count, 0.63));
+            let budget = Budget::new(eps, 1e-6).unwrap();
+            let c = plan.calibrate(budget).unwrap();
+            let added = Release {
+                name: "counts again".into(),
+                code: 4,
+                noise: NoiseKind::Gaussian,
+                l2_sensitivity: sensitivity,
+                count: 7,
+                noise_std: 0.0,
+            };
+            let x = c.exchanged(&[2, 3], added, budget).unwrap();
+            let before = c.release(2).unwrap().mu_squared() + c.release(3).unwrap().mu_squared();
+            let after = x.release(4).unwrap();
+            prop_assert_eq!(after.count, 1);
+            prop_assert!(after.mu_squared() <= before && after.mu_squared() >= before * (1.0 - 1e-9));
+            prop_assert!(x.epsilon <= eps && (x.epsilon - c.epsilon).abs() <= 1e-6 * eps);
+            prop_assert!(x.release(2).is_err() && x.release(3).is_err());
+            prop_assert_eq!(x.release(1).unwrap(), c.release(1).unwrap());
         }
     }
 }

@@ -34,7 +34,10 @@
 //! value is released as such:
 //! - integer releases (counts, the quantized rating sum) use the exact
 //!   discrete Gaussian of [`NoiseStream::discrete_gaussian`], whose draws are
-//!   integers with no grid below them;
+//!   integers with no grid below them; the one exception, a popularity-only
+//!   model's second count release (accounted as a Gaussian mechanism, so
+//!   that it can carry the loss of the Gaussian releases it replaces), is
+//!   rounded to an integer before anything reads it;
 //! - the floating-point releases (the per-item Gram matrices and right-hand
 //!   sides) are summed into a linear system, regularized and solved; what is
 //!   written out is the `f32` rounding of the solution, usually a non-linear

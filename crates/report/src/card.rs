@@ -194,7 +194,15 @@ fn guarantee_section(md: &mut String, model: &Model) {
                 );
             }
             let _ = writeln!(md, "\n**In plain words.** {}\n", words::epsilon_in_words(*epsilon, *delta));
-            if share < hush_mf::MOSTLY_POPULARITY {
+            if *iterations == 0 {
+                let _ = writeln!(
+                    md,
+                    "**Popularity only.** At this ε the noisy item counts showed that personalized factors would be \
+                     mostly noise, so this model spent its whole budget on item counts: it recommends the most \
+                     popular items (DP popularity) to everyone. More customers per item, or a larger ε, would change \
+                     that.\n"
+                );
+            } else if share < hush_mf::MOSTLY_POPULARITY {
                 let _ = writeln!(
                     md,
                     "**Mostly popularity.** The noise left personalized factors only for items covering {:.0}% of \
@@ -204,7 +212,7 @@ fn guarantee_section(md: &mut String, model: &Model) {
                 );
             }
             md.push_str("**Assumptions behind the guarantee.**\n\n");
-            for a in words::assumptions(*max_items_per_subject, *clip_norm, *iterations) {
+            for a in words::assumptions(*max_items_per_subject, *clip_norm, Some(*iterations)) {
                 let _ = writeln!(md, "- {a}");
             }
             md.push('\n');

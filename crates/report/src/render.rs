@@ -362,7 +362,7 @@ fn privacy_impact(r: &SweepResults) -> String {
         let _ = writeln!(md, "At the smallest epsilon of the sweep: {}\n", words::epsilon_in_words(*first, s.delta));
     }
     md.push_str("**Assumptions behind the guarantee.**\n\n");
-    for a in words::assumptions(p.max_items_per_subject, p.clip_norm, p.iterations) {
+    for a in words::assumptions(p.max_items_per_subject, p.clip_norm, None) {
         let _ = writeln!(md, "- {a}");
     }
     md.push('\n');
@@ -377,7 +377,9 @@ fn method(r: &SweepResults) -> String {
          - Split `{}`, the same for every cell; top-{} lists exclude items the customer already has.\n\
          - {} seeds ({}) per epsilon; each seed sets the initialization, the contribution-bound sample and the \
            noise stream, so cells are reproducible and comparable across epsilons.\n\
-         - DP models: rank {}, {} iterations, λ = {}, clip norm {}, at most {} items per customer. The \
+         - DP models: rank {}, at most {} iterations (each model's rules choose how many from its noisy counts \
+           unless the config fixes them; none makes a popularity-only model, as its card says), λ = {}, clip norm \
+           {}, at most {} items per customer. The \
            non-private twin: rank {}, {} iterations, λ = {} (each with the settings that suit it).\n\
          - The recommendation compares each seed's DP model with the twin of the same seed; the interval is a 95% \
            Student-t interval over seeds. Tolerance {:.0}%.\n\

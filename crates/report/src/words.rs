@@ -38,8 +38,10 @@ pub fn worst_confidence(epsilon: f64, delta: f64) -> String {
     }
 }
 
-/// The privacy unit and what the guarantee does not cover.
-pub fn assumptions(max_items_per_subject: usize, clip_norm: f64, iterations: u32) -> Vec<String> {
+/// The privacy unit and what the guarantee does not cover. `iterations`:
+/// those one model ran, or `None` for several models whose rules chose
+/// their own (a sweep).
+pub fn assumptions(max_items_per_subject: usize, clip_norm: f64, iterations: Option<u32>) -> Vec<String> {
     vec![
         "The privacy unit is one customer (user-level privacy): all of a customer's events together, not one \
          event at a time."
@@ -49,12 +51,30 @@ pub fn assumptions(max_items_per_subject: usize, clip_norm: f64, iterations: u32
              history when they have more), and their latent vector is clipped to norm {clip_norm}: this bounds how \
              much any one customer can move the released statistics, which is what makes the noise sufficient."
         ),
-        format!(
-            "Every one of the {iterations} iterations releases the item-side statistics with Gaussian noise, each \
-             from its own noise stream; item counts and the rating total are released once, as integers, with \
-             exact discrete Gaussian noise. The Gaussian releases compose exactly into one Gaussian mechanism \
-             (Gaussian DP); the stated ε is the smaller of that exact curve's and OpenDP's zCDP conversion."
-        ),
+        if iterations.is_none() {
+            "Every iteration a model runs releases the item-side statistics with Gaussian noise, each from its own \
+             noise stream; how many each model runs is chosen from its noisy item counts, and a model that runs none \
+             (popularity only) releases the item counts a second time instead, with the same loss. Item counts and \
+             the rating total are first released once, as integers, with exact discrete Gaussian noise. The stated \
+             ε is the smaller of the exact Gaussian-DP curve's and OpenDP's zCDP conversion."
+                .into()
+        } else if iterations == Some(0) {
+            "No iteration ran: the noisy item counts showed that personalized factors would be mostly noise at this \
+             ε, so the budget planned for them went to a second release of the item counts, with Gaussian noise from \
+             its own stream; the model ranks by the precision-weighted mean of both releases (DP popularity). The \
+             first release is an integer with exact discrete Gaussian noise. The stated ε is the smaller of the \
+             exact Gaussian-DP curve's and OpenDP's zCDP conversion."
+                .into()
+        } else {
+            let iterations = iterations.unwrap_or_default();
+            format!(
+                "Every one of the {iterations} iterations releases the item-side statistics with Gaussian noise, \
+                 each from its own noise stream; item counts and the rating total are released once, as integers, \
+                 with exact discrete Gaussian noise. The Gaussian releases compose exactly into one Gaussian \
+                 mechanism (Gaussian DP); the stated ε is the smaller of that exact curve's and OpenDP's zCDP \
+                 conversion."
+            )
+        },
         "Every random choice about a customer (which items the contribution bound keeps, which are held out) \
          depends on that customer's data and a secret drawn for the run alone, never on other customers."
             .into(),

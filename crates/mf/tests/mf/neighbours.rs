@@ -14,7 +14,7 @@ use hush_mf::{
     plan, train, train_with_mechanics, DpRules, IterationRule, Mechanics, Privacy, PrivacyGuarantee, ReleaseKind,
     ReleaseLog, ReleasedState, TrainParams,
 };
-use hush_privacy::{Budget, NoiseSource, StreamId};
+use hush_privacy::{Budget, NoiseKind, NoiseSource, Release, StreamId};
 use hush_vocab::{PseudonymKey, Timestamp};
 
 use super::clustered;
@@ -143,6 +143,67 @@ fn iterations_chosen_by_rule_keep_releases_within_their_sensitivities() {
     }
 }
 
+/// A popularity-only run (the rule chose no iteration) makes a second count
+/// release instead of the iterations'; on D and D − u (replaying D's
+/// releases) both count releases stay within Δ = √k, and the model's
+/// popularity is their precision-weighted mean.
+#[test]
+fn a_popularity_only_run_keeps_its_count_releases_within_their_sensitivity() {
+    let set = clustered(40, 2000, 8, Feedback::Implicit, 23);
+    let params = TrainParams { iterations: 12, ..bounded(4, 8) };
+    let full = run_with(&set, &params, None, true);
+    let (first, again) = (ReleaseKind::ItemCounts.code(), ReleaseKind::ItemCountsAgain.code());
+    let released: BTreeSet<u32> = full.pre_noise.keys().map(|id| id.release).collect();
+    assert_eq!(released, BTreeSet::from([first, again]), "counts twice, no iteration");
+    assert_eq!(full.states.len(), 2, "the first counts, then both combined");
+    let (c1, c2) = (&full.states[0].popularity, &full.states[1].popularity);
+    // The noise each release was calibrated to: the second carries the loss
+    // of every iteration's releases.
+    let budget = Budget::new(2.0, 1e-6).unwrap();
+    let planned = plan(Feedback::Implicit, &params).calibrate(budget).unwrap();
+    let s1 = planned.release(first).unwrap().noise_std;
+    let exchanged = planned
+        .exchanged(
+            &[ReleaseKind::GlobalGram.code(), ReleaseKind::ItemRhs.code()],
+            Release {
+                name: "item_counts_again".into(),
+                code: again,
+                noise: NoiseKind::Gaussian,
+                l2_sensitivity: 8f64.sqrt(),
+                count: 1,
+                noise_std: 0.0,
+            },
+            budget,
+        )
+        .unwrap();
+    let s2 = exchanged.release(again).unwrap().noise_std;
+    assert!(s2 < s1, "the second release has 70% of ρ: σ {s2} against {s1}");
+    let noise_of = |code: u32, item: u64| full.noise[&StreamId { release: code, iteration: 0, index: item }][0];
+    let (w1, w2) = (1.0 / (s1 * s1), 1.0 / (s2 * s2));
+    let mut squares = 0.0;
+    for item in 0..2000u64 {
+        let count = full.pre_noise[&StreamId { release: first, iteration: 0, index: item }][0];
+        let (a, b) = (count + noise_of(first, item), count + noise_of(again, item));
+        assert_eq!(c1[item as usize], a, "item {item}: the first release as released");
+        assert_eq!(b, b.round(), "item {item}: the second release is an integer");
+        let combined = (w1 * a + w2 * b) / (w1 + w2);
+        assert!((c2[item as usize] - combined).abs() < 1e-9, "item {item}: precision-weighted mean");
+        squares += noise_of(again, item).powi(2);
+    }
+    let drawn = (squares / 2000.0).sqrt();
+    assert!((drawn / s2 - 1.0).abs() < 0.1, "drawn σ {drawn} against the calibrated {s2}");
+    for u in probes(&set) {
+        let neighbour = run_with(&without(&set, u), &params, Some(&full.states), true);
+        assert_eq!(neighbour.states.len(), 2, "subject {u}: popularity only too");
+        for ((release, iteration), distance) in distances(&full, &neighbour) {
+            assert!(
+                distance <= 8f64.sqrt() * (1.0 + 1e-9),
+                "subject {u}: release {release} of iteration {iteration} moved {distance} > √8"
+            );
+        }
+    }
+}
+
 /// The released counts are kept as released (count plus its noise, negative
 /// ones too): the iteration rule corrects for their noise, which a count
 /// clamped at zero no longer carries; only the model's popularity clamps.
@@ -261,6 +322,26 @@ fn a_subject_with_nothing_to_contribute_changes_no_release() {
     let (a, b) = (run(&set, &params, None), run(&with_empty, &params, None));
     assert_eq!(a.pre_noise, b.pre_noise, "bit for bit");
     assert_eq!(a.states, b.states);
+}
+
+/// A popularity-only run opens each item's two count streams once, and no other.
+#[test]
+fn a_popularity_only_run_draws_each_count_from_a_stream_of_its_own() {
+    let set = clustered(40, 2000, 8, Feedback::Implicit, 23);
+    let noise = NoiseSource::seeded(9).with_stream_log();
+    let privacy = Privacy::Dp {
+        budget: Budget::new(1.0, 1e-6).unwrap(),
+        noise: Box::new(noise.clone()),
+        rules: Some(DpRules::default()),
+    };
+    let model = train(&set, &TrainParams::default(), privacy, &mut |_| {}).unwrap();
+    assert_eq!(model.meta.params.iterations, 0, "popularity only");
+    let opened = noise.opened_streams();
+    let distinct: BTreeSet<_> = opened.iter().collect();
+    assert_eq!(distinct.len(), opened.len(), "a noise stream was opened twice");
+    let codes: BTreeSet<u32> = opened.iter().map(|id| id.release).collect();
+    assert_eq!(codes, BTreeSet::from([ReleaseKind::ItemCounts.code(), ReleaseKind::ItemCountsAgain.code()]));
+    assert_eq!(opened.len(), 2 * 2000, "two count releases per item");
 }
 
 #[test]

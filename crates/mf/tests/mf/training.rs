@@ -162,10 +162,11 @@ fn the_rules_choose_iterations_from_noisy_counts_and_keep_the_guarantee() {
     };
     let small = clustered(300, 40, 10, Feedback::Implicit, 5);
     let large = clustered(6000, 40, 10, Feedback::Implicit, 5);
-    let (tight, loose) = (iterations(&run(&small, 0.5)), iterations(&run(&small, 50.0)));
-    assert!(tight < loose, "ε 0.5 bought {tight} iterations, ε 50 {loose}");
-    assert_eq!(tight, 1, "300 subjects at ε 0.5 support one iteration");
-    assert!(iterations(&run(&large, 0.5)) > tight, "more subjects per item support more iterations");
+    assert_eq!(iterations(&run(&small, 0.5)), 0, "300 subjects at ε 0.5: popularity only");
+    let (tight, loose) = (iterations(&run(&small, 2.0)), iterations(&run(&small, 50.0)));
+    assert!(tight < loose, "ε 2 bought {tight} iterations, ε 50 {loose}");
+    assert!(tight >= 1, "300 subjects at ε 2 support an iteration");
+    assert!(iterations(&run(&large, 2.0)) > tight, "more subjects per item support more iterations");
     // Implicit DP releases no per-item Gram statistic: it is estimated from the counts.
     let model = run(&large, 4.0);
     let PrivacyGuarantee::Dp { releases, .. } = &model.meta.privacy else { unreachable!() };
@@ -175,6 +176,32 @@ fn the_rules_choose_iterations_from_noisy_counts_and_keep_the_guarantee() {
     );
     // The rules' settings are the model's: binary preferences, k = 60.
     assert_eq!((model.meta.params.max_value, model.meta.params.max_items_per_subject), (1.0, 60));
+}
+
+/// Where the noisy counts show that even one iteration's factors would be
+/// noise, an implicit DP model is DP popularity: no iteration, no factor,
+/// the iterations' budget spent on a second count release, and everyone's
+/// ranking is the popularity ranking.
+#[test]
+fn counts_below_the_noise_make_a_popularity_only_model() {
+    // 40 subjects over 2,000 items at ε = 1: a handful of subjects per item.
+    let set = clustered(40, 2000, 8, Feedback::Implicit, 23);
+    let budget = Budget::new(1.0, 1e-6).unwrap();
+    let privacy = Privacy::Dp { budget, noise: Box::new(NoiseSource::seeded(3)), rules: Some(DpRules::default()) };
+    let model = train(&set, &TrainParams::default(), privacy, &mut |_| {}).unwrap();
+    let PrivacyGuarantee::Dp { iterations, epsilon, releases, .. } = &model.meta.privacy else {
+        panic!("expected a DP guarantee")
+    };
+    assert_eq!((*iterations, model.meta.params.iterations), (0, 0));
+    assert_eq!(releases.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["item_counts", "item_counts_again"]);
+    assert!(*epsilon <= 1.0 && *epsilon > 0.99, "the whole budget is spent, within it: ε {epsilon}");
+    assert!(model.item_factors.iter().all(|&v| v == 0.0), "no factor is released");
+    // The second release carries the planned iterations' loss: its noise is
+    // below the first's, which had 30% of ρ against their 70%.
+    assert!(releases[1].noise_std < releases[0].noise_std, "{releases:?}");
+    let subject = model.fold_in(&[(0, 1.0), (7, 1.0), (300, 1.0)]);
+    let items = |list: Vec<(usize, f64)>| list.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+    assert_eq!(items(model.top_k(&subject, 10, |_| false)), items(model.popular(10, |_| false)));
 }
 
 /// A value that is not a finite number never reaches the released sums.
