@@ -41,6 +41,6 @@ pub use model::{
     DataProvenance, Model, ModelMeta, ModelPurpose, PrivacyGuarantee, ReleaseSeal, SealError, MODEL_KIND,
     MOSTLY_POPULARITY, SIGNING_PURPOSE,
 };
-pub use release::{plan, ReleaseKind, ReleaseLog, ReleasedState, RATING_QUANTUM};
+pub use release::{counts_again_release, plan, ReleaseKind, ReleaseLog, ReleasedState, RATING_QUANTUM};
 pub use rules::DpRules;
 pub use train::{train, train_with_mechanics, ItemGramSource, IterationReport, IterationRule, Mechanics, Privacy};

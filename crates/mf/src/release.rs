@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use hush_features::Feedback;
-use hush_privacy::{NoiseKind, Plan, PlannedRelease, StreamId};
+use hush_privacy::{NoiseKind, Plan, PlannedRelease, Release, StreamId};
 
 use crate::TrainParams;
 
@@ -139,6 +139,22 @@ pub fn plan(feedback: Feedback, params: &TrainParams) -> Plan {
                 .with(planned(ReleaseKind::GlobalGram, NoiseKind::Gaussian, c * c, t, rest * 0.1))
                 .with(planned(ReleaseKind::ItemRhs, NoiseKind::Gaussian, c * (1.0 + a) * k.sqrt(), t, rest * 0.9))
         }
+    }
+}
+
+/// The second count release of a popularity-only implicit run
+/// ([`ReleaseKind::ItemCountsAgain`]), before its noise is set: Gaussian,
+/// made once, Δ = √k as for the first (each subject adds one to at most k
+/// items). [`hush_privacy::Calibration::exchanged`] gives it the loss of the
+/// releases it replaces.
+pub fn counts_again_release(params: &TrainParams) -> Release {
+    Release {
+        name: ReleaseKind::ItemCountsAgain.name().into(),
+        code: ReleaseKind::ItemCountsAgain.code(),
+        noise: NoiseKind::Gaussian,
+        l2_sensitivity: (params.max_items_per_subject as f64).sqrt(),
+        count: 1,
+        noise_std: 0.0,
     }
 }
 

@@ -331,17 +331,9 @@ fn popularity_only(
     mechanics: &mut Mechanics,
     noise_seeded: bool,
 ) -> Result<PrivacyGuarantee> {
-    let again = hush_privacy::Release {
-        name: ReleaseKind::ItemCountsAgain.name().into(),
-        code: ReleaseKind::ItemCountsAgain.code(),
-        noise: hush_privacy::NoiseKind::Gaussian,
-        l2_sensitivity: (params.max_items_per_subject as f64).sqrt(),
-        count: 1,
-        noise_std: 0.0,
-    };
     let calibration = rule.calibration.exchanged(
         &[ReleaseKind::GlobalGram.code(), ReleaseKind::ItemRhs.code()],
-        again,
+        crate::release::counts_again_release(params),
         rule.budget,
     )?;
     mechanics.item_counts_again_std = calibration.release(ReleaseKind::ItemCountsAgain.code())?.noise_std;

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use hush_features::{ConsentView, ExtractParams, Extractor, FeatureSet, Feedback, Interaction};
 use hush_formats::EventFormat;
 use hush_mf::{
-    plan, train, train_with_mechanics, DpRules, IterationRule, Mechanics, Privacy, PrivacyGuarantee, ReleaseKind,
-    ReleaseLog, ReleasedState, TrainParams,
+    counts_again_release, plan, train, train_with_mechanics, DpRules, IterationRule, Mechanics, Privacy,
+    PrivacyGuarantee, ReleaseKind, ReleaseLog, ReleasedState, TrainParams,
 };
-use hush_privacy::{Budget, NoiseKind, NoiseSource, Release, StreamId};
+use hush_privacy::{Budget, NoiseSource, StreamId};
 use hush_vocab::{PseudonymKey, Timestamp};
 
 use super::clustered;
@@ -129,12 +129,23 @@ fn iterations_chosen_by_rule_keep_releases_within_their_sensitivities() {
     let full = run_with(&set, &params, None, true);
     let iterations = full.states.len() - 1;
     assert!((1..=12).contains(&iterations), "the rule chose {iterations} of 12 planned iterations");
-    for u in probes(&set) {
-        let neighbour = run_with(&without(&set, u), &params, Some(&full.states), true);
-        assert_eq!(neighbour.states.len(), full.states.len(), "subject {u}: the same iterations");
-        for ((release, iteration), distance) in distances(&full, &neighbour) {
-            let bound =
-                plan(Feedback::Implicit, &params).releases.iter().find(|r| r.code == release).unwrap().l2_sensitivity;
+    check_rule_neighbours(&set, &params, &full);
+}
+
+/// For each probe u, runs D − u with the rules on, replaying `full`'s
+/// releases, and checks that it takes the same steps and that every release
+/// moves by at most its sensitivity (the planned ones', and the second
+/// count release's of a popularity-only run).
+fn check_rule_neighbours(set: &FeatureSet, params: &TrainParams, full: &Run) {
+    let mut sensitivity: BTreeMap<u32, f64> =
+        plan(set.meta.feedback, params).releases.iter().map(|r| (r.code, r.l2_sensitivity)).collect();
+    let again = counts_again_release(params);
+    sensitivity.insert(again.code, again.l2_sensitivity);
+    for u in probes(set) {
+        let neighbour = run_with(&without(set, u), params, Some(&full.states), true);
+        assert_eq!(neighbour.states.len(), full.states.len(), "subject {u}: the same steps");
+        for ((release, iteration), distance) in distances(full, &neighbour) {
+            let bound = sensitivity[&release];
             assert!(
                 distance <= bound * (1.0 + 1e-9) + 1e-9,
                 "subject {u}: release {release} of iteration {iteration} moved {distance} > {bound}"
@@ -162,20 +173,9 @@ fn a_popularity_only_run_keeps_its_count_releases_within_their_sensitivity() {
     let budget = Budget::new(2.0, 1e-6).unwrap();
     let planned = plan(Feedback::Implicit, &params).calibrate(budget).unwrap();
     let s1 = planned.release(first).unwrap().noise_std;
-    let exchanged = planned
-        .exchanged(
-            &[ReleaseKind::GlobalGram.code(), ReleaseKind::ItemRhs.code()],
-            Release {
-                name: "item_counts_again".into(),
-                code: again,
-                noise: NoiseKind::Gaussian,
-                l2_sensitivity: 8f64.sqrt(),
-                count: 1,
-                noise_std: 0.0,
-            },
-            budget,
-        )
-        .unwrap();
+    let replaced = [ReleaseKind::GlobalGram.code(), ReleaseKind::ItemRhs.code()];
+    let exchanged = planned.exchanged(&replaced, counts_again_release(&params), budget).unwrap();
+    assert_eq!(exchanged.release(again).unwrap().l2_sensitivity, 8f64.sqrt(), "Δ = √k");
     let s2 = exchanged.release(again).unwrap().noise_std;
     assert!(s2 < s1, "the second release has 70% of ρ: σ {s2} against {s1}");
     let noise_of = |code: u32, item: u64| full.noise[&StreamId { release: code, iteration: 0, index: item }][0];
@@ -192,16 +192,7 @@ fn a_popularity_only_run_keeps_its_count_releases_within_their_sensitivity() {
     }
     let drawn = (squares / 2000.0).sqrt();
     assert!((drawn / s2 - 1.0).abs() < 0.1, "drawn σ {drawn} against the calibrated {s2}");
-    for u in probes(&set) {
-        let neighbour = run_with(&without(&set, u), &params, Some(&full.states), true);
-        assert_eq!(neighbour.states.len(), 2, "subject {u}: popularity only too");
-        for ((release, iteration), distance) in distances(&full, &neighbour) {
-            assert!(
-                distance <= 8f64.sqrt() * (1.0 + 1e-9),
-                "subject {u}: release {release} of iteration {iteration} moved {distance} > √8"
-            );
-        }
-    }
+    check_rule_neighbours(&set, &params, &full);
 }
 
 /// The released counts are kept as released (count plus its noise, negative
