@@ -162,6 +162,13 @@ pub fn print_metrics(metrics: &Value) -> Result<()> {
         num(&b["global_mean_rmse"]),
         num(&b["item_mean_rmse"])
     );
+    if let Some(recall) = b[format!("dp_popularity_recall_at_{k}")].as_f64() {
+        // The bar a DP model should clear: popularity with the same budget.
+        out!(
+            "  DP popularity at the same epsilon: recall@{k} {recall:.4} ndcg@{k} {}",
+            num(&b[format!("dp_popularity_ndcg_at_{k}")])
+        );
+    }
     for (title, key, groups) in [
         ("by subject activity", "by_activity", &["light", "medium", "heavy"][..]),
         ("by item popularity", "by_item_popularity", &["head", "tail"][..]),
@@ -204,7 +211,7 @@ pub fn train_and_report(
     })?;
     let options = EvalOptions::default();
     let evaluation = eval::evaluate(&model, train, test, options);
-    let baselines = eval::baselines(train, test, options);
+    let baselines = eval::baselines_for(&model, train, test, options, NoiseSource::from_os_entropy())?;
     let metrics = metrics_json(&model, train, None, &evaluation, &baselines);
     let cards = save_with_card(&model, out, Some(&evaluation))?;
     out!("wrote {} and its card {} ({})", out.display(), cards.join(", "), guarantee_line(&model));

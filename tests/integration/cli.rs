@@ -478,6 +478,7 @@ fn train_evaluate_recommend_and_inspect_on_movielens_shaped_files() {
         assert!(twin[key].is_number(), "missing {key} in {twin}");
     }
     assert!(twin["epsilon"].is_null() && twin["private"] == false);
+    assert!(twin["baselines"]["dp_popularity_recall_at_10"].is_null(), "no DP baseline for the twin");
     assert!(twin["rmse"].as_f64().unwrap() < twin["baselines"]["item_mean_rmse"].as_f64().unwrap());
     assert!(twin["by_activity"]["light"]["rmse"].is_number());
 
@@ -486,6 +487,11 @@ fn train_evaluate_recommend_and_inspect_on_movielens_shaped_files() {
     args.extend(["--split", "holdout:0.2:42", "--epsilon", "8", "--delta", "1e-6", "--out", "dp.hmdl"]);
     let trained = json(&ok(d, &args));
     assert!(trained["privacy"]["dp"]["epsilon"].as_f64().unwrap() <= 8.0);
+    // A DP model is compared with DP popularity at its own ε as well.
+    let baselines = &trained["metrics"]["baselines"];
+    for key in ["dp_popularity_recall_at_10", "dp_popularity_ndcg_at_10"] {
+        assert!((0.0..=1.0).contains(&baselines[key].as_f64().unwrap()), "{key} in {baselines}");
+    }
     assert!(
         trained["metrics"]["rmse"].as_f64().unwrap()
             < trained["metrics"]["baselines"]["global_mean_rmse"].as_f64().unwrap()

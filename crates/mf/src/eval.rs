@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::Model;
+use hush_privacy::NoiseSource;
 
 /// RMSE and MAE over held-out ratings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -86,8 +87,12 @@ pub struct Baselines {
     pub global_mean: Option<RatingMetrics>,
     /// Predict each item's training mean (explicit).
     pub item_mean: Option<RatingMetrics>,
-    /// Recommend the most popular unseen items.
+    /// Recommend the most popular unseen items (exact counts: non-private).
     pub popularity: Evaluation,
+    /// Recommend by DP popularity at a DP model's (ε, δ) and bound: what a
+    /// storefront gets without personalization ([`baselines_for`]; `None`
+    /// for a non-private model, or from [`baselines`]).
+    pub dp_popularity: Option<Evaluation>,
 }
 
 /// How to evaluate.
@@ -284,10 +289,10 @@ pub fn evaluate(model: &Model, train: &FeatureSet, test: &FeatureSet, options: E
     summarize(&outcomes, &context, model.n_items(), options.k, explicit)
 }
 
-/// The baselines on the same split: global mean, item mean, most popular.
+/// The baselines on the same split: global mean, item mean, most popular
+/// (by the exact training counts: non-private popularity).
 pub fn baselines(train: &FeatureSet, test: &FeatureSet, options: EvalOptions) -> Baselines {
     let explicit = train.meta.feedback == Feedback::Explicit;
-    let context = Context::new(train);
     let n_items = train.n_items();
     let total: f64 = train.by_subject.values.iter().map(|&v| f64::from(v)).sum();
     let mean = total / train.nnz().max(1) as f64;
@@ -301,20 +306,74 @@ pub fn baselines(train: &FeatureSet, test: &FeatureSet, options: EvalOptions) ->
             }
         })
         .collect();
-    let counts: Vec<usize> = (0..n_items).map(|i| train.by_item.range(i).len()).collect();
-    let mut by_popularity: Vec<usize> = (0..n_items).collect();
-    by_popularity.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
     let mut global = Vec::new();
     let mut per_item = Vec::new();
+    if explicit {
+        for s in 0..test.n_subjects() {
+            for i in test.subject_interactions(s) {
+                global.push(f64::from(i.value) - mean);
+                per_item.push(f64::from(i.value) - item_mean[i.item as usize]);
+            }
+        }
+    }
+    let metrics = |errors: &[f64]| {
+        let n = errors.len().max(1) as f64;
+        RatingMetrics {
+            rmse: (errors.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
+            mae: errors.iter().map(|e| e.abs()).sum::<f64>() / n,
+            ratings: errors.len() as u64,
+        }
+    };
+    let counts: Vec<f64> = (0..n_items).map(|i| train.by_item.range(i).len() as f64).collect();
+    Baselines {
+        global_mean: explicit.then(|| metrics(&global)),
+        item_mean: explicit.then(|| metrics(&per_item)),
+        popularity: popularity_ranking(train, test, options, &counts),
+        dp_popularity: None,
+    }
+}
+
+/// [`baselines`], and for a DP model also DP popularity at its target
+/// (ε, δ) and contribution bound, from one release of the item counts with
+/// `noise` ([`crate::dp_popularity_counts`]): the bar a DP model should
+/// never fall below.
+///
+/// # Privacy
+/// The noisy counts stay in memory; only their ranking metrics on the test
+/// part are reported, exact statistics of private data like every metric
+/// here (the non-private popularity baseline reads the exact counts).
+///
+/// # Errors
+/// As [`crate::dp_popularity_counts`].
+pub fn baselines_for(
+    model: &Model,
+    train: &FeatureSet,
+    test: &FeatureSet,
+    options: EvalOptions,
+    noise: NoiseSource,
+) -> crate::Result<Baselines> {
+    let mut baselines = baselines(train, test, options);
+    if let crate::PrivacyGuarantee::Dp { target_epsilon, delta, .. } = &model.meta.privacy {
+        let budget = hush_privacy::Budget::new(*target_epsilon, *delta)?;
+        let counts = crate::dp_popularity_counts(train, &model.meta.params, budget, noise)?;
+        baselines.dp_popularity = Some(popularity_ranking(train, test, options, &counts));
+    }
+    Ok(baselines)
+}
+
+/// Ranking metrics of recommending everyone the items with the largest
+/// `counts` (one per item; ties by lower index) that they have not seen:
+/// exact counts for [`baselines`], noisy ones for DP popularity
+/// ([`crate::dp_popularity_counts`]).
+pub fn popularity_ranking(train: &FeatureSet, test: &FeatureSet, options: EvalOptions, counts: &[f64]) -> Evaluation {
+    let explicit = train.meta.feedback == Feedback::Explicit;
+    let context = Context::new(train);
+    let n_items = train.n_items();
+    let mut by_popularity: Vec<usize> = (0..n_items).collect();
+    by_popularity.sort_by(|&a, &b| counts[b].total_cmp(&counts[a]).then(a.cmp(&b)));
     let outcomes: Vec<SubjectOutcome> = (0..test.n_subjects())
         .map(|s| {
             let seen = train.by_subject.row_indices(s);
-            if explicit {
-                for i in test.subject_interactions(s) {
-                    global.push(f64::from(i.value) - mean);
-                    per_item.push(f64::from(i.value) - item_mean[i.item as usize]);
-                }
-            }
             let relevant = relevant_items(test, s, explicit, options.relevance_threshold);
             let recommended = if relevant.is_empty() {
                 Vec::new()
@@ -329,19 +388,7 @@ pub fn baselines(train: &FeatureSet, test: &FeatureSet, options: EvalOptions) ->
             SubjectOutcome { activity: seen.len(), errors: Vec::new(), recommended, relevant }
         })
         .collect();
-    let metrics = |errors: &[f64]| {
-        let n = errors.len().max(1) as f64;
-        RatingMetrics {
-            rmse: (errors.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
-            mae: errors.iter().map(|e| e.abs()).sum::<f64>() / n,
-            ratings: errors.len() as u64,
-        }
-    };
-    Baselines {
-        global_mean: explicit.then(|| metrics(&global)),
-        item_mean: explicit.then(|| metrics(&per_item)),
-        popularity: summarize(&outcomes, &context, n_items, options.k, false),
-    }
+    summarize(&outcomes, &context, n_items, options.k, false)
 }
 
 #[cfg(test)]

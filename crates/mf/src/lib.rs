@@ -43,4 +43,7 @@ pub use model::{
 };
 pub use release::{counts_again_release, plan, ReleaseKind, ReleaseLog, ReleasedState, RATING_QUANTUM};
 pub use rules::DpRules;
-pub use train::{train, train_with_mechanics, ItemGramSource, IterationReport, IterationRule, Mechanics, Privacy};
+pub use train::{
+    dp_popularity_counts, train, train_with_mechanics, ItemGramSource, IterationReport, IterationRule, Mechanics,
+    Privacy,
+};

@@ -256,6 +256,56 @@ pub fn train(
     train_with_mechanics(set, &params, &mechanics, guarantee, progress)
 }
 
+/// DP popularity: what a storefront gets without personalization, the
+/// whole budget spent on one release of the item counts (each subject
+/// bounded to `params.max_items_per_subject` items, sampled by its own key
+/// as in training; exact discrete Gaussian noise, Δ = √k). Returns the
+/// noisy counts, one per item.
+///
+/// For comparison only: `hush evaluate` ranks by these counts as the
+/// DP-popularity baseline a DP model should never fall below. They are
+/// never stored or put in a model.
+///
+/// `params` are those of the model compared with (a popularity-only model
+/// has no iterations, so they are not validated as a training run's): only
+/// the bound and the sampling seed are read.
+///
+/// # Errors
+/// [`Error::InvalidParam`] for a bound of zero items, [`Error::Privacy`] if
+/// the budget cannot be calibrated, [`Error::Data`] for a subject with an
+/// item twice or a value that is not a finite number.
+pub fn dp_popularity_counts(
+    set: &FeatureSet,
+    params: &TrainParams,
+    budget: Budget,
+    noise: NoiseSource,
+) -> Result<Vec<f64>> {
+    if params.max_items_per_subject == 0 {
+        return Err(Error::InvalidParam { field: "max_items_per_subject", message: "must be at least 1".into() });
+    }
+    let counts = ReleaseKind::ItemCounts;
+    let calibration = hush_privacy::Plan::default()
+        .with(hush_privacy::PlannedRelease {
+            name: counts.name().into(),
+            code: counts.code(),
+            noise: hush_privacy::NoiseKind::DiscreteGaussian,
+            l2_sensitivity: (params.max_items_per_subject as f64).sqrt(),
+            count: 1,
+            share: 1.0,
+        })
+        .calibrate(budget)?;
+    let mechanics = Mechanics {
+        max_items: Some(params.max_items_per_subject),
+        item_count_std: calibration.release(counts.code())?.noise_std,
+        noise: Some(noise),
+        ..Mechanics::non_private()
+    };
+    let data = prepare_data(set, params, &mechanics)?;
+    // Implicit: the counts alone (an explicit run would also release the
+    // rating sum, which this release has no budget for).
+    Ok(release_preprocessing(Feedback::Implicit, &data, params, &mechanics).0)
+}
+
 /// The guarantee a DP model carries.
 fn dp_guarantee(
     budget: Budget,

@@ -37,6 +37,16 @@ pub fn noise_of(seed: Option<u64>) -> NoiseSource {
     }
 }
 
+/// The noise of the DP-popularity baseline ([`eval::baselines_for`]): for a
+/// seeded run, seeded under a domain of its own, so that it never repeats
+/// the model's own count noise; else from the operating system.
+pub fn baseline_noise_of(seed: Option<u64>) -> NoiseSource {
+    match seed {
+        Some(seed) => NoiseSource::seeded_for(seed, "dp popularity baseline"),
+        None => NoiseSource::from_os_entropy(),
+    }
+}
+
 /// The metrics object with the stable keys scripts rely on. Exact
 /// statistics of private data: for the operator, never put in a model.
 pub fn metrics_json(
@@ -78,6 +88,8 @@ pub fn metrics_json(
             "item_mean_rmse": baselines.item_mean.map(|r| r.rmse),
             format!("popularity_recall_at_{k}"): baselines.popularity.ranking.recall,
             format!("popularity_ndcg_at_{k}"): baselines.popularity.ranking.ndcg,
+            format!("dp_popularity_recall_at_{k}"): baselines.dp_popularity.as_ref().map(|p| p.ranking.recall),
+            format!("dp_popularity_ndcg_at_{k}"): baselines.dp_popularity.as_ref().map(|p| p.ranking.ndcg),
         },
         "research_only": model.meta.data.research_only,
     })
@@ -165,13 +177,17 @@ pub fn train<E: From<Error>>(
         }
         Ok(model)
     })?;
-    let evaluated = test_part.as_ref().map(|test| {
-        let options = EvalOptions::default();
-        let evaluation = eval::evaluate(&model, &train_part, test, options);
-        let baselines = eval::baselines(&train_part, test, options);
-        let metrics = metrics_json(&model, &train_part, None, &evaluation, &baselines);
-        (evaluation, metrics)
-    });
+    let evaluated = match test_part.as_ref() {
+        Some(test) => {
+            let options = EvalOptions::default();
+            let evaluation = eval::evaluate(&model, &train_part, test, options);
+            let baselines = eval::baselines_for(&model, &train_part, test, options, baseline_noise_of(run.noise_seed))
+                .map_err(|e| E::from(Error::from(e)))?;
+            let metrics = metrics_json(&model, &train_part, None, &evaluation, &baselines);
+            Some((evaluation, metrics))
+        }
+        None => None,
+    };
     Ok(Trained { model, train: train_part, evaluated })
 }
 
@@ -272,7 +288,8 @@ pub fn evaluate<E: From<Error>>(
     }
     let options = EvalOptions { k: run.k, ..EvalOptions::default() };
     let evaluation = eval::evaluate(&model, &parts.train, &parts.test, options);
-    let baselines = eval::baselines(&parts.train, &parts.test, options);
+    let baselines = eval::baselines_for(&model, &parts.train, &parts.test, options, baseline_noise_of(run.noise_seed))
+        .map_err(|e| E::from(Error::from(e)))?;
     let metrics = metrics_json(&model, &parts.train, train_seconds, &evaluation, &baselines);
     Ok(Evaluated { metrics, train: parts.train, test: parts.test })
 }

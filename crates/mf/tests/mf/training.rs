@@ -204,6 +204,76 @@ fn counts_below_the_noise_make_a_popularity_only_model() {
     assert_eq!(items(model.top_k(&subject, 10, |_| false)), items(model.popular(10, |_| false)));
 }
 
+/// DP popularity, the bar a DP model is compared with: its counts are the
+/// bounded counts plus noise of the calibrated scale, its ranking matches
+/// exact popularity when the budget is large and not when it is tiny, and a
+/// non-private model gets no such baseline.
+#[test]
+fn dp_popularity_is_bounded_counts_with_calibrated_noise() {
+    let set = clustered(400, 300, 8, Feedback::Implicit, 31);
+    let exact: Vec<f64> = (0..set.n_items()).map(|i| set.by_item.range(i).len() as f64).collect();
+    let params = TrainParams { max_items_per_subject: 8, ..TrainParams::default() };
+    let counts = |epsilon: f64, seed: u64| {
+        let budget = Budget::new(epsilon, 1e-6).unwrap();
+        hush_mf::dp_popularity_counts(&set, &params, budget, NoiseSource::seeded(seed)).unwrap()
+    };
+    // Every subject has at most 8 items, so the bound keeps them all: the
+    // noise is what separates the release from the exact counts.
+    let sigma = |epsilon: f64| {
+        let plan = hush_privacy::Plan::default().with(hush_privacy::PlannedRelease {
+            name: "item_counts".into(),
+            code: 2,
+            noise: hush_privacy::NoiseKind::DiscreteGaussian,
+            l2_sensitivity: 8f64.sqrt(),
+            count: 1,
+            share: 1.0,
+        });
+        plan.calibrate(Budget::new(epsilon, 1e-6).unwrap()).unwrap().releases[0].noise_std
+    };
+    for epsilon in [0.5, 4.0] {
+        let noisy = counts(epsilon, 1);
+        let drawn = (noisy.iter().zip(&exact).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / exact.len() as f64).sqrt();
+        assert!(
+            (drawn / sigma(epsilon) - 1.0).abs() < 0.15,
+            "ε {epsilon}: drawn σ {drawn}, calibrated {}",
+            sigma(epsilon)
+        );
+        assert!(noisy.iter().all(|c| c.fract() == 0.0), "integer counts");
+    }
+    // A subject bounded to one item adds one to one count.
+    let one = TrainParams { max_items_per_subject: 1, ..params.clone() };
+    let total: f64 = hush_mf::dp_popularity_counts(&set, &one, Budget::new(1e4, 1e-6).unwrap(), NoiseSource::seeded(2))
+        .unwrap()
+        .iter()
+        .sum();
+    assert!((total - 400.0).abs() < 40.0, "400 subjects, one item each: {total}");
+    let zero = TrainParams { max_items_per_subject: 0, ..params.clone() };
+    assert!(
+        hush_mf::dp_popularity_counts(&set, &zero, Budget::new(1.0, 1e-6).unwrap(), NoiseSource::seeded(2)).is_err()
+    );
+
+    // As a baseline: DP models get it, the twin does not.
+    let parts = split(&set, &SplitSpec::Holdout { fraction: 0.2, seed: 4 });
+    let options = EvalOptions::default();
+    let dp = |epsilon: f64| {
+        let privacy = Privacy::Dp {
+            budget: Budget::new(epsilon, 1e-6).unwrap(),
+            noise: Box::new(NoiseSource::seeded(3)),
+            rules: Some(DpRules::default()),
+        };
+        train(&parts.train, &TrainParams::default(), privacy, &mut |_| {}).unwrap()
+    };
+    let twin = train(&parts.train, &params, Privacy::NonPrivate, &mut |_| {}).unwrap();
+    let of =
+        |model: &Model| eval::baselines_for(model, &parts.train, &parts.test, options, NoiseSource::seeded(5)).unwrap();
+    assert_eq!(of(&twin).dp_popularity, None);
+    let exact_recall = of(&twin).popularity.ranking.recall;
+    let loose = of(&dp(1e4)).dp_popularity.unwrap().ranking.recall;
+    assert!((loose - exact_recall).abs() < 0.02, "ε 10⁴: {loose} against exact {exact_recall}");
+    let tight = of(&dp(0.1)).dp_popularity.unwrap();
+    assert_ne!(tight, of(&twin).popularity, "ε 0.1: noisy counts rank differently from exact ones");
+}
+
 /// A value that is not a finite number never reaches the released sums.
 #[test]
 fn a_non_finite_value_is_refused_before_any_release() {
